@@ -1,0 +1,177 @@
+"""The ``optimum-bridge`` command: worker, api, submit, status, dead-letters, token, sandbox, demo.
+
+Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
+configuration. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import BridgeError, ConfigError, JobNotFound
+from .settings import load_settings
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"optimum-bridge: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run a Celery worker (extra arguments go to Celery)."""
+    from .worker import app
+
+    argv = ["worker", "-Q", "bridge.operations,bridge.callbacks", *extra]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
+    """Serve the simulated Optimum API."""
+    from .sandbox import main as sandbox_main
+
+    return sandbox_main(extra)
+
+
+def _parse_query(pairs: Sequence[str]) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--query: expected name=value, got {pair!r}")
+        query[name] = value
+    return query
+
+
+def _parse_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--json: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
+    """Submit one operation; with ``--wait``, print its outcome."""
+    from .client import BridgeClient
+
+    client = BridgeClient(load_settings())
+    operation: dict[str, Any] = {
+        "method": args.method,
+        "path": args.path,
+        "query": _parse_query(args.query),
+        "body": _parse_json(args.json),
+    }
+    if args.callback:
+        operation["callback"] = {"url": args.callback}
+    if args.idempotency_key:
+        operation["idempotency_key"] = args.idempotency_key
+    job_id = client.submit(operation)
+    if not args.wait:
+        print(job_id)
+        return 0
+    status = client.wait(job_id, timeout=args.timeout)
+    print(status.model_dump_json(indent=2))
+    return 0 if status.status == "succeeded" else 1
+
+
+def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print a job's status as JSON."""
+    from .client import BridgeClient
+
+    status = BridgeClient(load_settings()).get(args.job_id)
+    print(status.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace, extra: list[str]) -> int:
+    """List or replay dead-lettered callbacks."""
+    from . import runtime
+
+    sender = runtime.install(load_settings()).callbacks
+    if args.action == "list":
+        for row in sender.dead_letters():
+            print(json.dumps(row))
+        return 0
+    replayed = sender.replay(args.job_ids or None)
+    print(f"replayed {len(replayed)} callback(s)")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, extra: list[str]) -> int:
+    """Fetch or read the shared token and print its remaining lifetime (never the token)."""
+    from . import runtime
+    from .clock import SYSTEM_CLOCK
+
+    rt = runtime.install(load_settings())
+    token = rt.tokens.get()
+    remaining = token.expires_at - SYSTEM_CLOCK.time()
+    print(f"token {token.fingerprint}: valid for {remaining:.0f}s more ({remaining / 86400:.1f} days)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="optimum-bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = sub.add_parser("worker", help="run a Celery worker (extra args go to celery)", add_help=False)
+    worker.set_defaults(handler=cmd_worker, passthrough=True)
+    sandbox = sub.add_parser("sandbox", help="serve the simulated Optimum API", add_help=False)
+    sandbox.set_defaults(handler=cmd_sandbox, passthrough=True)
+
+    submit = sub.add_parser("submit", help="submit one operation")
+    submit.add_argument("method", help="GET, POST, PUT, PATCH or DELETE")
+    submit.add_argument("path", help="path relative to the API base, e.g. /Vehicles")
+    submit.add_argument("--query", action="append", default=[], metavar="K=V", help="query parameter (repeatable)")
+    submit.add_argument("--json", metavar="JSON|@FILE", help="request body")
+    submit.add_argument("--callback", metavar="URL", help="where to POST the signed outcome")
+    submit.add_argument("--idempotency-key", metavar="KEY")
+    submit.add_argument("--wait", action="store_true", help="wait and print the outcome")
+    submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = sub.add_parser("status", help="print a job's status")
+    status.add_argument("job_id")
+    status.set_defaults(handler=cmd_status)
+
+    dead = sub.add_parser("dead-letters", help="list or replay undeliverable callbacks")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("job_ids", nargs="*", help="replay only these jobs")
+    dead.set_defaults(handler=cmd_dead_letters)
+
+    token = sub.add_parser("token", help="token tools")
+    token.add_argument("action", choices=["check"])
+    token.set_defaults(handler=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optimum-bridge`` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler: Handler = args.handler
+    try:
+        return handler(args, extra)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}", 2)
+    except JobNotFound as exc:
+        return _fail(f"no job {exc}")
+    except (BridgeError, TimeoutError, OSError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The bridge's error hierarchy.
+
+``RetryableError`` carries the delay the caller should wait before trying
+again (``None``: use the backoff schedule); ``FinalError`` ends the job.
+Messages never contain secrets: they name fields and kinds, not values.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class JobNotFound(BridgeError):
+    """No job with that id (unknown or expired)."""
+
+
+class CallbackURLRefused(BridgeError):
+    """A callback URL points somewhere the bridge may not send to."""
+
+
+class AttemptError(BridgeError):
+    """One attempt at an API call failed; ``kind`` is a stable machine name."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class RetryableError(AttemptError):
+    """The attempt may succeed later; ``delay`` overrides the backoff when set."""
+
+    def __init__(self, kind: str, message: str, *, delay: float | None = None) -> None:
+        super().__init__(kind, message)
+        self.delay = delay
+
+
+class FinalError(AttemptError):
+    """Trying again would not help."""
+
+
+class TokenError(RetryableError):
+    """The identity server did not give us a token (network, 5xx, bad answer)."""
+
+
+class CredentialsRejected(TokenError):
+    """The identity server refused our client credentials (fixable by an operator: retried)."""
+
+
+class NetworkError(RetryableError):
+    """No answer from the API; ``maybe_sent`` if the request may have reached it."""
+
+    def __init__(self, kind: str, message: str, *, maybe_sent: bool) -> None:
+        super().__init__(kind, message)
+        self.maybe_sent = maybe_sent
+
+
+class Deferred(BridgeError):
+    """No rate-limit slot soon enough: put the job back without using an attempt."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"no rate-limit slot within the wait budget; next in {delay:.1f}s")
+        self.delay = delay

@@ -1,0 +1,146 @@
+"""Runs one attempt of a job and decides what comes next (spec §5).
+
+claim the job (lease; finished jobs are never run again) -> call the API
+(token, rate-limit slot, request) -> classify the answer -> complete the job
+(and queue its callback) or park it for a retry with backoff. Everything is
+plain Python over injected stores, so it is tested without Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from .api_client import OptimumClient
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
+from .jobs import JobStore
+from .retry import Backoff, classify_status, retry_after, should_retry
+from .schemas import ApiResponse, ErrorInfo, Operation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Budgets of an operation's retries."""
+
+    max_attempts: int
+    budget_s: float
+    lease_ms: int
+    backoff: Backoff
+
+
+class Executor:
+    """Executes jobs by id; safe to call concurrently and on redelivered messages."""
+
+    def __init__(self, jobs: JobStore, api: OptimumClient, policy: Policy, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._jobs = jobs
+        self._api = api
+        self._policy = policy
+        self._clock = clock
+
+    def run(self, job_id: str) -> str:
+        """Run the job once; returns what happened (for logs and tests)."""
+        owner = uuid.uuid4().hex
+        claim = self._jobs.claim(job_id, owner, lease_ms=self._policy.lease_ms)
+        if claim.outcome in ("missing", "final"):
+            log.info("job %s: %s, nothing to do", job_id, claim.outcome)
+            return claim.outcome
+        if claim.outcome == "leased":
+            # Another worker holds it (or died holding it): look again when the lease ends.
+            self._jobs.reschedule(job_id, owner, delay_s=claim.lease_ms / 1000 + 1, status=None)
+            return "leased"
+        operation = self._jobs.operation(job_id)
+        if claim.inflight and not operation.idempotent:
+            error = ErrorInfo(
+                kind="unknown_outcome",
+                message="a previous attempt may have reached the API and the "
+                "operation is not idempotent (no idempotency_key): not sent again",
+            )
+            return self._finish(job_id, owner, operation, response=None, error=error)
+        return self._attempt(job_id, owner, operation, claim.attempts)
+
+    def _attempt(self, job_id: str, owner: str, operation: Operation, attempts: int) -> str:
+        sent = [attempts]
+        try:
+            response = self._api.call(operation, before_send=lambda: sent.append(self._jobs.mark_sent(job_id)))
+        except Deferred as exc:
+            status = "retrying" if sent[-1] else "queued"
+            self._jobs.reschedule(job_id, owner, delay_s=exc.delay, status=status)
+            log.info("job %s: no rate-limit slot soon, deferred %.1fs", job_id, exc.delay)
+            return "deferred"
+        except NetworkError as exc:
+            if exc.maybe_sent and not operation.idempotent:
+                message = f"{exc.message}; not re-sent: it may have reached the API and is not idempotent"
+                return self._finish(
+                    job_id, owner, operation, response=None, error=ErrorInfo(kind=exc.kind, message=message)
+                )
+            return self._retry_or_fail(job_id, owner, operation, sent[-1], exc, response=None)
+        except AttemptError as exc:
+            return self._retry_or_fail(job_id, owner, operation, sent[-1], exc, response=None)
+        return self._judge(job_id, owner, operation, sent[-1], response)
+
+    def _judge(self, job_id: str, owner: str, operation: Operation, attempt: int, response: ApiResponse) -> str:
+        verdict = classify_status(response.status_code)
+        log.info("job %s attempt %d: API answered %d (%s)", job_id, attempt, response.status_code, verdict)
+        if verdict == "succeeded":
+            return self._finish(job_id, owner, operation, response=response, error=None)
+        if verdict == "failed":
+            message = f"the API answered {response.status_code}"
+            if 300 <= response.status_code < 400:
+                message += "; redirects are not followed (the token stays with the API host)"
+            return self._finish(
+                job_id, owner, operation, response=response, error=ErrorInfo(kind="http_error", message=message)
+            )
+        hint = retry_after(response.headers, now=self._clock.time())
+        kind = "rate_limited" if response.status_code == 429 else "server_error"
+        error = RetryableError(kind, f"the API answered {response.status_code}", delay=hint)
+        return self._retry_or_fail(job_id, owner, operation, attempt, error, response=response)
+
+    def _retry_or_fail(
+        self,
+        job_id: str,
+        owner: str,
+        operation: Operation,
+        attempt: int,
+        exc: AttemptError,
+        *,
+        response: ApiResponse | None,
+    ) -> str:
+        error = ErrorInfo(kind=exc.kind, message=exc.message)
+        if isinstance(exc, FinalError):
+            return self._finish(job_id, owner, operation, response=response, error=error)
+        delay = self._policy.backoff.delay(max(1, attempt))
+        if isinstance(exc, RetryableError) and exc.delay is not None:
+            delay = max(delay, exc.delay)
+        elapsed = (self._clock.now() - self._jobs.status(job_id).submitted_at).total_seconds()
+        budget_ok = should_retry(
+            attempts=attempt,
+            max_attempts=self._policy.max_attempts,
+            elapsed_s=elapsed,
+            delay_s=delay,
+            budget_s=self._policy.budget_s,
+        )
+        if not budget_ok:
+            error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
+            return self._finish(job_id, owner, operation, response=response, error=error)
+        self._jobs.reschedule(job_id, owner, delay_s=delay, status="retrying", error=error, response=response)
+        log.info("job %s attempt %d: %s; retry in %.1fs", job_id, attempt, exc.kind, delay)
+        return "retrying"
+
+    def _finish(
+        self, job_id: str, owner: str, operation: Operation, *, response: ApiResponse | None, error: ErrorInfo | None
+    ) -> str:
+        done = self._jobs.complete(
+            job_id,
+            owner,
+            succeeded=error is None,
+            response=response,
+            error=error,
+            callback=operation.callback is not None,
+        )
+        outcome = "succeeded" if error is None else "failed"
+        log.info("job %s: %s%s", job_id, outcome, "" if done else " (already finished elsewhere)")
+        return outcome

@@ -1,0 +1,102 @@
+"""Celery messages built without a broker round trip, and the due-retry pump.
+
+Submitting a batch writes job records and queue messages in one Lua call, so
+the messages are built here in exactly the form kombu's Redis transport
+pushes (Celery protocol 2, JSON, base64 body). Delayed work -- retries,
+deferred jobs, callback redeliveries -- waits in a Redis sorted set scored by
+its due time on the Redis clock; ``DuePump`` moves what is due to its queue.
+Celery ETA messages are not used: kombu re-delivers unacknowledged ETA tasks
+after the visibility timeout, which would duplicate any retry scheduled
+further ahead than ``BRIDGE_REDELIVERY_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery
+
+from .keys import Keys
+
+log = logging.getLogger(__name__)
+
+EXECUTE_TASK = "bridge.execute"
+DELIVER_TASK = "bridge.deliver_callback"
+
+_builder = Celery("optimum_bridge.messages", set_as_current=False)
+
+_PUMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, item in ipairs(items) do
+  local sep = string.find(item, '\\n', 1, true)
+  redis.call('RPUSH', string.sub(item, 1, sep - 1), string.sub(item, sep + 1))
+  redis.call('ZREM', KEYS[1], item)
+end
+return #items
+"""
+
+
+def build_message(task: str, args: list[Any], *, queue: str) -> str:
+    """A Celery task message as kombu's Redis transport stores it in a queue list."""
+    task_id = str(uuid.uuid4())
+    headers, properties, body, _ = _builder.amqp.as_task_v2(task_id, task, args=args, kwargs={})
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    message = {
+        "body": base64.b64encode(payload).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            **properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(message, separators=(",", ":"))
+
+
+def due_member(keys: Keys, task: str, args: list[Any], *, queue: str) -> str:
+    """A due-set entry: the queue's Redis key, a newline, the message."""
+    return f"{keys.queue(queue)}\n{build_message(task, args, queue=queue)}"
+
+
+class DuePump:
+    """Moves due messages to their queues; safe to run in every worker at once."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, batch: int = 500) -> None:
+        self._keys = keys
+        self._batch = batch
+        self._pump = client.register_script(_PUMP)
+        self._client = client
+
+    def run_once(self) -> int:
+        """Enqueue everything due now; returns how many messages moved."""
+        moved = 0
+        while True:
+            count = int(self._pump(keys=[self._keys.due], args=[self._batch]))
+            moved += count
+            if count < self._batch:
+                return moved
+
+    def run_forever(self, stop: threading.Event, *, interval_s: float = 0.25, heartbeat: str | None = None) -> None:
+        """Pump until ``stop`` is set; survives Redis outages (logged, retried)."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+                if heartbeat:
+                    self._client.zadd(self._keys.workers, {heartbeat: float(self._client.time()[0])})
+            except redis.RedisError as exc:
+                log.warning("due pump: Redis unavailable (%s); retrying", type(exc).__name__)
+                stop.wait(1.0)
+            stop.wait(interval_s)

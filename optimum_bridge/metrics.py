@@ -1,0 +1,50 @@
+"""Counters shared by every process, in one Redis hash; read by ``/metrics``.
+
+Recording never breaks the main path: a failed write is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from .keys import Keys
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Increment-only counters (Prometheus counters are computed from them)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._key = keys.stats
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to counter ``name``."""
+        try:
+            self._redis.hincrby(self._key, name, amount)
+        except redis.RedisError:
+            log.warning("could not record metric %s", name, exc_info=True)
+
+    def observe_call(self, status: int | str, seconds: float) -> None:
+        """Count one API call by status and add its latency to the histogram."""
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self._key, f"calls:{status}", 1)
+                for bound in LATENCY_BUCKETS:
+                    if seconds <= bound:
+                        pipe.hincrby(self._key, f"latency_le:{bound}", 1)
+                pipe.hincrby(self._key, "latency_count", 1)
+                pipe.hincrbyfloat(self._key, "latency_sum", seconds)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("could not record call metrics", exc_info=True)
+
+    def snapshot(self) -> dict[str, float]:
+        """Every counter, by name."""
+        raw = self._redis.hgetall(self._key)
+        return {k.decode(): float(v) for k, v in raw.items()}

@@ -1,0 +1,146 @@
+"""Wiring: builds the Redis client, HTTP clients and stores from the settings.
+
+One ``Runtime`` per process (rebuilt after a fork), shared by the tasks.
+Nothing here decides anything; it only connects the plain classes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+import redis
+
+from .api_client import IdentityClient, OptimumClient
+from .callbacks import DEFAULT_SCHEDULE, CallbackSender
+from .executor import Executor, Policy
+from .jobs import JobStore
+from .keys import Keys
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+from .retry import Backoff
+from .settings import Settings
+from .tokens import TokenStore
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client for the bridge's own keys (health-checked, retried on blips)."""
+    return redis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        health_check_interval=30,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        retry_on_timeout=True,
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything a worker process needs, built lazily from ``settings``."""
+
+    settings: Settings
+    pid: int = field(default_factory=os.getpid)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis_client(self.settings)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.redis, self.keys)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
+        return JobStore(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s, pending_ttl_s=pending_ttl)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.redis, self.keys, self.settings.rate_limit, margin_s=self.settings.rate_limit_margin_s)
+
+    @cached_property
+    def api_http(self) -> httpx.Client:
+        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        client_id, secret = self.settings.require_credentials()
+        identity = IdentityClient(
+            self.api_http,
+            token_url=self.settings.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=self.metrics,
+        )
+        return TokenStore(self.redis, self.keys, identity.fetch)
+
+    @property
+    def max_wait_s(self) -> float:
+        """Longest a task sleeps for a rate-limit slot before handing the job back."""
+        return min(60.0, self.settings.redelivery_timeout_s / 4)
+
+    @cached_property
+    def executor(self) -> Executor:
+        api = OptimumClient(
+            self.api_http,
+            api_url=self.settings.api_url,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            metrics=self.metrics,
+            max_wait_s=self.max_wait_s,
+        )
+        lease_s = self.max_wait_s + 2 * self.settings.timeout_s + 30
+        policy = Policy(
+            max_attempts=self.settings.max_attempts,
+            budget_s=self.settings.max_retry_duration_s,
+            lease_ms=int(lease_s * 1000),
+            backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
+        )
+        return Executor(self.jobs, api, policy)
+
+    @cached_property
+    def callbacks(self) -> CallbackSender:
+        http = httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
+        return CallbackSender(
+            self.redis,
+            self.keys,
+            self.jobs,
+            http,
+            key=self.settings.require_callback_secret(),
+            metrics=self.metrics,
+            allow_private=self.settings.callback_allow_private,
+            schedule=self.settings.callback_schedule or DEFAULT_SCHEDULE,
+            lease_ms=int(self.settings.callback_timeout_s * 3000),
+        )
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def install(settings: Settings) -> Runtime:
+    """Make ``settings`` this process's runtime (replacing any earlier one)."""
+    global _current
+    with _lock:
+        _current = Runtime(settings)
+        return _current
+
+
+def current() -> Runtime:
+    """This process's runtime; rebuilt after a fork so no connection is shared."""
+    global _current
+    with _lock:
+        if _current is None:
+            raise RuntimeError("runtime not installed: call runtime.install(settings) first")
+        if _current.pid != os.getpid():
+            _current = Runtime(_current.settings)
+        return _current

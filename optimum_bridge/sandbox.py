@@ -1,0 +1,260 @@
+"""Run the Optimum API simulator: in a background thread (tests) or in the foreground (CLI).
+
+The app itself lives in ``sandbox_app`` (pipeline, token and admin endpoints),
+its state and knobs in ``sandbox_state``, the fleet in ``fleet``. This module
+re-exports what callers need: ``SandboxConfig``, ``create_app``,
+``SandboxServer`` and ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import uvicorn
+from pydantic import ValidationError
+
+from optimum_bridge.clock import Clock
+from optimum_bridge.sandbox_app import create_app
+from optimum_bridge.sandbox_config import (
+    FaultSpec,
+    SandboxConfig,
+    validation_message,
+)
+from optimum_bridge.sandbox_state import SandboxState
+
+__all__ = ["SandboxConfig", "SandboxServer", "SandboxState", "create_app", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that reports when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[_Server], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started(self)
+
+    def bound_port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        port: int = self.servers[0].sockets[0].getsockname()[1]
+        return port
+
+
+def _base_url(host: str, port: int) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name
+        return f"http://{host or '127.0.0.1'}:{port}"
+    if address.is_unspecified:  # a wildcard bind is reached through loopback
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
+
+
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+
+
+class SandboxServer:
+    """The simulator served by uvicorn in a daemon thread; a context manager."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        clock: Clock | None = None,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        self.app = create_app(config, clock=clock)
+        self.state: SandboxState = self.app.state.sandbox
+        self.host = host
+        self.port = port
+        self._log_level = log_level
+        self._start_timeout_s = start_timeout_s
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The API base, e.g. ``http://127.0.0.1:54321``."""
+        return _base_url(self.host, self.port)
+
+    @property
+    def token_url(self) -> str:
+        """The identity server's token endpoint."""
+        return self.url + "/connect/token"
+
+    def start(self) -> Self:
+        """Start serving; returns once the server accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("sandbox server already started")
+        started = threading.Event()
+        config = _uvicorn_config(self.app, self.host, self.port, self._log_level)
+        self._server = _Server(config, on_started=lambda _server: started.set())
+        self._thread = threading.Thread(target=self._server.run, name="sandbox", daemon=True)
+        self._thread.start()
+        waited = 0.0
+        # Waits on the startup event; the timeout only lets us notice a dead thread.
+        while not started.wait(0.05):
+            waited += 0.05
+            if not self._thread.is_alive() or waited >= self._start_timeout_s:
+                self.stop()
+                raise RuntimeError(f"sandbox server did not start on {self.host}:{self.port}")
+        self.port = self._server.bound_port()
+        logger.info("sandbox serving at %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for its thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server, self._thread = None, None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Direct, thread-safe access to the state (same effect as the admin endpoints).
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /_sandbox/stats`` returns."""
+        return self.state.stats()
+
+    def configure(self, **knobs: Any) -> SandboxConfig:
+        """Change knobs (pydantic-validated); returns the new config."""
+        return self.state.configure(knobs)
+
+    def add_faults(self, *, path: str, responses: list[dict[str, Any]], method: str | None = None) -> int:
+        """Queue scripted answers; returns how many are pending in total."""
+        spec = FaultSpec.model_validate({"method": method, "path": path, "responses": responses})
+        return self.state.add_faults(spec)
+
+    def revoke(self) -> int:
+        """Revoke every token issued so far; returns how many were live."""
+        return self.state.revoke_all()
+
+    def reset(self) -> None:
+        """Clear counters, log, faults and tokens; knobs unchanged."""
+        self.state.reset()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optimum-bridge sandbox", description="Serve a simulated Optimum API.")
+    add = parser.add_argument
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8090)
+    add("--quota", default="30/m", help='N/s, N/m or N/h; "none" for unlimited')
+    add("--fleet-size", type=int, default=60)
+    add("--seed", type=int, default=42)
+    add("--latency-ms", type=float, default=0.0)
+    add("--latency-jitter-ms", type=float, default=0.0)
+    add("--error-rate", type=float, default=0.0)
+    add("--error-status", type=int, default=503)
+    add(
+        "--token-lifetime",
+        type=int,
+        default=30_734_400,
+        help="token lifetime in seconds",
+    )
+    add("--no-retry-after", action="store_true", help="send 429 without Retry-After")
+    add("--wrap-lists", action="store_true", help='wrap lists as {"items": [...]}')
+    add("--client", action="append", metavar="ID:SECRET", help="API client (repeatable)")
+    add("--log-level", default="warning")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    """Build the knobs from parsed CLI arguments; raises ValidationError/ValueError."""
+    knobs: dict[str, Any] = {
+        "quota": None if args.quota.lower() in ("none", "off", "") else args.quota,
+        "fleet_size": args.fleet_size,
+        "seed": args.seed,
+        "latency_ms": args.latency_ms,
+        "latency_jitter_ms": args.latency_jitter_ms,
+        "error_rate": args.error_rate,
+        "error_status": args.error_status,
+        "token_lifetime_s": args.token_lifetime,
+        "retry_after": not args.no_retry_after,
+        "wrap_lists": args.wrap_lists,
+    }
+    if args.client:
+        pairs = [item.partition(":") for item in args.client]
+        if any(not cid or not sep for cid, sep, _ in pairs):
+            raise ValueError("--client must look like ID:SECRET")
+        knobs["clients"] = {cid: secret for cid, _, secret in pairs}
+    return SandboxConfig.model_validate(knobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: serve in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValidationError as exc:
+        print(f"sandbox: invalid option: {validation_message(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(config)
+
+    def announce(server: _Server) -> None:
+        url = _base_url(args.host, server.bound_port())
+        clients = ", ".join(config.clients)
+        print(
+            f"Optimum sandbox: API {url}  token {url}/connect/token  client_id {clients}  "
+            f"quota {config.quota or 'unlimited'}  fleet {config.fleet_size} vehicles",
+            flush=True,
+        )
+
+    server = _Server(_uvicorn_config(app, args.host, args.port, args.log_level), announce)
+    return _run_foreground(server)
+
+
+def _run_foreground(server: _Server) -> int:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    # uvicorn installs its own handlers while serving, then restores these and
+    # re-raises the signal it caught: ours just ask for exit, so main returns.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else 1

@@ -1,0 +1,185 @@
+"""Pydantic models of everything that crosses a boundary.
+
+``Operation`` is what producers submit; ``JobStatus`` is what they read back,
+by polling or in the ``data`` of a ``CallbackEvent``; ``TokenResponse`` is the
+identity server's answer. The path rules of the spec (§4) live in
+``Operation`` so an invalid operation can never be queued.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+)
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+JobState = Literal["queued", "running", "retrying", "succeeded", "failed"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "PUT", "DELETE"})
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+QueryScalar = str | int | float | bool
+QueryValue = QueryScalar | list[QueryScalar]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def check_path(path: str) -> str:
+    """Refuse anything that could send the token to another host (spec §4)."""
+    if not path.startswith("/"):
+        raise ValueError("must start with '/' (relative to the API base)")
+    if path.startswith("//") or path.startswith("/\\"):
+        raise ValueError("must not start with '//' (that names another host)")
+    if _CONTROL.search(path) or _CONTROL.search(unquote(path)):
+        raise ValueError("must not contain control characters")
+    if "\\" in path or "\\" in unquote(path):
+        raise ValueError("must not contain backslashes")
+    if "?" in path or "#" in path:
+        raise ValueError("must not contain '?' or '#': put parameters in 'query'")
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        raise ValueError("must not contain a scheme or a host")
+    segments = unquote(unquote(path)).split("/")
+    if any(segment in {".", ".."} for segment in segments):
+        raise ValueError("must not contain '.' or '..' segments")
+    return path
+
+
+class Callback(BaseModel):
+    """Where to POST the outcome. Reachability rules are checked by ``urls``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: AnyHttpUrl
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.username or url.password:
+            raise ValueError("must not carry credentials (user:password@)")
+        if len(str(url)) > 2048:
+            raise ValueError("must be at most 2048 characters")
+        return url
+
+
+class Operation(BaseModel):
+    """One HTTP call to the API, as submitted by a producer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: HttpMethod
+    path: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    query: dict[ShortText, QueryValue] = Field(default_factory=dict, max_length=100)
+    body: JsonValue = None
+    callback: Callback | None = None
+    idempotency_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")] | None
+    ) = None
+    metadata: dict[ShortText, JsonValue] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether re-sending after an unknown outcome is safe."""
+        return self.method in IDEMPOTENT_METHODS or self.idempotency_key is not None
+
+
+class OperationEcho(BaseModel):
+    """The part of the operation echoed in statuses and callbacks."""
+
+    method: HttpMethod
+    path: str
+    query: dict[str, QueryValue] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ApiResponse(BaseModel):
+    """The API's answer: status, a few headers, the JSON (or text) body."""
+
+    status_code: int
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: JsonValue = None
+
+
+class ErrorInfo(BaseModel):
+    """Why a job failed (or why the last attempt did)."""
+
+    kind: str
+    message: str
+
+
+class JobStatus(BaseModel):
+    """A job as producers see it; also the ``data`` of a callback (spec §6)."""
+
+    id: str
+    status: JobState
+    operation: OperationEcho
+    response: ApiResponse | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    submitted_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a final state."""
+        return self.status in FINAL_STATES
+
+
+class CallbackEvent(BaseModel):
+    """The body POSTed to the producer's callback URL."""
+
+    type: Literal["operation.succeeded", "operation.failed"]
+    timestamp: str
+    data: JobStatus
+
+
+class TokenResponse(BaseModel):
+    """The identity server's client-credentials answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: SecretStr = Field(min_length=1)
+    expires_in: int = Field(gt=0)
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
+
+    @field_validator("token_type")
+    @classmethod
+    def _bearer(cls, value: str) -> str:
+        if value.lower() != "bearer":
+            raise ValueError("expected a Bearer token")
+        return value
+
+
+def echo(operation: Operation) -> OperationEcho:
+    """The echoed part of an operation."""
+    return OperationEcho(
+        method=operation.method, path=operation.path, query=operation.query, metadata=operation.metadata
+    )
+
+
+def first_error(exc: Any) -> str:
+    """One line naming the offending field of a pydantic ``ValidationError``."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"]) or "operation"
+    return f"{field}: {str(error['msg']).removeprefix('Value error, ')}"

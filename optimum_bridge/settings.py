@@ -1,0 +1,207 @@
+"""Configuration: one ``Settings`` object, read from the environment and ``.env``.
+
+Names follow the spec (``OPTIMUM_*`` for the API, ``BRIDGE_*`` for the bridge).
+Secrets are ``SecretStr`` so no ``repr``, log line or error message shows them.
+``load_settings`` turns a validation failure into one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from .errors import ConfigError
+
+Environment = Literal["preprod", "production", "sandbox"]
+
+#: Where each environment lives (``optimum-api.md``); ``sandbox`` is the bundled simulator.
+ENDPOINTS: dict[str, tuple[str, str]] = {
+    "production": (
+        "https://public-api.optimum-automotive.com",
+        "https://identityserver.optimum-automotive.com/connect/token",
+    ),
+    "preprod": (
+        "https://apicore-preprod.optimum-automotive.com",
+        "https://identityserver-preprod.optimum-automotive.com/connect/token",
+    ),
+    "sandbox": ("http://127.0.0.1:8090", "http://127.0.0.1:8090/connect/token"),
+}
+SANDBOX_CREDENTIALS = ("sandbox-client", "sandbox-secret")
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
+_WINDOWS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` calls in any ``window_s`` seconds."""
+
+    limit: int
+    window_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``N/s``, ``N/m`` or ``N/h``."""
+        match = _RATE.match(text)
+        if match is None or int(match.group(1)) < 1:
+            raise ValueError(f"expected N/s, N/m or N/h with N >= 1, got {text!r}")
+        return cls(int(match.group(1)), _WINDOWS[match.group(2)])
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "m", 3600.0: "h"}.get(self.window_s)
+        return f"{self.limit}/{unit}" if unit else f"{self.limit}/{self.window_s}s"
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge; build it once (``load_settings``) and pass it on."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    environment: Environment = Field("preprod", validation_alias="OPTIMUM_ENVIRONMENT")
+    client_id: str | None = Field(None, validation_alias="OPTIMUM_CLIENT_ID", min_length=1)
+    client_secret: SecretStr | None = Field(None, validation_alias="OPTIMUM_CLIENT_SECRET")
+    api_url_override: str | None = Field(None, validation_alias="OPTIMUM_API_URL")
+    token_url_override: str | None = Field(None, validation_alias="OPTIMUM_TOKEN_URL")
+    rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
+    timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
+
+    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
+    key_prefix: str = Field("obr:", validation_alias="BRIDGE_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
+    max_attempts: int = Field(8, validation_alias="BRIDGE_MAX_ATTEMPTS", ge=1, le=100)
+    max_retry_duration_s: float = Field(86400.0, validation_alias="BRIDGE_MAX_RETRY_DURATION_S", gt=0)
+    redelivery_timeout_s: float = Field(300.0, validation_alias="BRIDGE_REDELIVERY_TIMEOUT_S", ge=5)
+    rate_limit_margin_s: float = Field(0.25, validation_alias="BRIDGE_RATE_LIMIT_MARGIN_S", ge=0, le=60)
+    result_ttl_s: int = Field(7 * 86400, validation_alias="BRIDGE_RESULT_TTL_S", ge=60)
+    retry_base_s: float = Field(5.0, validation_alias="BRIDGE_RETRY_BASE_S", gt=0, le=3600)
+    retry_cap_s: float = Field(7200.0, validation_alias="BRIDGE_RETRY_CAP_S", gt=0)
+    callback_schedule: Annotated[tuple[float, ...], NoDecode] = Field((), validation_alias="BRIDGE_CALLBACK_SCHEDULE_S")
+    callback_secret: SecretStr | None = Field(None, validation_alias="BRIDGE_CALLBACK_SECRET")
+    callback_allow_private: bool = Field(False, validation_alias="BRIDGE_CALLBACK_ALLOW_PRIVATE")
+    callback_timeout_s: float = Field(10.0, validation_alias="BRIDGE_CALLBACK_TIMEOUT_S", gt=0, le=120)
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), validation_alias="BRIDGE_API_KEYS")
+    api_host: str = Field("127.0.0.1", validation_alias="BRIDGE_API_HOST", min_length=1)
+    api_port: int = Field(8080, validation_alias="BRIDGE_API_PORT", ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="BRIDGE_LOG_LEVEL")
+    sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _parse_rate(cls, value: object) -> object:
+        return RateLimit.parse(value) if isinstance(value, str) else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(SecretStr(part.strip()) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callback_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(float(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("expected comma-separated seconds, e.g. 5,300,1800") from None
+        return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            callback_key(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("api_url_override", "token_url_override")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _sandbox_defaults(self) -> Settings:
+        if self.environment == "sandbox" and self.client_id is None and self.client_secret is None:
+            object.__setattr__(self, "client_id", SANDBOX_CREDENTIALS[0])
+            object.__setattr__(self, "client_secret", SecretStr(SANDBOX_CREDENTIALS[1]))
+        return self
+
+    @property
+    def api_url(self) -> str:
+        """API base URL without a trailing slash."""
+        return (self.api_url_override or ENDPOINTS[self.environment][0]).rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        """The identity server's token endpoint."""
+        return self.token_url_override or ENDPOINTS[self.environment][1]
+
+    def require_credentials(self) -> tuple[str, SecretStr]:
+        """The client credentials, or a ``ConfigError`` naming the missing one."""
+        if not self.client_id:
+            raise ConfigError("OPTIMUM_CLIENT_ID: required to call the API (or set OPTIMUM_ENVIRONMENT=sandbox)")
+        if self.client_secret is None or not self.client_secret.get_secret_value():
+            raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
+        return self.client_id, self.client_secret
+
+    def require_callback_secret(self) -> bytes:
+        """The raw HMAC key of ``BRIDGE_CALLBACK_SECRET``, or a ``ConfigError``."""
+        if self.callback_secret is None:
+            raise ConfigError("BRIDGE_CALLBACK_SECRET: required to sign callbacks")
+        return callback_key(self.callback_secret)
+
+
+def callback_key(secret: SecretStr) -> bytes:
+    """Decode a Standard Webhooks secret (``whsec_`` + base64) into its key."""
+    text = secret.get_secret_value()
+    if not text.startswith("whsec_"):
+        raise ValueError("expected whsec_ followed by base64")
+    try:
+        key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected whsec_ followed by valid base64") from None
+    if len(key) < 16:
+        raise ValueError("the key must be at least 16 bytes (24 base64 characters)")
+    return key
+
+
+def _variable(settings_field: str) -> str:
+    field = Settings.model_fields.get(settings_field)
+    alias = field.validation_alias if field else None
+    return alias if isinstance(alias, str) else settings_field.upper()
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the first bad variable, without echoing its value."""
+    first = error.errors(include_input=False, include_url=False)[0]
+    name = _variable(str(first["loc"][0])) if first["loc"] else "settings"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, raising ``ConfigError`` with one line on bad input."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = _variable(match.group(1)) if match else "settings"
+        raise ConfigError(f"{name}: cannot parse the value") from None

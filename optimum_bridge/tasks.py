@@ -1,0 +1,56 @@
+"""The Celery tasks: a few lines each around the executor and the callback sender.
+
+Both are ``acks_late``: a worker killed mid-task leaves its message to be
+redelivered. Redis trouble puts the message back; any other unexpected error
+fails the job visibly (kind ``internal_error``) instead of leaving it stuck.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery.exceptions import Reject
+
+from . import runtime
+from .errors import ConfigError
+from .messages import DELIVER_TASK, EXECUTE_TASK
+from .schemas import ErrorInfo
+from .worker import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=EXECUTE_TASK, acks_late=True)
+def execute(job_id: str) -> str:
+    """Run one attempt of job ``job_id``."""
+    rt = runtime.current()
+    try:
+        return rt.executor.run(job_id)
+    except redis.RedisError as exc:
+        log.warning("job %s: Redis unavailable (%s); message put back", job_id, type(exc).__name__)
+        raise Reject(str(type(exc).__name__), requeue=True) from None
+    except Exception as exc:
+        log.exception("job %s: unexpected error", job_id)
+        error = ErrorInfo(kind="internal_error", message=f"unexpected {type(exc).__name__} in the bridge")
+        operation = rt.jobs.operation(job_id)
+        rt.jobs.complete(
+            job_id, "", succeeded=False, response=None, error=error, callback=operation.callback is not None
+        )
+        raise
+
+
+@app.task(name=DELIVER_TASK, acks_late=True)
+def deliver_callback(job_id: str, attempt: int) -> str:
+    """Deliver (attempt ``attempt`` of) the callback of job ``job_id``."""
+    rt = runtime.current()
+    try:
+        sender = rt.callbacks
+    except ConfigError as exc:
+        log.error("job %s: cannot send its callback: %s", job_id, exc)
+        raise
+    try:
+        return sender.deliver(job_id, attempt)
+    except redis.RedisError as exc:
+        log.warning("job %s: Redis unavailable (%s); callback message put back", job_id, type(exc).__name__)
+        raise Reject(str(type(exc).__name__), requeue=True) from None

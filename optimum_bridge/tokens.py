@@ -1,0 +1,143 @@
+"""The shared access token: cached in Redis, refreshed by exactly one process.
+
+``get`` returns the cached token while it has more than a margin of life left.
+Otherwise one process takes a Redis lock (``SET NX PX``), fetches a new token
+and stores it; the others poll the key until it appears and reuse it. A 401
+calls ``invalidate(token)``, which deletes the stored token only if it is still
+the one that failed (compare-and-delete on a fingerprint), so a newer token
+another worker already stored survives. The token is a ``SecretStr`` and only
+its fingerprint is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from pydantic import SecretStr
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import TokenError
+from .keys import Keys
+from .schemas import TokenResponse
+
+log = logging.getLogger(__name__)
+
+_DELETE_IF_FINGERPRINT = """
+if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def fingerprint(value: str) -> str:
+    """A short, non-reversible name for a token, safe to log and compare."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token and when it stops being usable (epoch seconds)."""
+
+    value: SecretStr = field(repr=False)
+    fingerprint: str
+    expires_at: float
+
+
+class TokenCipher:
+    """Optional encryption of the token at rest (a no-op without a key)."""
+
+    def encrypt(self, value: str) -> str:
+        """The stored form of ``value``."""
+        return value
+
+    def decrypt(self, stored: str) -> str:
+        """The token from its stored form."""
+        return stored
+
+
+class TokenStore:
+    """Hands out the one token, fetching a new one under a lock when needed."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        fetch: Callable[[], TokenResponse],
+        *,
+        cipher: TokenCipher | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        refresh_margin_s: float = 300.0,
+        lock_ttl_s: float = 30.0,
+        poll_s: float = 0.05,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._fetch = fetch
+        self._cipher = cipher or TokenCipher()
+        self._clock = clock
+        self._margin = refresh_margin_s
+        self._lock_ttl_ms = int(lock_ttl_s * 1000)
+        self._poll_s = poll_s
+        self._delete_if = client.register_script(_DELETE_IF_FINGERPRINT)
+        self._release_if = client.register_script(_RELEASE_IF_OWNER)
+
+    def cached(self) -> Token | None:
+        """The stored token, if any (expired ones vanish with their key)."""
+        raw = self._redis.hgetall(self._keys.token)
+        if not raw or b"value" not in raw:
+            return None
+        value = self._cipher.decrypt(raw[b"value"].decode())
+        return Token(SecretStr(value), raw[b"fp"].decode(), float(raw[b"exp"]))
+
+    def get(self) -> Token:
+        """A usable token; fetches one (in exactly one process) when needed."""
+        deadline = self._clock.monotonic() + self._lock_ttl_ms / 1000 * 2
+        while True:
+            token = self.cached()
+            if token is not None:
+                return token
+            owner = uuid.uuid4().hex
+            if self._redis.set(self._keys.token_lock, owner, nx=True, px=self._lock_ttl_ms):
+                try:
+                    return self.cached() or self._refresh()
+                finally:
+                    self._release_if(keys=[self._keys.token_lock], args=[owner])
+            if self._clock.monotonic() > deadline:
+                raise TokenError("token_timeout", "timed out waiting for another process to fetch the token")
+            self._clock.sleep(self._poll_s)
+
+    def invalidate(self, token: Token) -> bool:
+        """Forget ``token`` if it is still the stored one; True when deleted."""
+        deleted = bool(self._delete_if(keys=[self._keys.token], args=[token.fingerprint]))
+        log.info("token %s rejected by the API; %s", token.fingerprint, "dropped" if deleted else "already replaced")
+        return deleted
+
+    def _refresh(self) -> Token:
+        answer = self._fetch()
+        value = answer.access_token.get_secret_value()
+        now = self._clock.time()
+        margin = min(self._margin, answer.expires_in / 10)
+        usable_s = max(1.0, answer.expires_in - margin)
+        token = Token(answer.access_token, fingerprint(value), now + answer.expires_in)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._keys.token)
+            pipe.hset(
+                self._keys.token,
+                mapping={"value": self._cipher.encrypt(value), "fp": token.fingerprint, "exp": token.expires_at},
+            )
+            pipe.pexpire(self._keys.token, int(usable_s * 1000))
+            pipe.execute()
+        log.info("fetched token %s, valid for %ss", token.fingerprint, answer.expires_in)
+        return token

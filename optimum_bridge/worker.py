@@ -1,0 +1,95 @@
+"""The Celery app: ``celery -A optimum_bridge.worker worker`` (or ``optimum-bridge worker``).
+
+Settings are read once at import; a bad one stops the process with one line.
+Each worker process also runs the due-set pump (retries, deferrals and
+callback redeliveries waiting for their time) and a heartbeat for ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from . import runtime
+from .errors import ConfigError
+from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE
+from .messages import DELIVER_TASK, EXECUTE_TASK, DuePump
+from .observability import init_sentry
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app bound to the bridge's Redis, queues and delivery guarantees."""
+    app = Celery("optimum_bridge", set_as_current=True)
+    app.conf.update(
+        broker_url=settings.redis_url.get_secret_value(),
+        broker_transport_options={
+            "global_keyprefix": settings.key_prefix,
+            "visibility_timeout": settings.redelivery_timeout_s,
+            "health_check_interval": 10,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=OPERATIONS_QUEUE,
+        task_routes={EXECUTE_TASK: {"queue": OPERATIONS_QUEUE}, DELIVER_TASK: {"queue": CALLBACKS_QUEUE}},
+        worker_pool="threads",
+        worker_concurrency=8,
+        worker_hijack_root_logger=True,
+        worker_redirect_stdouts=False,
+        worker_enable_remote_control=True,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+        settings.require_credentials()
+    except ConfigError as exc:
+        print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+settings = _settings()
+runtime.install(settings)
+init_sentry(settings, component="worker")
+app = create_app(settings)
+
+_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_pump(**_: Any) -> None:
+    rt = runtime.current()
+    pump = DuePump(rt.redis, rt.keys)
+    name = f"{socket.gethostname()}:{threading.get_native_id()}"
+    threading.Thread(
+        target=pump.run_forever, args=(_stop,), kwargs={"heartbeat": name}, daemon=True, name="due-pump"
+    ).start()
+    if settings.callback_secret is None:
+        log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
+    log.info("worker ready: API %s, quota %s, prefix %r", settings.api_url, settings.rate_limit, settings.key_prefix)
+
+
+@worker_shutdown.connect
+def _stop_pump(**_: Any) -> None:
+    _stop.set()
+
+
+from . import tasks  # noqa: E402,F401  (registers the tasks on ``app``)

@@ -3,7 +3,8 @@
 Everything is a pure function of a seed: the same ``generate_fleet(seed, size)``
 always yields the same plates, drivers and vehicles, and the trips of a vehicle
 for a calendar day depend only on (seed, plate, day), so any query window
-returns the same answer every time it is asked.
+returns the same answer every time it is asked (see ``fleet_trips``). Static
+reference data (names, models, towns) lives in ``fleet_data``.
 """
 
 from __future__ import annotations

@@ -540,27 +540,23 @@ def test_create_app_exposes_its_state() -> None:
 def test_main_serves_until_signalled(stop_signal: signal.Signals) -> None:
     code = "import sys; from optimum_bridge.sandbox import main; sys.exit(main(sys.argv[1:]))"
     args = ["--port", "0", "--quota", "5/m", "--fleet-size", "10"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"API (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        assert "sandbox-secret" not in line
-        data = {"client_id": CLIENT[0], "client_secret": CLIENT[1], "grant_type": "client_credentials"}
-        token = httpx.post(match.group(1) + "/connect/token", data=data).json()["access_token"]
-        vehicles = httpx.get(match.group(1) + "/Vehicles", headers={"Authorization": f"Bearer {token}"})
-        assert len(vehicles.json()) == 10
-        proc.send_signal(stop_signal)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        proc.kill()
-        proc.wait()
+    command = [sys.executable, "-c", code, *args]
+    with subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # the one line printed once the server listens
+            match = re.search(r"API (http://127\.0\.0\.1:\d+)", line)
+            assert match, line
+            assert "sandbox-secret" not in line
+            data = {"client_id": CLIENT[0], "client_secret": CLIENT[1], "grant_type": "client_credentials"}
+            token = httpx.post(match.group(1) + "/connect/token", data=data).json()["access_token"]
+            vehicles = httpx.get(match.group(1) + "/Vehicles", headers={"Authorization": f"Bearer {token}"})
+            assert len(vehicles.json()) == 10
+            proc.send_signal(stop_signal)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_main_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,7 +130,7 @@ class OptimumClient:
             answer = self._http.request(
                 operation.method,
                 self._base + operation.path,
-                params=operation.query or None,  # type: ignore[arg-type]
+                params=operation.query or None,
                 json=operation.body if operation.method != "GET" else None,
                 headers={"Authorization": f"Bearer {token.value.get_secret_value()}", "Accept": "application/json"},
                 follow_redirects=False,

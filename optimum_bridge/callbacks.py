@@ -23,7 +23,7 @@ import redis
 from .clock import SYSTEM_CLOCK, Clock, isoformat
 from .errors import CallbackURLRefused, JobNotFound
 from .jobs import JobStore
-from .keys import CALLBACKS_QUEUE, Keys
+from .keys import CALLBACKS_QUEUE, Keys, text
 from .messages import DELIVER_TASK, build_message, due_member
 from .metrics import Metrics
 from .schemas import CallbackEvent
@@ -178,7 +178,7 @@ class CallbackSender:
 
     def replay(self, job_ids: list[str] | None = None) -> list[str]:
         """Queue dead-lettered callbacks again (all, or the given jobs)."""
-        ids = job_ids or [k.decode() for k in self._redis.hkeys(self._keys.dead_letters)]
+        ids = job_ids or [text(k) for k in self._redis.hkeys(self._keys.dead_letters)]
         replayed = []
         for job_id in ids:
             if not self._redis.hdel(self._keys.dead_letters, job_id):

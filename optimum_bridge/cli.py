@@ -56,7 +56,7 @@ def _parse_json(text: str | None) -> Any:
     raw = Path(text[1:]).read_text() if text.startswith("@") else text
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"--json: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 

@@ -50,6 +50,11 @@ class BridgeClient:
     def __repr__(self) -> str:
         return f"BridgeClient(prefix={self.settings.key_prefix!r})"
 
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis connection (the ingress reads readiness and metrics through it)."""
+        return self._redis
+
     def validate(self, operation: Operation | Mapping[str, Any]) -> Operation:
         """The operation as a checked model, or ``InvalidOperation`` naming the field."""
         try:

@@ -67,8 +67,7 @@ class Executor:
         try:
             response = self._api.call(operation, before_send=lambda: sent.append(self._jobs.mark_sent(job_id)))
         except Deferred as exc:
-            status = "retrying" if sent[-1] else "queued"
-            self._jobs.reschedule(job_id, owner, delay_s=exc.delay, status=status)
+            self._jobs.reschedule(job_id, owner, delay_s=exc.delay, status="retrying" if sent[-1] else "queued")
             log.info("job %s: no rate-limit slot soon, deferred %.1fs", job_id, exc.delay)
             return "deferred"
         except NetworkError as exc:

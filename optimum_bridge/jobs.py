@@ -20,7 +20,7 @@ import redis
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import JobNotFound
-from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys
+from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
 from .messages import DELIVER_TASK, EXECUTE_TASK, build_message, due_member
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
@@ -153,12 +153,12 @@ class JobStore:
         raw = self._redis.hgetall(self._keys.job(job_id))
         if not raw or b"op" not in raw:
             raise JobNotFound(job_id)
-        return to_status(job_id, {k.decode(): v.decode() for k, v in raw.items()})
+        return to_status(job_id, {text(k): text(v) for k, v in raw.items()})
 
     def field(self, job_id: str, name: str) -> str | None:
         """One raw field of the job record."""
         value = self._redis.hget(self._keys.job(job_id), name)
-        return value.decode() if value is not None else None
+        return text(value) if value is not None else None
 
     def claim(self, job_id: str, owner: str, *, lease_ms: int) -> Claim:
         """Take the job's lease and mark it running, unless finished or taken."""
@@ -170,7 +170,7 @@ class JobStore:
             return Claim("leased", lease_ms=max(0, int(second)))
         if kind == "ok":
             return Claim("ok", inflight=second == b"1", attempts=int(attempts or 0))
-        return Claim(kind)  # type: ignore[arg-type]
+        return Claim("missing" if kind == "missing" else "final")
 
     def mark_sent(self, job_id: str) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number."""
@@ -217,7 +217,7 @@ class JobStore:
         """Park the job in the due set for ``delay_s`` and release its lease."""
         member = due_member(self._keys, EXECUTE_TASK, [job_id], queue=OPERATIONS_QUEUE)
         keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.due]
-        args = [
+        args: list[str | int] = [
             owner,
             status or "",
             error.model_dump_json() if error else "",
@@ -234,7 +234,7 @@ def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
     finished = fields.get("finished_at")
     return JobStatus(
         id=job_id,
-        status=fields.get("status", "queued"),  # type: ignore[arg-type]
+        status=fields.get("status", "queued"),
         operation=echo(operation),
         response=ApiResponse.model_validate_json(fields["response"]) if fields.get("response") else None,
         error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,

@@ -76,3 +76,8 @@ class Keys:
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""
         return f"{self.prefix}{name}"
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as ``str`` (clients here do not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -9,7 +9,7 @@ import logging
 
 import redis
 
-from .keys import Keys
+from .keys import Keys, text
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +47,4 @@ class Metrics:
     def snapshot(self) -> dict[str, float]:
         """Every counter, by name."""
         raw = self._redis.hgetall(self._key)
-        return {k.decode(): float(v) for k, v in raw.items()}
+        return {text(k): float(v) for k, v in raw.items()}

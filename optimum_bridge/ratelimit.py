@@ -116,7 +116,7 @@ class RateLimiter:
         """Reserve the earliest slot, unless it is more than ``max_wait_s`` away."""
         member = uuid.uuid4().hex
         keys = [self._keys.limiter_log, self._keys.limiter_pause]
-        args = [self.rate.limit, self.window_ms, int(max_wait_s * 1000), member]
+        args: list[str | int] = [self.rate.limit, self.window_ms, int(max_wait_s * 1000), member]
         granted, wait_ms = self._reserve(keys=keys, args=args)
         return Slot(bool(granted), int(wait_ms) / 1000, member)
 

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import TokenError
-from .keys import Keys
+from .keys import Keys, text
 from .schemas import TokenResponse
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ class TokenStore:
         raw = self._redis.hgetall(self._keys.token)
         if not raw or b"value" not in raw:
             return None
-        value = self._cipher.decrypt(raw[b"value"].decode())
-        return Token(SecretStr(value), raw[b"fp"].decode(), float(raw[b"exp"]))
+        value = self._cipher.decrypt(text(raw[b"value"]))
+        return Token(SecretStr(value), text(raw[b"fp"]), float(raw[b"exp"]))
 
     def get(self) -> Token:
         """A usable token; fetches one (in exactly one process) when needed."""

@@ -39,7 +39,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.02, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy (an event wait, not a fixed sleep)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -184,8 +186,22 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     def start(env: dict[str, str], *, concurrency: int = 4, pool: str = "threads", wait: bool = True) -> Worker:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
         log_path = tmp_path / f"{name}.log"
-        args = [sys.executable, "-m", "optimum_bridge.cli", "worker", "--pool", pool, "-c", str(concurrency),
-                "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+        args = [
+            sys.executable,
+            "-m",
+            "optimum_bridge.cli",
+            "worker",
+            "--pool",
+            pool,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ]
         with log_path.open("wb") as out:
             process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         worker = Worker(process, log_path, name)

@@ -16,7 +16,9 @@ def test_operation_succeeds_and_callback_verifies(redis_server, prefix, sandbox,
     env = bridge_env(redis_server.url, prefix, sb)
     workers(env, concurrency=2)
     client = BridgeClient(settings_from(env))
-    job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}, "metadata": {"batch": "b1"}})
+    job_id = client.submit(
+        {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}, "metadata": {"batch": "b1"}}
+    )
     status = client.wait(job_id, timeout=30)
     assert status.status == "succeeded", status
     assert status.attempts == 1

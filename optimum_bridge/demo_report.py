@@ -1,0 +1,190 @@
+"""What the demo shows: job tracking with a live progress bar, then the summary table and verdict.
+
+Progress polls job states through ``BridgeClient.get`` (only jobs not yet
+finished), so it tells the same story as a producer polling. Without a
+terminal, or with ``--no-progress``, it prints a plain line every few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import BridgeClient
+from .errors import JobNotFound
+from .schemas import JobStatus
+from .settings import RateLimit
+
+POLL_S = 0.25
+PLAIN_EVERY_S = 2.0
+
+
+class JobTracker:
+    """Final statuses of a set of jobs, filled in by ``poll``."""
+
+    def __init__(self, client: BridgeClient, job_ids: list[str]) -> None:
+        self._client = client
+        self.job_ids = list(job_ids)
+        self.final: dict[str, JobStatus] = {}
+
+    def add(self, job_ids: list[str]) -> None:
+        """Track more jobs."""
+        self.job_ids += job_ids
+
+    def poll(self) -> int:
+        """Read the jobs not yet finished; returns how many are finished."""
+        for job_id in self.job_ids:
+            if job_id in self.final:
+                continue
+            try:
+                status = self._client.get(job_id)
+            except JobNotFound:
+                continue  # not written yet, or expired: counted as "other"
+            if status.finished:
+                self.final[job_id] = status
+        return len(self.final)
+
+    @property
+    def done(self) -> bool:
+        """Whether every tracked job is finished."""
+        return len(self.final) >= len(self.job_ids)
+
+    def states(self) -> Counter[str]:
+        """Jobs by final state; unfinished ones count as ``other``."""
+        counts: Counter[str] = Counter(str(status.status) for status in self.final.values())
+        counts["other"] += len(self.job_ids) - len(self.final)
+        return counts
+
+    def span_s(self) -> float:
+        """Seconds from the first submission to the last finish (0 when nothing finished)."""
+        if not self.final:
+            return 0.0
+        first = min(s.submitted_at for s in self.final.values())
+        last = max(s.finished_at or s.submitted_at for s in self.final.values())
+        return max(0.0, (last - first).total_seconds())
+
+
+def follow(
+    tracker: JobTracker,
+    *,
+    console: Console,
+    live: bool,
+    timeout_s: float,
+    extra: Callable[[], str] = lambda: "",
+) -> bool:
+    """Poll until every job is finished or ``timeout_s`` passes; returns whether all finished."""
+    deadline = time.monotonic() + timeout_s
+    if not live:
+        return _follow_plain(tracker, console=console, deadline=deadline, extra=extra)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("operations", total=len(tracker.job_ids), detail="")
+        while True:
+            finished = tracker.poll()
+            detail = f"failed {tracker.states()['failed']}  {extra()}"
+            progress.update(task, completed=finished, total=len(tracker.job_ids), detail=detail)
+            if tracker.done or time.monotonic() > deadline:
+                return tracker.done
+            time.sleep(POLL_S)
+
+
+def _follow_plain(tracker: JobTracker, *, console: Console, deadline: float, extra: Callable[[], str]) -> bool:
+    last_print = 0.0
+    while True:
+        finished = tracker.poll()
+        now = time.monotonic()
+        if tracker.done or now > deadline or now - last_print >= PLAIN_EVERY_S:
+            states = tracker.states()
+            console.print(
+                f"progress: {finished}/{len(tracker.job_ids)} finished "
+                f"({states['succeeded']} succeeded, {states['failed']} failed)  {extra()}"
+            )
+            last_print = now
+        if tracker.done or now > deadline:
+            return tracker.done
+        time.sleep(POLL_S)
+
+
+@dataclass
+class Report:
+    """Every figure of the summary."""
+
+    states: Counter[str]
+    total: int
+    api_calls: int
+    rate_limited: int
+    token_requests: int
+    span_s: float
+    quota: RateLimit
+    callbacks_received: int
+    callbacks_verified: int
+    callbacks_rejected: int
+    verifier: str
+    elapsed_s: float
+    redis: str
+    workers: str
+
+    @property
+    def achieved_per_s(self) -> float:
+        """API calls per second over the processing span."""
+        return self.api_calls / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def quota_per_s(self) -> float:
+        """The quota in calls per second."""
+        return self.quota.limit / self.quota.window_s
+
+
+def failures(report: Report) -> list[str]:
+    """What went wrong, one short phrase each (empty when the run passed)."""
+    problems = []
+    if report.states["succeeded"] < report.total:
+        problems.append(f"{report.total - report.states['succeeded']} of {report.total} operations did not succeed")
+    if report.callbacks_verified < report.total:
+        problems.append(f"{report.callbacks_verified} of {report.total} callbacks received and verified")
+    if report.callbacks_rejected:
+        problems.append(f"{report.callbacks_rejected} callbacks failed verification")
+    if report.rate_limited:
+        problems.append(f"{report.rate_limited} responses were 429")
+    return problems
+
+
+def summary_table(report: Report) -> Table:
+    """The end-of-run table."""
+    table = Table(title="optimum-bridge demo", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("detail")
+    share = report.achieved_per_s / report.quota_per_s if report.quota_per_s else 0.0
+    rows = [
+        ("operations", str(report.total), "GET /Vehicles, GET /Vehicles/{plate}, yesterday's trips per vehicle"),
+        ("succeeded", str(report.states["succeeded"]), ""),
+        ("failed", str(report.states["failed"]), ""),
+        ("other", str(report.states["other"]), "not finished"),
+        ("API calls", str(report.api_calls), "accepted by the sandbox"),
+        ("429s", str(report.rate_limited), "rate-limited answers"),
+        ("token requests", str(report.token_requests), "one token shared by every worker"),
+        ("achieved rate", f"{report.achieved_per_s:.2f}/s", f"{share:.0%} of the {report.quota} quota"),
+        ("callbacks received", str(report.callbacks_received), ""),
+        ("callbacks verified", str(report.callbacks_verified), f"with {report.verifier}"),
+        ("processing time", f"{report.span_s:.1f}s", "first submission to last result"),
+        ("elapsed", f"{report.elapsed_s:.1f}s", "start-up to summary"),
+        ("redis", report.redis, ""),
+        ("workers", report.workers, ""),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -1,0 +1,386 @@
+"""The HTTP ingress (``optimum-bridge api``): submit and poll operations over HTTP.
+
+A thin FastAPI layer over ``BridgeClient``: operations are checked by the same
+models and callback-URL rules as the Python client, so both name the
+offending field the same way. ``/v1/*`` needs ``Authorization: Bearer <one of
+BRIDGE_API_KEYS>``; ``/healthz``, ``/readyz`` and ``/metrics`` are open. Every
+error is ``application/problem+json`` (RFC 9457), and request bodies are
+capped at 1 MiB while they are read, so an oversized body is never buffered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import sys
+from http import HTTPStatus
+from typing import Annotated, Any, cast
+
+import redis
+import uvicorn
+from fastapi import Depends, FastAPI, Header, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRouter
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError, models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .client import MAX_BATCH, BridgeClient, InvalidOperation
+from .errors import JobNotFound
+from .ingress_metrics import CONTENT_TYPE, readiness, render_metrics
+from .keys import Keys
+from .observability import init_sentry
+from .schemas import JobState, JobStatus, Operation
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One rejected field: ``operations[1].path``, ``callback.url``..."""
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: the body of every error."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class Accepted(BaseModel):
+    """A queued operation (202), or the existing job for a repeated idempotency key (200)."""
+
+    id: str
+    status: JobState
+    links: dict[str, str]
+
+
+class BatchItem(BaseModel):
+    """One operation of a batch: its job id, and False for an idempotent repeat."""
+
+    id: str
+    created: bool
+
+
+class BatchAccepted(BaseModel):
+    """The batch's job ids, in submission order."""
+
+    results: list[BatchItem]
+
+
+class OperationBatch(BaseModel):
+    """The body of ``POST /v1/operations:batch`` (documentation; checked item by item)."""
+
+    operations: list[Operation] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ProblemError(Exception):
+    """Ends a request with a problem response."""
+
+    def __init__(
+        self, status: int, detail: str, *, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        """The ``application/problem+json`` response."""
+        body = Problem(title=HTTPStatus(self.status).phrase, status=self.status, detail=self.detail, errors=self.errors)
+        content = body.model_dump(mode="json", exclude_none=True)
+        return JSONResponse(content, status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON)
+
+
+def invalid(line: str, *, status: int = 422) -> ProblemError:
+    """A validation problem from a ``field: message`` line."""
+    field, _, message = line.partition(": ")
+    return ProblemError(status, line, errors=[FieldError(field=field, message=message)])
+
+
+def field_errors(exc: ValidationError, *, prefix: str = "") -> list[FieldError]:
+    """Every error of a validation, named like ``schemas.first_error`` names the first."""
+    found = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"])
+        field = f"{prefix}.{name}" if prefix and name else prefix or name or "operation"
+        found.append(FieldError(field=field, message=str(error["msg"]).removeprefix("Value error, ")))
+    return found
+
+
+def rejected(errors: list[FieldError]) -> ProblemError:
+    """A 422 whose detail is the first error and whose ``errors`` list them all (up to 100)."""
+    return ProblemError(422, f"{errors[0].field}: {errors[0].message}", errors=errors[:100])
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """Every error as problem+json; never details of an unexpected one."""
+    if isinstance(exc, ProblemError):
+        return exc.response()
+    if isinstance(exc, StarletteHTTPException):
+        return ProblemError(exc.status_code, str(exc.detail), headers=exc.headers).response()
+    if isinstance(exc, RequestValidationError):
+        errors = [FieldError(field=".".join(map(str, e["loc"])), message=str(e["msg"])) for e in exc.errors()]
+        return rejected(errors or [FieldError(field="request", message="invalid")]).response()
+    if isinstance(exc, redis.RedisError):
+        log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+        return ProblemError(503, "the job store (Redis) is unavailable", headers={"Retry-After": "5"}).response()
+    log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
+    return ProblemError(500, "unexpected error; it has been logged").response()
+
+
+class BodyTooLarge(Exception):
+    """Raised by ``BodyLimit`` inside ``receive`` once the cap is passed."""
+
+
+class BodyLimit:
+    """Pure-ASGI middleware: 413 for a body over ``max_bytes``, counted as it streams in."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if declared_length(scope) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"body: larger than the {self.max_bytes} bytes allowed"
+        await ProblemError(413, detail, headers={"Connection": "close"}).response()(scope, receive, send)
+
+
+def declared_length(scope: Scope) -> int:
+    """The request's Content-Length (0 when absent or unreadable: the stream count still applies)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as JSON; 400 naming ``body`` when it is not JSON."""
+    raw = await request.body()
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", status=400) from None
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        raise invalid(f"body: not valid JSON ({reason})", status=400) from None
+
+
+def key_digests(settings: Settings) -> tuple[bytes, ...]:
+    """SHA-256 of every accepted key: equal-length values for constant-time comparison."""
+    return tuple(hashlib.sha256(key.get_secret_value().encode()).digest() for key in settings.api_keys)
+
+
+def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
+    """Whether ``presented`` is an accepted key; compares with every key, no early exit."""
+    candidate = hashlib.sha256(presented.encode()).digest()
+    matched = False
+    for digest in digests:
+        matched |= hmac.compare_digest(candidate, digest)
+    return matched
+
+
+bearer = HTTPBearer(auto_error=False, description="One of BRIDGE_API_KEYS.")
+
+
+async def require_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> None:
+    """401 unless the request carries ``Authorization: Bearer <one of BRIDGE_API_KEYS>``."""
+    digests: tuple[bytes, ...] = request.app.state.key_digests
+    if credentials is None:
+        raise ProblemError(401, "Authorization: Bearer <API key> is required", headers={"WWW-Authenticate": "Bearer"})
+    if not key_matches(credentials.credentials, digests):
+        raise ProblemError(401, "the API key is not accepted", headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_bridge(request: Request) -> BridgeClient:
+    """The app's ``BridgeClient``."""
+    return cast(BridgeClient, request.app.state.bridge)
+
+
+Bridge = Annotated[BridgeClient, Depends(get_bridge)]
+JsonBody = Annotated[Any, Depends(json_body)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_JSON: {}}} for code in (400, 401, 413, 422, 503)
+}
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["operations"])
+
+
+def _body_of(name: str) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _link(job_id: str) -> str:
+    return f"/v1/operations/{job_id}"
+
+
+def _with_header_key(payload: Any, header: str | None) -> dict[str, Any]:
+    """The operation with ``Idempotency-Key`` filling an absent ``idempotency_key``."""
+    if not isinstance(payload, dict):
+        raise invalid("body: expected a JSON object (the operation)")
+    current = payload.get("idempotency_key")
+    if header is None or current == header:
+        return payload
+    if current is None:
+        return {**payload, "idempotency_key": header}
+    raise invalid("idempotency_key: differs from the Idempotency-Key header")
+
+
+@v1.post("/operations", status_code=202, response_model=Accepted, openapi_extra=_body_of("Operation"))
+def submit_operation(
+    payload: JsonBody, bridge: Bridge, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+) -> JSONResponse:
+    """Queue one operation: 202, or 200 with the existing job for a repeated idempotency key."""
+    try:
+        operation = Operation.model_validate(_with_header_key(payload, idempotency_key))
+        [(job_id, created)] = bridge.submit_many_detailed([operation])
+    except ValidationError as exc:
+        raise rejected(field_errors(exc)) from None
+    except InvalidOperation as exc:  # the callback URL check; a single operation is not "operations[0]"
+        raise invalid(str(exc).removeprefix("operations[0].")) from None
+    links = {"self": _link(job_id)}
+    if created:
+        content = Accepted(id=job_id, status="queued", links=links).model_dump(mode="json")
+        return JSONResponse(content, status_code=202, headers={"Location": links["self"]})
+    return JSONResponse({**bridge.get(job_id).model_dump(mode="json"), "links": links}, status_code=200)
+
+
+def _batch_items(payload: Any) -> list[Any]:
+    if not isinstance(payload, dict) or set(payload) != {"operations"}:
+        raise invalid('body: expected {"operations": [...]} and nothing else')
+    items = payload["operations"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise invalid(f"operations: expected a list of 1 to {MAX_BATCH} operations")
+    return items
+
+
+def _checked(items: list[Any]) -> list[Operation]:
+    """Every item as an ``Operation``, or one 422 listing the errors of all of them."""
+    operations: list[Operation] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            operations.append(Operation.model_validate(item))
+        except ValidationError as exc:
+            errors += field_errors(exc, prefix=f"operations[{index}]")
+    if errors:
+        raise rejected(errors)
+    return operations
+
+
+@v1.post("/operations:batch", status_code=202, response_model=BatchAccepted, openapi_extra=_body_of("OperationBatch"))
+def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
+    """Queue up to 1,000 operations in one Redis round trip; one invalid item queues none."""
+    try:
+        results = bridge.submit_many_detailed(_checked(_batch_items(payload)))
+    except InvalidOperation as exc:
+        raise invalid(str(exc)) from None
+    content = BatchAccepted(results=[BatchItem(id=job_id, created=created) for job_id, created in results])
+    return JSONResponse(content.model_dump(mode="json"), status_code=202)
+
+
+@v1.get("/operations/{job_id}", response_model=JobStatus, responses={404: {"model": Problem}})
+def get_operation(job_id: str, bridge: Bridge) -> Response:
+    """The job's status: the same JSON as the ``data`` of its callback."""
+    try:
+        status = bridge.get(job_id)
+    except JobNotFound:
+        raise ProblemError(404, "no operation with this id (unknown, or expired after its retention)") from None
+    return Response(status.model_dump_json(), media_type="application/json")
+
+
+class IngressApp(FastAPI):
+    """FastAPI with the request bodies (read by hand) described in the OpenAPI document."""
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, with the ``Operation`` and ``OperationBatch`` schemas."""
+        fresh = self.openapi_schema is None
+        schema = super().openapi()
+        if fresh:
+            models = [(Operation, "validation"), (OperationBatch, "validation")]
+            _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        return schema
+
+
+def create_app(settings: Settings, *, client: BridgeClient | None = None) -> FastAPI:
+    """The ingress application (``client`` defaults to one built from ``settings``)."""
+    app = IngressApp(title="optimum-bridge", version=__version__, description=__doc__)
+    bridge = client or BridgeClient(settings)
+    app.state.bridge = bridge
+    app.state.keys = Keys(bridge.settings.key_prefix)
+    app.state.key_digests = key_digests(settings)
+    for kind in (ProblemError, StarletteHTTPException, RequestValidationError, redis.RedisError, Exception):
+        app.add_exception_handler(kind, handle_error)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.include_router(v1)
+    app.include_router(ops)
+    return app
+
+
+def serve(settings: Settings) -> int:
+    """Run the ingress on ``BRIDGE_API_HOST:BRIDGE_API_PORT`` until stopped; 2 without API keys."""
+    if not settings.api_keys:
+        print("optimum-bridge: configuration error: BRIDGE_API_KEYS: required for the HTTP ingress", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    init_sentry(settings, component="ingress")
+    app = create_app(settings)
+    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+    print(f"optimum-bridge ingress on http://{host}:{settings.api_port} (docs at /docs)", flush=True)
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+    try:
+        uvicorn.Server(config).run()
+    except SystemExit as exc:  # uvicorn exits (after logging why) when it cannot listen
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

@@ -1,0 +1,154 @@
+"""What the ingress reports about the bridge: Prometheus metrics and readiness.
+
+Both are read from Redis at request time -- the counters every process writes
+through ``metrics.Metrics``, the queue lists, the due set, the dead letters and
+the worker heartbeats -- so any number of ingress replicas report the same
+numbers and none of them keeps state of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import redis
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
+from .metrics import LATENCY_BUCKETS
+
+#: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+#: A worker whose last heartbeat is older than this (Redis clock) does not count as alive.
+HEARTBEAT_WINDOW_S = 30
+QUEUES: tuple[str, ...] = (OPERATIONS_QUEUE, CALLBACKS_QUEUE)
+JOB_STATES: tuple[str, ...] = ("succeeded", "failed")
+CALLBACK_OUTCOMES: tuple[str, ...] = ("delivered", "failed", "dead")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything ``/metrics`` shows, read in one Redis round trip."""
+
+    queues: dict[str, int]
+    retries_scheduled: int
+    dead_letters: int
+    counters: dict[str, float]
+
+    def counter(self, name: str) -> float:
+        """A counter of the stats hash (0 when never incremented)."""
+        return self.counters.get(name, 0.0)
+
+
+def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
+    """Queue lengths, the due set, dead letters and every counter, pipelined."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.llen(keys.queue(name))
+        pipe.zcard(keys.due)
+        pipe.hlen(keys.dead_letters)
+        pipe.hgetall(keys.stats)
+        *lengths, due, dead, stats = pipe.execute()
+    return Snapshot(
+        queues={name: int(length) for name, length in zip(QUEUES, lengths, strict=True)},
+        retries_scheduled=int(due),
+        dead_letters=int(dead),
+        counters={text(k): float(v) for k, v in stats.items()},
+    )
+
+
+def _labelled_counter(name: str, doc: str, label: str, values: Iterable[tuple[str, float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, amount in values:
+        family.add_metric([value], amount)
+    return family
+
+
+def _gauges(snap: Snapshot) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("optimum_bridge_queue_depth", "Messages waiting in a queue.", labels=["queue"])
+    for name, length in snap.queues.items():
+        depth.add_metric([name], length)
+    yield depth
+    yield GaugeMetricFamily(
+        "optimum_bridge_retries_scheduled",
+        "Retries and deferred messages waiting for their time.",
+        snap.retries_scheduled,
+    )
+    yield GaugeMetricFamily(
+        "optimum_bridge_dead_letters", "Undeliverable callbacks awaiting replay.", snap.dead_letters
+    )
+
+
+def _counters(snap: Snapshot) -> Iterator[Metric]:
+    jobs = [(state, snap.counter(f"jobs:{state}")) for state in JOB_STATES]
+    yield _labelled_counter("optimum_bridge_jobs", "Jobs finished, by final state.", "state", jobs)
+    calls = sorted((k.removeprefix("calls:"), v) for k, v in snap.counters.items() if k.startswith("calls:"))
+    yield _labelled_counter("optimum_bridge_api_calls", "Calls to the Optimum API, by HTTP status.", "status", calls)
+    yield CounterMetricFamily(
+        "optimum_bridge_rate_limited", "429 answers from the Optimum API.", snap.counter("rate_limited")
+    )
+    yield CounterMetricFamily(
+        "optimum_bridge_token_requests", "Requests to the identity server.", snap.counter("token_requests")
+    )
+    callbacks = [(outcome, snap.counter(f"callbacks:{outcome}")) for outcome in CALLBACK_OUTCOMES]
+    yield _labelled_counter("optimum_bridge_callbacks", "Callback deliveries, by outcome.", "outcome", callbacks)
+
+
+def _latency(snap: Snapshot) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound in LATENCY_BUCKETS:
+        # The fields are written without a transaction: keep the buckets monotonic whatever we read.
+        running = max(running, snap.counter(f"latency_le:{bound}"))
+        buckets.append((str(float(bound)), running))
+    buckets.append(("+Inf", max(running, snap.counter("latency_count"))))
+    return HistogramMetricFamily(
+        "optimum_bridge_api_call_duration_seconds",
+        "Duration of calls to the Optimum API.",
+        buckets=buckets,
+        sum_value=snap.counter("latency_sum"),
+    )
+
+
+class BridgeCollector(Collector):
+    """Reads a fresh ``Snapshot`` at every scrape and turns it into metric families."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric of the bridge (raises ``redis.RedisError`` when Redis is down)."""
+        snap = read_snapshot(self._redis, self._keys)
+        yield from _gauges(snap)
+        yield from _counters(snap)
+        yield _latency(snap)
+
+
+def render_metrics(client: redis.Redis, keys: Keys) -> bytes:
+    """The Prometheus text exposition of the bridge's metrics, read now."""
+    return generate_latest(BridgeCollector(client, keys))
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the bridge can do work: Redis answers and a worker is alive."""
+
+    ready: bool
+    detail: str
+    workers: int = 0
+
+
+def readiness(client: redis.Redis, keys: Keys, *, window_s: int = HEARTBEAT_WINDOW_S) -> Readiness:
+    """Ready when Redis answers PING and a worker heartbeat is at most ``window_s`` old (Redis clock)."""
+    try:
+        client.ping()
+        now = int(client.time()[0])
+        alive = int(client.zcount(keys.workers, now - window_s, "+inf"))
+    except redis.RedisError as exc:
+        return Readiness(False, f"redis: no answer ({type(exc).__name__})")
+    if alive == 0:
+        return Readiness(False, f"workers: no worker heartbeat in the last {window_s} s")
+    return Readiness(True, "ok", alive)

@@ -26,9 +26,13 @@ def _fail(message: str, code: int = 1) -> int:
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
-    from .worker import app
+    from .worker import app, settings
 
-    argv = ["worker", "-Q", "bridge.operations,bridge.callbacks", *extra]
+    argv = ["worker", *extra]
+    if not {"-Q", "--queues"} & set(extra):
+        argv += ["-Q", "bridge.operations,bridge.callbacks"]
+    if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):
+        argv += ["--loglevel", settings.log_level]
     app.worker_main(argv)
     return 0
 

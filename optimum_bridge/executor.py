@@ -16,6 +16,7 @@ from .api_client import OptimumClient
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
 from .jobs import JobStore
+from .leases import LeaseKeeper
 from .retry import Backoff, classify_status, retry_after, should_retry
 from .schemas import ApiResponse, ErrorInfo, Operation
 
@@ -28,23 +29,25 @@ class Policy:
 
     max_attempts: int
     budget_s: float
-    lease_ms: int
     backoff: Backoff
 
 
 class Executor:
     """Executes jobs by id; safe to call concurrently and on redelivered messages."""
 
-    def __init__(self, jobs: JobStore, api: OptimumClient, policy: Policy, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, jobs: JobStore, api: OptimumClient, policy: Policy, leases: LeaseKeeper, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._jobs = jobs
         self._api = api
         self._policy = policy
+        self._leases = leases
         self._clock = clock
 
     def run(self, job_id: str) -> str:
         """Run the job once; returns what happened (for logs and tests)."""
         owner = uuid.uuid4().hex
-        claim = self._jobs.claim(job_id, owner, lease_ms=self._policy.lease_ms)
+        claim = self._jobs.claim(job_id, owner, lease_ms=self._leases.ttl_ms)
         if claim.outcome in ("missing", "final"):
             log.info("job %s: %s, nothing to do", job_id, claim.outcome)
             return claim.outcome
@@ -60,7 +63,8 @@ class Executor:
                 "operation is not idempotent (no idempotency_key): not sent again",
             )
             return self._finish(job_id, owner, operation, response=None, error=error)
-        return self._attempt(job_id, owner, operation, claim.attempts)
+        with self._leases.hold(self._jobs.lease_key(job_id), owner):
+            return self._attempt(job_id, owner, operation, claim.attempts)
 
     def _attempt(self, job_id: str, owner: str, operation: Operation, attempts: int) -> str:
         sent = [attempts]

@@ -172,6 +172,10 @@ class JobStore:
             return Claim("ok", inflight=second == b"1", attempts=int(attempts or 0))
         return Claim("missing" if kind == "missing" else "final")
 
+    def lease_key(self, job_id: str) -> str:
+        """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
+        return self._keys.lease(job_id)
+
     def mark_sent(self, job_id: str) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number."""
         with self._redis.pipeline(transaction=True) as pipe:

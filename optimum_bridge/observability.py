@@ -42,7 +42,7 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
-def init_sentry(settings: Settings, *, component: str) -> bool:
+def init_sentry(settings: Settings, *, component: str, transport: Any = None) -> bool:
     """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did."""
     if settings.sentry_dsn is None:
         return False
@@ -64,5 +64,6 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
         before_send=before_send,
         send_default_pii=False,
         server_name=component,
+        **({"transport": transport} if transport is not None else {}),
     )
     return True

@@ -19,11 +19,12 @@ from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .executor import Executor, Policy
 from .jobs import JobStore
 from .keys import Keys
+from .leases import LeaseKeeper
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .retry import Backoff
 from .settings import Settings
-from .tokens import TokenStore
+from .tokens import TokenCipher, TokenStore
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -81,7 +82,7 @@ class Runtime:
             client_secret=secret,
             metrics=self.metrics,
         )
-        return TokenStore(self.redis, self.keys, identity.fetch)
+        return TokenStore(self.redis, self.keys, identity.fetch, cipher=TokenCipher(self.settings.token_encryption_key))
 
     @property
     def max_wait_s(self) -> float:
@@ -98,14 +99,18 @@ class Runtime:
             metrics=self.metrics,
             max_wait_s=self.max_wait_s,
         )
-        lease_s = self.max_wait_s + 2 * self.settings.timeout_s + 30
         policy = Policy(
             max_attempts=self.settings.max_attempts,
             budget_s=self.settings.max_retry_duration_s,
-            lease_ms=int(lease_s * 1000),
             backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
         )
-        return Executor(self.jobs, api, policy)
+        return Executor(self.jobs, api, policy, self.leases)
+
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        # Short enough that a dead worker's job is free well within the redelivery timeout.
+        ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
+        return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
 
     @cached_property
     def callbacks(self) -> CallbackSender:

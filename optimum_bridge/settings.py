@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", validation_alias="BRIDGE_API_HOST", min_length=1)
     api_port: int = Field(8080, validation_alias="BRIDGE_API_PORT", ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="BRIDGE_LOG_LEVEL")
+    token_encryption_key: SecretStr | None = Field(None, validation_alias="BRIDGE_TOKEN_ENCRYPTION_KEY")
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
 
     @field_validator("rate_limit", mode="before")
@@ -119,6 +121,16 @@ class Settings(BaseSettings):
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             callback_key(value)
+        return value
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _check_fernet(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value().encode())
+            except (ValueError, TypeError):
+                raise ValueError("expected a Fernet key (32 url-safe base64-encoded bytes)") from None
         return value
 
     @field_validator("redis_url")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -56,15 +57,26 @@ class Token:
 
 
 class TokenCipher:
-    """Optional encryption of the token at rest (a no-op without a key)."""
+    """Encryption of the token at rest: Fernet with ``BRIDGE_TOKEN_ENCRYPTION_KEY``, else none."""
+
+    def __init__(self, key: SecretStr | None = None) -> None:
+        self._fernet = Fernet(key.get_secret_value().encode()) if key is not None else None
+
+    def __repr__(self) -> str:
+        return f"TokenCipher(encrypted={self._fernet is not None})"
 
     def encrypt(self, value: str) -> str:
         """The stored form of ``value``."""
-        return value
+        return self._fernet.encrypt(value.encode()).decode() if self._fernet else value
 
     def decrypt(self, stored: str) -> str:
-        """The token from its stored form."""
-        return stored
+        """The token from its stored form (``TokenError`` if it cannot be read with our key)."""
+        if self._fernet is None:
+            return stored
+        try:
+            return self._fernet.decrypt(stored.encode()).decode()
+        except InvalidToken:
+            raise TokenError("token_undecryptable", "the stored token cannot be decrypted with this key") from None
 
 
 class TokenStore:

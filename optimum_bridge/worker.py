@@ -33,7 +33,11 @@ def create_app(settings: Settings) -> Celery:
         broker_url=settings.redis_url.get_secret_value(),
         broker_transport_options={
             "global_keyprefix": settings.key_prefix,
-            "visibility_timeout": settings.redelivery_timeout_s,
+            # A dead worker's message is visible again after ~0.75 x the timeout, and swept
+            # every 0.2 x the timeout, so it runs again within BRIDGE_REDELIVERY_TIMEOUT_S.
+            "visibility_timeout": settings.redelivery_timeout_s * 0.75,
+            "unacked_restore_interval": max(1, int(settings.redelivery_timeout_s * 0.2)),
+            "unacked_restore_throttle": 1,
             "health_check_interval": 10,
         },
         broker_connection_retry_on_startup=True,

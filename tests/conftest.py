@@ -60,6 +60,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     workdir: Path
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -68,10 +69,24 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
+    def answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except (redis.AuthenticationError, redis.ResponseError):
+            return True  # up, and asking for a password
+        except redis.ConnectionError:
+            return False
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+    def restart(self) -> None:
+        """Stop the server (SIGTERM: a clean shutdown) and start it again on the same port and directory."""
+        self.stop()
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.answers, timeout=10, what="redis-server to answer again")
 
 
 def start_redis(*extra: str) -> RedisServer:
@@ -83,15 +98,8 @@ def start_redis(*extra: str) -> RedisServer:
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", *extra]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(port, process, workdir)
-
-    def answers() -> bool:
-        try:
-            return bool(server.client().ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_until(answers, timeout=10, what="redis-server to answer")
+    server = RedisServer(port, process, workdir, args)
+    wait_until(server.answers, timeout=10, what="redis-server to answer")
     return server
 
 
@@ -101,6 +109,22 @@ def redis_server() -> Iterator[RedisServer]:
     yield server
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Factory: a redis-server of the test's own (AOF, passwords...), stopped afterwards."""
+    servers: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        server = start_redis(*extra)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -197,8 +221,6 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             str(concurrency),
             "-n",
             f"{name}@%h",
-            "--loglevel",
-            "INFO",
             "--without-mingle",
             "--without-gossip",
         ]
@@ -230,6 +252,7 @@ class Receiver:
     server: ThreadingHTTPServer
     received: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -246,6 +269,7 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             rec = holder["r"]
             with rec.lock:
+                rec.attempts += 1
                 status = rec.statuses.pop(0) if rec.statuses else 204
                 if 200 <= status < 300:
                     rec.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))

@@ -149,7 +149,7 @@ def test_settings_hide_secrets_and_pick_endpoints(monkeypatch):
 
 def test_missing_credentials_are_named(monkeypatch):
     monkeypatch.delenv("OPTIMUM_CLIENT_ID", raising=False)
-    with pytest.raises(ConfigError, match="^OPTIMUM_CLIENT_ID: "):
+    with pytest.raises(ConfigError, match=r"^OPTIMUM_CLIENT_ID: "):
         load_settings(_env_file=None).require_credentials()
 
 
@@ -177,7 +177,7 @@ def test_missing_credentials_are_named(monkeypatch):
     ],
 )
 def test_callbacks_inside_the_network_are_refused(url):
-    with pytest.raises(CallbackURLRefused, match="^callback.url: "):
+    with pytest.raises(CallbackURLRefused, match=r"^callback\.url: "):
         check_callback_url(url, allow_private=False)
 
 
@@ -189,8 +189,9 @@ def test_public_addresses_and_allow_private():
 
 
 def test_signature_verifies_with_the_standard_webhooks_library():
-    from optimum_bridge.settings import callback_key
     from pydantic import SecretStr
+
+    from optimum_bridge.settings import callback_key
 
     body = b'{"type":"operation.succeeded"}'
     timestamp = int(__import__("time").time())
@@ -201,5 +202,5 @@ def test_signature_verifies_with_the_standard_webhooks_library():
     }
     assert Webhook(CALLBACK_SECRET).verify(body, headers) == {"type": "operation.succeeded"}
     headers["webhook-signature"] = sign(b"another key of 16+ bytes", message_id("job1"), timestamp, body)
-    with pytest.raises(Exception, match="(?i)signature"):
+    with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook(CALLBACK_SECRET).verify(body, headers)

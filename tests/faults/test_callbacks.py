@@ -1,0 +1,76 @@
+"""Callback faults: a receiver that is down, dead letters and their replay, SSRF at delivery time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from standardwebhooks.webhooks import Webhook
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.keys import Keys
+
+from ..conftest import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "optimum_bridge.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_receiver_down_dead_letters_then_replay_delivers(redis_server, prefix, sandbox, workers, receiver):
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb, BRIDGE_CALLBACK_SCHEDULE_S="0.2,0.4,0.8")
+    workers(env, concurrency=2)
+    receiver.statuses = [500] * 4  # the first delivery and its three scheduled retries all fail
+    client = BridgeClient(settings_from(env))
+    ids = client.submit_many(
+        [
+            {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}},
+            {"method": "GET", "path": "/Persons"},
+        ]
+    )
+    for job_id in ids:
+        client.wait(job_id, timeout=30)
+    redis = redis_server.client()
+    wait_until(lambda: redis.hlen(Keys(prefix).dead_letters) == 1, what="the dead letter")
+    assert receiver.attempts == 4 and receiver.received == []
+
+    listed = cli(env, "dead-letters", "list")
+    assert listed.returncode == 0, listed.stderr
+    letter = json.loads(listed.stdout.strip())
+    assert letter["job_id"] == ids[0] and letter["attempts"] == 4
+    assert letter["reason"] == "receiver answered 500"
+    assert letter["signature_scheme"] == "standard-webhooks-v1" and letter["webhook_id"] == f"msg_{ids[0]}"
+
+    replayed = cli(env, "dead-letters", "replay")
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
+    wait_until(lambda: receiver.received, what="the replayed callback")
+    payload = Webhook(CALLBACK_SECRET).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert payload["data"]["id"] == ids[0]
+    assert receiver.received[0].headers["webhook-id"] == f"msg_{ids[0]}"
+    assert redis.hlen(Keys(prefix).dead_letters) == 0
+    assert receiver.attempts == 5
+
+
+def test_callback_to_an_internal_address_is_refused_again_at_delivery(redis_server, prefix, sandbox, workers, receiver):
+    sb = sandbox(quota=None)
+    producer_env = bridge_env(redis_server.url, prefix, sb)  # the producer's check passed (as if DNS said public)
+    worker_env = {**producer_env, "BRIDGE_CALLBACK_ALLOW_PRIVATE": "false"}
+    workers(worker_env, concurrency=2)
+    client = BridgeClient(settings_from(producer_env))
+    job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
+    assert client.wait(job_id, timeout=30).status == "succeeded"
+    redis = redis_server.client()
+    wait_until(lambda: redis.hlen(Keys(prefix).dead_letters) == 1, what="the refused callback")
+    letter = json.loads(redis.hget(Keys(prefix).dead_letters, job_id))
+    assert "internal address" in letter["reason"]
+    assert receiver.attempts == 0

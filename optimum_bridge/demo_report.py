@@ -129,6 +129,7 @@ class Report:
     token_requests: int
     span_s: float
     quota: RateLimit
+    margin_s: float
     callbacks_received: int
     callbacks_verified: int
     callbacks_rejected: int
@@ -136,6 +137,7 @@ class Report:
     elapsed_s: float
     redis: str
     workers: str
+    bridge: dict[str, float]
 
     @property
     def achieved_per_s(self) -> float:
@@ -169,18 +171,24 @@ def summary_table(report: Report) -> Table:
     table.add_column("value", justify="right")
     table.add_column("detail")
     share = report.achieved_per_s / report.quota_per_s if report.quota_per_s else 0.0
+    ceiling = report.quota.window_s / (report.quota.window_s + report.margin_s)
     rows = [
-        ("operations", str(report.total), "GET /Vehicles, GET /Vehicles/{plate}, yesterday's trips per vehicle"),
+        ("operations", str(report.total), "fleet + vehicles + trips"),
         ("succeeded", str(report.states["succeeded"]), ""),
         ("failed", str(report.states["failed"]), ""),
         ("other", str(report.states["other"]), "not finished"),
         ("API calls", str(report.api_calls), "accepted by the sandbox"),
         ("429s", str(report.rate_limited), "rate-limited answers"),
-        ("token requests", str(report.token_requests), "one token shared by every worker"),
-        ("achieved rate", f"{report.achieved_per_s:.2f}/s", f"{share:.0%} of the {report.quota} quota"),
+        ("token requests", str(report.token_requests), "shared by every worker"),
+        (
+            "achieved rate",
+            f"{report.achieved_per_s:.2f}/s",
+            f"{share:.0%} of {report.quota}; limiter max {ceiling:.0%}",
+        ),
+        ("bridge counters", f"{_calls(report.bridge)} calls", _bridge_detail(report.bridge)),
         ("callbacks received", str(report.callbacks_received), ""),
         ("callbacks verified", str(report.callbacks_verified), f"with {report.verifier}"),
-        ("processing time", f"{report.span_s:.1f}s", "first submission to last result"),
+        ("processing time", f"{report.span_s:.1f}s", "first submit to last result"),
         ("elapsed", f"{report.elapsed_s:.1f}s", "start-up to summary"),
         ("redis", report.redis, ""),
         ("workers", report.workers, ""),
@@ -188,3 +196,15 @@ def summary_table(report: Report) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _calls(counters: dict[str, float]) -> int:
+    return int(sum(value for name, value in counters.items() if name.startswith("calls:")))
+
+
+def _bridge_detail(counters: dict[str, float]) -> str:
+    """The bridge's own view (``metrics``), to compare with the sandbox's."""
+    limited, tokens, delivered = (
+        int(counters.get(k, 0)) for k in ("rate_limited", "token_requests", "callbacks:delivered")
+    )
+    return f"429s {limited}, tokens {tokens}, callbacks {delivered}"

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Celery:
     """A Celery app bound to the bridge's Redis, queues and delivery guarantees."""
     app = Celery("optimum_bridge", set_as_current=True)
+    broker_url = settings.redis_url.get_secret_value()
+    if broker_url.startswith("unix://"):  # kombu names the Redis unix-socket transport differently
+        broker_url = "redis+socket://" + broker_url.removeprefix("unix://")
     app.conf.update(
-        broker_url=settings.redis_url.get_secret_value(),
+        broker_url=broker_url,
         broker_transport_options={
             "global_keyprefix": settings.key_prefix,
             # A dead worker's message is visible again after ~0.75 x the timeout, and swept

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# optimum-bridge: one image for the ingress (`api`), the workers (`worker`), the
+# simulator (`sandbox`) and Flower (`celery -A optimum_bridge.worker flower`).
+# No secret is baked in: every setting comes from the environment at run time.
+
+ARG PYTHON_VERSION=3.11
+
+# --- builder: install the project and its dependencies into a venv -------------
+FROM python:${PYTHON_VERSION}-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY optimum_bridge ./optimum_bridge
+# Optional extras, comma-separated ("flower" gives the Flower dashboard; "" for none).
+ARG EXTRAS=flower
+RUN pip install --upgrade pip \
+ && if [ -n "$EXTRAS" ]; then pip install ".[${EXTRAS}]"; else pip install .; fi \
+ && optimum-bridge --help >/dev/null
+
+# --- runtime: the venv only, run as an unprivileged user --------------------------
+FROM python:${PYTHON_VERSION}-slim AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --system --gid 10001 bridge \
+ && useradd --system --uid 10001 --gid bridge --home-dir /app --no-create-home --shell /usr/sbin/nologin bridge \
+ && mkdir /app && chown bridge:bridge /app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+USER bridge
+EXPOSE 8080 8090 5555
+# No HEALTHCHECK here: it would apply to workers too, where an HTTP probe means
+# nothing. docker-compose.yml gives the `api` service one (GET /healthz).
+ENTRYPOINT ["optimum-bridge"]
+CMD ["--help"]

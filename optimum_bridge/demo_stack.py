@@ -1,0 +1,125 @@
+"""Everything the demo starts, registered on one ExitStack so that every exit path stops it.
+
+Order matters on the way out (LIFO): signals are ignored first (cleanup is
+bounded and must not be cut short by a second Ctrl-C), then the workers stop
+(SIGTERM, bounded wait, SIGKILL), the temp directory, receiver and sandbox go,
+the demo's keys are deleted, and last the private Redis, if the demo started one.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import tempfile
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+
+from .demo_receiver import CallbackReceiver
+from .demo_redis import DemoRedis, delete_prefix, redis_for_demo
+from .demo_workers import WorkerProcess, start_workers, stop_workers, worker_env
+from .sandbox import SandboxConfig, SandboxServer
+from .settings import SANDBOX_CREDENTIALS, RateLimit
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run does."""
+
+    fleet_size: int
+    quota: RateLimit
+    workers: int
+    concurrency: int
+    live: bool
+    timeout_s: float | None
+
+    @property
+    def operations(self) -> int:
+        """The fleet, then one vehicle and one trips call per vehicle."""
+        return 1 + 2 * self.fleet_size
+
+    @property
+    def margin_s(self) -> float:
+        """Limiter safety margin: small for per-second quotas, the default otherwise."""
+        return 0.15 if self.quota.window_s <= 1 else 0.25
+
+    def wait_s(self) -> float:
+        """How long to wait for the jobs: the explicit timeout, or thrice the expected time plus a minute."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        per_s = self.quota.limit / (self.quota.window_s + self.margin_s)
+        return 60 + 3 * self.operations / per_s
+
+
+@dataclass
+class Running:
+    """Everything one run started (each registered for cleanup on the ExitStack)."""
+
+    db: DemoRedis
+    redis: redis.Redis
+    sandbox: SandboxServer
+    receiver: CallbackReceiver
+    workers: list[WorkerProcess]
+    settings: dict[str, str]
+
+
+def start_stack(stack: ExitStack, plan: Plan, redis_url: str) -> Running:
+    """Start Redis (or reuse it), the sandbox, the receiver and the workers, each on ``stack``."""
+    prefix = f"demo-{secrets.token_hex(6)}:"
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    db = redis_for_demo(redis_url)
+    stack.callback(db.stop)  # a no-op for a Redis we did not start
+    client = db.client()
+    stack.callback(client.close)
+    stack.callback(delete_prefix, client, prefix)  # runs after the workers are stopped
+    sandbox = stack.enter_context(SandboxServer(SandboxConfig(quota=str(plan.quota), fleet_size=plan.fleet_size)))
+    receiver = CallbackReceiver(secret).start()
+    stack.callback(receiver.stop)
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obr-demo-")))
+    settings = demo_settings(plan, db, sandbox, prefix, secret)
+    env = worker_env(os.environ, settings)
+    workers = start_workers(plan.workers, concurrency=plan.concurrency, env=env, workdir=workdir)
+    stack.callback(stop_workers, workers)
+    stack.callback(ignore_signals)  # runs first on the way out
+    return Running(db, client, sandbox, receiver, workers, settings)
+
+
+def demo_settings(plan: Plan, db: DemoRedis, sandbox: SandboxServer, prefix: str, secret: str) -> dict[str, str]:
+    """The environment every demo process shares (spec §3 names)."""
+    return {
+        "OPTIMUM_ENVIRONMENT": "sandbox",
+        "OPTIMUM_API_URL": sandbox.url,
+        "OPTIMUM_TOKEN_URL": sandbox.token_url,
+        "OPTIMUM_CLIENT_ID": SANDBOX_CREDENTIALS[0],
+        "OPTIMUM_CLIENT_SECRET": SANDBOX_CREDENTIALS[1],
+        "OPTIMUM_RATE_LIMIT": str(plan.quota),
+        "OPTIMUM_TIMEOUT_S": "10",
+        "BRIDGE_REDIS_URL": db.url,
+        "BRIDGE_KEY_PREFIX": prefix,
+        "BRIDGE_RATE_LIMIT_MARGIN_S": str(plan.margin_s),
+        "BRIDGE_RETRY_BASE_S": "1",
+        "BRIDGE_CALLBACK_SCHEDULE_S": "1,2,5",
+        "BRIDGE_CALLBACK_SECRET": secret,
+        "BRIDGE_CALLBACK_ALLOW_PRIVATE": "true",
+        "BRIDGE_LOG_LEVEL": "INFO",
+    }
+
+
+def display_url(url: str) -> str:
+    """A Redis URL without its credentials."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def ignore_signals() -> None:
+    """During cleanup a second Ctrl-C must not leave children behind (cleanup is bounded)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

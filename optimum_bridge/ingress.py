@@ -3,9 +3,10 @@
 A thin FastAPI layer over ``BridgeClient``: operations are checked by the same
 models and callback-URL rules as the Python client, so both name the
 offending field the same way. ``/v1/*`` needs ``Authorization: Bearer <one of
-BRIDGE_API_KEYS>``; ``/healthz``, ``/readyz`` and ``/metrics`` are open. Every
-error is ``application/problem+json`` (RFC 9457), and request bodies are
-capped at 1 MiB while they are read, so an oversized body is never buffered.
+BRIDGE_API_KEYS>``, checked before the body is read; ``/healthz``, ``/readyz``
+and ``/metrics`` (``ingress_metrics``) are open. Every error is
+``application/problem+json`` (RFC 9457), and request bodies are capped at
+1 MiB while they stream in, so an oversized body is never buffered.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Annotated, Any, cast
 
@@ -25,14 +27,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRouter
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError, models_json_schema
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .client import MAX_BATCH, BridgeClient, InvalidOperation
 from .errors import JobNotFound
-from .ingress_metrics import CONTENT_TYPE, readiness, render_metrics
+from .ingress_metrics import ops
 from .keys import Keys
 from .observability import init_sentry
 from .schemas import JobState, JobStatus, Operation
@@ -42,10 +45,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 PROBLEM_JSON = "application/problem+json"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 class FieldError(BaseModel):
-    """One rejected field: ``operations[1].path``, ``callback.url``..."""
+    """One rejected field: ``path``, ``callback.url``, ``operations[1].method``..."""
 
     field: str
     message: str
@@ -62,7 +66,7 @@ class Problem(BaseModel):
 
 
 class Accepted(BaseModel):
-    """A queued operation (202), or the existing job for a repeated idempotency key (200)."""
+    """A queued operation (202); a repeated idempotency key adds the job's status fields (200)."""
 
     id: str
     status: JobState
@@ -83,38 +87,43 @@ class BatchAccepted(BaseModel):
 
 
 class OperationBatch(BaseModel):
-    """The body of ``POST /v1/operations:batch`` (documentation; checked item by item)."""
+    """The body of ``POST /v1/operations:batch`` (for the OpenAPI document; checked item by item)."""
 
     operations: list[Operation] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class ProblemError(Exception):
-    """Ends a request with a problem response."""
+class ProblemError(HTTPException):
+    """Ends a request with a problem response, optionally listing the rejected fields."""
 
     def __init__(
         self, status: int, detail: str, *, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        super().__init__(status, detail, headers)
         self.errors = errors
-        self.headers = headers
 
-    def response(self) -> JSONResponse:
-        """The ``application/problem+json`` response."""
-        body = Problem(title=HTTPStatus(self.status).phrase, status=self.status, detail=self.detail, errors=self.errors)
-        content = body.model_dump(mode="json", exclude_none=True)
-        return JSONResponse(content, status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON)
+
+def problem(
+    status: int, detail: str, *, errors: list[FieldError] | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An ``application/problem+json`` response (RFC 9457)."""
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, errors=errors)
+    content = body.model_dump(mode="json", exclude_none=True)
+    return JSONResponse(content, status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def rejected(errors: list[FieldError], *, status: int = 422) -> ProblemError:
+    """A validation problem: ``detail`` names the first field, ``errors`` lists them all (up to 100)."""
+    return ProblemError(status, f"{errors[0].field}: {errors[0].message}", errors=errors[:100])
 
 
 def invalid(line: str, *, status: int = 422) -> ProblemError:
-    """A validation problem from a ``field: message`` line."""
+    """A validation problem from a ``field: message`` line (as ``InvalidOperation`` words them)."""
     field, _, message = line.partition(": ")
-    return ProblemError(status, line, errors=[FieldError(field=field, message=message)])
+    return rejected([FieldError(field=field, message=message)], status=status)
 
 
 def field_errors(exc: ValidationError, *, prefix: str = "") -> list[FieldError]:
-    """Every error of a validation, named like ``schemas.first_error`` names the first."""
+    """Every error of a validation, each named as ``schemas.first_error`` names the first."""
     found = []
     for error in exc.errors(include_input=False, include_url=False):
         name = ".".join(str(part) for part in error["loc"])
@@ -123,25 +132,19 @@ def field_errors(exc: ValidationError, *, prefix: str = "") -> list[FieldError]:
     return found
 
 
-def rejected(errors: list[FieldError]) -> ProblemError:
-    """A 422 whose detail is the first error and whose ``errors`` list them all (up to 100)."""
-    return ProblemError(422, f"{errors[0].field}: {errors[0].message}", errors=errors[:100])
-
-
 async def handle_error(request: Request, exc: Exception) -> Response:
-    """Every error as problem+json; never details of an unexpected one."""
-    if isinstance(exc, ProblemError):
-        return exc.response()
-    if isinstance(exc, StarletteHTTPException):
-        return ProblemError(exc.status_code, str(exc.detail), headers=exc.headers).response()
+    """Every error as problem+json; never the details of an unexpected one."""
+    if isinstance(exc, HTTPException):
+        errors = exc.errors if isinstance(exc, ProblemError) else None
+        return problem(exc.status_code, str(exc.detail), errors=errors, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
         errors = [FieldError(field=".".join(map(str, e["loc"])), message=str(e["msg"])) for e in exc.errors()]
-        return rejected(errors or [FieldError(field="request", message="invalid")]).response()
+        return problem(422, f"{errors[0].field}: {errors[0].message}", errors=errors)
     if isinstance(exc, redis.RedisError):
         log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, type(exc).__name__)
-        return ProblemError(503, "the job store (Redis) is unavailable", headers={"Retry-After": "5"}).response()
+        return problem(503, "the job store (Redis) is unavailable", headers={"Retry-After": "5"})
     log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
-    return ProblemError(500, "unexpected error; it has been logged").response()
+    return problem(500, "unexpected error; it has been logged")
 
 
 class BodyTooLarge(Exception):
@@ -156,14 +159,11 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if declared_length(scope) > self.max_bytes:
+        declared = Headers(scope=scope).get("content-length", "") if scope["type"] == "http" else ""
+        if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
-        received = 0
-        started = False
+        received, started = 0, False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -187,15 +187,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"body: larger than the {self.max_bytes} bytes allowed"
-        await ProblemError(413, detail, headers={"Connection": "close"}).response()(scope, receive, send)
-
-
-def declared_length(scope: Scope) -> int:
-    """The request's Content-Length (0 when absent or unreadable: the stream count still applies)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+        await problem(413, detail, headers={"Connection": "close"})(scope, receive, send)
 
 
 def _no_constants(name: str) -> Any:
@@ -220,7 +212,7 @@ def key_digests(settings: Settings) -> tuple[bytes, ...]:
 
 
 def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
-    """Whether ``presented`` is an accepted key; compares with every key, no early exit."""
+    """Whether ``presented`` is an accepted key; compared with every key, no early exit."""
     candidate = hashlib.sha256(presented.encode()).digest()
     matched = False
     for digest in digests:
@@ -228,18 +220,15 @@ def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
     return matched
 
 
-bearer = HTTPBearer(auto_error=False, description="One of BRIDGE_API_KEYS.")
-
-
 async def require_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))],
 ) -> None:
     """401 unless the request carries ``Authorization: Bearer <one of BRIDGE_API_KEYS>``."""
-    digests: tuple[bytes, ...] = request.app.state.key_digests
     if credentials is None:
-        raise ProblemError(401, "Authorization: Bearer <API key> is required", headers={"WWW-Authenticate": "Bearer"})
-    if not key_matches(credentials.credentials, digests):
-        raise ProblemError(401, "the API key is not accepted", headers={"WWW-Authenticate": "Bearer"})
+        raise ProblemError(401, "Authorization: Bearer <API key> is required", headers=CHALLENGE)
+    if not key_matches(credentials.credentials, request.app.state.key_digests):
+        raise ProblemError(401, "the API key is not accepted", headers=CHALLENGE)
 
 
 def get_bridge(request: Request) -> BridgeClient:
@@ -249,23 +238,17 @@ def get_bridge(request: Request) -> BridgeClient:
 
 Bridge = Annotated[BridgeClient, Depends(get_bridge)]
 JsonBody = Annotated[Any, Depends(json_body)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM_JSON: {}}} for code in (400, 401, 413, 422, 503)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 413, 422, 503)}
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["operations"])
 
 
-def _body_of(name: str) -> dict[str, Any]:
+def _body(name: str) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{name}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _link(job_id: str) -> str:
-    return f"/v1/operations/{job_id}"
-
-
 def _with_header_key(payload: Any, header: str | None) -> dict[str, Any]:
-    """The operation with ``Idempotency-Key`` filling an absent ``idempotency_key``."""
+    """The operation, with ``Idempotency-Key`` filling an absent ``idempotency_key``."""
     if not isinstance(payload, dict):
         raise invalid("body: expected a JSON object (the operation)")
     current = payload.get("idempotency_key")
@@ -276,7 +259,7 @@ def _with_header_key(payload: Any, header: str | None) -> dict[str, Any]:
     raise invalid("idempotency_key: differs from the Idempotency-Key header")
 
 
-@v1.post("/operations", status_code=202, response_model=Accepted, openapi_extra=_body_of("Operation"))
+@v1.post("/operations", status_code=202, response_model=Accepted, openapi_extra=_body("Operation"))
 def submit_operation(
     payload: JsonBody, bridge: Bridge, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
 ) -> JSONResponse:
@@ -286,26 +269,20 @@ def submit_operation(
         [(job_id, created)] = bridge.submit_many_detailed([operation])
     except ValidationError as exc:
         raise rejected(field_errors(exc)) from None
-    except InvalidOperation as exc:  # the callback URL check; a single operation is not "operations[0]"
+    except InvalidOperation as exc:  # the callback URL; a lone operation is not "operations[0]"
         raise invalid(str(exc).removeprefix("operations[0].")) from None
-    links = {"self": _link(job_id)}
+    links = {"self": f"/v1/operations/{job_id}"}
     if created:
         content = Accepted(id=job_id, status="queued", links=links).model_dump(mode="json")
         return JSONResponse(content, status_code=202, headers={"Location": links["self"]})
     return JSONResponse({**bridge.get(job_id).model_dump(mode="json"), "links": links}, status_code=200)
 
 
-def _batch_items(payload: Any) -> list[Any]:
-    if not isinstance(payload, dict) or set(payload) != {"operations"}:
-        raise invalid('body: expected {"operations": [...]} and nothing else')
-    items = payload["operations"]
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-        raise invalid(f"operations: expected a list of 1 to {MAX_BATCH} operations")
-    return items
-
-
-def _checked(items: list[Any]) -> list[Operation]:
+def _checked_batch(payload: Any) -> list[Operation]:
     """Every item as an ``Operation``, or one 422 listing the errors of all of them."""
+    items = payload.get("operations") if isinstance(payload, dict) and len(payload) == 1 else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise invalid(f'operations: expected {{"operations": [...]}} with 1 to {MAX_BATCH} operations')
     operations: list[Operation] = []
     errors: list[FieldError] = []
     for index, item in enumerate(items):
@@ -318,11 +295,11 @@ def _checked(items: list[Any]) -> list[Operation]:
     return operations
 
 
-@v1.post("/operations:batch", status_code=202, response_model=BatchAccepted, openapi_extra=_body_of("OperationBatch"))
+@v1.post("/operations:batch", status_code=202, response_model=BatchAccepted, openapi_extra=_body("OperationBatch"))
 def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
     """Queue up to 1,000 operations in one Redis round trip; one invalid item queues none."""
     try:
-        results = bridge.submit_many_detailed(_checked(_batch_items(payload)))
+        results = bridge.submit_many_detailed(_checked_batch(payload))
     except InvalidOperation as exc:
         raise invalid(str(exc)) from None
     content = BatchAccepted(results=[BatchItem(id=job_id, created=created) for job_id, created in results])
@@ -335,37 +312,47 @@ def get_operation(job_id: str, bridge: Bridge) -> Response:
     try:
         status = bridge.get(job_id)
     except JobNotFound:
-        raise ProblemError(404, "no operation with this id (unknown, or expired after its retention)") from None
+        raise ProblemError(404, "no operation with this id (unknown, or past its retention)") from None
     return Response(status.model_dump_json(), media_type="application/json")
 
 
 class IngressApp(FastAPI):
-    """FastAPI with the request bodies (read by hand) described in the OpenAPI document."""
+    """FastAPI whose OpenAPI document describes the request bodies the routes read themselves."""
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document, with the ``Operation`` and ``OperationBatch`` schemas."""
         fresh = self.openapi_schema is None
         schema = super().openapi()
         if fresh:
-            models = [(Operation, "validation"), (OperationBatch, "validation")]
-            _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            batch = OperationBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update({**batch.pop("$defs", {}), "OperationBatch": batch})
         return schema
 
 
 def create_app(settings: Settings, *, client: BridgeClient | None = None) -> FastAPI:
     """The ingress application (``client`` defaults to one built from ``settings``)."""
-    app = IngressApp(title="optimum-bridge", version=__version__, description=__doc__)
+    app = IngressApp(title="optimum-bridge", version=__version__, description=__doc__ or "")
     bridge = client or BridgeClient(settings)
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_digests = key_digests(settings)
-    for kind in (ProblemError, StarletteHTTPException, RequestValidationError, redis.RedisError, Exception):
+    for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(v1)
     app.include_router(ops)
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, printing the ingress's URL once it listens."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+            print(f"optimum-bridge ingress on http://{host}:{self.config.port} (docs at /docs)", flush=True)
 
 
 def serve(settings: Settings) -> int:
@@ -376,11 +363,9 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_sentry(settings, component="ingress")
     app = create_app(settings)
-    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
-    print(f"optimum-bridge ingress on http://{host}:{settings.api_port} (docs at /docs)", flush=True)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
     try:
-        uvicorn.Server(config).run()
-    except SystemExit as exc:  # uvicorn exits (after logging why) when it cannot listen
-        return exc.code if isinstance(exc.code, int) else 1
+        _Server(config).run()
+    except SystemExit as exc:  # uvicorn exits, after logging why, when it cannot listen
+        return 1 if exc.code else 0
     return 0

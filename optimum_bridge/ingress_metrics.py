@@ -1,17 +1,19 @@
-"""What the ingress reports about the bridge: Prometheus metrics and readiness.
+"""The ingress's open endpoints about the bridge itself: ``/healthz``, ``/readyz``, ``/metrics``.
 
-Both are read from Redis at request time -- the counters every process writes
-through ``metrics.Metrics``, the queue lists, the due set, the dead letters and
-the worker heartbeats -- so any number of ingress replicas report the same
-numbers and none of them keeps state of its own.
+Readiness and the Prometheus metrics are read from Redis at request time --
+the counters every process writes through ``metrics.Metrics``, the queue
+lists, the due set, the dead letters and the worker heartbeats -- so any
+number of ingress replicas report the same numbers and none keeps state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from fastapi import APIRouter, HTTPException, Request, Response
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -152,3 +154,27 @@ def readiness(client: redis.Redis, keys: Keys, *, window_s: int = HEARTBEAT_WIND
     if alive == 0:
         return Readiness(False, f"workers: no worker heartbeat in the last {window_s} s")
     return Readiness(True, "ok", alive)
+
+
+ops = APIRouter(tags=["health"])
+
+
+@ops.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", responses={503: {"description": "Redis or a live worker is missing (problem+json)"}})
+def readyz(request: Request) -> dict[str, Any]:
+    """Redis answers and at least one worker sent a heartbeat in the last 30 s."""
+    state = readiness(request.app.state.bridge.redis, request.app.state.keys)
+    if not state.ready:
+        raise HTTPException(503, state.detail)
+    return {"status": "ready", "workers": state.workers}
+
+
+@ops.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus metrics, read from Redis at every scrape."""
+    return Response(render_metrics(request.app.state.bridge.redis, request.app.state.keys), media_type=CONTENT_TYPE)

@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from .client import InvalidOperation
 from .errors import BridgeError, ConfigError, JobNotFound
 from .settings import load_settings
 
@@ -185,15 +188,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, extra)
-    except ConfigError as exc:
-        return _fail(f"configuration error: {exc}", 2)
-    except JobNotFound as exc:
-        return _fail(f"no job {exc}")
-    except (BridgeError, TimeoutError, OSError) as exc:
-        return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message, code = describe_failure(exc)
+        return _fail(message, code)
 
+
+def describe_failure(exc: Exception) -> tuple[str, int]:
+    """One line and an exit code for an expected failure; anything else is re-raised (a bug)."""
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {exc}", 2
+    if isinstance(exc, InvalidOperation):
+        return f"invalid operation: {exc}", 2
+    if isinstance(exc, JobNotFound):
+        return f"no job {exc}", 1
+    if isinstance(exc, redis.RedisError):
+        return f"cannot use Redis: {type(exc).__name__}: {exc}", 1
+    if isinstance(exc, BridgeError | TimeoutError | OSError):
+        return str(exc), 1
+    raise exc
 
 if __name__ == "__main__":
     raise SystemExit(main())

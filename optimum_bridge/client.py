@@ -70,7 +70,7 @@ class BridgeClient:
 
     def submit(self, operation: Operation | Mapping[str, Any]) -> str:
         """Queue one operation; returns its job id (the existing one for a repeated idempotency key)."""
-        return self.submit_many([operation])[0]
+        return self._jobs.submit_many([self.validate(operation)])[0][0]
 
     def submit_many(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[str]:
         """Queue operations, one Redis round trip per batch of up to 1,000; all are checked first."""

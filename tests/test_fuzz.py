@@ -12,7 +12,7 @@ from optimum_bridge.schemas import Operation, first_error
 
 BASE = "https://apicore-preprod.optimum-automotive.com"
 PATH_ALPHABET = st.sampled_from(
-    list("/.%2eE:@\\?#ab-_~ \t\r\n\x00") + ["..", "//", "%2e", "%2f", "%5c", "http:", "@evil"]
+    [*list("/.%2eE:@\\?#ab-_~ \t\r\n\x00"), "..", "//", "%2e", "%2f", "%5c", "http:", "@evil"]
 )
 paths = st.lists(PATH_ALPHABET, max_size=12).map("".join) | st.text(max_size=40)
 

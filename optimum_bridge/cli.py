@@ -209,5 +209,6 @@ def describe_failure(exc: Exception) -> tuple[str, int]:
         return str(exc), 1
     raise exc
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

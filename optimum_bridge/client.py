@@ -34,6 +34,7 @@ class BridgeClient:
 
     def __init__(self, settings: Settings, *, client: redis.Redis | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self._owns_redis = client is None
         self._redis = client or redis_client(settings)
         self._keys = Keys(settings.key_prefix)
         pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
@@ -49,6 +50,17 @@ class BridgeClient:
 
     def __repr__(self) -> str:
         return f"BridgeClient(prefix={self.settings.key_prefix!r})"
+
+    def close(self) -> None:
+        """Close the Redis connections (when the client opened them itself)."""
+        if self._owns_redis:
+            self._redis.close()
+
+    def __enter__(self) -> BridgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def redis(self) -> redis.Redis:

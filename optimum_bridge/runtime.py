@@ -113,19 +113,28 @@ class Runtime:
         return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
 
     @cached_property
+    def callback_http(self) -> httpx.Client:
+        return httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
+
+    @cached_property
     def callbacks(self) -> CallbackSender:
-        http = httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
         return CallbackSender(
             self.redis,
             self.keys,
             self.jobs,
-            http,
+            self.callback_http,
             key=self.settings.require_callback_secret(),
             metrics=self.metrics,
             allow_private=self.settings.callback_allow_private,
             schedule=self.settings.callback_schedule or DEFAULT_SCHEDULE,
             lease_ms=int(self.settings.callback_timeout_s * 3000),
         )
+
+    def close(self) -> None:
+        """Close the connections this runtime opened (only those it did open)."""
+        for name in ("api_http", "callback_http", "redis"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
 
 
 _lock = threading.Lock()

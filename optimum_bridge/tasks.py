@@ -32,12 +32,20 @@ def execute(job_id: str) -> str:
         raise Reject(str(type(exc).__name__), requeue=True) from None
     except Exception as exc:
         log.exception("job %s: unexpected error", job_id)
-        error = ErrorInfo(kind="internal_error", message=f"unexpected {type(exc).__name__} in the bridge")
+        _fail_visibly(rt, job_id, exc)
+        raise
+
+
+def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: Exception) -> None:
+    """Finish the job as ``internal_error`` (with its callback) rather than leave it running."""
+    error = ErrorInfo(kind="internal_error", message=f"unexpected {type(exc).__name__} in the bridge")
+    try:
         operation = rt.jobs.operation(job_id)
         rt.jobs.complete(
             job_id, "", succeeded=False, response=None, error=error, callback=operation.callback is not None
         )
-        raise
+    except Exception:
+        log.exception("job %s: could not record the internal error either", job_id)
 
 
 @app.task(name=DELIVER_TASK, acks_late=True)

@@ -1,0 +1,120 @@
+"""The executor without Celery: one attempt at a time against the sandbox, state read back from Redis.
+
+Covers the rules of spec §5 that need no worker process: what is retried,
+what is final, and the non-idempotent rule after a timeout or a crash.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.keys import Keys
+from optimum_bridge.runtime import Runtime
+
+from .conftest import bridge_env, free_port, settings_from
+
+
+@pytest.fixture
+def bridge(redis_server, prefix, sandbox):
+    """Factory: (runtime, client, sandbox) sharing one prefix; extra env overrides the settings."""
+
+    opened: list[Runtime] = []
+
+    def build(sandbox_knobs: dict | None = None, **env: str) -> tuple[Runtime, BridgeClient, object]:
+        sb = sandbox(**({"quota": None} | (sandbox_knobs or {})))
+        settings = settings_from(bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="100/s", **env))
+        opened.append(Runtime(settings))
+        return opened[-1], BridgeClient(settings, client=opened[-1].redis), sb
+
+    yield build
+    for rt in opened:
+        rt.close()
+
+
+def calls_to(sb, path: str) -> int:
+    return len([e for e in sb.stats()["log"] if e["path"] == path])
+
+
+PERSON = {"method": "POST", "path": "/Persons", "body": {"firstName": "Lina", "lastName": "Moreau"}}
+
+
+def test_post_timeout_is_not_sent_again(bridge):
+    rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
+    sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
+    job_id = client.submit(PERSON)
+    assert rt.executor.run(job_id) == "failed"
+    status = client.get(job_id)
+    assert status.error.kind == "timeout" and "not re-sent" in status.error.message
+    assert status.attempts == 1 and calls_to(sb, "/Persons") == 1
+
+
+def test_post_timeout_with_an_idempotency_key_is_retried(bridge):
+    rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
+    sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
+    job_id = client.submit({**PERSON, "idempotency_key": "lina-1"})
+    assert rt.executor.run(job_id) == "retrying"
+    assert client.get(job_id).status == "retrying"
+    assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
+
+
+def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandbox):
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_API_URL=f"http://127.0.0.1:{free_port()}")
+    settings = settings_from(env)
+    rt = Runtime(settings)
+    client = BridgeClient(settings, client=rt.redis)
+    job_id = client.submit(PERSON)
+    assert rt.executor.run(job_id) == "retrying"  # nothing reached the API: safe to send again
+    assert client.get(job_id).error.kind == "connect"
+    rt.close()
+
+
+def test_a_crash_after_sending_a_post_fails_it_instead_of_sending_twice(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit(PERSON)
+    rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")  # what a SIGKILL mid-call leaves
+    assert rt.executor.run(job_id) == "failed"
+    assert client.get(job_id).error.kind == "unknown_outcome"
+    assert calls_to(sb, "/Persons") == 0
+
+
+def test_a_crash_after_sending_a_get_runs_it_again(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")
+    assert rt.executor.run(job_id) == "succeeded"
+    assert calls_to(sb, "/Vehicles") == 1
+
+
+def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
+    rt, client, sb = bridge()
+    sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "30"}}])
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    assert rt.executor.run(job_id) == "retrying"
+    assert 29 <= rt.limiter.paused_for() <= 30
+    due = rt.redis.zrange(Keys(client.settings.key_prefix).due, 0, -1, withscores=True)
+    seconds, micros = rt.redis.time()
+    assert due[0][1] - (seconds * 1000 + micros // 1000) >= 29_000  # not before Retry-After
+    assert client.get(job_id).error.kind == "rate_limited"
+
+
+def test_retries_stop_at_max_attempts(bridge):
+    rt, client, sb = bridge({"error_rate": 1.0}, BRIDGE_MAX_ATTEMPTS="3")
+    job_id = client.submit({"method": "GET", "path": "/Persons"})
+    outcomes = [rt.executor.run(job_id) for _ in range(4)]
+    assert outcomes == ["retrying", "retrying", "failed", "final"]
+    status = client.get(job_id)
+    assert status.attempts == 3 and status.response.status_code == 503
+    assert status.error.kind == "server_error" and "gave up after 3 attempts" in status.error.message
+    assert calls_to(sb, "/Persons") == 3
+
+
+def test_a_job_held_by_another_worker_is_looked_at_again_later(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.redis.set(Keys(client.settings.key_prefix).lease(job_id), "someone-else", px=5000)
+    assert rt.executor.run(job_id) == "leased"
+    assert calls_to(sb, "/Vehicles") == 0
+    assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
+    assert client.get(job_id).status == "queued"

@@ -36,10 +36,7 @@ from .conftest import CALLBACK_SECRET, ROOT, bridge_env, free_port, settings_fro
 KEYS = "key-one,key-two"
 AUTH = {"Authorization": "Bearer key-two"}
 PROBLEM = "application/problem+json"
-SERVE = (
-    "from optimum_bridge.ingress import serve; from optimum_bridge.settings import load_settings; "
-    "raise SystemExit(serve(load_settings()))"
-)
+SERVE = ["-m", "optimum_bridge.cli", "api"]  # ``optimum-bridge api``, as the console script runs it
 VEHICLES = {"method": "GET", "path": "/Vehicles"}
 
 
@@ -119,7 +116,7 @@ def api_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], tuple[sub
         log_path = tmp_path / f"api-{len(started)}.log"
         with log_path.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-c", SERVE], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                [sys.executable, *SERVE], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
             )
         started.append(process)
         return process, log_path

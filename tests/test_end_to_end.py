@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
@@ -11,10 +12,11 @@ from optimum_bridge import BridgeClient
 from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
 
 
-def test_operation_succeeds_and_callback_verifies(redis_server, prefix, sandbox, workers, receiver):
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_operation_succeeds_and_callback_verifies(redis_server, prefix, sandbox, workers, receiver, pool):
     sb = sandbox(quota="10/s", fleet_size=12)
     env = bridge_env(redis_server.url, prefix, sb)
-    workers(env, concurrency=2)
+    workers(env, concurrency=2, pool=pool)
     client = BridgeClient(settings_from(env))
     job_id = client.submit(
         {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}, "metadata": {"batch": "b1"}}

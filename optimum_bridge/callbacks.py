@@ -46,6 +46,16 @@ def message_id(job_id: str) -> str:
     return f"msg_{job_id}"
 
 
+def pinned_request(http: httpx.Client, target: Target, *, content: bytes, headers: dict[str, str]) -> httpx.Request:
+    """A POST to ``target`` that connects to the address that was checked, keeping Host and the TLS name."""
+    request = http.build_request("POST", target.url, content=content, headers=headers)
+    if target.address is not None:
+        request.url = request.url.copy_with(host=target.address)
+        request.headers["host"] = target.host if request.url.port is None else f"{target.host}:{request.url.port}"
+        request.extensions["sni_hostname"] = target.host
+    return request
+
+
 class CallbackSender:
     """Delivers one job's callback; retries, dead-letters and replays."""
 
@@ -135,11 +145,7 @@ class CallbackSender:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self._key, message_id(job_id), timestamp, body),
         }
-        request = self._http.build_request("POST", target.url, content=body, headers=headers)
-        if target.address is not None:  # connect to the checked address, keep Host and TLS name
-            request.url = request.url.copy_with(host=target.address)
-            request.headers["host"] = target.host if request.url.port is None else f"{target.host}:{request.url.port}"
-            request.extensions["sni_hostname"] = target.host
+        request = pinned_request(self._http, target, content=body, headers=headers)
         try:
             answer = self._http.send(request, follow_redirects=False)
         except httpx.HTTPError as exc:

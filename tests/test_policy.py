@@ -204,3 +204,31 @@ def test_signature_verifies_with_the_standard_webhooks_library():
     headers["webhook-signature"] = sign(b"another key of 16+ bytes", message_id("job1"), timestamp, body)
     with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook(CALLBACK_SECRET).verify(body, headers)
+
+
+def test_dns_is_checked_at_delivery_and_the_checked_address_is_the_one_used(monkeypatch):
+    import socket
+
+    import httpx
+
+    from optimum_bridge.callbacks import pinned_request
+    from optimum_bridge.urls import resolve_pinned
+
+    answers = {"hooks.example.com": "93.184.216.34"}
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):  # DNS is the edge that cannot run here
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    target = resolve_pinned("https://hooks.example.com:8443/cb?x=1", allow_private=False)
+    assert target.address == "93.184.216.34"
+    seen: list[httpx.Request] = []
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(204)))
+    http.send(pinned_request(http, target, content=b"{}", headers={}))
+    assert seen[0].url.host == "93.184.216.34" and seen[0].url.port == 8443 and seen[0].url.query == b"x=1"
+    assert seen[0].headers["host"] == "hooks.example.com:8443"
+    assert seen[0].extensions["sni_hostname"] == "hooks.example.com"
+
+    answers["hooks.example.com"] = "10.0.0.7"  # the name now points inside the network
+    with pytest.raises(CallbackURLRefused, match=r"internal address"):
+        resolve_pinned("https://hooks.example.com:8443/cb", allow_private=False)

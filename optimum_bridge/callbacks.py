@@ -13,20 +13,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import uuid
 
 import httpx
-import redis
 
 from .clock import SYSTEM_CLOCK, Clock, isoformat
-from .errors import CallbackURLRefused, JobNotFound
-from .jobs import JobStore
-from .keys import CALLBACKS_QUEUE, Keys, text
-from .messages import DELIVER_TASK, build_message, due_member
-from .metrics import Metrics
-from .schemas import CallbackEvent
+from .deliveries import DeliveryStore
+from .errors import CallbackURLRefused
+from .jobs import to_status
+from .schemas import CallbackEvent, JobStatus, Operation
 from .urls import Target, resolve_pinned
 
 log = logging.getLogger(__name__)
@@ -57,28 +53,22 @@ def pinned_request(http: httpx.Client, target: Target, *, content: bytes, header
 
 
 class CallbackSender:
-    """Delivers one job's callback; retries, dead-letters and replays."""
+    """Delivers one job's callback: sign, POST, and settle (retry, dead letter) through ``DeliveryStore``."""
 
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        jobs: JobStore,
+        deliveries: DeliveryStore,
         http: httpx.Client,
         *,
         key: bytes,
-        metrics: Metrics,
         allow_private: bool,
         schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
         lease_ms: int = 60_000,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._redis = client
-        self._keys = keys
-        self._jobs = jobs
+        self._deliveries = deliveries
         self._http = http
         self._key = key
-        self._metrics = metrics
         self._allow_private = allow_private
         self._schedule = schedule
         self._lease_ms = lease_ms
@@ -90,60 +80,60 @@ class CallbackSender:
     def deliver(self, job_id: str, attempt: int) -> str:
         """Attempt delivery number ``attempt`` (1-based); returns what happened."""
         owner = uuid.uuid4().hex
-        lease = self._keys.lease(f"cb:{job_id}")
-        if not self._redis.set(lease, owner, nx=True, px=self._lease_ms):
-            self._later(job_id, attempt, self._lease_ms / 1000)
+        claim = self._deliveries.claim(job_id, owner, lease_ms=self._lease_ms)
+        if claim.outcome == "leased":  # another worker is on it, or died on it: look again later
+            self._deliveries.settle(job_id, "", "later", next_attempt=attempt, delay_s=claim.lease_ms / 1000 + 0.5)
             return "leased"
+        if claim.outcome != "ok":
+            log.info("callback for job %s: %s, nothing to do", job_id, claim.outcome)
+            return "missing" if claim.outcome == "missing" else "duplicate"
         try:
-            return self._deliver(job_id, attempt)
-        finally:
-            if self._redis.get(lease) == owner.encode():
-                self._redis.delete(lease)
+            return self._attempt(job_id, owner, attempt, claim.fields)
+        except BaseException:
+            self._deliveries.settle(job_id, owner, "later", next_attempt=attempt, delay_s=self._retry_delay(attempt))
+            raise
 
-    def _deliver(self, job_id: str, attempt: int) -> str:
-        try:
-            state = self._jobs.field(job_id, "cb")
-            operation = self._jobs.operation(job_id)
-        except JobNotFound:
-            log.warning("callback for job %s: job expired, dropped", job_id)
-            return "missing"
-        if state in ("delivered", "dead") or operation.callback is None:
+    def _attempt(self, job_id: str, owner: str, attempt: int, fields: dict[str, str]) -> str:
+        status = to_status(job_id, fields)
+        operation = Operation.model_validate_json(fields["op"])
+        if operation.callback is None:
+            self._deliveries.settle(job_id, owner, "delivered")
             return "duplicate"
         url = str(operation.callback.url)
         try:
             target = resolve_pinned(url, allow_private=self._allow_private)
         except CallbackURLRefused as exc:
-            return self._dead(job_id, url, attempt, str(exc))
-        reason = self._post(job_id, target)
+            return self._dead(job_id, owner, url, attempt, str(exc))
+        reason = self._post(status, target)
         if reason is None:
-            self._redis.hset(self._keys.job(job_id), "cb", "delivered")
-            self._metrics.incr("callbacks:delivered")
+            self._deliveries.settle(job_id, owner, "delivered")
             log.info("job %s: callback delivered (attempt %d)", job_id, attempt)
             return "delivered"
-        self._metrics.incr("callbacks:failed")
         if attempt > len(self._schedule):
-            return self._dead(job_id, url, attempt, reason)
-        delay = self._schedule[attempt - 1]
+            return self._dead(job_id, owner, url, attempt, reason)
+        delay = self._retry_delay(attempt)
         log.warning("job %s: callback attempt %d failed (%s); retry in %ss", job_id, attempt, reason, delay)
-        self._later(job_id, attempt + 1, delay)
+        self._deliveries.settle(job_id, owner, "retry", next_attempt=attempt + 1, delay_s=delay)
         return "retrying"
 
-    def body(self, job_id: str) -> bytes:
-        """The callback body for the job's current state."""
-        status = self._jobs.status(job_id)
+    def _retry_delay(self, attempt: int) -> float:
+        return self._schedule[min(attempt, len(self._schedule)) - 1] if self._schedule else 60.0
+
+    def body(self, status: JobStatus) -> bytes:
+        """The callback body for a job's status."""
         kind = "operation.succeeded" if status.status == "succeeded" else "operation.failed"
         event = CallbackEvent(type=kind, timestamp=isoformat(self._clock.now()), data=status)
         return event.model_dump_json().encode()
 
-    def _post(self, job_id: str, target: Target) -> str | None:
-        body = self.body(job_id)
+    def _post(self, status: JobStatus, target: Target) -> str | None:
+        body = self.body(status)
         timestamp = int(self._clock.time())
         headers = {
             "content-type": "application/json",
             "user-agent": "optimum-bridge",
-            "webhook-id": message_id(job_id),
+            "webhook-id": message_id(status.id),
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, message_id(job_id), timestamp, body),
+            "webhook-signature": sign(self._key, message_id(status.id), timestamp, body),
         }
         request = pinned_request(self._http, target, content=body, headers=headers)
         try:
@@ -154,13 +144,8 @@ class CallbackSender:
             return None
         return f"receiver answered {answer.status_code}"
 
-    def _later(self, job_id: str, attempt: int, delay_s: float) -> None:
-        member = due_member(self._keys, DELIVER_TASK, [job_id, attempt], queue=CALLBACKS_QUEUE)
-        seconds, micros = self._redis.time()  # due times are on the Redis clock
-        self._redis.zadd(self._keys.due, {member: int(seconds) * 1000 + int(micros) // 1000 + int(delay_s * 1000)})
-
-    def _dead(self, job_id: str, url: str, attempts: int, reason: str) -> str:
-        record = {
+    def _dead(self, job_id: str, owner: str, url: str, attempts: int, reason: str) -> str:
+        record: dict[str, object] = {
             "job_id": job_id,
             "url": url,
             "reason": reason,
@@ -169,31 +154,6 @@ class CallbackSender:
             "signature_scheme": "standard-webhooks-v1",
             "failed_at": isoformat(self._clock.now()),
         }
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.dead_letters, job_id, json.dumps(record))
-            pipe.hset(self._keys.job(job_id), "cb", "dead")
-            pipe.execute()
-        self._metrics.incr("callbacks:dead")
+        self._deliveries.settle(job_id, owner, "dead", dead_letter=record)
         log.error("job %s: callback dead-lettered after %d attempts: %s", job_id, attempts, reason)
         return "dead"
-
-    def dead_letters(self) -> list[dict[str, object]]:
-        """Every dead letter, oldest first."""
-        rows = [json.loads(v) for v in self._redis.hvals(self._keys.dead_letters)]
-        return sorted(rows, key=lambda row: str(row["failed_at"]))
-
-    def replay(self, job_ids: list[str] | None = None) -> list[str]:
-        """Queue dead-lettered callbacks again (all, or the given jobs)."""
-        ids = job_ids or [text(k) for k in self._redis.hkeys(self._keys.dead_letters)]
-        replayed = []
-        for job_id in ids:
-            if not self._redis.hdel(self._keys.dead_letters, job_id):
-                continue
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._keys.job(job_id), "cb", "pending")
-                pipe.lpush(
-                    self._keys.queue(CALLBACKS_QUEUE), build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE)
-                )
-                pipe.execute()
-            replayed.append(job_id)
-        return replayed

@@ -118,12 +118,12 @@ def cmd_dead_letters(args: argparse.Namespace, extra: list[str]) -> int:
     """List or replay dead-lettered callbacks."""
     from . import runtime
 
-    sender = runtime.install(load_settings()).callbacks
+    deliveries = runtime.install(load_settings()).deliveries
     if args.action == "list":
-        for row in sender.dead_letters():
+        for row in deliveries.dead_letters():
             print(json.dumps(row))
         return 0
-    replayed = sender.replay(args.job_ids or None)
+    replayed = deliveries.replay(args.job_ids or None)
     print(f"replayed {len(replayed)} callback(s)")
     return 0
 

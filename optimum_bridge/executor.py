@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from .api_client import OptimumClient
 from .clock import SYSTEM_CLOCK, Clock
@@ -22,6 +23,11 @@ from .schemas import ApiResponse, ErrorInfo, Operation
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_OUTCOME = (
+    "a previous attempt may have reached the API and the operation is not idempotent "
+    "(no idempotency_key): not sent again"
+)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -30,6 +36,16 @@ class Policy:
     max_attempts: int
     budget_s: float
     backoff: Backoff
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of one job by this worker."""
+
+    job_id: str
+    owner: str
+    operation: Operation
+    submitted_at: datetime
 
 
 class Executor:
@@ -51,74 +67,56 @@ class Executor:
         if claim.outcome in ("missing", "final"):
             log.info("job %s: %s, nothing to do", job_id, claim.outcome)
             return claim.outcome
-        if claim.outcome == "leased":
+        if claim.outcome == "leased" or claim.operation is None or claim.submitted_at is None:
             # Another worker holds it (or died holding it): look again when the lease ends.
             self._jobs.reschedule(job_id, owner, delay_s=claim.lease_ms / 1000 + 1, status=None)
             return "leased"
-        operation = self._jobs.operation(job_id)
-        if claim.inflight and not operation.idempotent:
-            error = ErrorInfo(
-                kind="unknown_outcome",
-                message="a previous attempt may have reached the API and the "
-                "operation is not idempotent (no idempotency_key): not sent again",
-            )
-            return self._finish(job_id, owner, operation, response=None, error=error)
+        run = Run(job_id, owner, claim.operation, claim.submitted_at)
+        if claim.inflight and not run.operation.idempotent:
+            return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
         with self._leases.hold(self._jobs.lease_key(job_id), owner):
-            return self._attempt(job_id, owner, operation, claim.attempts)
+            return self._attempt(run, claim.attempts)
 
-    def _attempt(self, job_id: str, owner: str, operation: Operation, attempts: int) -> str:
+    def _attempt(self, run: Run, attempts: int) -> str:
         sent = [attempts]
         try:
-            response = self._api.call(operation, before_send=lambda: sent.append(self._jobs.mark_sent(job_id)))
+            response = self._api.call(run.operation, before_send=lambda: sent.append(self._jobs.mark_sent(run.job_id)))
         except Deferred as exc:
-            self._jobs.reschedule(job_id, owner, delay_s=exc.delay, status="retrying" if sent[-1] else "queued")
-            log.info("job %s: no rate-limit slot soon, deferred %.1fs", job_id, exc.delay)
+            self._jobs.reschedule(run.job_id, run.owner, delay_s=exc.delay, status="retrying" if sent[-1] else "queued")
+            log.info("job %s: no rate-limit slot soon, deferred %.1fs", run.job_id, exc.delay)
             return "deferred"
         except NetworkError as exc:
-            if exc.maybe_sent and not operation.idempotent:
+            if exc.maybe_sent and not run.operation.idempotent:
                 message = f"{exc.message}; not re-sent: it may have reached the API and is not idempotent"
-                return self._finish(
-                    job_id, owner, operation, response=None, error=ErrorInfo(kind=exc.kind, message=message)
-                )
-            return self._retry_or_fail(job_id, owner, operation, sent[-1], exc, response=None)
+                return self._finish(run, response=None, error=ErrorInfo(kind=exc.kind, message=message))
+            return self._retry_or_fail(run, sent[-1], exc, response=None)
         except AttemptError as exc:
-            return self._retry_or_fail(job_id, owner, operation, sent[-1], exc, response=None)
-        return self._judge(job_id, owner, operation, sent[-1], response)
+            return self._retry_or_fail(run, sent[-1], exc, response=None)
+        return self._judge(run, sent[-1], response)
 
-    def _judge(self, job_id: str, owner: str, operation: Operation, attempt: int, response: ApiResponse) -> str:
+    def _judge(self, run: Run, attempt: int, response: ApiResponse) -> str:
         verdict = classify_status(response.status_code)
-        log.info("job %s attempt %d: API answered %d (%s)", job_id, attempt, response.status_code, verdict)
+        log.info("job %s attempt %d: API answered %d (%s)", run.job_id, attempt, response.status_code, verdict)
         if verdict == "succeeded":
-            return self._finish(job_id, owner, operation, response=response, error=None)
+            return self._finish(run, response=response, error=None)
         if verdict == "failed":
             message = f"the API answered {response.status_code}"
             if 300 <= response.status_code < 400:
                 message += "; redirects are not followed (the token stays with the API host)"
-            return self._finish(
-                job_id, owner, operation, response=response, error=ErrorInfo(kind="http_error", message=message)
-            )
+            return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
         hint = retry_after(response.headers, now=self._clock.time())
         kind = "rate_limited" if response.status_code == 429 else "server_error"
         error = RetryableError(kind, f"the API answered {response.status_code}", delay=hint)
-        return self._retry_or_fail(job_id, owner, operation, attempt, error, response=response)
+        return self._retry_or_fail(run, attempt, error, response=response)
 
-    def _retry_or_fail(
-        self,
-        job_id: str,
-        owner: str,
-        operation: Operation,
-        attempt: int,
-        exc: AttemptError,
-        *,
-        response: ApiResponse | None,
-    ) -> str:
+    def _retry_or_fail(self, run: Run, attempt: int, exc: AttemptError, *, response: ApiResponse | None) -> str:
         error = ErrorInfo(kind=exc.kind, message=exc.message)
         if isinstance(exc, FinalError):
-            return self._finish(job_id, owner, operation, response=response, error=error)
+            return self._finish(run, response=response, error=error)
         delay = self._policy.backoff.delay(max(1, attempt))
         if isinstance(exc, RetryableError) and exc.delay is not None:
             delay = max(delay, exc.delay)
-        elapsed = (self._clock.now() - self._jobs.status(job_id).submitted_at).total_seconds()
+        elapsed = (self._clock.now() - run.submitted_at).total_seconds()
         budget_ok = should_retry(
             attempts=attempt,
             max_attempts=self._policy.max_attempts,
@@ -128,22 +126,20 @@ class Executor:
         )
         if not budget_ok:
             error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
-            return self._finish(job_id, owner, operation, response=response, error=error)
-        self._jobs.reschedule(job_id, owner, delay_s=delay, status="retrying", error=error, response=response)
-        log.info("job %s attempt %d: %s; retry in %.1fs", job_id, attempt, exc.kind, delay)
+            return self._finish(run, response=response, error=error)
+        self._jobs.reschedule(run.job_id, run.owner, delay_s=delay, status="retrying", error=error, response=response)
+        log.info("job %s attempt %d: %s; retry in %.1fs", run.job_id, attempt, exc.kind, delay)
         return "retrying"
 
-    def _finish(
-        self, job_id: str, owner: str, operation: Operation, *, response: ApiResponse | None, error: ErrorInfo | None
-    ) -> str:
+    def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
         done = self._jobs.complete(
-            job_id,
-            owner,
+            run.job_id,
+            run.owner,
             succeeded=error is None,
             response=response,
             error=error,
-            callback=operation.callback is not None,
+            callback=run.operation.callback is not None,
         )
         outcome = "succeeded" if error is None else "failed"
-        log.info("job %s: %s%s", job_id, outcome, "" if done else " (already finished elsewhere)")
+        log.info("job %s: %s%s", run.job_id, outcome, "" if done else " (already finished elsewhere)")
         return outcome

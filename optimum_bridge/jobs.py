@@ -61,7 +61,8 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
   return {'leased', redis.call('PTTL', KEYS[2]), 0}
 end
 redis.call('HSET', KEYS[1], 'status', 'running')
-return {'ok', redis.call('HGET', KEYS[1], 'inflight') or '0', tonumber(redis.call('HGET', KEYS[1], 'attempts'))}
+local fields = redis.call('HMGET', KEYS[1], 'inflight', 'attempts', 'op', 'submitted_at')
+return {'ok', fields[1] or '0', tonumber(fields[2]), fields[3], fields[4]}
 """
 
 _COMPLETE = """
@@ -104,6 +105,8 @@ class Claim:
     lease_ms: int = 0
     inflight: bool = False
     attempts: int = 0
+    operation: Operation | None = None
+    submitted_at: datetime | None = None
 
 
 class JobStore:
@@ -162,14 +165,18 @@ class JobStore:
 
     def claim(self, job_id: str, owner: str, *, lease_ms: int) -> Claim:
         """Take the job's lease and mark it running, unless finished or taken."""
-        outcome, second, attempts = self._claim(
-            keys=[self._keys.job(job_id), self._keys.lease(job_id)], args=[owner, lease_ms]
-        )
-        kind = outcome.decode()
+        reply = self._claim(keys=[self._keys.job(job_id), self._keys.lease(job_id)], args=[owner, lease_ms])
+        kind = text(reply[0])
         if kind == "leased":
-            return Claim("leased", lease_ms=max(0, int(second)))
+            return Claim("leased", lease_ms=max(0, int(reply[1])))
         if kind == "ok":
-            return Claim("ok", inflight=second == b"1", attempts=int(attempts or 0))
+            return Claim(
+                "ok",
+                inflight=reply[1] == b"1",
+                attempts=int(reply[2] or 0),
+                operation=Operation.model_validate_json(reply[3]),
+                submitted_at=datetime.fromisoformat(text(reply[4])),
+            )
         return Claim("missing" if kind == "missing" else "final")
 
     def lease_key(self, job_id: str) -> str:

@@ -135,10 +135,11 @@ class RateLimiter:
             slot = self.reserve(max_wait_s=max(0.0, max_wait_s - waited))
             if not slot.granted:
                 return None
+            if slot.wait_s <= 0:
+                return waited  # the script already checked the pause: nothing can have changed
             self._clock.sleep(slot.wait_s)
             waited += slot.wait_s
-            paused = self.paused_for()
-            if paused <= 0:
+            if self.paused_for() <= 0:
                 return waited
             self.cancel(slot)
 

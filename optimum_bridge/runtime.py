@@ -16,6 +16,7 @@ import redis
 
 from .api_client import IdentityClient, OptimumClient
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
+from .deliveries import DeliveryStore
 from .executor import Executor, Policy
 from .jobs import JobStore
 from .keys import Keys
@@ -113,18 +114,19 @@ class Runtime:
         return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
 
     @cached_property
+    def deliveries(self) -> DeliveryStore:
+        return DeliveryStore(self.redis, self.keys)
+
+    @cached_property
     def callback_http(self) -> httpx.Client:
         return httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
 
     @cached_property
     def callbacks(self) -> CallbackSender:
         return CallbackSender(
-            self.redis,
-            self.keys,
-            self.jobs,
+            self.deliveries,
             self.callback_http,
             key=self.settings.require_callback_secret(),
-            metrics=self.metrics,
             allow_private=self.settings.callback_allow_private,
             schedule=self.settings.callback_schedule or DEFAULT_SCHEDULE,
             lease_ms=int(self.settings.callback_timeout_s * 3000),

@@ -1,0 +1,125 @@
+"""Callback delivery state in Redis: claim, settle, dead letters and replay, each one atomic.
+
+The state lives on the job hash (``cb``: pending, delivered or dead) and in
+the dead-letter hash. ``claim`` takes a short lease and returns the job in
+the same round trip; ``settle`` records the outcome, schedules the next
+attempt or files the dead letter, and releases the lease, also in one step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from .keys import CALLBACKS_QUEUE, Keys, text
+from .messages import DELIVER_TASK, build_message, due_member
+
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local state = redis.call('HGET', KEYS[1], 'cb')
+if state == 'delivered' or state == 'dead' then return {'done'} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return {'leased', redis.call('PTTL', KEYS[2])}
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+_SETTLE = """
+local outcome = ARGV[2]
+if outcome == 'delivered' then
+  redis.call('HSET', KEYS[1], 'cb', 'delivered')
+  redis.call('HINCRBY', KEYS[3], 'callbacks:delivered', 1)
+elseif outcome == 'dead' then
+  redis.call('HSET', KEYS[1], 'cb', 'dead')
+  redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+  redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1)
+  redis.call('HINCRBY', KEYS[3], 'callbacks:dead', 1)
+else
+  if outcome == 'retry' then redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1) end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_REPLAY = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'cb', 'pending')
+redis.call('LPUSH', KEYS[3], ARGV[2])
+return 1
+"""
+
+Settlement = Literal["delivered", "retry", "dead", "later"]
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """``ok`` with the job's fields, or why the delivery is not ours to make."""
+
+    outcome: Literal["ok", "missing", "done", "leased"]
+    fields: dict[str, str]
+    lease_ms: int = 0
+
+
+class DeliveryStore:
+    """The Redis side of callback delivery."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._keys = keys
+        self._claim = client.register_script(_CLAIM)
+        self._settle = client.register_script(_SETTLE)
+        self._replay = client.register_script(_REPLAY)
+
+    def claim(self, job_id: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
+        """Take the delivery lease and read the job, unless delivered, dead or taken."""
+        reply = self._claim(keys=[self._keys.job(job_id), self._lease(job_id)], args=[owner, lease_ms])
+        kind = text(reply[0])
+        if kind == "ok":
+            raw = reply[1]
+            return DeliveryClaim("ok", {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)})
+        if kind == "leased":
+            return DeliveryClaim("leased", {}, lease_ms=max(0, int(reply[1])))
+        return DeliveryClaim("missing" if kind == "missing" else "done", {})
+
+    def settle(
+        self,
+        job_id: str,
+        owner: str,
+        outcome: Settlement,
+        *,
+        next_attempt: int = 0,
+        delay_s: float = 0.0,
+        dead_letter: dict[str, object] | None = None,
+    ) -> None:
+        """Record the outcome (``later``/``retry``: try again in ``delay_s``) and release the lease."""
+        member = ""
+        if outcome in ("retry", "later"):
+            member = due_member(self._keys, DELIVER_TASK, [job_id, next_attempt], queue=CALLBACKS_QUEUE)
+        keys = [self._keys.job(job_id), self._lease(job_id), self._keys.stats, self._keys.due, self._keys.dead_letters]
+        args: list[str | int] = [owner, outcome, member, int(delay_s * 1000), job_id, json.dumps(dead_letter or {})]
+        self._settle(keys=keys, args=args)
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        """Every dead letter, oldest first."""
+        rows = [json.loads(v) for v in self._redis.hvals(self._keys.dead_letters)]
+        return sorted(rows, key=lambda row: str(row["failed_at"]))
+
+    def replay(self, job_ids: list[str] | None = None) -> list[str]:
+        """Queue dead-lettered callbacks again (all, or the given jobs); returns those replayed."""
+        ids = job_ids or [text(k) for k in self._redis.hkeys(self._keys.dead_letters)]
+        replayed = []
+        for job_id in ids:
+            message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE)
+            keys = [self._keys.dead_letters, self._keys.job(job_id), self._keys.queue(CALLBACKS_QUEUE)]
+            if self._replay(keys=keys, args=[job_id, message]):
+                replayed.append(job_id)
+        return replayed
+
+    def _lease(self, job_id: str) -> str:
+        return self._keys.lease(f"cb:{job_id}")

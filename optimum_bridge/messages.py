@@ -13,6 +13,7 @@ further ahead than ``BRIDGE_REDELIVERY_TIMEOUT_S``.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -44,18 +45,27 @@ return #items
 """
 
 
+@functools.cache
+def _static_parts(task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Celery's own headers, properties and embed for ``task`` (built once; per-message fields replaced)."""
+    headers, properties, body, _ = _builder.amqp.as_task_v2("0", task, args=[], kwargs={})
+    return headers, properties, body[2]
+
+
 def build_message(task: str, args: list[Any], *, queue: str) -> str:
     """A Celery task message as kombu's Redis transport stores it in a queue list."""
     task_id = str(uuid.uuid4())
-    headers, properties, body, _ = _builder.amqp.as_task_v2(task_id, task, args=args, kwargs={})
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    static_headers, static_properties, embed = _static_parts(task)
+    headers = {**static_headers, "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
+    payload = json.dumps([args, {}, embed], separators=(",", ":")).encode()
     message = {
         "body": base64.b64encode(payload).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
         "properties": {
-            **properties,
+            **static_properties,
+            "correlation_id": task_id,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,

@@ -99,13 +99,21 @@ class DuePump:
             if count < self._batch:
                 return moved
 
+    def beat(self, name: str) -> None:
+        """Record that worker ``name`` is alive (Redis clock); forget workers silent for a day."""
+        now = float(self._client.time()[0])
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._keys.workers, {name: now})
+            pipe.zremrangebyscore(self._keys.workers, "-inf", now - 86400)
+            pipe.execute()
+
     def run_forever(self, stop: threading.Event, *, interval_s: float = 0.25, heartbeat: str | None = None) -> None:
         """Pump until ``stop`` is set; survives Redis outages (logged, retried)."""
         while not stop.is_set():
             try:
                 self.run_once()
                 if heartbeat:
-                    self._client.zadd(self._keys.workers, {heartbeat: float(self._client.time()[0])})
+                    self.beat(heartbeat)
             except redis.RedisError as exc:
                 log.warning("due pump: Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)

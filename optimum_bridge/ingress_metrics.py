@@ -101,9 +101,8 @@ def _counters(snap: Snapshot) -> Iterator[Metric]:
 def _latency(snap: Snapshot) -> HistogramMetricFamily:
     buckets: list[tuple[str, float]] = []
     running = 0.0
-    for bound in LATENCY_BUCKETS:
-        # The fields are written without a transaction: keep the buckets monotonic whatever we read.
-        running = max(running, snap.counter(f"latency_le:{bound}"))
+    for bound in LATENCY_BUCKETS:  # stored per bucket, exposed cumulatively
+        running += snap.counter(f"latency_bucket:{bound}")
         buckets.append((str(float(bound)), running))
     buckets.append(("+Inf", max(running, snap.counter("latency_count"))))
     return HistogramMetricFamily(

@@ -32,12 +32,11 @@ class Metrics:
 
     def observe_call(self, status: int | str, seconds: float) -> None:
         """Count one API call by status and add its latency to the histogram."""
+        bucket = next((str(bound) for bound in LATENCY_BUCKETS if seconds <= bound), "inf")
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hincrby(self._key, f"calls:{status}", 1)
-                for bound in LATENCY_BUCKETS:
-                    if seconds <= bound:
-                        pipe.hincrby(self._key, f"latency_le:{bound}", 1)
+                pipe.hincrby(self._key, f"latency_bucket:{bucket}", 1)  # one bucket; /metrics accumulates
                 pipe.hincrby(self._key, "latency_count", 1)
                 pipe.hincrbyfloat(self._key, "latency_sum", seconds)
                 pipe.execute()

@@ -273,8 +273,8 @@ def test_metrics_exposition_maps_every_redis_counter(redis_server, prefix, ingre
         mapping={
             "calls:200": 7, "calls:429": 2, "rate_limited": 2, "token_requests": 3, "jobs:succeeded": 5,
             "jobs:failed": 1, "callbacks:delivered": 4, "callbacks:failed": 2, "callbacks:dead": 1,
-            "latency_le:0.1": 2, "latency_le:0.5": 6, "latency_le:1.0": 8, "latency_le:30.0": 9,
-            "latency_count": 10, "latency_sum": 12.5,
+            "latency_bucket:0.1": 2, "latency_bucket:0.5": 4, "latency_bucket:1.0": 2, "latency_bucket:30.0": 1,
+            "latency_bucket:inf": 1, "latency_count": 10, "latency_sum": 12.5,
         },
     )  # fmt: skip
     client.rpush(keys.queue(OPERATIONS_QUEUE), "a", "b", "c")

@@ -31,7 +31,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
     from .worker import app, settings
 
-    argv = ["worker", *extra]
+    argv = ["worker", "--pool", "threads", *extra]  # a --pool in ``extra`` comes later and wins
     if not {"-Q", "--queues"} & set(extra):
         argv += ["-Q", "bridge.operations,bridge.callbacks"]
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):

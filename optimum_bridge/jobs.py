@@ -140,7 +140,7 @@ class JobStore:
             job_id = uuid.uuid4().hex
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
             message = build_message(EXECUTE_TASK, [job_id], queue=OPERATIONS_QUEUE)
-            args += [idem, job_id, operation.model_dump_json(), submitted, message]
+            args += [idem, job_id, operation.model_dump_json(exclude_defaults=True), submitted, message]
         raw = self._submit(args=args)
         return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 

@@ -53,7 +53,8 @@ def create_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_default_queue=OPERATIONS_QUEUE,
         task_routes={EXECUTE_TASK: {"queue": OPERATIONS_QUEUE}, DELIVER_TASK: {"queue": CALLBACKS_QUEUE}},
-        worker_pool="threads",
+        # The pool is chosen on the command line (``optimum-bridge worker`` defaults to threads):
+        # Celery lets a configured worker_pool override an explicit ``--pool prefork``.
         worker_concurrency=8,
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,

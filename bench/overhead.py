@@ -1,0 +1,205 @@
+"""Benchmark 2 -- overhead: what the bridge's guarantees cost against plain Celery.
+
+Sandbox without quota or latency. End-to-end operations per second: from the
+first submit to the last callback received and verified (Standard Webhooks)
+by the bench's receiver. A: the bridge (``OPTIMUM_RATE_LIMIT=100000/s``;
+``submit_many``; execute task + callback task). B: ``bench.plain_celery``'s
+``plain.get_and_callback``: one task that does the same GET with its own
+bearer token and POSTs a signed callback itself, queued with one
+``send_task`` per operation. Same Redis, same pool, same concurrency; A and B
+alternate (ABBA...) for several rounds in one run after a warm-up round each;
+the figure is the ratio of the medians. Then, with 50 ms of API latency, the
+bridge on the threads pool against the prefork pool (same concurrency),
+alternated the same way, with the workers' resident memory.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.fleet import generate_fleet
+
+from .common import (
+    CALLBACK_SECRET,
+    RedisProc,
+    Worker,
+    bridge_settings,
+    memory_mb,
+    settings_from,
+    start_redis,
+    start_sandbox,
+    start_workers,
+    stop_workers,
+)
+from .plain_celery import GET_AND_CALLBACK_TASK, make_app, plain_settings, send
+from .receiver import Receiver
+from .report import (
+    median,
+    print_table,
+    utc_stamp,
+    workspace,
+    write_result,
+)
+
+PLATES = generate_fleet(42, 60).plates()
+UNLIMITED = "100000/s"
+
+
+@dataclass
+class Side:
+    """One contender: how to submit a round, and its workers."""
+
+    name: str
+    workers: list[Worker]
+    bridge: BridgeClient | None = None
+    plain: Celery | None = None
+
+    def submit(self, count: int, callback: str) -> list[str]:
+        paths = [f"/Vehicles/{PLATES[i % len(PLATES)]}" for i in range(count)]
+        if self.bridge is not None:
+            return self.bridge.submit_many([{"method": "GET", "path": p, "callback": {"url": callback}} for p in paths])
+        if self.plain is None:
+            raise RuntimeError("a side needs a bridge client or a plain Celery app")
+        ids = []
+        for path in paths:
+            job_id = uuid.uuid4().hex
+            send(self.plain, GET_AND_CALLBACK_TASK, [job_id, path, {}, callback])
+            ids.append(job_id)
+        return ids
+
+
+def one_round(side: Side, receiver: Receiver, count: int) -> dict[str, float]:
+    """Submit ``count`` operations and wait for every verified callback."""
+    started = time.monotonic()
+    ids = side.submit(count, receiver.url)
+    submitted = time.monotonic()
+    arrivals = receiver.wait_for(ids, timeout=max(120.0, count / 5))
+    last = max(arrivals.values())
+    return {"ops_per_s": count / (last - started), "wall_s": last - started, "submit_s": submitted - started}
+
+
+def redis_commands(side: Side, receiver: Receiver, redis_proc: RedisProc, count: int) -> dict[str, float]:
+    """Redis commands per operation in one round (``INFO commandstats``; commands run inside
+    Lua scripts are counted too, and so is the idle polling of the other side's workers)."""
+    client = redis_proc.client()
+    client.config_resetstat()
+    one_round(side, receiver, count)
+    stats = client.info("commandstats")
+    per_op = {name.removeprefix("cmdstat_"): int(v["calls"]) / count for name, v in stats.items()}
+    per_op.pop("config|resetstat", None)
+    per_op.pop("info", None)
+    return dict(sorted(per_op.items(), key=lambda item: -item[1]))
+
+
+def alternate(sides: list[Side], receiver: Receiver, *, rounds: int, count: int, warmup: int) -> dict[str, Any]:
+    """Warm up each side, then run ``rounds`` rounds, alternating the order (AB, BA, ...)."""
+    for side in sides:
+        one_round(side, receiver, warmup)
+    results: dict[str, list[dict[str, float]]] = {side.name: [] for side in sides}
+    for index in range(rounds):
+        order = sides if index % 2 == 0 else sides[::-1]
+        for side in order:
+            results[side.name].append(one_round(side, receiver, count))
+            print(f"    round {index + 1} {side.name}: {results[side.name][-1]['ops_per_s']:.0f} ops/s", flush=True)
+    summary: dict[str, dict[str, Any]] = {
+        name: {
+            "median_ops_per_s": median([r["ops_per_s"] for r in rows]),
+            "rounds": rows,
+            **memory_mb(next(s for s in sides if s.name == name).workers),
+        }
+        for name, rows in results.items()
+    }
+    first, second = (s.name for s in sides)
+    medians = {name: median([r["ops_per_s"] for r in rows]) for name, rows in results.items()}
+    return {
+        "count": count,
+        "rounds": rounds,
+        "sides": summary,
+        "ratio_of_medians": medians[first] / medians[second],
+        "ratio": f"{first} / {second}",
+        "callbacks_rejected": receiver.rejected,
+        "callbacks_duplicated": receiver.duplicates,
+    }
+
+
+def _rows(result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, side in result["sides"].items():
+        figures = [r["ops_per_s"] for r in side["rounds"]]
+        row = [name, side["median_ops_per_s"], min(figures), max(figures), side["rss_mb"], side["pss_mb"]]
+        commands = side.get("redis_commands_per_op")
+        rows.append([*row, sum(commands.values()) if commands else "-"])
+    return rows
+
+
+def run(*, quick: bool) -> Path:
+    """Quick: 3 rounds of 300 (pools: 2 of 300). Full: 5 rounds of 1,000 (pools: 4 of 800)."""
+    rounds, count, pool_rounds, pool_count = (3, 300, 2, 300) if quick else (5, 1000, 4, 800)
+    procs, threads = 2, 4
+    stamp = utc_stamp()
+    with workspace("overhead") as workdir, ExitStack() as stop:
+        redis_proc = start_redis(workdir)
+        stop.callback(redis_proc.stop)
+        sandbox = start_sandbox(workdir, quota=None)
+        stop.callback(sandbox.stop)
+        receiver = Receiver()
+        stop.callback(receiver.stop)
+
+        values = bridge_settings(redis_proc.url, sandbox, OPTIMUM_RATE_LIMIT=UNLIMITED, BRIDGE_KEY_PREFIX="ovb:")
+        plain_values = plain_settings(
+            redis_proc.url, sandbox.url, sandbox.token_url, rate_limit=None, callback_secret=CALLBACK_SECRET
+        )
+        bridge_workers = start_workers(values, count=procs, concurrency=threads, workdir=workdir)
+        stop.callback(stop_workers, bridge_workers)
+        plain_workers = start_workers(plain_values, count=procs, concurrency=threads, workdir=workdir, kind="plain")
+        stop.callback(stop_workers, plain_workers)
+        sides = [
+            Side("bridge", bridge_workers, bridge=BridgeClient(settings_from(values))),
+            Side("plain celery", plain_workers, plain=make_app(redis_proc.url, rate_limit=None)),
+        ]
+        print(f"  A/B, no latency: {rounds} rounds x {count} ops, {procs} procs x {threads} threads each", flush=True)
+        ab = alternate(sides, receiver, rounds=rounds, count=count, warmup=50)
+        for side in sides:
+            ab["sides"][side.name]["redis_commands_per_op"] = redis_commands(side, receiver, redis_proc, count)
+        stop_workers(bridge_workers + plain_workers)
+
+        sandbox.configure(latency_ms=50)
+        pools = []
+        for pool in ("threads", "prefork"):
+            pool_values = {**values, "BRIDGE_KEY_PREFIX": f"ov{pool[0]}:"}
+            workers = start_workers(pool_values, count=1, concurrency=8, workdir=workdir, pool=pool)
+            stop.callback(stop_workers, workers)
+            pools.append(Side(f"bridge {pool}", workers, bridge=BridgeClient(settings_from(pool_values))))
+        print(f"  pools, 50 ms API latency: {pool_rounds} rounds x {pool_count} ops, 1 proc x 8", flush=True)
+        pool_result = alternate(pools, receiver, rounds=pool_rounds, count=pool_count, warmup=50)
+
+    headers = ["side", "median ops/s", "min", "max", "workers RSS MiB", "PSS MiB", "Redis cmds/op"]
+    text = print_table(f"Overhead -- no quota, no latency, {procs} procs x {threads} threads", headers, _rows(ab))
+    print(f"ratio of medians (bridge / plain celery): {ab['ratio_of_medians']:.2f}")
+    text += f"\nratio of medians (bridge / plain celery): {ab['ratio_of_medians']:.2f}"
+    for name, side in ab["sides"].items():
+        top = ", ".join(f"{cmd} {n:.1f}" for cmd, n in list(side["redis_commands_per_op"].items())[:8])
+        print(f"Redis commands per op, {name}: {top}")
+        text += f"\nRedis commands per op, {name}: {top}"
+    text2 = print_table("Pools -- bridge, 50 ms API latency, 1 proc x 8", headers, _rows(pool_result))
+    print(f"ratio of medians (threads / prefork): {pool_result['ratio_of_medians']:.2f}")
+    print("gevent: not installed in the venv, not measured")
+    text2 += f"\nratio of medians (threads / prefork): {pool_result['ratio_of_medians']:.2f}"
+    record = {
+        "quick": quick,
+        "ab": {**ab, "procs": procs, "threads": threads, "api_latency_ms": 0},
+        "pools": {**pool_result, "procs": 1, "concurrency": 8, "api_latency_ms": 50, "gevent": "not installed"},
+        "definition": "ops/s = operations / (last verified callback - first submit); ratio of medians across rounds",
+        "tables": [text, text2],
+    }
+    path = write_result("overhead", record, stamp=stamp)
+    print(f"\nwrote {path}")
+    return path

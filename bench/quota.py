@@ -1,0 +1,282 @@
+"""Benchmark 1 -- quota utilisation: how much of the API quota a backlog gets, without 429s.
+
+A backlog of k whole quota-windows of ``GET /Geolocation/Trips`` is run by:
+the bridge with N worker processes (threads pool, 4 threads each), plain
+Celery with ``rate_limit`` set to the quota (``bench.plain_celery``; Celery's
+limit is per worker process), and one sequential httpx client sleeping 1/Q
+between calls. The sandbox enforces the quota over a sliding window and logs
+every arrival; from that log: achieved rate (accepted calls / (first-to-last
+accepted arrival + one window), as ``tests/test_execution.py``), 429s, the
+most calls accepted and attempted in any window, and the drain time against
+the ideal ((k-1) windows). Chart: calls in the trailing window over time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.keys import Keys
+from optimum_bridge.sandbox_state import max_in_window
+from optimum_bridge.settings import RateLimit
+
+from .common import (
+    CALLBACK_SECRET,
+    RedisProc,
+    SandboxProc,
+    bridge_settings,
+    settings_from,
+    start_redis,
+    start_sandbox,
+    start_workers,
+    stop_workers,
+    wait_until,
+)
+from .plain_celery import DONE_KEY, GET_TASK, make_app, plain_settings, send
+from .report import (
+    achieved_rate,
+    chart_path,
+    print_table,
+    utc_stamp,
+    workspace,
+    write_result,
+)
+
+PLATES = generate_fleet(42, 60).plates()
+THREADS = 4
+MARGIN_10S = "0.15"  # BRIDGE_RATE_LIMIT_MARGIN_S for second-long windows (as the tests use)
+
+
+def trips(index: int) -> dict[str, Any]:
+    """One day of trips of one vehicle (the demo's typical call)."""
+    return {
+        "method": "GET",
+        "path": "/Geolocation/Trips",
+        "query": {
+            "registrationNumber": PLATES[index % len(PLATES)],
+            "startDate": "2026-11-26T00:00:00",
+            "endDate": "2026-11-27T00:00:00",
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration of the table."""
+
+    label: str
+    kind: Literal["bridge", "plain", "sequential"]
+    workers: int = 1
+    threads: int = THREADS
+
+
+CASES = [
+    *(Case(f"bridge N={n}", "bridge", n) for n in (1, 2, 4, 8)),
+    *(Case(f"plain celery N={n}", "plain", n) for n in (1, 4)),
+    Case("sequential httpx", "sequential", 1, 1),
+]
+
+
+@dataclass
+class Stack:
+    redis: RedisProc
+    sandbox: SandboxProc
+    workdir: Path
+
+
+def _run_bridge(stack: Stack, case: Case, quota: str, backlog: int, timeout: float) -> float:
+    extra = {"BRIDGE_RATE_LIMIT_MARGIN_S": MARGIN_10S} if quota.endswith("/s") else {}
+    values = bridge_settings(stack.redis.url, stack.sandbox, OPTIMUM_RATE_LIMIT=quota, **extra)
+    workers = start_workers(values, count=case.workers, concurrency=case.threads, workdir=stack.workdir)
+    try:
+        client = BridgeClient(settings_from(values))
+        stats_key = Keys(client.settings.key_prefix).stats
+        started = time.monotonic()
+        client.submit_many([trips(i) for i in range(backlog)])
+
+        def finished() -> bool:
+            counts = client.redis.hmget(stats_key, ["jobs:succeeded", "jobs:failed"])
+            return sum(int(c or 0) for c in counts) >= backlog
+
+        wait_until(finished, timeout=timeout, interval=0.1, what="the backlog")
+        return time.monotonic() - started
+    finally:
+        stop_workers(workers)
+
+
+def _run_plain(stack: Stack, case: Case, quota: str, backlog: int, timeout: float) -> float:
+    sb = stack.sandbox
+    values = plain_settings(stack.redis.url, sb.url, sb.token_url, rate_limit=quota, callback_secret=CALLBACK_SECRET)
+    workers = start_workers(values, count=case.workers, concurrency=case.threads, workdir=stack.workdir, kind="plain")
+    try:
+        app = make_app(stack.redis.url, rate_limit=None)
+        client = stack.redis.client()
+        started = time.monotonic()
+        for i in range(backlog):
+            op = trips(i)
+            send(app, GET_TASK, [op["path"], op["query"]])
+        wait_until(lambda: int(client.get(DONE_KEY) or 0) >= backlog, timeout=timeout, interval=0.1, what="backlog")
+        return time.monotonic() - started
+    finally:
+        stop_workers(workers)
+
+
+def _run_sequential(stack: Stack, quota: str, backlog: int) -> float:
+    rate = RateLimit.parse(quota)
+    pause = rate.window_s / rate.limit
+    with httpx.Client(timeout=30, trust_env=False) as http:
+        form = {"client_id": "sandbox-client", "client_secret": "sandbox-secret", "grant_type": "client_credentials"}
+        token = http.post(stack.sandbox.token_url, data=form).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        started = time.monotonic()
+        for i in range(backlog):
+            op = trips(i)
+            while True:
+                answer = http.get(stack.sandbox.url + op["path"], params=op["query"], headers=headers)
+                if answer.status_code != 429:
+                    break
+                time.sleep(float(answer.headers.get("retry-after", "1")))
+            time.sleep(pause)
+        return time.monotonic() - started
+
+
+def summarize(case: Case, stats: dict[str, Any], rate: RateLimit, backlog: int, wall_s: float) -> dict[str, Any]:
+    """The table row of one case, from the sandbox's log."""
+    log = stats["log"]
+    accepted = sorted(e["t"] for e in log if e["accepted"])
+    origin = min((e["t"] for e in log), default=0.0)
+    achieved = achieved_rate(accepted, rate.window_s)
+    windows = math.ceil(backlog / rate.limit)
+    return {
+        "label": case.label,
+        "kind": case.kind,
+        "workers": case.workers,
+        "threads": case.threads,
+        "calls": len(log),
+        "accepted": len(accepted),
+        "rate_limited": stats["rate_limited"],
+        "achieved_per_s": achieved,
+        "achieved_of_quota": achieved / (rate.limit / rate.window_s),
+        "max_accepted_in_window": stats["max_in_window"],
+        "max_attempted_in_window": max_in_window([{**e, "accepted": True} for e in log], rate.window_s),
+        "drain_s": accepted[-1] - accepted[0] if accepted else math.nan,
+        "ideal_drain_s": (windows - 1) * rate.window_s,
+        "token_requests": stats["token_requests"],
+        "wall_s": wall_s,
+        "arrivals": [[round(e["t"] - origin, 4), bool(e["accepted"])] for e in log],
+    }
+
+
+def run_table(stack: Stack, quota: str, backlog: int) -> list[dict[str, Any]]:
+    """Every case at one quota; the sandbox is reset and Redis flushed between cases."""
+    rate = RateLimit.parse(quota)
+    stack.sandbox.configure(quota=quota)
+    timeout = backlog / rate.limit * rate.window_s * 4 + 120
+    rows = []
+    for case in CASES:
+        stack.redis.flush()
+        stack.sandbox.reset()
+        print(f"  quota {quota}: {case.label} ({backlog} calls)...", flush=True)
+        if case.kind == "bridge":
+            wall = _run_bridge(stack, case, quota, backlog, timeout)
+        elif case.kind == "plain":
+            wall = _run_plain(stack, case, quota, backlog, timeout)
+        else:
+            wall = _run_sequential(stack, quota, backlog)
+        rows.append(summarize(case, stack.sandbox.stats(), rate, backlog, wall))
+    return rows
+
+
+def show(quota: str, backlog: int, rows: list[dict[str, Any]]) -> str:
+    headers = ["case", "procs x thr", "ok", "429", "calls/s", "of quota", "max ok/win", "max tried/win"]
+    headers += ["drain s", "ideal s", "tokens"]
+    table = [
+        [
+            r["label"],
+            f"{r['workers']}x{r['threads']}",
+            r["accepted"],
+            r["rate_limited"],
+            r["achieved_per_s"],
+            f"{r['achieved_of_quota']:.1%}",
+            r["max_accepted_in_window"],
+            r["max_attempted_in_window"],
+            round(r["drain_s"], 1),
+            round(r["ideal_drain_s"], 1),
+            r["token_requests"],
+        ]
+        for r in rows
+    ]
+    return print_table(f"Quota utilisation -- quota {quota}, backlog {backlog} calls", headers, table, digits=3)
+
+
+def chart(tables: list[dict[str, Any]], path: Path) -> None:
+    """Calls accepted in the trailing window over time, per case, against the quota line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = len(tables)
+    nrows = max(len(t["rows"]) for t in tables)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 1.9 * nrows), squeeze=False, sharey="col")
+    for col, table in enumerate(tables):
+        rate = RateLimit.parse(table["quota"])
+        for row, case in enumerate(table["rows"]):
+            ax = axes[row][col]
+            ok = [t for t, accepted in case["arrivals"] if accepted]
+            refused = [t for t, accepted in case["arrivals"] if not accepted]
+            end = max((t for t, _ in case["arrivals"]), default=0.0) + rate.window_s
+            grid = [i * rate.window_s / 50 for i in range(int(end / (rate.window_s / 50)) + 1)]
+            counts = [sum(1 for t in ok if g - rate.window_s < t <= g) for g in grid]
+            ax.step(grid, counts, where="post", lw=1.2, label="accepted in trailing window")
+            ax.axhline(rate.limit, color="red", ls="--", lw=1, label=f"quota {table['quota']}")
+            if refused:
+                ax.plot(refused, [rate.limit * 1.05] * len(refused), "rx", ms=4, label="429")
+            ax.set_title(f"{case['label']} ({case['achieved_of_quota']:.0%} of quota, {case['rate_limited']} x 429)")
+            ax.set_ylim(0, rate.limit * 1.25)
+            ax.grid(alpha=0.3)
+        axes[-1][col].set_xlabel("seconds since the first call")
+        axes[0][col].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Calls accepted in the trailing quota window (= calls per second at 10/s)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(*, quick: bool) -> Path:
+    """Quick: 10/s only (6 windows = 60 calls). Full: also 30/m (3 windows = 90 calls, ~17 min)."""
+    plan = [("10/s", 60)] if quick else [("10/s", 60), ("30/m", 90)]
+    stamp = utc_stamp()
+    tables = []
+    with workspace("quota") as workdir, ExitStack() as stop:
+        redis_proc = start_redis(workdir)
+        stop.callback(redis_proc.stop)
+        sandbox = start_sandbox(workdir, quota=plan[0][0])
+        stop.callback(sandbox.stop)
+        stack = Stack(redis_proc, sandbox, workdir)
+        for quota, backlog in plan:
+            rows = run_table(stack, quota, backlog)
+            text = show(quota, backlog, rows)
+            tables.append({"quota": quota, "backlog": backlog, "rows": rows, "table": text})
+    png = chart_path("quota", stamp)
+    chart(tables, png)
+    record = {
+        "quick": quick,
+        "threads_per_worker": THREADS,
+        "margin_s": {"10/s": float(MARGIN_10S), "30/m": 0.25},
+        "definition": "achieved = accepted / (last - first accepted arrival + window); "
+        "of quota = achieved / (N / window)",
+        "tables": tables,
+        "chart": png.name,
+    }
+    path = write_result("quota", record, stamp=stamp)
+    print(f"\nwrote {path} and {png}")
+    return path

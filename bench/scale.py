@@ -1,0 +1,337 @@
+"""Benchmark 5 -- scale: submitting 100,000 operations, what they cost in Redis, and deep queues.
+
+1. Submit rate and memory, no worker running: ``BridgeClient.submit_many``
+   (chunks of 1,000, one Lua call each) of realistic operations (trips of one
+   vehicle-day, a callback URL, metadata), timed; Redis ``used_memory`` before
+   and after / count = bytes per queued operation (job hash + queue message),
+   also with an ``idempotency_key`` on every operation, and with Redis's
+   ``hash-max-listpack-value`` raised. Where the submit time goes: each stage
+   timed on its own (validation, message building, Lua call).
+2. The same through HTTP, ``POST /v1/operations:batch`` of 1,000, when
+   ``optimum_bridge.ingress.create_app`` is importable (served by uvicorn in a
+   subprocess); skipped with a message otherwise.
+3. Depth: 2 workers x 8 threads against a sandbox without quota; the time to
+   execute operations 501-1,500 of a queue of 100,000 against one of 2,000,
+   the callbacks delivered meanwhile, and the workers' memory (RSS and PSS,
+   children included).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
+from optimum_bridge.messages import EXECUTE_TASK, build_message
+
+from .common import (
+    RedisProc,
+    SandboxProc,
+    bridge_settings,
+    child_env,
+    free_port,
+    memory_mb,
+    settings_from,
+    spawn,
+    start_redis,
+    start_sandbox,
+    start_workers,
+    stop_process,
+    stop_workers,
+    tail,
+    wait_until,
+)
+from .receiver import Receiver
+from .report import (
+    print_table,
+    utc_stamp,
+    workspace,
+    write_result,
+)
+
+PLATES = generate_fleet(42, 60).plates()
+API_KEY = "bench-api-key"
+INGRESS = (
+    "import sys, uvicorn; from optimum_bridge.ingress import create_app; "
+    "from optimum_bridge.settings import load_settings; "
+    "uvicorn.run(create_app(load_settings()), host='127.0.0.1', port=int(sys.argv[1]), "
+    "log_level='warning', access_log=False)"
+)
+
+
+def operations(count: int, callback: str, *, idempotent: bool = False, start: int = 0) -> list[dict[str, Any]]:
+    """Realistic operations: one vehicle-day of trips each, with a callback and metadata."""
+    ops = []
+    for i in range(start, start + count):
+        op: dict[str, Any] = {
+            "method": "GET",
+            "path": "/Geolocation/Trips",
+            "query": {
+                "registrationNumber": PLATES[i % len(PLATES)],
+                "startDate": "2026-11-26T00:00:00",
+                "endDate": "2026-11-27T00:00:00",
+            },
+            "callback": {"url": callback},
+            "metadata": {"batch": "nightly-2026-11-26", "row": i},
+        }
+        if idempotent:
+            op["idempotency_key"] = f"trips-{PLATES[i % len(PLATES)]}-2026-11-26-{i}"
+        ops.append(op)
+    return ops
+
+
+@dataclass
+class Stack:
+    redis: RedisProc
+    sandbox: SandboxProc
+    receiver: Receiver
+    workdir: Path
+    values: dict[str, str]
+
+
+def submit_python(stack: Stack, count: int, *, idempotent: bool = False, listpack: bool = False) -> dict[str, Any]:
+    """Time ``submit_many`` of ``count`` operations into an empty Redis; bytes per queued op.
+
+    ``listpack``: the same with Redis ``hash-max-listpack-value 1024`` (default 64), an
+    operator setting under which a job hash, whose ``op`` field is ~270 bytes, stays compact.
+    """
+    stack.redis.flush()
+    redis_client = stack.redis.client()
+    if listpack:
+        redis_client.config_set("hash-max-listpack-value", 1024)
+    client = BridgeClient(settings_from(stack.values))
+    ops = operations(count, stack.receiver.url, idempotent=idempotent)
+    before = stack.redis.used_memory()
+    started = time.perf_counter()
+    ids = client.submit_many(ops)
+    elapsed = time.perf_counter() - started
+    after = stack.redis.used_memory()
+    keys = Keys(client.settings.key_prefix)
+    queue = keys.queue(OPERATIONS_QUEUE)
+    job_bytes = redis_client.memory_usage(keys.job(ids[0]))
+    redis_client.config_set("hash-max-listpack-value", 64)
+    suffix = " + idempotency_key" if idempotent else ""
+    suffix += " (redis hash-max-listpack-value 1024)" if listpack else ""
+    return {
+        "path": "python submit_many" + suffix,
+        "count": len(ids),
+        "seconds": elapsed,
+        "ops_per_s": count / elapsed,
+        "bytes_per_op": (after - before) / count,
+        "job_hash_bytes": job_bytes,
+        "queue_bytes_per_op": (redis_client.memory_usage(queue, samples=0) or 0) / count,
+        "message_chars": len(redis_client.lindex(queue, 0) or b""),
+    }
+
+
+def submit_stages(stack: Stack, count: int = 20_000) -> dict[str, float]:
+    """Microseconds per operation of each stage of ``submit_many``, timed separately.
+
+    A profiler would mislead here (cProfile's per-call cost inflates the many small
+    calls of Celery's message building), so the stages are timed on their own:
+    validation (``client.validate``), building the job JSON and the Celery message
+    (``model_dump_json`` + ``messages.build_message``), and the rest of a submit of
+    already-validated models (Lua argument packing, the round trip, Redis's work).
+    """
+    client = BridgeClient(settings_from(stack.values))
+    ops = operations(count, stack.receiver.url)
+    stack.redis.flush()
+    started = time.perf_counter()
+    client.submit_many(ops)
+    full = time.perf_counter() - started
+    started = time.perf_counter()
+    models = [client.validate(op) for op in ops]
+    validate = time.perf_counter() - started
+    started = time.perf_counter()
+    for model in models:
+        model.model_dump_json()
+        build_message(EXECUTE_TASK, [uuid.uuid4().hex], queue=OPERATIONS_QUEUE)
+    build = time.perf_counter() - started
+    stack.redis.flush()
+    started = time.perf_counter()
+    client.submit_many(models)
+    prevalidated = time.perf_counter() - started
+    stack.redis.flush()
+    per_op = 1e6 / count
+    return {
+        "count": count,
+        "full_us": full * per_op,
+        "validate_us": validate * per_op,
+        "build_us": build * per_op,
+        "lua_us": (prevalidated - build) * per_op,
+    }
+
+
+def submit_http(stack: Stack, count: int) -> dict[str, Any]:
+    """``POST /v1/operations:batch`` of 1,000 until ``count``, one client, ingress in a subprocess."""
+    try:
+        importlib.import_module("optimum_bridge.ingress").create_app  # noqa: B018
+    except (ImportError, AttributeError) as exc:
+        return {"path": "http batch", "skipped": f"optimum_bridge.ingress.create_app not importable: {exc}"}
+    stack.redis.flush()
+    port = free_port()
+    env = child_env({**stack.values, "BRIDGE_API_KEYS": API_KEY})
+    log_path = stack.workdir / "ingress.log"
+    process = spawn([sys.executable, "-c", INGRESS, str(port)], env=env, cwd=stack.workdir, log_path=log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=120, trust_env=False, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+
+            def up() -> bool:
+                if process.poll() is not None:
+                    raise RuntimeError(f"ingress exited:\n{tail(log_path)}")
+                try:
+                    return http.get(base + "/healthz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(up, timeout=60, what="the ingress")
+            batches = [operations(1000, stack.receiver.url, start=i) for i in range(0, count, 1000)]
+            before = stack.redis.used_memory()
+            started = time.perf_counter()
+            for batch in batches:
+                answer = http.post(base + "/v1/operations:batch", json={"operations": batch})
+                if answer.status_code != 202:
+                    raise RuntimeError(f"batch refused: {answer.status_code} {answer.text[:300]}")
+            elapsed = time.perf_counter() - started
+            after = stack.redis.used_memory()
+    finally:
+        stop_process(process, grace_s=10)
+    return {
+        "path": "http POST /v1/operations:batch",
+        "count": count,
+        "seconds": elapsed,
+        "ops_per_s": count / elapsed,
+        "bytes_per_op": (after - before) / count,
+    }
+
+
+def _finished(client: BridgeClient) -> int:
+    counts = client.redis.hmget(Keys(client.settings.key_prefix).stats, ["jobs:succeeded", "jobs:failed"])
+    return sum(int(c or 0) for c in counts)
+
+
+def depth_run(stack: Stack, depth: int, *, warmup: int = 500, measure: int = 1000) -> dict[str, Any]:
+    """Queue ``depth`` operations, start workers, time ops ``warmup``..``warmup + measure`` (depth >= 2,000)."""
+    stack.redis.flush()
+    stack.sandbox.reset()
+    stack.receiver.clear()
+    client = BridgeClient(settings_from(stack.values))
+    for start in range(0, depth, 10_000):
+        client.submit_many(operations(min(10_000, depth - start), stack.receiver.url, start=start))
+    redis_mb = stack.redis.used_memory() / 2**20
+    workers = start_workers(stack.values, count=2, concurrency=8, workdir=stack.workdir)
+    try:
+        wait_until(lambda: _finished(client) >= warmup, timeout=300, interval=0.02, what="the warm-up")
+        t0, done0, cb0 = time.monotonic(), _finished(client), len(stack.receiver.arrivals)
+        target = warmup + measure
+        wait_until(lambda: _finished(client) >= target, timeout=600, interval=0.02, what=f"{measure} ops")
+        t1, done1, cb1 = time.monotonic(), _finished(client), len(stack.receiver.arrivals)
+        memory = memory_mb(workers)
+        queued = int(client.redis.llen(Keys(client.settings.key_prefix).queue(OPERATIONS_QUEUE)))
+    finally:
+        stop_workers(workers)
+    return {
+        "depth": depth,
+        "queued_at_end": queued,
+        "redis_mb_queued": redis_mb,
+        "s_per_1000": (t1 - t0) / (done1 - done0) * 1000,
+        "ops_per_s": (done1 - done0) / (t1 - t0),
+        "callbacks_per_s": (cb1 - cb0) / (t1 - t0),
+        **memory,
+    }
+
+
+def run(*, quick: bool) -> Path:
+    """Quick: 10,000 ops submitted, depth 10,000 vs 1,000. Full: 20,000 and 100,000, depth 100,000 vs 1,000."""
+    counts = [10_000] if quick else [20_000, 100_000]
+    deep = 10_000 if quick else 100_000
+    stamp = utc_stamp()
+    with workspace("scale") as workdir, ExitStack() as stop:
+        redis_proc = start_redis(workdir)
+        stop.callback(redis_proc.stop)
+        sandbox = start_sandbox(workdir, quota=None)
+        stop.callback(sandbox.stop)
+        receiver = Receiver()
+        stop.callback(receiver.stop)
+        values = bridge_settings(redis_proc.url, sandbox, OPTIMUM_RATE_LIMIT="100000/s", BRIDGE_KEY_PREFIX="sc:")
+        stack = Stack(redis_proc, sandbox, receiver, workdir, values)
+        submits = []
+        for count in counts:
+            print(f"  submit_many: {count} ops", flush=True)
+            submits.append(submit_python(stack, count))
+        submits.append(submit_python(stack, counts[0], idempotent=True))
+        submits.append(submit_python(stack, counts[0], listpack=True))
+        profile = submit_stages(stack)
+        print(f"  HTTP batch: {counts[-1]} ops", flush=True)
+        http = submit_http(stack, counts[-1])
+        submits.append(http)
+        depths = []
+        for depth in (2_000, deep, 2_000):  # shallow before and after: machine drift shows
+            print(f"  depth {depth}: 2 workers x 8 threads", flush=True)
+            depths.append(depth_run(stack, depth))
+    return report(quick, stamp, submits, profile, depths)
+
+
+def report(
+    quick: bool, stamp: str, submits: list[dict[str, Any]], profile: dict[str, float], depths: list[dict[str, Any]]
+) -> Path:
+    rows = [
+        [s["path"], s.get("count", "-"), s.get("ops_per_s", "skipped"), s.get("bytes_per_op", "-")] for s in submits
+    ]
+    texts = [print_table("Scale -- submit, no worker running", ["path", "ops", "ops/s", "bytes/op"], rows, digits=0)]
+    for s in submits:
+        if "skipped" in s:
+            print(f"HTTP batch skipped: {s['skipped']}")
+    stages = [(k, profile[f"{k}_us"]) for k in ("validate", "build", "lua")]
+    detail = ", ".join(f"{k} {us:.0f} us ({us / profile['full_us']:.0%})" for k, us in stages)
+    print(f"submit stages per op ({profile['count']} ops, {profile['full_us']:.0f} us in all): {detail}")
+    texts.append(f"submit stages per op: {detail}")
+    first = submits[0]
+    print(
+        f"per op: job hash {first['job_hash_bytes']} B, queue message {first['message_chars']} chars "
+        f"({first['queue_bytes_per_op']:.0f} B in the list)"
+    )
+    headers = ["queued", "s per 1,000", "ops/s", "callbacks/s", "Redis MiB queued", "workers RSS MiB", "PSS MiB"]
+    rows = [
+        [d["depth"], d["s_per_1000"], d["ops_per_s"], d["callbacks_per_s"], d["redis_mb_queued"], *memory]
+        for d in depths
+        for memory in [(d["rss_mb"], d["pss_mb"])]
+    ]
+    texts.append(print_table("Scale -- execution at depth, 2 workers x 8 threads, no quota", headers, rows))
+    shallow = [d["s_per_1000"] for d in depths if d["depth"] == 2_000]
+    deep = next(d for d in depths if d["depth"] != 2_000)
+    ratio = deep["s_per_1000"] / (sum(shallow) / len(shallow))
+    print(f"time per 1,000 with {deep['depth']} queued / with 2,000 queued (mean of both): {ratio:.2f}")
+    best = max((s.get("ops_per_s", 0.0) for s in submits if s["path"] == "python submit_many"), default=0.0)
+    plain = [s for s in submits if s["path"] == "python submit_many"]
+    targets = {
+        "bytes_per_op <= 2048 (no idempotency key)": all(s["bytes_per_op"] <= 2048 for s in plain),
+        "bytes_per_op <= 2048 (with idempotency key)": all(
+            s["bytes_per_op"] <= 2048 for s in submits if "idempotency_key" in s["path"]
+        ),
+        "submit >= 5000 ops/s (python)": best >= 5000,
+    }
+    print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    record = {
+        "quick": quick,
+        "submits": submits,
+        "submit_profile": profile,
+        "depths": depths,
+        "depth_ratio": ratio,
+        "targets": targets,
+        "tables": texts,
+    }
+    path = write_result("scale", record, stamp=stamp)
+    print(f"\nwrote {path}")
+    return path

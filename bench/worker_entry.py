@@ -1,0 +1,57 @@
+"""Entry point of every worker process a benchmark starts.
+
+``python -m bench.worker_entry --kind bridge --ready-file F -- <celery worker args>``
+runs exactly ``python -m optimum_bridge.cli worker <args>`` (kind ``bridge``),
+the same with the latency timers of ``bench.instrument`` installed (kind
+``instrumented``), or the plain-Celery baseline (kind ``plain``). Additions:
+a ``worker_ready`` handler that writes ``F``, so the bench knows when a
+worker consumes without depending on the log level; and ``--pool`` is made to
+win over the bridge app's ``worker_pool`` setting (see ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_ready
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_entry")
+    parser.add_argument("--kind", choices=["bridge", "plain", "instrumented"], required=True)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("worker_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    extra = [a for a in args.worker_args if a != "--"]
+
+    def ready(**_: Any) -> None:
+        args.ready_file.write_text(str(os.getpid()))
+
+    worker_ready.connect(ready, weak=False)
+    if args.kind == "plain":
+        from bench.plain_celery import PLAIN_QUEUE, worker_app
+
+        worker_app().worker_main(["worker", "-Q", PLAIN_QUEUE, *extra])
+        return 0
+    if args.kind == "instrumented":
+        from bench.instrument import install
+
+        install()
+    if "--pool" in extra:
+        # optimum_bridge.worker sets worker_pool="threads" in the app's conf, and Celery's CLI lets
+        # the conf win over an explicit "--pool prefork" (it cannot tell it from the default):
+        # set the conf to the pool asked for, so "--pool prefork" really runs prefork.
+        from optimum_bridge.worker import app
+
+        app.conf.worker_pool = extra[extra.index("--pool") + 1]
+    from optimum_bridge.cli import main as bridge_main
+
+    return bridge_main(["worker", *extra])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

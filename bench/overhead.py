@@ -169,9 +169,11 @@ def run(*, quick: bool) -> Path:
         ab = alternate(sides, receiver, rounds=rounds, count=count, warmup=50)
         for side in sides:
             ab["sides"][side.name]["redis_commands_per_op"] = redis_commands(side, receiver, redis_proc, count)
+        sandbox.configure(latency_ms=50)
+        print(f"  A/B, 50 ms API latency: {rounds} rounds x {count // 2} ops", flush=True)
+        ab50 = alternate(sides, receiver, rounds=rounds, count=count // 2, warmup=20)
         stop_workers(bridge_workers + plain_workers)
 
-        sandbox.configure(latency_ms=50)
         pools = []
         for pool in ("threads", "prefork"):
             pool_values = {**values, "BRIDGE_KEY_PREFIX": f"ov{pool[0]}:"}
@@ -189,6 +191,11 @@ def run(*, quick: bool) -> Path:
         top = ", ".join(f"{cmd} {n:.1f}" for cmd, n in list(side["redis_commands_per_op"].items())[:8])
         print(f"Redis commands per op, {name}: {top}")
         text += f"\nRedis commands per op, {name}: {top}"
+    text += "\n\n" + print_table(
+        f"Overhead -- 50 ms API latency, {procs} procs x {threads} threads", headers, _rows(ab50)
+    )
+    print(f"ratio of medians at 50 ms (bridge / plain celery): {ab50['ratio_of_medians']:.2f}")
+    text += f"\nratio of medians at 50 ms (bridge / plain celery): {ab50['ratio_of_medians']:.2f}"
     text2 = print_table("Pools -- bridge, 50 ms API latency, 1 proc x 8", headers, _rows(pool_result))
     print(f"ratio of medians (threads / prefork): {pool_result['ratio_of_medians']:.2f}")
     print("gevent: not installed in the venv, not measured")
@@ -196,6 +203,7 @@ def run(*, quick: bool) -> Path:
     record = {
         "quick": quick,
         "ab": {**ab, "procs": procs, "threads": threads, "api_latency_ms": 0},
+        "ab_latency": {**ab50, "procs": procs, "threads": threads, "api_latency_ms": 50},
         "pools": {**pool_result, "procs": 1, "concurrency": 8, "api_latency_ms": 50, "gevent": "not installed"},
         "definition": "ops/s = operations / (last verified callback - first submit); ratio of medians across rounds",
         "tables": [text, text2],

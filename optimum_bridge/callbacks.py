@@ -52,6 +52,24 @@ def pinned_request(http: httpx.Client, target: Target, *, content: bytes, header
     return request
 
 
+def dead_letter(job_id: str, url: str, attempts: int, reason: str, *, failed_at: str) -> dict[str, object]:
+    """The record kept in the dead-letter list (replayable, signed again at delivery)."""
+    return {
+        "job_id": job_id,
+        "url": url,
+        "reason": reason,
+        "attempts": attempts,
+        "webhook_id": message_id(job_id),
+        "signature_scheme": "standard-webhooks-v1",
+        "failed_at": failed_at,
+    }
+
+
+def unsigned_letter(job_id: str, attempts: int, reason: str) -> dict[str, object]:
+    """A dead letter for a callback that could not even be signed (no secret configured)."""
+    return dead_letter(job_id, "", attempts, reason, failed_at=isoformat(SYSTEM_CLOCK.now()))
+
+
 class CallbackSender:
     """Delivers one job's callback: sign, POST, and settle (retry, dead letter) through ``DeliveryStore``."""
 
@@ -145,15 +163,7 @@ class CallbackSender:
         return f"receiver answered {answer.status_code}"
 
     def _dead(self, job_id: str, owner: str, url: str, attempts: int, reason: str) -> str:
-        record: dict[str, object] = {
-            "job_id": job_id,
-            "url": url,
-            "reason": reason,
-            "attempts": attempts,
-            "webhook_id": message_id(job_id),
-            "signature_scheme": "standard-webhooks-v1",
-            "failed_at": isoformat(self._clock.now()),
-        }
+        record = dead_letter(job_id, url, attempts, reason, failed_at=isoformat(self._clock.now()))
         self._deliveries.settle(job_id, owner, "dead", dead_letter=record)
         log.error("job %s: callback dead-lettered after %d attempts: %s", job_id, attempts, reason)
         return "dead"

@@ -13,6 +13,7 @@ import redis
 from celery.exceptions import Reject
 
 from . import runtime
+from .callbacks import unsigned_letter
 from .errors import ConfigError
 from .messages import DELIVER_TASK, EXECUTE_TASK
 from .schemas import ErrorInfo
@@ -54,9 +55,10 @@ def deliver_callback(job_id: str, attempt: int) -> str:
     rt = runtime.current()
     try:
         sender = rt.callbacks
-    except ConfigError as exc:
-        log.error("job %s: cannot send its callback: %s", job_id, exc)
-        raise
+    except ConfigError as exc:  # no signing key: keep the callback where an operator can replay it
+        rt.deliveries.settle(job_id, "", "dead", dead_letter=unsigned_letter(job_id, attempt, str(exc)))
+        log.error("job %s: callback dead-lettered: %s", job_id, exc)
+        return "dead"
     try:
         return sender.deliver(job_id, attempt)
     except redis.RedisError as exc:

@@ -74,3 +74,23 @@ def test_callback_to_an_internal_address_is_refused_again_at_delivery(redis_serv
     letter = json.loads(redis.hget(Keys(prefix).dead_letters, job_id))
     assert "internal address" in letter["reason"]
     assert receiver.attempts == 0
+
+
+def test_without_a_callback_secret_callbacks_wait_in_the_dead_letter_list(
+    redis_server, prefix, sandbox, workers, receiver
+):
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb)
+    worker_env = {k: v for k, v in env.items() if k != "BRIDGE_CALLBACK_SECRET"}
+    worker = workers(worker_env, concurrency=2)
+    client = BridgeClient(settings_from(env))
+    job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
+    assert client.wait(job_id, timeout=30).status == "succeeded"
+    redis = redis_server.client()
+    wait_until(lambda: redis.hlen(Keys(prefix).dead_letters) == 1, what="the unsigned callback to be parked")
+    letter = json.loads(redis.hget(Keys(prefix).dead_letters, job_id))
+    assert letter["reason"].startswith("BRIDGE_CALLBACK_SECRET")
+    assert receiver.attempts == 0
+    assert "BRIDGE_CALLBACK_SECRET is not set" in worker.log()
+    replayed = cli(env, "dead-letters", "replay")  # after configuring the secret, an operator replays it
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout

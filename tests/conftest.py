@@ -53,6 +53,19 @@ def wait_until(
         time.sleep(interval)
 
 
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``optimum-bridge ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "optimum_bridge.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass
 class RedisServer:
     """A private redis-server process on a free port."""

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from .conftest import ROOT, bridge_env, free_port
+from .conftest import bridge_env, free_port, run_cli
 
-
-def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "optimum_bridge.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+run = run_cli
 
 
 def test_submit_wait_status_and_token_check(redis_server, prefix, sandbox, workers, tmp_path):

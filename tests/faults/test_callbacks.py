@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.keys import Keys
 
-from ..conftest import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+from ..conftest import CALLBACK_SECRET, bridge_env, run_cli, settings_from, wait_until
 
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "optimum_bridge.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+cli = run_cli
 
 
 def test_receiver_down_dead_letters_then_replay_delivers(redis_server, prefix, sandbox, workers, receiver):

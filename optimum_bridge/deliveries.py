@@ -17,42 +17,84 @@ import redis
 from .keys import CALLBACKS_QUEUE, Keys, text
 from .messages import DELIVER_TASK, build_message, due_member
 
-_CLAIM = """
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_CLAIM = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local state = redis.call('HGET', KEYS[1], 'cb')
 if state == 'delivered' or state == 'dead' then return {'done'} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
   return {'leased', redis.call('PTTL', KEYS[2])}
 end
+"""
+    + _NOW
+    + """
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
+)
 
-_SETTLE = """
+_SETTLE = (
+    """
 local outcome = ARGV[2]
 if outcome == 'delivered' then
   redis.call('HSET', KEYS[1], 'cb', 'delivered')
   redis.call('HINCRBY', KEYS[3], 'callbacks:delivered', 1)
+  redis.call('ZREM', KEYS[6], ARGV[5])
 elseif outcome == 'dead' then
   redis.call('HSET', KEYS[1], 'cb', 'dead')
   redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1)
   redis.call('HINCRBY', KEYS[3], 'callbacks:dead', 1)
+  redis.call('ZREM', KEYS[6], ARGV[5])
 else
   if outcome == 'retry' then redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1) end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[1], 'cb_attempt', ARGV[8])
+"""
+    + _NOW
+    + """
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
+  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[5])
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+)
 
-_REPLAY = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'cb', 'pending')
+# A pending callback whose message vanished (kombu pops a message and records it as unacked
+# in two steps: a Redis restart in between loses it) is queued again once its watch expires.
+_RECOVER = (
+    _NOW
+    + """
+local score = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if not score or tonumber(score) > now then return 0 end
+if redis.call('HGET', KEYS[1], 'cb') ~= 'pending' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 1
 """
+)
+
+_REPLAY = (
+    """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'cb', 'pending')
+redis.call('LPUSH', KEYS[3], ARGV[2])
+"""
+    + _NOW
+    + """
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+)
 
 Settlement = Literal["delivered", "retry", "dead", "later"]
 
@@ -69,16 +111,19 @@ class DeliveryClaim:
 class DeliveryStore:
     """The Redis side of callback delivery."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, watch_s: float = 300.0) -> None:
         self._redis = client
         self._keys = keys
+        self._watch_ms = int(watch_s * 1000)
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)
         self._replay = client.register_script(_REPLAY)
+        self._recover = client.register_script(_RECOVER)
 
     def claim(self, job_id: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
         """Take the delivery lease and read the job, unless delivered, dead or taken."""
-        reply = self._claim(keys=[self._keys.job(job_id), self._lease(job_id)], args=[owner, lease_ms])
+        keys = [self._keys.job(job_id), self._lease(job_id), self._keys.callbacks_watch]
+        reply = self._claim(keys=keys, args=[owner, lease_ms, self._watch_ms, job_id])
         kind = text(reply[0])
         if kind == "ok":
             raw = reply[1]
@@ -101,8 +146,25 @@ class DeliveryStore:
         member = ""
         if outcome in ("retry", "later"):
             member = due_member(self._keys, DELIVER_TASK, [job_id, next_attempt], queue=CALLBACKS_QUEUE)
-        keys = [self._keys.job(job_id), self._lease(job_id), self._keys.stats, self._keys.due, self._keys.dead_letters]
-        args: list[str | int] = [owner, outcome, member, int(delay_s * 1000), job_id, json.dumps(dead_letter or {})]
+        keys = [
+            self._keys.job(job_id),
+            self._lease(job_id),
+            self._keys.stats,
+            self._keys.due,
+            self._keys.dead_letters,
+            self._keys.callbacks_watch,
+        ]
+        letter = json.dumps(dead_letter or {})
+        args: list[str | int] = [
+            owner,
+            outcome,
+            member,
+            int(delay_s * 1000),
+            job_id,
+            letter,
+            self._watch_ms,
+            next_attempt,
+        ]
         self._settle(keys=keys, args=args)
 
     def dead_letters(self) -> list[dict[str, object]]:
@@ -116,10 +178,35 @@ class DeliveryStore:
         replayed = []
         for job_id in ids:
             message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE)
-            keys = [self._keys.dead_letters, self._keys.job(job_id), self._keys.queue(CALLBACKS_QUEUE)]
-            if self._replay(keys=keys, args=[job_id, message]):
+            keys = [
+                self._keys.dead_letters,
+                self._keys.job(job_id),
+                self._keys.queue(CALLBACKS_QUEUE),
+                self._keys.callbacks_watch,
+            ]
+            if self._replay(keys=keys, args=[job_id, message, self._watch_ms]):
                 replayed.append(job_id)
         return replayed
+
+    def recover(self, *, limit: int = 100) -> list[str]:
+        """Queue again the pending callbacks whose watch expired with no delivery under way."""
+        seconds, micros = self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        members = self._redis.zrangebyscore(self._keys.callbacks_watch, "-inf", now_ms, 0, limit)
+        overdue = [text(m) for m in members if isinstance(m, bytes | str)]
+        recovered = []
+        for job_id in overdue:
+            attempt = int(self._redis.hget(self._keys.job(job_id), "cb_attempt") or 1)
+            message = build_message(DELIVER_TASK, [job_id, attempt], queue=CALLBACKS_QUEUE)
+            keys = [
+                self._keys.job(job_id),
+                self._lease(job_id),
+                self._keys.queue(CALLBACKS_QUEUE),
+                self._keys.callbacks_watch,
+            ]
+            if self._recover(keys=keys, args=[job_id, message, self._watch_ms]):
+                recovered.append(job_id)
+        return recovered
 
     def _lease(self, job_id: str) -> str:
         return self._keys.lease(f"cb:{job_id}")

@@ -77,6 +77,9 @@ redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'cb', 'pending')
   redis.call('LPUSH', KEYS[3], ARGV[7])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
 return 1
 """
@@ -113,8 +116,16 @@ class JobStore:
     """Creates, reads and moves jobs; every transition is one atomic Redis call."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, result_ttl_s: int, pending_ttl_s: int, clock: Clock = SYSTEM_CLOCK
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        result_ttl_s: int,
+        pending_ttl_s: int,
+        callback_watch_s: float = 300.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._callback_watch_ms = int(callback_watch_s * 1000)
         self._redis = client
         self._keys = keys
         self._result_ttl_s = result_ttl_s
@@ -203,8 +214,14 @@ class JobStore:
     ) -> bool:
         """Finish the job (once) and queue its callback; False if already finished."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
-        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.queue(CALLBACKS_QUEUE), self._keys.stats]
-        args = [
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.queue(CALLBACKS_QUEUE),
+            self._keys.stats,
+            self._keys.callbacks_watch,
+        ]
+        args: list[str | int] = [
             owner,
             "succeeded" if succeeded else "failed",
             response.model_dump_json() if response else "",
@@ -212,6 +229,8 @@ class JobStore:
             self._clock.now().isoformat(),
             self._result_ttl_s,
             message,
+            self._callback_watch_ms,
+            job_id,
         ]
         return int(self._complete(keys=keys, args=args)) == 1
 

@@ -59,6 +59,11 @@ class Keys:
         return f"{self.prefix}due"
 
     @property
+    def callbacks_watch(self) -> str:
+        """Sorted set: job id -> when (ms, Redis clock) its pending callback is presumed lost."""
+        return f"{self.prefix}cbwatch"
+
+    @property
     def dead_letters(self) -> str:
         """Hash: job id -> undeliverable callback record."""
         return f"{self.prefix}deadletters"

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -107,13 +108,24 @@ class DuePump:
             pipe.zremrangebyscore(self._keys.workers, "-inf", now - 86400)
             pipe.execute()
 
-    def run_forever(self, stop: threading.Event, *, interval_s: float = 0.25, heartbeat: str | None = None) -> None:
+    def run_forever(
+        self,
+        stop: threading.Event,
+        *,
+        interval_s: float = 0.25,
+        heartbeat: str | None = None,
+        every_2s: Callable[[], object] | None = None,
+    ) -> None:
         """Pump until ``stop`` is set; survives Redis outages (logged, retried)."""
+        ticks = 0
         while not stop.is_set():
             try:
                 self.run_once()
                 if heartbeat:
                     self.beat(heartbeat)
+                ticks += 1
+                if every_2s is not None and ticks % max(1, round(2 / interval_s)) == 0:
+                    every_2s()
             except redis.RedisError as exc:
                 log.warning("due pump: Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)

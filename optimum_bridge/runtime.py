@@ -61,7 +61,13 @@ class Runtime:
     @cached_property
     def jobs(self) -> JobStore:
         pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
-        return JobStore(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s, pending_ttl_s=pending_ttl)
+        return JobStore(
+            self.redis,
+            self.keys,
+            result_ttl_s=self.settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+            callback_watch_s=self.settings.redelivery_timeout_s,
+        )
 
     @cached_property
     def limiter(self) -> RateLimiter:
@@ -115,7 +121,7 @@ class Runtime:
 
     @cached_property
     def deliveries(self) -> DeliveryStore:
-        return DeliveryStore(self.redis, self.keys)
+        return DeliveryStore(self.redis, self.keys, watch_s=self.settings.redelivery_timeout_s)
 
     @cached_property
     def callback_http(self) -> httpx.Client:

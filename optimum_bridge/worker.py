@@ -87,9 +87,8 @@ def _start_pump(**_: Any) -> None:
     rt = runtime.current()
     pump = DuePump(rt.redis, rt.keys)
     name = f"{socket.gethostname()}:{threading.get_native_id()}"
-    threading.Thread(
-        target=pump.run_forever, args=(_stop,), kwargs={"heartbeat": name}, daemon=True, name="due-pump"
-    ).start()
+    kwargs = {"heartbeat": name, "every_2s": rt.deliveries.recover}
+    threading.Thread(target=pump.run_forever, args=(_stop,), kwargs=kwargs, daemon=True, name="due-pump").start()
     if settings.callback_secret is None:
         log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
     log.info("worker ready: API %s, quota %s, prefix %r", settings.api_url, settings.rate_limit, settings.key_prefix)

@@ -48,7 +48,7 @@ def test_redis_restart_mid_run_loses_no_job(private_redis, sandbox, workers, rec
         f"{stats['accepted']} calls, {stats['rate_limited']} x 429"
     )
     assert states == ["succeeded"] * 60
-    wait_until(lambda: len({r.headers["webhook-id"] for r in receiver.received}) == 60, timeout=60, what="callbacks")
+    wait_until(lambda: len({r.headers["webhook-id"] for r in receiver.received}) == 60, timeout=90, what="callbacks")
     assert stats["rate_limited"] == 0
 
 

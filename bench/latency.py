@@ -34,13 +34,11 @@ from .common import (
     WorkerKind,
     bridge_settings,
     settings_from,
-    start_redis,
-    start_sandbox,
     start_workers,
     stop_workers,
 )
 from .instrument import KEY
-from .receiver import Receiver
+from .receiver import Receiver, start_services
 from .report import (
     median,
     percentile,
@@ -196,12 +194,7 @@ def run(*, quick: bool) -> Path:
     stamp = utc_stamp()
     passes = []
     with workspace("latency") as workdir, ExitStack() as stop:
-        redis_proc = start_redis(workdir)
-        stop.callback(redis_proc.stop)
-        sandbox = start_sandbox(workdir, quota=QUOTA)
-        stop.callback(sandbox.stop)
-        receiver = Receiver()
-        stop.callback(receiver.stop)
+        redis_proc, sandbox, receiver = start_services(stop, workdir, quota=QUOTA)
         for kind in ("bridge", "instrumented"):
             print(f"  {kind} worker: {count} ops, one every {INTERVAL_S}s", flush=True)
             passes.append(phase(redis_proc, sandbox, receiver, workdir, kind=kind, count=count))

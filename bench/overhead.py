@@ -34,13 +34,11 @@ from .common import (
     bridge_settings,
     memory_mb,
     settings_from,
-    start_redis,
-    start_sandbox,
     start_workers,
     stop_workers,
 )
 from .plain_celery import GET_AND_CALLBACK_TASK, make_app, plain_settings, send
-from .receiver import Receiver
+from .receiver import Receiver, start_services
 from .report import (
     median,
     print_table,
@@ -146,12 +144,7 @@ def run(*, quick: bool) -> Path:
     procs, threads = 2, 4
     stamp = utc_stamp()
     with workspace("overhead") as workdir, ExitStack() as stop:
-        redis_proc = start_redis(workdir)
-        stop.callback(redis_proc.stop)
-        sandbox = start_sandbox(workdir, quota=None)
-        stop.callback(sandbox.stop)
-        receiver = Receiver()
-        stop.callback(receiver.stop)
+        redis_proc, sandbox, receiver = start_services(stop, workdir, quota=None)
 
         values = bridge_settings(redis_proc.url, sandbox, OPTIMUM_RATE_LIMIT=UNLIMITED, BRIDGE_KEY_PREFIX="ovb:")
         plain_values = plain_settings(

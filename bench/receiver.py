@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-from .common import CALLBACK_SECRET, LOOPBACK
+from .common import CALLBACK_SECRET, LOOPBACK, RedisProc, SandboxProc, start_redis, start_sandbox
 
 
 @dataclass
@@ -97,3 +99,14 @@ def _receiver_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             """Silence per-request log lines."""
 
     return Handler
+
+
+def start_services(stop: ExitStack, workdir: Path, *, quota: str | None) -> tuple[RedisProc, SandboxProc, Receiver]:
+    """A private Redis, the sandbox and a receiver, each stopped when ``stop`` closes."""
+    redis_proc = start_redis(workdir)
+    stop.callback(redis_proc.stop)
+    sandbox = start_sandbox(workdir, quota=quota)
+    stop.callback(sandbox.stop)
+    receiver = Receiver()
+    stop.callback(receiver.stop)
+    return redis_proc, sandbox, receiver

@@ -43,15 +43,13 @@ from .common import (
     memory_mb,
     settings_from,
     spawn,
-    start_redis,
-    start_sandbox,
     start_workers,
     stop_process,
     stop_workers,
     tail,
     wait_until,
 )
-from .receiver import Receiver
+from .receiver import Receiver, start_services
 from .report import (
     print_table,
     utc_stamp,
@@ -258,12 +256,7 @@ def run(*, quick: bool) -> Path:
     deep = 10_000 if quick else 100_000
     stamp = utc_stamp()
     with workspace("scale") as workdir, ExitStack() as stop:
-        redis_proc = start_redis(workdir)
-        stop.callback(redis_proc.stop)
-        sandbox = start_sandbox(workdir, quota=None)
-        stop.callback(sandbox.stop)
-        receiver = Receiver()
-        stop.callback(receiver.stop)
+        redis_proc, sandbox, receiver = start_services(stop, workdir, quota=None)
         values = bridge_settings(redis_proc.url, sandbox, OPTIMUM_RATE_LIMIT="100000/s", BRIDGE_KEY_PREFIX="sc:")
         stack = Stack(redis_proc, sandbox, receiver, workdir, values)
         submits = []

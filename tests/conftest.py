@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 
+from optimum_bridge.runtime import Runtime
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
 from optimum_bridge.settings import Settings
 
@@ -191,6 +192,20 @@ def settings_from(env: dict[str, str]) -> Settings:
     """``Settings`` exactly as a process with ``env`` would build them."""
     fields = {k: v for k, v in env.items() if k.startswith(("OPTIMUM_", "BRIDGE_", "SENTRY_"))}
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def runtime() -> Iterator[Callable[[Settings], Runtime]]:
+    """Factory: an in-process ``Runtime``, closed at teardown even when the test fails."""
+    opened: list[Runtime] = []
+
+    def build(settings: Settings) -> Runtime:
+        opened.append(Runtime(settings))
+        return opened[-1]
+
+    yield build
+    for rt in opened:
+        rt.close()
 
 
 @dataclass

@@ -16,20 +16,16 @@ from .conftest import bridge_env, free_port, settings_from
 
 
 @pytest.fixture
-def bridge(redis_server, prefix, sandbox):
+def bridge(redis_server, prefix, sandbox, runtime):
     """Factory: (runtime, client, sandbox) sharing one prefix; extra env overrides the settings."""
-
-    opened: list[Runtime] = []
 
     def build(sandbox_knobs: dict | None = None, **env: str) -> tuple[Runtime, BridgeClient, object]:
         sb = sandbox(**({"quota": None} | (sandbox_knobs or {})))
         settings = settings_from(bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="100/s", **env))
-        opened.append(Runtime(settings))
-        return opened[-1], BridgeClient(settings, client=opened[-1].redis), sb
+        rt = runtime(settings)
+        return rt, BridgeClient(settings, client=rt.redis), sb
 
-    yield build
-    for rt in opened:
-        rt.close()
+    return build
 
 
 def calls_to(sb, path: str) -> int:
@@ -58,16 +54,15 @@ def test_post_timeout_with_an_idempotency_key_is_retried(bridge):
     assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
 
 
-def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandbox):
+def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandbox, runtime):
     sb = sandbox(quota=None)
     env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_API_URL=f"http://127.0.0.1:{free_port()}")
     settings = settings_from(env)
-    rt = Runtime(settings)
+    rt = runtime(settings)
     client = BridgeClient(settings, client=rt.redis)
     job_id = client.submit(PERSON)
     assert rt.executor.run(job_id) == "retrying"  # nothing reached the API: safe to send again
     assert client.get(job_id).error.kind == "connect"
-    rt.close()
 
 
 def test_a_crash_after_sending_a_post_fails_it_instead_of_sending_twice(bridge):

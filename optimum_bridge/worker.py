@@ -17,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from . import runtime
+from .consumer import RecordUnacked
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE
 from .messages import DELIVER_TASK, EXECUTE_TASK, DuePump
@@ -60,7 +61,10 @@ def create_app(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_enable_remote_control=True,
         worker_send_task_events=False,
+        # How long a popped message waits in memory for Redis to come back (see consumer.py).
+        bridge_unacked_record_budget_s=settings.redelivery_timeout_s,
     )
+    app.steps["consumer"].add(RecordUnacked)
     return app
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge.callbacks import message_id, sign
+from optimum_bridge.consumer import retrying_append
 from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.retry import Backoff, classify_status, retry_after, should_retry
 from optimum_bridge.schemas import Operation, first_error
@@ -232,3 +233,29 @@ def test_dns_is_checked_at_delivery_and_the_checked_address_is_the_one_used(monk
     answers["hooks.example.com"] = "10.0.0.7"  # the name now points inside the network
     with pytest.raises(CallbackURLRefused, match=r"internal address"):
         resolve_pinned("https://hooks.example.com:8443/cb", allow_private=False)
+
+
+class _Message:
+    headers = {"id": "task-1"}
+
+
+def test_the_unacked_record_is_retried_until_the_broker_answers():
+    outcomes = [ConnectionError("down"), ConnectionError("down"), None]
+    calls: list[str] = []
+    slept: list[float] = []
+
+    def append(message: object, tag: str) -> None:
+        calls.append(tag)
+        if outcome := outcomes.pop(0):
+            raise outcome
+
+    retrying_append(append, (ConnectionError,), budget_s=10, sleep=slept.append)(_Message(), "tag-1")
+    assert calls == ["tag-1"] * 3 and slept == [0.05, 0.1]
+
+
+def test_the_unacked_record_gives_up_after_its_budget():
+    def append(message: object, tag: str) -> None:
+        raise ConnectionError("down for good")
+
+    with pytest.raises(ConnectionError):
+        retrying_append(append, (ConnectionError,), budget_s=0, sleep=lambda s: None)(_Message(), "tag-1")

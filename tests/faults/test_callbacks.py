@@ -100,5 +100,6 @@ def test_a_lost_callback_message_is_queued_again(redis_server, prefix, sandbox, 
     payload = Webhook(CALLBACK_SECRET).verify(receiver.received[0].body, receiver.received[0].headers)
     assert payload["data"]["id"] == job_id
     wait_until(lambda: rt.redis.zcard(keys.callbacks_watch) == 0, what="the watch to be cleared")
-    wait_until(lambda: "callback delivered" in worker.log(), what="the worker to log the delivery")  # logged after settling
+    # The worker logs the delivery just after settling it.
+    wait_until(lambda: "callback delivered" in worker.log(), what="the worker to log the delivery")
     assert receiver.attempts == 1

@@ -8,6 +8,7 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.fleet import generate_fleet
 
 from ..conftest import bridge_env, settings_from, wait_until
+from .redis_proxy import CuttingProxy
 
 PLATES = generate_fleet(42, 60).plates()
 
@@ -40,7 +41,13 @@ def test_redis_restart_mid_run_loses_no_job(private_redis, sandbox, workers, rec
         except redis_lib.ConnectionError:
             return False
 
-    wait_until(finished, timeout=120, interval=0.5, what="every job to finish after the restart")
+    try:
+        wait_until(finished, timeout=120, interval=0.5, what="every job to finish after the restart")
+    except AssertionError:
+        stuck = {i: client.get(i).status for i in ids if not client.get(i).finished}
+        admin = server.client()
+        queues = {k.decode(): admin.type(k).decode() for k in admin.scan_iter(match="r:*") if b"job" not in k}
+        raise AssertionError(f"unfinished jobs {stuck}; keys {queues}; {sb.stats()['accepted']} calls") from None
     states = [client.get(i).status for i in ids]
     stats = sb.stats()
     print(
@@ -50,6 +57,30 @@ def test_redis_restart_mid_run_loses_no_job(private_redis, sandbox, workers, rec
     assert states == ["succeeded"] * 60
     wait_until(lambda: len({r.headers["webhook-id"] for r in receiver.received}) == 60, timeout=90, what="callbacks")
     assert stats["rate_limited"] == 0
+
+
+def test_broker_lost_between_pop_and_unacked_record_loses_no_job(redis_server, prefix, sandbox, workers, receiver):
+    """Kombu pops with BRPOP, then records the message as unacked in a second round trip; the
+    broker goes away in between. The worker must hold on to the message until Redis is back."""
+    sb = sandbox(quota=None)
+    proxy = CuttingProxy(redis_server.port, outage_s=1.0)
+    worker = None
+    try:
+        worker_env = bridge_env(proxy.url, prefix, sb, BRIDGE_REDELIVERY_TIMEOUT_S="30")
+        worker = workers(worker_env, concurrency=2)
+        client = BridgeClient(settings_from(bridge_env(redis_server.url, prefix, sb)))  # producer: straight to Redis
+        proxy.armed.set()
+        job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
+        wait_until(proxy.cut.is_set, what="the proxy to cut the broker right after the pop")
+        status = client.wait(job_id, timeout=20)
+        assert status.status == "succeeded", f"job {status.status}: the popped message was lost"
+        wait_until(lambda: receiver.received, what="the callback")
+        assert "retrying" in worker.log()  # the record was written after the outage, not before it
+        assert sb.stats()["accepted"] == 1 and receiver.attempts == 1
+    finally:
+        if worker is not None:
+            worker.stop()  # while the proxy still carries its connections
+        proxy.close()
 
 
 def test_password_protected_redis_and_everything_under_one_prefix(private_redis, sandbox, workers, receiver):

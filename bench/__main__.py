@@ -1,4 +1,4 @@
-"""``python -m bench [quota|overhead|latency|token|scale|all] [--quick]``."""
+"""``python -m bench [quota|overhead|latency|token|scale|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "token": "bench.tokens",
     "scale": "bench.scale",
 }
+EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -25,7 +26,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("benchmark", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("benchmark", nargs="?", default="all", choices=[*BENCHMARKS, *EXTRA, "all"])
     parser.add_argument("--quick", action="store_true", help="10/s quota and small counts (a few minutes in all)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"=== {name}{' (quick)' if args.quick else ''} ===", flush=True)
         try:
-            importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
+            importlib.import_module((BENCHMARKS | EXTRA)[name]).run(quick=args.quick)
         except KeyboardInterrupt:
             print(f"\n{name}: interrupted; everything it started has been stopped", file=sys.stderr)
             return 130

@@ -15,13 +15,16 @@ alternated the same way, with the workers' resident memory.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 from celery import Celery
 
 from optimum_bridge import BridgeClient
@@ -30,6 +33,7 @@ from optimum_bridge.fleet import generate_fleet
 from .common import (
     CALLBACK_SECRET,
     RedisProc,
+    SandboxProc,
     Worker,
     bridge_settings,
     memory_mb,
@@ -59,6 +63,7 @@ class Side:
     workers: list[Worker]
     bridge: BridgeClient | None = None
     plain: Celery | None = None
+    costs: dict[str, Any] = field(default_factory=dict)
 
     def submit(self, count: int, callback: str) -> list[str]:
         paths = [f"/Vehicles/{PLATES[i % len(PLATES)]}" for i in range(count)]
@@ -84,17 +89,42 @@ def one_round(side: Side, receiver: Receiver, count: int) -> dict[str, float]:
     return {"ops_per_s": count / (last - started), "wall_s": last - started, "submit_s": submitted - started}
 
 
-def redis_commands(side: Side, receiver: Receiver, redis_proc: RedisProc, count: int) -> dict[str, float]:
-    """Redis commands per operation in one round (``INFO commandstats``; commands run inside
-    Lua scripts are counted too, and so is the idle polling of the other side's workers)."""
+def cpu_seconds(pids: list[int], *, children: bool = True) -> float:
+    """User + system CPU of these processes and (``children``) theirs, e.g. prefork pool processes."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            for item in [proc, *(proc.children(recursive=True) if children else [])]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = item.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+def costs_per_op(side: Side, receiver: Receiver, redis_proc: RedisProc, sandbox: SandboxProc, count: int) -> None:
+    """One more round, metered: Redis commands per operation (``INFO commandstats``; commands run
+    inside Lua scripts are counted too, and so is the idle polling of the other side's workers) and
+    CPU milliseconds per operation spent by the side's workers, Redis, the sandbox and this process
+    (the submitting client and the receiver that verifies callbacks)."""
     client = redis_proc.client()
     client.config_resetstat()
+    processes = {
+        "workers": [w.process.pid for w in side.workers],
+        "redis": [redis_proc.process.pid],
+        "sandbox": [sandbox.process.pid],
+        "bench (client + receiver)": [os.getpid()],
+    }
+    own = "bench (client + receiver)"  # its children are the other rows
+    before = {name: cpu_seconds(pids, children=name != own) for name, pids in processes.items()}
     one_round(side, receiver, count)
+    after = {name: cpu_seconds(pids, children=name != own) for name, pids in processes.items()}
     stats = client.info("commandstats")
     per_op = {name.removeprefix("cmdstat_"): int(v["calls"]) / count for name, v in stats.items()}
     per_op.pop("config|resetstat", None)
     per_op.pop("info", None)
-    return dict(sorted(per_op.items(), key=lambda item: -item[1]))
+    side.costs["redis_commands_per_op"] = dict(sorted(per_op.items(), key=lambda item: -item[1]))
+    side.costs["cpu_ms_per_op"] = {name: 1000 * (after[name] - before[name]) / count for name in processes}
 
 
 def alternate(sides: list[Side], receiver: Receiver, *, rounds: int, count: int, warmup: int) -> dict[str, Any]:
@@ -161,7 +191,8 @@ def run(*, quick: bool) -> Path:
         print(f"  A/B, no latency: {rounds} rounds x {count} ops, {procs} procs x {threads} threads each", flush=True)
         ab = alternate(sides, receiver, rounds=rounds, count=count, warmup=50)
         for side in sides:
-            ab["sides"][side.name]["redis_commands_per_op"] = redis_commands(side, receiver, redis_proc, count)
+            costs_per_op(side, receiver, redis_proc, sandbox, count)
+            ab["sides"][side.name].update(side.costs)
         sandbox.configure(latency_ms=50)
         print(f"  A/B, 50 ms API latency: {rounds} rounds x {count // 2} ops", flush=True)
         ab50 = alternate(sides, receiver, rounds=rounds, count=count // 2, warmup=20)
@@ -184,6 +215,9 @@ def run(*, quick: bool) -> Path:
         top = ", ".join(f"{cmd} {n:.1f}" for cmd, n in list(side["redis_commands_per_op"].items())[:8])
         print(f"Redis commands per op, {name}: {top}")
         text += f"\nRedis commands per op, {name}: {top}"
+    cpu_rows = [[name, *side["cpu_ms_per_op"].values()] for name, side in ab["sides"].items()]
+    cpu_headers = ["side", *(f"{who} ms" for who in next(iter(ab["sides"].values()))["cpu_ms_per_op"])]
+    text += "\n\n" + print_table("CPU per operation (no latency; one metered round)", cpu_headers, cpu_rows)
     text += "\n\n" + print_table(
         f"Overhead -- 50 ms API latency, {procs} procs x {threads} threads", headers, _rows(ab50)
     )

@@ -27,6 +27,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("worker_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     extra = [a for a in args.worker_args if a != "--"]
+    if "--pool" in extra and extra[extra.index("--pool") + 1] in {"gevent", "eventlet"}:
+        from celery import maybe_patch_concurrency  # before the bridge opens a socket, as `celery` does
+
+        maybe_patch_concurrency(["--pool", extra[extra.index("--pool") + 1]])
 
     def ready(**_: Any) -> None:
         args.ready_file.write_text(str(os.getpid()))

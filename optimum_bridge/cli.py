@@ -7,7 +7,9 @@ configuration. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,15 +29,32 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _pool(extra: list[str]) -> str | None:
+    """The last pool asked for on the command line (``--pool X``, ``--pool=X``, ``-P X``), if any."""
+    pool = None
+    for index, arg in enumerate(extra):
+        if arg.startswith("--pool="):
+            pool = arg.removeprefix("--pool=")
+        elif arg in {"--pool", "-P"} and index + 1 < len(extra):
+            pool = extra[index + 1]
+    return pool
+
+
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
-    from .worker import app, settings
-
-    argv = ["worker", "--pool", "threads", *extra]  # a --pool in ``extra`` comes later and wins
+    pool = _pool(extra)
+    argv = ["worker", *([] if pool else ["--pool", "threads"]), *extra]
     if not {"-Q", "--queues"} & set(extra):
         argv += ["-Q", "bridge.operations,bridge.callbacks"]
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):
-        argv += ["--loglevel", settings.log_level]
+        with contextlib.suppress(ConfigError):  # the worker module reports it in one line and exits 2
+            argv += ["--loglevel", load_settings().log_level]
+    if pool in {"gevent", "eventlet"}:
+        # These pools must monkey-patch before anything opens a socket or a lock, and this
+        # process already imported redis and ssl: hand over to Celery's entry point, which patches first.
+        os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "optimum_bridge.worker", *argv])  # noqa: S606
+    from .worker import app
+
     app.worker_main(argv)
     return 0
 

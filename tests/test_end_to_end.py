@@ -12,11 +12,13 @@ from optimum_bridge import BridgeClient
 from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
 
 
-@pytest.mark.parametrize("pool", ["threads", "prefork"])
+@pytest.mark.parametrize("pool", ["threads", "prefork", "gevent"])
 def test_operation_succeeds_and_callback_verifies(redis_server, prefix, sandbox, workers, receiver, pool):
     sb = sandbox(quota="10/s", fleet_size=12)
     env = bridge_env(redis_server.url, prefix, sb)
-    workers(env, concurrency=2, pool=pool)
+    worker = workers(env, concurrency=2, pool=pool)
+    assert f"concurrency: 2 ({'thread' if pool == 'threads' else pool})" in worker.log()  # the pool asked for
+    assert "MonkeyPatchWarning" not in worker.log()  # gevent patched before anything opened a socket
     client = BridgeClient(settings_from(env))
     job_id = client.submit(
         {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}, "metadata": {"batch": "b1"}}

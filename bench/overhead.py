@@ -86,7 +86,7 @@ def one_round(side: Side, receiver: Receiver, count: int) -> dict[str, float]:
     started = time.monotonic()
     ids = side.submit(count, receiver.url)
     submitted = time.monotonic()
-    arrivals = receiver.wait_for(ids, timeout=max(120.0, count / 5))
+    arrivals = receiver.wait_for(ids, timeout=max(120.0, float(count)))  # gevent manages ~3 ops/s
     last = max(arrivals.values())
     return {"ops_per_s": count / (last - started), "wall_s": last - started, "submit_s": submitted - started}
 

@@ -40,6 +40,12 @@ def _pool(extra: list[str]) -> str | None:
     return pool
 
 
+def _patched_by_gevent() -> bool:
+    """True when gevent already patched this process (e.g. an embedding script did it first)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("socket"))
+
+
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
     pool = _pool(extra)
@@ -49,7 +55,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):
         with contextlib.suppress(ConfigError):  # the worker module reports it in one line and exits 2
             argv += ["--loglevel", load_settings().log_level]
-    if pool in {"gevent", "eventlet"}:
+    if pool in {"gevent", "eventlet"} and not _patched_by_gevent():
         # These pools must monkey-patch before anything opens a socket or a lock, and this
         # process already imported redis and ssl: hand over to Celery's entry point, which patches first.
         os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "optimum_bridge.worker", *argv])  # noqa: S606

@@ -73,8 +73,13 @@ def run(*, quick: bool) -> Path:
         collapsed = RESULTS / f"profile-{utc_stamp()}.txt"
         record = [spy, "record", "--pid", str(workers[0].process.pid), "--format", "raw", "--rate", "250", "--gil"]
         record += ["--output", str(collapsed), "--nonblocking"]
-        sampler = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        py_spy_log = (workdir / "py-spy.log").open("wb")
+        stop.callback(py_spy_log.close)
+        sampler = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=py_spy_log)
+        stop.callback(lambda: sampler.poll() is None and sampler.kill())
         time.sleep(1.0)  # py-spy attaches
+        if sampler.poll() is not None:
+            raise RuntimeError(f"py-spy exited ({sampler.returncode}): {(workdir / 'py-spy.log').read_text()}")
         started = time.monotonic()
         ids = client.submit_many([op | {"path": f"/Vehicles/{PLATES[i % len(PLATES)]}"} for i in range(count)])
         receiver.wait_for(ids, timeout=600)

@@ -27,10 +27,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("worker_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     extra = [a for a in args.worker_args if a != "--"]
-    if "--pool" in extra and extra[extra.index("--pool") + 1] in {"gevent", "eventlet"}:
+    pool = extra[extra.index("--pool") + 1] if "--pool" in extra else None  # start_workers passes "--pool X"
+    if pool == "gevent":
         from celery import maybe_patch_concurrency  # before the bridge opens a socket, as `celery` does
 
-        maybe_patch_concurrency(["--pool", extra[extra.index("--pool") + 1]])
+        maybe_patch_concurrency(["--pool", pool])  # then `optimum-bridge worker` runs in this process
 
     def ready(**_: Any) -> None:
         args.ready_file.write_text(str(os.getpid()))
@@ -45,13 +46,12 @@ def main(argv: list[str]) -> int:
         from bench.instrument import install
 
         install()
-    if "--pool" in extra:
-        # optimum_bridge.worker sets worker_pool="threads" in the app's conf, and Celery's CLI lets
-        # the conf win over an explicit "--pool prefork" (it cannot tell it from the default):
-        # set the conf to the pool asked for, so "--pool prefork" really runs prefork.
+    if pool is not None and pool != "gevent":
+        # Belt and braces from when optimum_bridge.worker set worker_pool="threads" (Celery's CLI let
+        # that conf win over an explicit "--pool prefork"): the conf names the pool asked for.
         from optimum_bridge.worker import app
 
-        app.conf.worker_pool = extra[extra.index("--pool") + 1]
+        app.conf.worker_pool = pool
     from optimum_bridge.cli import main as bridge_main
 
     return bridge_main(["worker", *extra])

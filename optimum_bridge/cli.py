@@ -29,15 +29,20 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _pool(extra: list[str]) -> str | None:
-    """The last pool asked for on the command line (``--pool X``, ``--pool=X``, ``-P X``), if any."""
-    pool = None
-    for index, arg in enumerate(extra):
-        if arg.startswith("--pool="):
+def _split_pool(extra: list[str]) -> tuple[str | None, list[str]]:
+    """The last pool asked for (``--pool X``, ``--pool=X``, ``-P X``, ``-PX``) and the other arguments."""
+    pool, rest = None, []
+    args = iter(extra)
+    for arg in args:
+        if arg in {"--pool", "-P"}:
+            pool = next(args, None)
+        elif arg.startswith("--pool="):
             pool = arg.removeprefix("--pool=")
-        elif arg in {"--pool", "-P"} and index + 1 < len(extra):
-            pool = extra[index + 1]
-    return pool
+        elif arg.startswith("-P") and len(arg) > 2:
+            pool = arg[2:]
+        else:
+            rest.append(arg)
+    return pool, rest
 
 
 def _patched_by_gevent() -> bool:
@@ -48,8 +53,8 @@ def _patched_by_gevent() -> bool:
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
-    pool = _pool(extra)
-    argv = ["worker", *([] if pool else ["--pool", "threads"]), *extra]
+    pool, rest = _split_pool(extra)
+    argv = ["worker", "--pool", pool or "threads", *rest]  # one pool option: Celery's patcher reads the first
     if not {"-Q", "--queues"} & set(extra):
         argv += ["-Q", "bridge.operations,bridge.callbacks"]
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):

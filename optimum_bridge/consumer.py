@@ -8,7 +8,8 @@ this process, kombu drops it with the failed connection, and its job stays
 
 ``RecordUnacked`` is a consumer bootstep that wraps the task channel's
 ``QoS.append`` so that the record is retried until Redis answers again, for at
-most ``budget_s``; the message is then handled as usual. Redelivery stays
+most ``budget_s`` (the broker's socket timeouts, set in ``worker.py``, keep
+each try short); the message is then handled as usual. Redelivery stays
 harmless (the executor's claim runs a finished job only once), so writing the
 same record twice after a lost reply costs nothing.
 """
@@ -28,13 +29,22 @@ log = logging.getLogger(__name__)
 Append = Callable[[Any, str], None]
 
 
+SHUTDOWN_GRACE_S = 10.0
+
+
+def retried_errors(connection_errors: tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
+    """The transport's connection errors, less ``KeyError`` (kombu lists it; retrying cannot cure it)."""
+    return tuple(error for error in connection_errors if not issubclass(error, KeyError))
+
+
 def retrying_append(
     append: Append,
     errors: tuple[type[BaseException], ...],
     budget_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Append:
-    """``append`` retried on ``errors`` with backoff (50 ms doubling to 1 s) for at most ``budget_s``."""
+    """``append`` retried on ``errors`` with backoff (50 ms doubling to 1 s) for at most ``budget_s``;
+    at most ``SHUTDOWN_GRACE_S`` more once a warm shutdown starts, and not at all in a cold one."""
 
     def append_retrying(message: Any, delivery_tag: str) -> None:
         deadline = time.monotonic() + budget_s
@@ -44,7 +54,9 @@ def retrying_append(
                 return append(message, delivery_tag)
             except errors as exc:
                 task_id = (getattr(message, "headers", None) or {}).get("id")
-                if time.monotonic() + delay > deadline or state.should_stop is not None:
+                if state.should_stop is not None:
+                    deadline = min(deadline, time.monotonic() + SHUTDOWN_GRACE_S)
+                if time.monotonic() + delay > deadline or state.should_terminate not in (None, False):
                     log.error("task %s: not recorded as unacknowledged (%s); its job stays queued", task_id, exc)
                     raise
                 log.warning("task %s: broker unreachable while recording the message (%s); retrying", task_id, exc)
@@ -67,5 +79,5 @@ class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery sh
         channel = parent.task_consumer.channel
         qos = channel.qos
         if not getattr(qos, "bridge_retrying", False):
-            qos.append = retrying_append(qos.append, tuple(channel.connection_errors), self.budget_s)
+            qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
             qos.bridge_retrying = True

@@ -43,6 +43,9 @@ def create_app(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, int(settings.redelivery_timeout_s * 0.2)),
             "unacked_restore_throttle": 1,
             "health_check_interval": 10,
+            # Bounded waits: a partitioned Redis fails a call instead of blocking the consumer.
+            "socket_connect_timeout": 10,
+            "socket_timeout": 30,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from optimum_bridge.cli import _split_pool
+
 from .conftest import bridge_env, free_port, run_cli
 
 run = run_cli
@@ -54,3 +58,19 @@ def test_errors_are_one_line_with_the_usual_exit_codes(redis_server, prefix, san
         "OPTIMUM_RATE_LIMIT: expected N/s, N/m or N/h with N >= 1, got 'lots'"
     )
     assert sb.stats()["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "pool", "rest"),
+    [
+        ([], None, []),
+        (["-c", "2"], None, ["-c", "2"]),
+        (["--pool", "prefork", "-c", "2"], "prefork", ["-c", "2"]),
+        (["--pool=gevent"], "gevent", []),
+        (["-P", "gevent", "-l", "INFO"], "gevent", ["-l", "INFO"]),
+        (["-Pgevent"], "gevent", []),
+        (["--pool", "threads", "-c", "2", "--pool", "gevent"], "gevent", ["-c", "2"]),  # the last wins, as in click
+    ],
+)
+def test_worker_passes_celery_exactly_one_pool_option(extra, pool, rest):
+    assert _split_pool(extra) == (pool, rest)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge.callbacks import message_id, sign
-from optimum_bridge.consumer import retrying_append
+from optimum_bridge.consumer import retried_errors, retrying_append
 from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.retry import Backoff, classify_status, retry_after, should_retry
 from optimum_bridge.schemas import Operation, first_error
@@ -259,3 +259,21 @@ def test_the_unacked_record_gives_up_after_its_budget():
 
     with pytest.raises(ConnectionError):
         retrying_append(append, (ConnectionError,), budget_s=0, sleep=lambda s: None)(_Message(), "tag-1")
+
+
+def test_a_cold_shutdown_stops_retrying_the_unacked_record(monkeypatch):
+    from celery.worker import state
+
+    monkeypatch.setattr(state, "should_terminate", 1)
+    slept: list[float] = []
+
+    def append(message: object, tag: str) -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        retrying_append(append, (ConnectionError,), budget_s=300, sleep=slept.append)(_Message(), "tag-1")
+    assert slept == []
+
+
+def test_only_errors_that_waiting_can_cure_are_retried():
+    assert retried_errors((ConnectionError, KeyError, TimeoutError)) == (ConnectionError, TimeoutError)

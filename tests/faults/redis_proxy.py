@@ -57,7 +57,11 @@ class CuttingProxy:
             if self._down():
                 client.close()
                 continue
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()  # Redis itself is down: the client sees a closed connection
+                continue
             with self._lock:
                 self._sockets |= {client, upstream}
             waiting = {"brpop": False}
@@ -115,5 +119,7 @@ class CuttingProxy:
             sock.close()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
         self.listener.close()
         self.cut_everything()

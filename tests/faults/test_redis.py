@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import redis as redis_lib
 
 from optimum_bridge import BridgeClient
@@ -65,22 +67,27 @@ def test_broker_lost_between_pop_and_unacked_record_loses_no_job(redis_server, p
     sb = sandbox(quota=None)
     proxy = CuttingProxy(redis_server.port, outage_s=1.0)
     worker = None
+    stack = contextlib.ExitStack()
     try:
         worker_env = bridge_env(proxy.url, prefix, sb, BRIDGE_REDELIVERY_TIMEOUT_S="30")
         worker = workers(worker_env, concurrency=2)
         client = BridgeClient(settings_from(bridge_env(redis_server.url, prefix, sb)))  # producer: straight to Redis
+        stack.callback(client.close)
         proxy.armed.set()
         job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
         wait_until(proxy.cut.is_set, what="the proxy to cut the broker right after the pop")
         status = client.wait(job_id, timeout=20)
         assert status.status == "succeeded", f"job {status.status}: the popped message was lost"
         wait_until(lambda: receiver.received, what="the callback")
-        assert "retrying" in worker.log()  # the record was written after the outage, not before it
+        log = worker.log()
+        assert "broker unreachable while recording the message" in log  # written after the outage, not before
+        assert "not recorded as unacknowledged" not in log
         assert sb.stats()["accepted"] == 1 and receiver.attempts == 1
     finally:
         if worker is not None:
             worker.stop()  # while the proxy still carries its connections
         proxy.close()
+        stack.close()
 
 
 def test_password_protected_redis_and_everything_under_one_prefix(private_redis, sandbox, workers, receiver):

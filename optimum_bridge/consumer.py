@@ -24,6 +24,8 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state
 
+from . import runtime
+
 log = logging.getLogger(__name__)
 
 Append = Callable[[Any, str], None]
@@ -67,7 +69,7 @@ def retrying_append(
 
 
 class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
-    """Consumer step: after the task consumer exists (it does again after each reconnect), wrap its QoS."""
+    """Consumer step, run at each (re)connect once the task consumer exists: wrap its QoS, request an audit."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -76,6 +78,9 @@ class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery sh
         self.budget_s = float(parent.app.conf.get("bridge_unacked_record_budget_s", 60.0))
 
     def start(self, parent: Any) -> None:
+        # A consumer (re)starting may follow a lost connection, and a reply lost with it:
+        # ask for an audit of jobs left without a message (audit.py).
+        runtime.current().audit.request()
         channel = parent.task_consumer.channel
         qos = channel.qos
         if not getattr(qos, "bridge_retrying", False):

@@ -78,6 +78,16 @@ class Keys:
         """Sorted set: worker name -> last heartbeat (epoch seconds)."""
         return f"{self.prefix}workers"
 
+    @property
+    def unacked(self) -> str:
+        """Hash (kombu's): delivery tag -> message a worker holds unacknowledged."""
+        return f"{self.prefix}unacked"
+
+    @property
+    def audit_started(self) -> str:
+        """String: when (ms, Redis clock) the last lost-message audit started."""
+        return f"{self.prefix}audit:started"
+
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""
         return f"{self.prefix}{name}"

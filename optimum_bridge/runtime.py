@@ -15,6 +15,7 @@ import httpx
 import redis
 
 from .api_client import IdentityClient, OptimumClient
+from .audit import QueueAudit
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .deliveries import DeliveryStore
 from .executor import Executor, Policy
@@ -118,6 +119,10 @@ class Runtime:
         # Short enough that a dead worker's job is free well within the redelivery timeout.
         ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
         return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
+
+    @cached_property
+    def audit(self) -> QueueAudit:
+        return QueueAudit(self.redis, self.keys)
 
     @cached_property
     def deliveries(self) -> DeliveryStore:

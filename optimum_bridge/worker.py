@@ -94,7 +94,7 @@ def _start_pump(**_: Any) -> None:
     rt = runtime.current()
     pump = DuePump(rt.redis, rt.keys)
     name = f"{socket.gethostname()}:{threading.get_native_id()}"
-    kwargs = {"heartbeat": name, "every_2s": rt.deliveries.recover}
+    kwargs = {"heartbeat": name, "every_2s": lambda: (rt.deliveries.recover(), rt.audit.maybe_run())}
     threading.Thread(target=pump.run_forever, args=(_stop,), kwargs=kwargs, daemon=True, name="due-pump").start()
     if settings.callback_secret is None:
         log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")

@@ -6,10 +6,13 @@ what is final, and the non-idempotent rule after a timeout or a crash.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.keys import Keys
+from optimum_bridge.audit import job_id_of
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
 from optimum_bridge.runtime import Runtime
 
 from .conftest import bridge_env, free_port, settings_from
@@ -113,3 +116,19 @@ def test_a_job_held_by_another_worker_is_looked_at_again_later(bridge):
     assert calls_to(sb, "/Vehicles") == 0
     assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
     assert client.get(job_id).status == "queued"
+
+
+def test_the_audit_requeues_only_waiting_jobs_that_no_message_refers_to(bridge):
+    rt, client, _ = bridge()
+    keys = Keys(client.settings.key_prefix)
+    queue = keys.queue(OPERATIONS_QUEUE)
+    held, due, lost, done = (client.submit({"method": "GET", "path": "/Vehicles"}) for _ in range(4))
+    assert rt.executor.run(done) == "succeeded"
+    messages = {job_id_of(m): m for m in rt.redis.lrange(queue, 0, -1)}
+    rt.redis.delete(queue)  # every message gone; two of them are elsewhere:
+    raw_held = json.loads(messages[held])
+    rt.redis.hset(keys.unacked, "tag-1", json.dumps([raw_held, "", OPERATIONS_QUEUE]))  # a worker holds it
+    rt.redis.zadd(keys.due, {f"{queue}\n{messages[due].decode()}": 1})  # a retry waits for its time
+    assert rt.audit.run() == [lost]
+    assert [job_id_of(m) for m in rt.redis.lrange(queue, 0, -1)] == [lost]
+    assert rt.audit.run() == []  # its message is back: nothing more to do

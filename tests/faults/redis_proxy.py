@@ -5,6 +5,8 @@ worker and, before anything else gets through, drops every connection and
 refuses new ones for ``outage_s``: the message is popped in Redis and known
 only to the worker, which must now record it as unacknowledged. That is what a
 Redis restart does when it lands between kombu's pop and its unacked record.
+With ``drop_reply`` the reply never reaches the worker: the message is gone
+(a worker that tears a connection down with the reply unread does the same).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ def brpop_reply_length(buffer: bytes) -> int | None:
 
 
 class CuttingProxy:
-    def __init__(self, upstream_port: int, outage_s: float = 1.0) -> None:
+    def __init__(self, upstream_port: int, outage_s: float = 1.0, *, drop_reply: bool = False) -> None:
         self.upstream_port = upstream_port
         self.outage_s = outage_s
+        self.drop_reply = drop_reply  # the reply is lost with the connection: the message only Redis had is gone
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -92,7 +95,8 @@ class CuttingProxy:
                 continue  # the rest of the message is still on its way
             self._down_until = time.monotonic() + self.outage_s  # first: nothing else passes from now on
             self.armed.clear()
-            client.sendall(buffer[:length])
+            if not self.drop_reply:
+                client.sendall(buffer[:length])
             self.cut_everything()
             self.cut.set()
             return

@@ -61,11 +61,11 @@ def test_redis_restart_mid_run_loses_no_job(private_redis, sandbox, workers, rec
     assert stats["rate_limited"] == 0
 
 
-def test_broker_lost_between_pop_and_unacked_record_loses_no_job(redis_server, prefix, sandbox, workers, receiver):
-    """Kombu pops with BRPOP, then records the message as unacked in a second round trip; the
-    broker goes away in between. The worker must hold on to the message until Redis is back."""
+def run_through_cutting_proxy(redis_server, prefix, sandbox, workers, receiver, *, drop_reply: bool):
+    """One job; the worker's broker is cut right after Redis pops the job's message. Returns
+    (final status, worker log, sandbox)."""
     sb = sandbox(quota=None)
-    proxy = CuttingProxy(redis_server.port, outage_s=1.0)
+    proxy = CuttingProxy(redis_server.port, outage_s=1.0, drop_reply=drop_reply)
     worker = None
     stack = contextlib.ExitStack()
     try:
@@ -76,18 +76,35 @@ def test_broker_lost_between_pop_and_unacked_record_loses_no_job(redis_server, p
         proxy.armed.set()
         job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
         wait_until(proxy.cut.is_set, what="the proxy to cut the broker right after the pop")
-        status = client.wait(job_id, timeout=20)
-        assert status.status == "succeeded", f"job {status.status}: the popped message was lost"
-        wait_until(lambda: receiver.received, what="the callback")
-        log = worker.log()
-        assert "broker unreachable while recording the message" in log  # written after the outage, not before
-        assert "not recorded as unacknowledged" not in log
-        assert sb.stats()["accepted"] == 1 and receiver.attempts == 1
+        status = client.wait(job_id, timeout=30)
+        if status.status == "succeeded":
+            wait_until(lambda: receiver.received, what="the callback")
+        return status, worker.log(), sb
     finally:
         if worker is not None:
             worker.stop()  # while the proxy still carries its connections
         proxy.close()
         stack.close()
+
+
+def test_broker_lost_between_pop_and_unacked_record_loses_no_job(redis_server, prefix, sandbox, workers, receiver):
+    """Kombu pops with BRPOP, then records the message as unacked in a second round trip; the
+    broker goes away in between. The worker must hold on to the message until Redis is back."""
+    status, log, sb = run_through_cutting_proxy(redis_server, prefix, sandbox, workers, receiver, drop_reply=False)
+    assert status.status == "succeeded", f"job {status.status}: the popped message was lost"
+    assert "broker unreachable while recording the message" in log  # written after the outage, not before
+    assert "not recorded as unacknowledged" not in log
+    assert "lost their message" not in log  # the audit that follows the reconnect found nothing to do
+    assert sb.stats()["accepted"] == 1 and receiver.attempts == 1
+
+
+def test_a_reply_lost_with_the_connection_is_queued_again(redis_server, prefix, sandbox, workers, receiver):
+    """Redis popped the message, but its reply died with the connection: only the audit that
+    follows the worker's reconnect can notice that the job has no message left."""
+    status, log, sb = run_through_cutting_proxy(redis_server, prefix, sandbox, workers, receiver, drop_reply=True)
+    assert status.status == "succeeded", f"job {status.status}: nothing queued its message again"
+    assert "1 job(s) had lost their message; queued again" in log
+    assert sb.stats()["accepted"] == 1 and receiver.attempts == 1
 
 
 def test_password_protected_redis_and_everything_under_one_prefix(private_redis, sandbox, workers, receiver):

@@ -7,15 +7,16 @@ reply still unread), the message is gone, and its job stays ``queued`` or
 ``retrying`` for ever. ``consumer.RecordUnacked`` covers the moment after the
 reply is read; this covers the reply itself.
 
-Whenever a worker's consumer reconnects it asks for an audit
-(``request``). Its due pump runs one (``maybe_run``) a few seconds later, once
-Redis answers, unless another worker started one since. An audit lists the
+Whenever a worker's consumer starts or reconnects it asks for an audit
+(``request``): a start may follow a worker that died holding a message. Its
+due pump runs one (``maybe_run``) a few seconds later, once Redis answers,
+unless another worker started one since. An audit lists the
 jobs waiting for a message, removes those that a message in the operations
 queue, kombu's unacked hash or the due set refers to, and queues a fresh
 message for each of the rest, in one Lua call per job that checks the job is
 still waiting. A message caught in flight between two reads is queued twice at
 worst, which the executor's claim makes harmless. The audit reads every job
-record and every waiting message, so it runs only after a reconnect, not on
+record and every waiting message, so it runs only after a (re)start, not on
 a timer.
 """
 

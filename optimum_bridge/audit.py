@@ -96,9 +96,13 @@ class QueueAudit:
             return []
         self._wanted.clear()  # a request made from now on asks for another audit
         self._requested_at = None
-        if not self._start(keys=[self._keys.audit_started], args=[due, now]):
-            return []  # another worker started one after this request had settled
-        return self.run()
+        try:
+            if not self._start(keys=[self._keys.audit_started], args=[due, now]):
+                return []  # another worker started one after this request had settled
+            return self.run()
+        except redis.RedisError:
+            self._wanted.set()  # Redis failed mid-audit: ask again (the pump logs the error)
+            raise
 
     def run(self) -> list[str]:
         """Queue a message again for every waiting job that no message refers to."""

@@ -29,7 +29,7 @@ import psutil  # type: ignore[import-untyped]
 from celery import Celery
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import (
     CALLBACK_SECRET,

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import bridge_settings, settings_from, start_workers, stop_workers
 from .receiver import start_services

@@ -23,9 +23,9 @@ from typing import Any, Literal
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
 from optimum_bridge.keys import Keys
-from optimum_bridge.sandbox_state import max_in_window
+from optimum_bridge.sandbox.fleet import generate_fleet
+from optimum_bridge.sandbox.state import max_in_window
 from optimum_bridge.settings import RateLimit
 
 from .common import (

@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
 from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
 from optimum_bridge.messages import EXECUTE_TASK, build_message
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import (
     RedisProc,

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
 from optimum_bridge.keys import Keys
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import (
     RedisProc,

@@ -3,8 +3,8 @@ token inside one global quota, and deliver signed callbacks."""
 
 from __future__ import annotations
 
-from .client import BridgeClient, InvalidOperation
 from .errors import BridgeError, ConfigError, JobNotFound
+from .producer import BridgeClient, InvalidOperation
 from .schemas import CallbackEvent, JobStatus, Operation
 from .settings import Settings, load_settings
 

@@ -23,7 +23,7 @@ from .deliveries import DeliveryStore
 from .errors import CallbackURLRefused
 from .jobs import to_status
 from .schemas import CallbackEvent, JobStatus, Operation
-from .urls import Target, resolve_pinned
+from .ssrf import Target, resolve_pinned
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
-from .client import InvalidOperation
 from .errors import BridgeError, ConfigError, JobNotFound
+from .producer import InvalidOperation
 from .settings import load_settings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
@@ -55,8 +55,6 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     """Run a Celery worker (extra arguments go to Celery)."""
     pool, rest = _split_pool(extra)
     argv = ["worker", "--pool", pool or "threads", *rest]  # one pool option: Celery's patcher reads the first
-    if not {"-Q", "--queues"} & set(extra):
-        argv += ["-Q", "bridge.operations,bridge.callbacks"]
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):
         with contextlib.suppress(ConfigError):  # the worker module reports it in one line and exits 2
             argv += ["--loglevel", load_settings().log_level]
@@ -113,7 +111,7 @@ def _parse_json(text: str | None) -> Any:
 
 def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
     """Submit one operation; with ``--wait``, print its outcome."""
-    from .client import BridgeClient
+    from .producer import BridgeClient
 
     client = BridgeClient(load_settings())
     operation: dict[str, Any] = {
@@ -137,7 +135,7 @@ def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
     """Print a job's status as JSON."""
-    from .client import BridgeClient
+    from .producer import BridgeClient
 
     status = BridgeClient(load_settings()).get(args.job_id)
     print(status.model_dump_json(indent=2))

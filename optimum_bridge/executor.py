@@ -13,11 +13,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from .api_client import OptimumClient
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
 from .jobs import JobStore
 from .leases import LeaseKeeper
+from .optimum_api import OptimumClient
 from .retry import Backoff, classify_status, retry_after, should_retry
 from .schemas import ApiResponse, ErrorInfo, Operation
 

@@ -14,7 +14,6 @@ from functools import cached_property
 import httpx
 import redis
 
-from .api_client import IdentityClient, OptimumClient
 from .audit import QueueAudit
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .deliveries import DeliveryStore
@@ -23,6 +22,7 @@ from .jobs import JobStore
 from .keys import Keys
 from .leases import LeaseKeeper
 from .metrics import Metrics
+from .optimum_api import IdentityClient, OptimumClient
 from .ratelimit import RateLimiter
 from .retry import Backoff
 from .settings import Settings

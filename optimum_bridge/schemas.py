@@ -57,7 +57,7 @@ def check_path(path: str) -> str:
 
 
 class Callback(BaseModel):
-    """Where to POST the outcome. Reachability rules are checked by ``urls``."""
+    """Where to POST the outcome. Reachability rules are checked by ``ssrf``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

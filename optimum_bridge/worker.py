@@ -17,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from . import runtime
+from .broker import task_queues
 from .consumer import RecordUnacked
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE
@@ -56,6 +57,9 @@ def create_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=OPERATIONS_QUEUE,
+        # Both queues by default, so `celery -A optimum_bridge.worker worker` (or a systemd unit,
+        # `celery multi`...) runs operations *and* callbacks; `-Q` still narrows a worker to one.
+        task_queues=task_queues(),
         task_routes={EXECUTE_TASK: {"queue": OPERATIONS_QUEUE}, DELIVER_TASK: {"queue": CALLBACKS_QUEUE}},
         # The pool is chosen on the command line (``optimum-bridge worker`` defaults to threads):
         # Celery lets a configured worker_pool override an explicit ``--pool prefork``.

@@ -18,10 +18,10 @@ import redis
 from rich.console import Console
 
 from optimum_bridge.callbacks import sign
-from optimum_bridge.demo import DEFAULT_FLEET_SIZE, _plan, build_parser
-from optimum_bridge.demo_batch import vehicle_operations
-from optimum_bridge.demo_receiver import SignatureError, _builtin_verifier, make_verifier
-from optimum_bridge.demo_redis import delete_prefix, redis_for_demo, start_private_redis
+from optimum_bridge.demo.batch import vehicle_operations
+from optimum_bridge.demo.receiver import SignatureError, _builtin_verifier, make_verifier
+from optimum_bridge.demo.redis_server import delete_prefix, redis_for_demo, start_private_redis
+from optimum_bridge.demo.run import DEFAULT_FLEET_SIZE, _plan, build_parser
 
 from .conftest import ROOT, free_port
 

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient, InvalidOperation
-from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.ingress import MAX_BODY_BYTES, BodyLimit, create_app, key_digests, key_matches, serve
+from optimum_bridge.ingress.app import MAX_BODY_BYTES, BodyLimit, create_app, key_digests, key_matches, serve
 from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys
 from optimum_bridge.settings import Settings
 

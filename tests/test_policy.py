@@ -14,7 +14,7 @@ from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.retry import Backoff, classify_status, retry_after, should_retry
 from optimum_bridge.schemas import Operation, first_error
 from optimum_bridge.settings import RateLimit, load_settings
-from optimum_bridge.urls import check_callback_url, is_forbidden, literal_address
+from optimum_bridge.ssrf import check_callback_url, is_forbidden, literal_address
 
 from .conftest import CALLBACK_SECRET
 
@@ -213,7 +213,7 @@ def test_dns_is_checked_at_delivery_and_the_checked_address_is_the_one_used(monk
     import httpx
 
     from optimum_bridge.callbacks import pinned_request
-    from optimum_bridge.urls import resolve_pinned
+    from optimum_bridge.ssrf import resolve_pinned
 
     answers = {"hooks.example.com": "93.184.216.34"}
 

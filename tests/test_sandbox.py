@@ -23,9 +23,9 @@ import pytest
 from pydantic import ValidationError
 
 from optimum_bridge.clock import Clock
-from optimum_bridge.fleet import generate_fleet
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer, create_app, main
-from optimum_bridge.sandbox_state import max_in_window
+from optimum_bridge.sandbox.fleet import generate_fleet
+from optimum_bridge.sandbox.state import max_in_window
 
 CLIENT = ("sandbox-client", "sandbox-secret")
 PLATE_RE = re.compile(r"^[A-HJ-NP-TV-Z]{2}-\d{3}-[A-HJ-NP-TV-Z]{2}$")

@@ -6,7 +6,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from ..conftest import bridge_env, settings_from, wait_until
 

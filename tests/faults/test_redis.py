@@ -7,7 +7,7 @@ import contextlib
 import redis as redis_lib
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.fleet import generate_fleet
+from optimum_bridge.sandbox.fleet import generate_fleet
 
 from ..conftest import bridge_env, settings_from, wait_until
 from .redis_proxy import CuttingProxy

@@ -23,7 +23,7 @@ import redis
 
 import optimum_bridge
 
-from .keys import Keys
+from ..keys import Keys
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0

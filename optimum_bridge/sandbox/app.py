@@ -3,7 +3,7 @@
 One HTTP server plays both the identity server (``POST /connect/token``) and the
 API. Every API call goes through the same pipeline, in this order: bearer token
 (401) → per-client sliding-window quota (429) → scripted faults → random errors →
-latency → the endpoint (``sandbox_api``). Admin endpoints under ``/_sandbox/``
+latency → the endpoint (``sandbox.endpoints``). Admin endpoints under ``/_sandbox/``
 (no auth) let tests in other processes change knobs, script faults and read stats.
 """
 
@@ -25,17 +25,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from optimum_bridge.clock import Clock
-from optimum_bridge.sandbox_api import dispatch, error
-from optimum_bridge.sandbox_config import (
+from ..clock import Clock
+from .config import (
     FaultResponse,
     FaultSpec,
     SandboxConfig,
     validation_message,
 )
-from optimum_bridge.sandbox_state import SandboxState
+from .endpoints import dispatch, error
+from .state import SandboxState
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -63,10 +63,10 @@ async def token_endpoint(request: Request) -> Response:
     failure = _token_failure(state.config, client_id, secret, grant_type)
     state.count_token_request(failed=failure is not None)
     if failure is not None or client_id is None:
-        logger.warning("token request refused (client_id=%s): %s", client_id, failure)
+        log.warning("token request refused (client_id=%s): %s", client_id, failure)
         return JSONResponse({"error": failure or "invalid_request"}, status_code=400)
     token, lifetime = state.issue_token(client_id)
-    logger.info("token issued (client_id=%s, expires_in=%s)", client_id, lifetime)
+    log.info("token issued (client_id=%s, expires_in=%s)", client_id, lifetime)
     body = {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

@@ -16,8 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from optimum_bridge.fleet import DATE_FORMAT
-from optimum_bridge.sandbox_state import SandboxState
+from .fleet import DATE_FORMAT
+from .state import SandboxState
 
 Handler = Callable[[Request, SandboxState, dict[str, str]], Awaitable[Response]]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from rich.console import Console
 
-from .client import BridgeClient
-from .demo_report import JobTracker
-from .errors import BridgeError
+from ..errors import BridgeError
+from ..producer import BridgeClient
+from .report import JobTracker
 
 FLEET_TIMEOUT_S = 60.0
 

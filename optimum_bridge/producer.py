@@ -20,7 +20,7 @@ from .keys import Keys
 from .runtime import redis_client
 from .schemas import JobStatus, Operation, first_error
 from .settings import Settings, load_settings
-from .urls import check_callback_url
+from .ssrf import check_callback_url
 
 MAX_BATCH = 1000
 

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import redis
 
-from .demo_receiver import CallbackReceiver
-from .demo_redis import DemoRedis, delete_prefix, redis_for_demo
-from .demo_workers import WorkerProcess, start_workers, stop_workers, worker_env
-from .sandbox import SandboxConfig, SandboxServer
-from .settings import SANDBOX_CREDENTIALS, RateLimit
+from ..sandbox import SandboxConfig, SandboxServer
+from ..settings import SANDBOX_CREDENTIALS, RateLimit
+from .receiver import CallbackReceiver
+from .redis_server import DemoRedis, delete_prefix, redis_for_demo
+from .workers import WorkerProcess, start_workers, stop_workers, worker_env
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .callbacks import sign
+from ..callbacks import sign
 
 TOLERANCE_S = 300
 MAX_BODY = 16 * 1024 * 1024

@@ -1,9 +1,7 @@
-"""Run the Optimum API simulator: in a background thread (tests) or in the foreground (CLI).
+"""Serve the Optimum API simulator: in a background thread (tests) or in the foreground (CLI).
 
-The app itself lives in ``sandbox_app`` (pipeline, token and admin endpoints),
-its state and knobs in ``sandbox_state``, the fleet in ``fleet``. This module
-re-exports what callers need: ``SandboxConfig``, ``create_app``,
-``SandboxServer`` and ``main``.
+``SandboxServer`` runs the app of ``app`` under uvicorn in a daemon thread and
+gives tests direct access to its state; ``main`` is ``optimum-bridge sandbox``.
 """
 
 from __future__ import annotations
@@ -21,18 +19,16 @@ from typing import Any, Self
 import uvicorn
 from pydantic import ValidationError
 
-from optimum_bridge.clock import Clock
-from optimum_bridge.sandbox_app import create_app
-from optimum_bridge.sandbox_config import (
+from ..clock import Clock
+from .app import create_app
+from .config import (
     FaultSpec,
     SandboxConfig,
     validation_message,
 )
-from optimum_bridge.sandbox_state import SandboxState
+from .state import SandboxState
 
-__all__ = ["SandboxConfig", "SandboxServer", "SandboxState", "create_app", "main"]
-
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -124,7 +120,7 @@ class SandboxServer:
                 self.stop()
                 raise RuntimeError(f"sandbox server did not start on {self.host}:{self.port}")
         self.port = self._server.bound_port()
-        logger.info("sandbox serving at %s", self.url)
+        log.info("sandbox serving at %s", self.url)
         return self
 
     def stop(self) -> None:

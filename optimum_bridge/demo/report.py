@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import BridgeClient
-from .errors import JobNotFound
-from .schemas import JobStatus
-from .settings import RateLimit
+from ..errors import JobNotFound
+from ..producer import BridgeClient
+from ..schemas import JobStatus
+from ..settings import RateLimit
 
 POLL_S = 0.25
 PLAIN_EVERY_S = 2.0

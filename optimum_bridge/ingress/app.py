@@ -4,7 +4,7 @@ A thin FastAPI layer over ``BridgeClient``: operations are checked by the same
 models and callback-URL rules as the Python client, so both name the
 offending field the same way. ``/v1/*`` needs ``Authorization: Bearer <one of
 BRIDGE_API_KEYS>``, checked before the body is read; ``/healthz``, ``/readyz``
-and ``/metrics`` (``ingress_metrics``) are open. Every error is
+and ``/metrics`` (``ingress.health``) are open. Every error is
 ``application/problem+json`` (RFC 9457), and request bodies are capped at
 1 MiB while they stream in, so an oversized body is never buffered.
 """
@@ -27,10 +27,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from . import __version__
-from .client import MAX_BATCH, BridgeClient, InvalidOperation
-from .errors import JobNotFound
-from .ingress_http import (
+from .. import __version__
+from ..errors import JobNotFound
+from ..keys import Keys
+from ..observability import init_sentry
+from ..producer import MAX_BATCH, BridgeClient, InvalidOperation
+from ..schemas import JobStatus, Operation
+from ..settings import Settings
+from .health import ops
+from .http import (
     CHALLENGE,
     MAX_BODY_BYTES,
     Accepted,
@@ -47,11 +52,6 @@ from .ingress_http import (
     json_body,
     rejected,
 )
-from .ingress_metrics import ops
-from .keys import Keys
-from .observability import init_sentry
-from .schemas import JobStatus, Operation
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

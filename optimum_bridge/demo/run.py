@@ -24,17 +24,17 @@ from types import FrameType
 import redis
 from rich.console import Console
 
-from .client import BridgeClient
-from .demo_batch import submit_batch
-from .demo_receiver import CallbackReceiver
-from .demo_redis import RedisUnavailable
-from .demo_report import JobTracker, Report, failures, follow, summary_table
-from .demo_stack import Plan, Running, display_url, start_stack
-from .demo_workers import WorkerFailed, wait_ready
-from .errors import BridgeError, ConfigError
-from .keys import Keys
-from .metrics import Metrics
-from .settings import RateLimit, load_settings
+from ..errors import BridgeError, ConfigError
+from ..keys import Keys
+from ..metrics import Metrics
+from ..producer import BridgeClient
+from ..settings import RateLimit, load_settings
+from .batch import submit_batch
+from .receiver import CallbackReceiver
+from .redis_server import RedisUnavailable
+from .report import JobTracker, Report, failures, follow, summary_table
+from .stack import Plan, Running, display_url, start_stack
+from .workers import WorkerFailed, wait_ready
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
@@ -210,7 +210,3 @@ def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -
         workers=f"{plan.workers} x {plan.concurrency} threads",
         bridge=counters,
     )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

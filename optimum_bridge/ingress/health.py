@@ -18,8 +18,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
-from .metrics import LATENCY_BUCKETS
+from ..keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
+from ..metrics import LATENCY_BUCKETS
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from optimum_bridge.fleet_data import DATE_FORMAT, JSON, REGIONS, STREETS, Town
+from .fleet_data import DATE_FORMAT, JSON, REGIONS, STREETS, Town
 
 if TYPE_CHECKING:
-    from optimum_bridge.fleet import Person, Vehicle
+    from optimum_bridge.sandbox.fleet import Person, Vehicle
 
 _WEEKDAY_COUNTS = (2, 3, 3, 4, 5)
 _WEEKEND_COUNTS = (0, 0, 0, 1, 2)

@@ -22,8 +22,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .client import MAX_BATCH
-from .schemas import JobState, Operation
+from ..producer import MAX_BATCH
+from ..schemas import JobState, Operation
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,7 @@
+"""``python -m optimum_bridge.demo``: the same as ``optimum-bridge demo``."""
+
+from __future__ import annotations
+
+from .run import main
+
+raise SystemExit(main())

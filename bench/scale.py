@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
-from optimum_bridge.messages import EXECUTE_TASK, build_message
+from optimum_bridge.broker import build_message
+from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import (

@@ -4,7 +4,7 @@ Kombu consumes with ``BRPOP``: Redis removes the message when it answers. If
 the connection breaks before the worker has read that answer (Redis
 restarting, a dropped connection: the worker tears the socket down with the
 reply still unread), the message is gone, and its job stays ``queued`` or
-``retrying`` for ever. ``consumer.RecordUnacked`` covers the moment after the
+``retrying`` for ever. ``broker.RecordUnacked`` covers the moment after the
 reply is read; this covers the reply itself.
 
 Whenever a worker's consumer starts or reconnects it asks for an audit
@@ -22,8 +22,6 @@ a timer.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -31,40 +29,13 @@ from typing import Any
 
 import redis
 
-from .keys import OPERATIONS_QUEUE, Keys, text
-from .messages import EXECUTE_TASK, build_message
+from . import scripts
+from .broker import build_message, job_id_of, unacked_message
+from .keys import EXECUTE_TASK, OPERATIONS_QUEUE, JobField, Keys, text
 
 log = logging.getLogger(__name__)
 
 WAITING = (b"queued", b"retrying")
-
-# Start an audit unless one started at or after ARGV[1] (ms); ARGV[2] is now.
-_START = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if last >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-
-# Queue a fresh message for a job still waiting (front of the queue: it waited longest).
-_REQUEUE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'retrying' then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
-"""
-
-
-def job_id_of(message: bytes | str | dict[str, Any]) -> str | None:
-    """The job id an execute message carries (its first argument), or None for anything else."""
-    try:
-        raw = message if isinstance(message, dict) else json.loads(message)
-        if raw.get("headers", {}).get("task") != EXECUTE_TASK:
-            return None
-        args = json.loads(base64.b64decode(raw["body"]))[0]
-        return str(args[0])
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None
 
 
 class QueueAudit:
@@ -75,8 +46,8 @@ class QueueAudit:
         self._keys = keys
         self._settle_ms = int(settle_s * 1000)
         self._chunk = chunk
-        self._requeue = client.register_script(_REQUEUE)
-        self._start = client.register_script(_START)
+        self._requeue = scripts.register(client, "audit_requeue")
+        self._start = scripts.register(client, "audit_start")
         self._wanted = threading.Event()
         self._requested_at: int | None = None
 
@@ -136,7 +107,7 @@ class QueueAudit:
             return set()
         with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hget(key, "status")
+                pipe.hget(key, JobField.status)
             statuses = pipe.execute()
         return {text(key).removeprefix(prefix) for key, status in zip(keys, statuses, strict=True) if status in WAITING}
 
@@ -149,10 +120,9 @@ class QueueAudit:
         for start in range(0, int(self._redis.llen(queue)) + self._chunk, self._chunk):
             yield from self._redis.lrange(queue, start, start + self._chunk - 1)
         for _, record in self._redis.hscan_iter(self._keys.unacked, count=self._chunk):
-            try:
-                yield json.loads(record)[0]  # kombu stores [message, exchange, routing key]
-            except (ValueError, IndexError, TypeError):
-                continue
+            message = unacked_message(record)
+            if message is not None:
+                yield message
         for member in self._redis.zscan_iter(self._keys.due, count=self._chunk):
             yield text(member[0]).partition("\n")[2]
 

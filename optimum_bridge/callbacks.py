@@ -22,6 +22,7 @@ from .clock import SYSTEM_CLOCK, Clock, isoformat
 from .deliveries import DeliveryStore
 from .errors import CallbackURLRefused
 from .jobs import to_status
+from .keys import JobField
 from .schemas import CallbackEvent, JobStatus, Operation
 from .ssrf import Target, resolve_pinned
 
@@ -113,7 +114,7 @@ class CallbackSender:
 
     def _attempt(self, job_id: str, owner: str, attempt: int, fields: dict[str, str]) -> str:
         status = to_status(job_id, fields)
-        operation = Operation.model_validate_json(fields["op"])
+        operation = Operation.model_validate_json(fields[JobField.op])
         if operation.callback is None:
             self._deliveries.settle(job_id, owner, "delivered")
             return "duplicate"

@@ -14,87 +14,10 @@ from typing import Literal
 
 import redis
 
-from .keys import CALLBACKS_QUEUE, Keys, text
-from .messages import DELIVER_TASK, build_message, due_member
-
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-_CLAIM = (
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local state = redis.call('HGET', KEYS[1], 'cb')
-if state == 'delivered' or state == 'dead' then return {'done'} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
-  return {'leased', redis.call('PTTL', KEYS[2])}
-end
-"""
-    + _NOW
-    + """
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-_SETTLE = (
-    """
-local outcome = ARGV[2]
-if outcome == 'delivered' then
-  redis.call('HSET', KEYS[1], 'cb', 'delivered')
-  redis.call('HINCRBY', KEYS[3], 'callbacks:delivered', 1)
-  redis.call('ZREM', KEYS[6], ARGV[5])
-elseif outcome == 'dead' then
-  redis.call('HSET', KEYS[1], 'cb', 'dead')
-  redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
-  redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1)
-  redis.call('HINCRBY', KEYS[3], 'callbacks:dead', 1)
-  redis.call('ZREM', KEYS[6], ARGV[5])
-else
-  if outcome == 'retry' then redis.call('HINCRBY', KEYS[3], 'callbacks:failed', 1) end
-  redis.call('HSET', KEYS[1], 'cb_attempt', ARGV[8])
-"""
-    + _NOW
-    + """
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
-  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[5])
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
-"""
-)
-
-# A pending callback whose message vanished (kombu pops a message and records it as unacked
-# in two steps: a Redis restart in between loses it) is queued again once its watch expires.
-_RECOVER = (
-    _NOW
-    + """
-local score = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if not score or tonumber(score) > now then return 0 end
-if redis.call('HGET', KEYS[1], 'cb') ~= 'pending' then
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return 0
-end
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('LPUSH', KEYS[3], ARGV[2])
-return 1
-"""
-)
-
-_REPLAY = (
-    """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'cb', 'pending')
-redis.call('LPUSH', KEYS[3], ARGV[2])
-"""
-    + _NOW
-    + """
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
-return 1
-"""
-)
+from . import scripts
+from .broker import build_message
+from .due import due_member
+from .keys import CALLBACKS_QUEUE, DELIVER_TASK, JobField, Keys, text
 
 Settlement = Literal["delivered", "retry", "dead", "later"]
 
@@ -115,10 +38,10 @@ class DeliveryStore:
         self._redis = client
         self._keys = keys
         self._watch_ms = int(watch_s * 1000)
-        self._claim = client.register_script(_CLAIM)
-        self._settle = client.register_script(_SETTLE)
-        self._replay = client.register_script(_REPLAY)
-        self._recover = client.register_script(_RECOVER)
+        self._claim = scripts.register(client, "delivery_claim")
+        self._settle = scripts.register(client, "delivery_settle")
+        self._replay = scripts.register(client, "delivery_replay")
+        self._recover = scripts.register(client, "delivery_recover")
 
     def claim(self, job_id: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
         """Take the delivery lease and read the job, unless delivered, dead or taken."""
@@ -196,7 +119,7 @@ class DeliveryStore:
         overdue = [text(m) for m in members if isinstance(m, bytes | str)]
         recovered = []
         for job_id in overdue:
-            attempt = int(self._redis.hget(self._keys.job(job_id), "cb_attempt") or 1)
+            attempt = int(self._redis.hget(self._keys.job(job_id), JobField.cb_attempt) or 1)
             message = build_message(DELIVER_TASK, [job_id, attempt], queue=CALLBACKS_QUEUE)
             keys = [
                 self._keys.job(job_id),

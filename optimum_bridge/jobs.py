@@ -2,7 +2,7 @@
 
 A job is a hash (``keys.job``): the operation, its state, attempts, the last
 answer and error. ``submit`` creates jobs and queues their messages in one
-Lua call per batch, honouring idempotency keys. ``claim`` takes a per-job
+Lua call per batch, honouring idempotency keys (the scripts are in ``lua/``). ``claim`` takes a per-job
 lease so a redelivered message never runs a job twice at once, and refuses
 finished jobs so a redelivery never runs it again. ``complete`` moves a job to
 its final state once -- and queues its callback in the same step, so there is
@@ -18,86 +18,15 @@ from typing import Literal
 
 import redis
 
+from . import scripts
+from .broker import build_message
 from .clock import SYSTEM_CLOCK, Clock
+from .due import due_member
 from .errors import JobNotFound
-from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
-from .messages import DELIVER_TASK, EXECUTE_TASK, build_message, due_member
+from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE, JobField, Keys, text
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
 IDEMPOTENCY_TTL_S = 86400
-
-_SUBMIT = """
-local job_prefix, queue = ARGV[1], ARGV[2]
-local ttl, idem_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = {}
-for i = 5, #ARGV, 5 do
-  local idem, jid, op, submitted, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local existing = false
-  if idem ~= '' then
-    local prev = redis.call('GET', idem)
-    if prev and redis.call('EXISTS', job_prefix .. prev) == 1 then existing = prev end
-  end
-  if existing then
-    table.insert(out, existing)
-    table.insert(out, 0)
-  else
-    if idem ~= '' then redis.call('SET', idem, jid, 'EX', idem_ttl) end
-    local key = job_prefix .. jid
-    redis.call('HSET', key, 'op', op, 'status', 'queued', 'attempts', 0, 'submitted_at', submitted)
-    redis.call('EXPIRE', key, ttl)
-    redis.call('LPUSH', queue, msg)
-    table.insert(out, jid)
-    table.insert(out, 1)
-  end
-end
-return out
-"""
-
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'succeeded' or status == 'failed' then return {'final', 0, 0} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
-  return {'leased', redis.call('PTTL', KEYS[2]), 0}
-end
-redis.call('HSET', KEYS[1], 'status', 'running')
-local fields = redis.call('HMGET', KEYS[1], 'inflight', 'attempts', 'op', 'submitted_at')
-return {'ok', fields[1] or '0', tonumber(fields[2]), fields[3], fields[4]}
-"""
-
-_COMPLETE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if status == 'succeeded' or status == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'response', ARGV[3], 'error', ARGV[4],
-           'finished_at', ARGV[5], 'inflight', '0')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'cb', 'pending')
-  redis.call('LPUSH', KEYS[3], ARGV[7])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
-end
-return 1
-"""
-
-_RESCHEDULE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if status == 'succeeded' or status == 'failed' then return 0 end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-redis.call('HSET', KEYS[1], 'inflight', '0')
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'response', ARGV[6]) end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[5])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -131,10 +60,10 @@ class JobStore:
         self._result_ttl_s = result_ttl_s
         self._pending_ttl_s = pending_ttl_s
         self._clock = clock
-        self._submit = client.register_script(_SUBMIT)
-        self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_COMPLETE)
-        self._reschedule = client.register_script(_RESCHEDULE)
+        self._submit = scripts.register(client, "submit")
+        self._claim = scripts.register(client, "claim")
+        self._complete = scripts.register(client, "complete")
+        self._reschedule = scripts.register(client, "reschedule")
 
     def submit_many(self, operations: list[Operation]) -> list[tuple[str, bool]]:
         """Queue every operation in one round trip: ``(job id, created)`` each."""
@@ -157,7 +86,7 @@ class JobStore:
 
     def operation(self, job_id: str) -> Operation:
         """The operation of a job."""
-        raw = self._redis.hget(self._keys.job(job_id), "op")
+        raw = self._redis.hget(self._keys.job(job_id), JobField.op)
         if raw is None:
             raise JobNotFound(job_id)
         return Operation.model_validate_json(raw)
@@ -165,7 +94,7 @@ class JobStore:
     def status(self, job_id: str) -> JobStatus:
         """The job as producers see it."""
         raw = self._redis.hgetall(self._keys.job(job_id))
-        if not raw or b"op" not in raw:
+        if not raw or JobField.op.encode() not in raw:
             raise JobNotFound(job_id)
         return to_status(job_id, {text(k): text(v) for k, v in raw.items()})
 
@@ -197,8 +126,8 @@ class JobStore:
     def mark_sent(self, job_id: str) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self._keys.job(job_id), "attempts", 1)
-            pipe.hset(self._keys.job(job_id), "inflight", "1")
+            pipe.hincrby(self._keys.job(job_id), JobField.attempts, 1)
+            pipe.hset(self._keys.job(job_id), JobField.inflight, "1")
             attempts, _ = pipe.execute()
         return int(attempts)
 
@@ -260,15 +189,16 @@ class JobStore:
 
 def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
     """Build a ``JobStatus`` from a job hash's decoded fields."""
-    operation = Operation.model_validate_json(fields["op"])
-    finished = fields.get("finished_at")
+    operation = Operation.model_validate_json(fields[JobField.op])
+    finished = fields.get(JobField.finished_at)
+    response, error = fields.get(JobField.response), fields.get(JobField.error)
     return JobStatus(
         id=job_id,
-        status=fields.get("status", "queued"),
+        status=fields.get(JobField.status, "queued"),
         operation=echo(operation),
-        response=ApiResponse.model_validate_json(fields["response"]) if fields.get("response") else None,
-        error=ErrorInfo.model_validate_json(fields["error"]) if fields.get("error") else None,
-        attempts=int(fields.get("attempts", 0)),
-        submitted_at=datetime.fromisoformat(fields["submitted_at"]),
+        response=ApiResponse.model_validate_json(response) if response else None,
+        error=ErrorInfo.model_validate_json(error) if error else None,
+        attempts=int(fields.get(JobField.attempts, 0)),
+        submitted_at=datetime.fromisoformat(fields[JobField.submitted_at]),
         finished_at=datetime.fromisoformat(finished) if finished else None,
     )

@@ -9,9 +9,27 @@ through kombu's ``global_keyprefix``.
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 
 OPERATIONS_QUEUE = "bridge.operations"
 CALLBACKS_QUEUE = "bridge.callbacks"
+EXECUTE_TASK = "bridge.execute"
+DELIVER_TASK = "bridge.deliver_callback"
+
+
+class JobField(StrEnum):
+    """The fields of a job hash (``Keys.job``): declared here once, given to the Lua scripts as ``FIELD``."""
+
+    op = "op"  # the Operation, as JSON
+    status = "status"  # queued, running, retrying, succeeded, failed
+    attempts = "attempts"  # calls sent so far
+    inflight = "inflight"  # "1" while a request may be on its way (a crash leaves it set)
+    submitted_at = "submitted_at"
+    finished_at = "finished_at"
+    response = "response"  # the last ApiResponse, as JSON
+    error = "error"  # the last ErrorInfo, as JSON
+    cb = "cb"  # callback delivery: pending, delivered or dead
+    cb_attempt = "cb_attempt"  # the next callback delivery attempt
 
 
 class Keys:

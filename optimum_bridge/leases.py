@@ -16,18 +16,9 @@ from contextlib import contextmanager
 
 import redis
 
-log = logging.getLogger(__name__)
+from . import scripts
 
-_RENEW = """
-local renewed = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
-    redis.call('PEXPIRE', key, tonumber(ARGV[1]))
-    renewed = renewed + 1
-  end
-end
-return renewed
-"""
+log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
@@ -35,7 +26,7 @@ class LeaseKeeper:
 
     def __init__(self, client: redis.Redis, *, ttl_ms: int) -> None:
         self.ttl_ms = ttl_ms
-        self._renew = client.register_script(_RENEW)
+        self._renew = scripts.register(client, "leases_renew")
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -27,59 +27,12 @@ from dataclasses import dataclass
 
 import redis
 
+from . import scripts
 from .clock import SYSTEM_CLOCK, Clock
 from .keys import Keys
 from .settings import RateLimit
 
 log = logging.getLogger(__name__)
-
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local start = now
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > start then start = pause end
-local n = redis.call('ZCARD', KEYS[1])
-if n > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if tonumber(last[2]) > start then start = tonumber(last[2]) end
-end
-if n >= limit then
-  local nth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-  local earliest = tonumber(nth[2]) + window
-  if earliest > start then start = earliest end
-end
-if start - now > max_wait then
-  return {0, start - now}
-end
-redis.call('ZADD', KEYS[1], start, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], start - now + window + 1000)
-return {1, start - now}
-"""
-
-_PAUSE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local untill = now + tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if untill > current then
-  redis.call('SET', KEYS[1], untill, 'PX', tonumber(ARGV[1]) + 1000)
-  return tonumber(ARGV[1])
-end
-return current - now
-"""
-
-_PAUSED_FOR = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local pause = tonumber(redis.call('GET', KEYS[1]) or '0')
-if pause > now then return pause - now end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -108,9 +61,9 @@ class RateLimiter:
         self.rate = rate
         self.window_ms = round((rate.window_s + margin_s) * 1000)
         self._clock = clock
-        self._reserve = client.register_script(_RESERVE)
-        self._pause = client.register_script(_PAUSE)
-        self._paused_for = client.register_script(_PAUSED_FOR)
+        self._reserve = scripts.register(client, "limiter_reserve")
+        self._pause = scripts.register(client, "limiter_pause")
+        self._paused_for = scripts.register(client, "limiter_paused_for")
 
     def reserve(self, *, max_wait_s: float) -> Slot:
         """Reserve the earliest slot, unless it is more than ``max_wait_s`` away."""

@@ -17,6 +17,7 @@ import redis
 from .audit import QueueAudit
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .deliveries import DeliveryStore
+from .due import DueSet
 from .executor import Executor, Policy
 from .jobs import JobStore
 from .keys import Keys
@@ -119,6 +120,10 @@ class Runtime:
         # Short enough that a dead worker's job is free well within the redelivery timeout.
         ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
         return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
+
+    @cached_property
+    def due(self) -> DueSet:
+        return DueSet(self.redis, self.keys)
 
     @cached_property
     def audit(self) -> QueueAudit:

@@ -15,7 +15,7 @@ from celery.exceptions import Reject
 from . import runtime
 from .callbacks import unsigned_letter
 from .errors import ConfigError
-from .messages import DELIVER_TASK, EXECUTE_TASK
+from .keys import DELIVER_TASK, EXECUTE_TASK
 from .schemas import ErrorInfo
 from .worker import app
 

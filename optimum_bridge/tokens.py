@@ -21,25 +21,13 @@ import redis
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
+from . import scripts
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import TokenError
 from .keys import Keys, text
 from .schemas import TokenResponse
 
 log = logging.getLogger(__name__)
-
-_DELETE_IF_FINGERPRINT = """
-if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-_RELEASE_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def fingerprint(value: str) -> str:
@@ -102,8 +90,8 @@ class TokenStore:
         self._margin = refresh_margin_s
         self._lock_ttl_ms = int(lock_ttl_s * 1000)
         self._poll_s = poll_s
-        self._delete_if = client.register_script(_DELETE_IF_FINGERPRINT)
-        self._release_if = client.register_script(_RELEASE_IF_OWNER)
+        self._delete_if = scripts.register(client, "token_delete_if")
+        self._release_if = scripts.register(client, "release")
 
     def cached(self) -> Token | None:
         """The stored token, if any (expired ones vanish with their key)."""

@@ -1,53 +1,49 @@
 """The Celery app: ``celery -A optimum_bridge.worker worker`` (or ``optimum-bridge worker``).
 
-Settings are read once at import; a bad one stops the process with one line.
-Each worker process also runs the due-set pump (retries, deferrals and
-callback redeliveries waiting for their time) and a heartbeat for ``/readyz``.
+Importing this module reads the settings (a bad one stops the process with
+one line) and builds the app; nothing starts until a worker does. A worker
+then consumes both queues (operations and callbacks) unless ``-Q`` narrows
+it, initialises Sentry before its pool forks (``WorkerStart``), and runs the
+upkeep loop (``upkeep.UpkeepStep``) for as long as it lives.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import sys
-import threading
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery import Celery, bootsteps
 
 from . import runtime
-from .broker import task_queues
-from .consumer import RecordUnacked
+from .broker import RecordUnacked, broker_url, task_queues, transport_options
 from .errors import ConfigError
-from .keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE
-from .messages import DELIVER_TASK, EXECUTE_TASK, DuePump
+from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .observability import init_sentry
 from .settings import Settings, load_settings
+from .upkeep import UpkeepStep
 
 log = logging.getLogger(__name__)
 
 
+class WorkerStart(bootsteps.Step):  # type: ignore[misc]  # celery ships no types
+    """Runs as the worker is assembled, before its pool forks: Sentry, and what the worker will do."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        settings = runtime.current().settings
+        init_sentry(settings, component="worker")
+        if settings.callback_secret is None:
+            log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
+        log.info("worker: API %s, quota %s, prefix %r", settings.api_url, settings.rate_limit, settings.key_prefix)
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app bound to the bridge's Redis, queues and delivery guarantees."""
-    app = Celery("optimum_bridge", set_as_current=True)
-    broker_url = settings.redis_url.get_secret_value()
-    if broker_url.startswith("unix://"):  # kombu names the Redis unix-socket transport differently
-        broker_url = "redis+socket://" + broker_url.removeprefix("unix://")
+    app = Celery("optimum_bridge", set_as_current=True, include=["optimum_bridge.tasks"])
     app.conf.update(
-        broker_url=broker_url,
-        broker_transport_options={
-            "global_keyprefix": settings.key_prefix,
-            # A dead worker's message is visible again after ~0.75 x the timeout, and swept
-            # every 0.2 x the timeout, so it runs again within BRIDGE_REDELIVERY_TIMEOUT_S.
-            "visibility_timeout": settings.redelivery_timeout_s * 0.75,
-            "unacked_restore_interval": max(1, int(settings.redelivery_timeout_s * 0.2)),
-            "unacked_restore_throttle": 1,
-            "health_check_interval": 10,
-            # Bounded waits: a partitioned Redis fails a call instead of blocking the consumer.
-            "socket_connect_timeout": 10,
-            "socket_timeout": 30,
-        },
+        broker_url=broker_url(settings),
+        broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_ignore_result=True,
@@ -68,9 +64,11 @@ def create_app(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_enable_remote_control=True,
         worker_send_task_events=False,
-        # How long a popped message waits in memory for Redis to come back (see consumer.py).
+        # How long a popped message waits in memory for Redis to come back (broker.RecordUnacked).
         bridge_unacked_record_budget_s=settings.redelivery_timeout_s,
     )
+    app.steps["worker"].add(WorkerStart)
+    app.steps["worker"].add(UpkeepStep)
     app.steps["consumer"].add(RecordUnacked)
     return app
 
@@ -85,29 +83,5 @@ def _settings() -> Settings:
     return settings
 
 
-settings = _settings()
-runtime.install(settings)
-init_sentry(settings, component="worker")
-app = create_app(settings)
-
-_stop = threading.Event()
-
-
-@worker_ready.connect
-def _start_pump(**_: Any) -> None:
-    rt = runtime.current()
-    pump = DuePump(rt.redis, rt.keys)
-    name = f"{socket.gethostname()}:{threading.get_native_id()}"
-    kwargs = {"heartbeat": name, "every_2s": lambda: (rt.deliveries.recover(), rt.audit.maybe_run())}
-    threading.Thread(target=pump.run_forever, args=(_stop,), kwargs=kwargs, daemon=True, name="due-pump").start()
-    if settings.callback_secret is None:
-        log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
-    log.info("worker ready: API %s, quota %s, prefix %r", settings.api_url, settings.rate_limit, settings.key_prefix)
-
-
-@worker_shutdown.connect
-def _stop_pump(**_: Any) -> None:
-    _stop.set()
-
-
-from . import tasks  # noqa: E402,F401  (registers the tasks on ``app``)
+runtime.install(_settings())  # lazy: no connection is opened until a task or the upkeep needs one
+app = create_app(runtime.current().settings)

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.audit import job_id_of
+from optimum_bridge.broker import job_id_of
 from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
 from optimum_bridge.runtime import Runtime
 

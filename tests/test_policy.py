@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
+from optimum_bridge.broker import retried_errors, retrying_append
 from optimum_bridge.callbacks import message_id, sign
-from optimum_bridge.consumer import retried_errors, retrying_append
 from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.retry import Backoff, classify_status, retry_after, should_retry
 from optimum_bridge.schemas import Operation, first_error

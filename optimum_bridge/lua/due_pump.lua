@@ -1,0 +1,10 @@
+-- Move due messages from the due set to their queues.
+-- KEYS: due set (member: queue key, a newline, the message; score: due ms).  ARGV: batch size.
+-- Returns how many messages moved.
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for _, item in ipairs(items) do
+  local sep = string.find(item, '\n', 1, true)
+  redis.call('RPUSH', string.sub(item, 1, sep - 1), string.sub(item, sep + 1))
+  redis.call('ZREM', KEYS[1], item)
+end
+return #items

@@ -1,0 +1,38 @@
+"""The Lua scripts: one ``.lua`` file each in ``optimum_bridge/lua/``, read once, registered per client.
+
+Every script is run with a shared prelude (``lua/_prelude.lua``: the Redis-clock
+time, the owner-checked release, ``is_final``) and with ``FIELD``, the job
+hash's field names generated from ``keys.JobField`` so they are declared once.
+Each file documents at its top the keys and arguments it takes.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+from .keys import JobField
+
+_PACKAGE = "optimum_bridge.lua"
+
+
+@functools.cache
+def _prelude() -> str:
+    fields = ", ".join(f"{field.name}='{field.value}'" for field in JobField)
+    text = resources.files(_PACKAGE).joinpath("_prelude.lua").read_text()
+    return f"local FIELD = {{{fields}}}\n{text}\n"
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The full text of script ``name`` (prelude included), read from the package once."""
+    body = resources.files(_PACKAGE).joinpath(f"{name}.lua").read_text()
+    return _prelude() + body
+
+
+def register(client: redis.Redis, name: str) -> Script:
+    """Script ``name`` bound to ``client`` (redis-py runs it by SHA, loading it on first miss)."""
+    return client.register_script(source(name))

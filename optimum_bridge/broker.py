@@ -7,21 +7,25 @@ compares them with what the pinned kombu and Celery (``pyproject.toml``)
 actually do, so an upgrade that changes one fails the suite instead of losing
 messages in production:
 
-1. **The message in a queue list** (``build_message``): kombu's Redis
-   transport ``LPUSH``es a JSON object ``{body, content-encoding,
-   content-type, headers, properties}`` to the list named by the queue (with
-   ``global_keyprefix`` in front); the body is base64 of Celery protocol 2's
-   ``[args, kwargs, embed]``; ``properties`` carries ``delivery_info``
-   (exchange, routing key), ``delivery_tag``, ``body_encoding`` and the
-   headers Celery computes per task (taken from Celery itself, once).
+1. **The message in a queue list** (``build_message``, and ``message_template``
+   for the messages ``lua/dispatch.lua`` builds): kombu's Redis transport
+   ``LPUSH``es a JSON object ``{body, content-encoding, content-type, headers,
+   properties}`` to the list named by the queue (with ``global_keyprefix`` in
+   front); the body is base64 of Celery protocol 2's ``[args, kwargs, embed]``;
+   ``properties`` carries ``delivery_info`` (exchange, routing key),
+   ``delivery_tag``, ``body_encoding`` and the headers Celery computes per task
+   (taken from Celery itself, once).
 2. **The unacked record** (``unacked_message``): a message a worker holds is
    in the hash ``<prefix>unacked`` as ``[message, exchange, routing_key]``.
-3. **The pop-then-record gap** (``RecordUnacked``): kombu pops with
+3. **The pop-then-record gap** (``record_unacked_step``): kombu pops with
    ``BRPOP`` and then records the message as unacked through the channel's
    ``QoS.append``, in a second round trip; the consumer step wraps that method.
 4. **Transport options** (``transport_options``): ``global_keyprefix``,
    ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``, and
    ``redis+socket://`` as kombu's name for a Unix socket.
+
+Celery is imported only where it is used, so a producer, which builds no
+message, never imports it.
 """
 
 from __future__ import annotations
@@ -35,10 +39,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, bootsteps
-from celery.worker import state
-from kombu.entity import Exchange, Queue
-
 from .keys import CALLBACKS_QUEUE, EXECUTE_TASK, OPERATIONS_QUEUE
 from .settings import Settings
 
@@ -47,27 +47,24 @@ log = logging.getLogger(__name__)
 #: How long a popped message may wait for its unacked record once a warm shutdown starts.
 SHUTDOWN_GRACE_S = 10.0
 
-_builder = Celery("optimum_bridge.broker", set_as_current=False)
-
-
 # -- 1. the message in a queue list -----------------------------------------------------------
 
 
 @functools.cache
 def _static_parts(task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Celery's own headers, properties and embed for ``task`` (built once; per-message fields replaced)."""
-    headers, properties, body, _ = _builder.amqp.as_task_v2("0", task, args=[], kwargs={})
+    from celery import Celery
+
+    builder = Celery("optimum_bridge.broker", set_as_current=False)
+    headers, properties, body, _ = builder.amqp.as_task_v2("0", task, args=[], kwargs={})
     return headers, properties, body[2]
 
 
-def build_message(task: str, args: list[Any], *, queue: str) -> str:
-    """A Celery task message exactly as kombu's Redis transport stores it in a queue list."""
-    task_id = str(uuid.uuid4())
-    static_headers, static_properties, embed = _static_parts(task)
-    headers = {**static_headers, "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
-    payload = json.dumps([args, {}, embed], separators=(",", ":")).encode()
+def _message(task: str, queue: str, *, task_id: str, tag: str, argsrepr: str, body: str) -> str:
+    static_headers, static_properties, _ = _static_parts(task)
+    headers = {**static_headers, "id": task_id, "root_id": task_id, "argsrepr": argsrepr}
     message = {
-        "body": base64.b64encode(payload).decode(),
+        "body": body,
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
@@ -78,10 +75,24 @@ def build_message(task: str, args: list[Any], *, queue: str) -> str:
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": tag,
         },
     }
     return json.dumps(message, separators=(",", ":"))
+
+
+def build_message(task: str, args: list[Any], *, queue: str) -> str:
+    """A Celery task message exactly as kombu's Redis transport stores it in a queue list."""
+    task_id = str(uuid.uuid4())
+    payload = json.dumps([args, {}, _static_parts(task)[2]], separators=(",", ":")).encode()
+    body = base64.b64encode(payload).decode()
+    return _message(task, queue, task_id=task_id, tag=str(uuid.uuid4()), argsrepr=repr(args), body=body)
+
+
+def message_template(task: str, *, queue: str) -> tuple[str, str]:
+    """The message of ``task`` with placeholders, and the body's embed, for ``lua/_message.lua``."""
+    template = _message(task, queue, task_id="@ID@", tag="@TAG@", argsrepr="@ARGSREPR@", body="@BODY@")
+    return template, json.dumps(_static_parts(task)[2], separators=(",", ":"))
 
 
 def message_args(message: bytes | str | dict[str, Any], *, task: str) -> list[Any] | None:
@@ -133,6 +144,8 @@ def retrying_append(
     """``append`` retried on ``errors`` with backoff (50 ms doubling to 1 s) for at most ``budget_s``;
     at most ``SHUTDOWN_GRACE_S`` more once a warm shutdown starts, and not at all in a cold one."""
 
+    from celery.worker import state
+
     def append_retrying(message: Any, delivery_tag: str) -> None:
         deadline = time.monotonic() + budget_s
         delay = 0.05
@@ -153,30 +166,32 @@ def retrying_append(
     return append_retrying
 
 
-class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
-    """Consumer step, run at each (re)connect once the task consumer exists.
+def record_unacked_step() -> type:
+    """The consumer step ``RecordUnacked`` (built on first use: Celery is imported only by workers)."""
+    from celery import bootsteps
 
-    It wraps the task channel's ``QoS.append`` so that a popped message is held
-    until Redis can record it (retried for at most ``bridge_unacked_record_budget_s``),
-    and asks for an audit: a (re)connect may follow a reply lost with the
-    connection (``audit.py``).
-    """
+    class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+        """Consumer step, run at each (re)connect once the task consumer exists.
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+        It wraps the task channel's ``QoS.append`` so that a popped message is held
+        until Redis can record it (retried for at most ``bridge_unacked_record_budget_s``)
+        instead of being dropped with a failed connection.
+        """
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.budget_s = float(parent.app.conf.get("bridge_unacked_record_budget_s", 60.0))
+        requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def start(self, parent: Any) -> None:
-        from . import runtime
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.budget_s = float(parent.app.conf.get("bridge_unacked_record_budget_s", 60.0))
 
-        runtime.current().audit.request()
-        channel = parent.task_consumer.channel
-        qos = channel.qos
-        if not getattr(qos, "bridge_retrying", False):
-            qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
-            qos.bridge_retrying = True
+        def start(self, parent: Any) -> None:
+            channel = parent.task_consumer.channel
+            qos = channel.qos
+            if not getattr(qos, "bridge_retrying", False):
+                qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
+                qos.bridge_retrying = True
+
+    return RecordUnacked
 
 
 # -- 4. transport options ---------------------------------------------------------------------
@@ -206,6 +221,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def task_queues() -> tuple[Any, ...]:
     """The queues a worker consumes when no ``-Q`` is given: operations and callbacks."""
+    from kombu.entity import Exchange, Queue
+
     return tuple(
         Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
         for name in (OPERATIONS_QUEUE, CALLBACKS_QUEUE)

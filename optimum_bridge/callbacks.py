@@ -18,12 +18,13 @@ import uuid
 
 import httpx
 
+from .batches import to_batch_status
 from .clock import SYSTEM_CLOCK, Clock, isoformat
-from .deliveries import DeliveryStore
+from .deliveries import BATCH, DeliveryStore
 from .errors import CallbackURLRefused
 from .jobs import to_status
 from .keys import JobField
-from .schemas import CallbackEvent, JobStatus, Operation
+from .schemas import BatchEvent, CallbackEvent, JobStatus, Operation
 from .ssrf import Target, resolve_pinned
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def message_id(job_id: str) -> str:
-    """The ``webhook-id`` of a job's callback: the same for every retry."""
-    return f"msg_{job_id}"
+def message_id(subject: str) -> str:
+    """The ``webhook-id`` of a job's (or ``batch:<id>``'s) callback: the same for every retry."""
+    return f"msg_{subject.replace(':', '_')}"
 
 
 def pinned_request(http: httpx.Client, target: Target, *, content: bytes, headers: dict[str, str]) -> httpx.Request:
@@ -53,22 +54,24 @@ def pinned_request(http: httpx.Client, target: Target, *, content: bytes, header
     return request
 
 
-def dead_letter(job_id: str, url: str, attempts: int, reason: str, *, failed_at: str) -> dict[str, object]:
+def dead_letter(subject: str, url: str, attempts: int, reason: str, *, failed_at: str) -> dict[str, object]:
     """The record kept in the dead-letter list (replayable, signed again at delivery)."""
+    owner = {"batch_id": subject.removeprefix(BATCH)} if subject.startswith(BATCH) else {"job_id": subject}
     return {
-        "job_id": job_id,
+        **owner,
+        "subject": subject,
         "url": url,
         "reason": reason,
         "attempts": attempts,
-        "webhook_id": message_id(job_id),
+        "webhook_id": message_id(subject),
         "signature_scheme": "standard-webhooks-v1",
         "failed_at": failed_at,
     }
 
 
-def unsigned_letter(job_id: str, attempts: int, reason: str) -> dict[str, object]:
+def unsigned_letter(subject: str, attempts: int, reason: str) -> dict[str, object]:
     """A dead letter for a callback that could not even be signed (no secret configured)."""
-    return dead_letter(job_id, "", attempts, reason, failed_at=isoformat(SYSTEM_CLOCK.now()))
+    return dead_letter(subject, "", attempts, reason, failed_at=isoformat(SYSTEM_CLOCK.now()))
 
 
 class CallbackSender:
@@ -96,47 +99,55 @@ class CallbackSender:
     def __repr__(self) -> str:
         return f"CallbackSender(allow_private={self._allow_private}, schedule={self._schedule})"
 
-    def deliver(self, job_id: str, attempt: int) -> str:
-        """Attempt delivery number ``attempt`` (1-based); returns what happened."""
+    def deliver(self, subject: str, attempt: int) -> str:
+        """Attempt delivery number ``attempt`` (1-based) of a job's or a batch's callback; returns what happened."""
         owner = uuid.uuid4().hex
-        claim = self._deliveries.claim(job_id, owner, lease_ms=self._lease_ms)
+        claim = self._deliveries.claim(subject, owner, lease_ms=self._lease_ms)
         if claim.outcome == "leased":  # another worker is on it, or died on it: look again later
-            self._deliveries.settle(job_id, "", "later", next_attempt=attempt, delay_s=claim.lease_ms / 1000 + 0.5)
+            self._deliveries.settle(subject, "", "later", next_attempt=attempt, delay_s=claim.lease_ms / 1000 + 0.5)
             return "leased"
         if claim.outcome != "ok":
-            log.info("callback for job %s: %s, nothing to do", job_id, claim.outcome)
+            log.info("callback for %s: %s, nothing to do", subject, claim.outcome)
             return "missing" if claim.outcome == "missing" else "duplicate"
         try:
-            return self._attempt(job_id, owner, attempt, claim.fields)
+            return self._attempt(subject, owner, attempt, claim.fields)
         except BaseException:
-            self._deliveries.settle(job_id, owner, "later", next_attempt=attempt, delay_s=self._retry_delay(attempt))
+            self._deliveries.settle(subject, owner, "later", next_attempt=attempt, delay_s=self._retry_delay(attempt))
             raise
 
-    def _attempt(self, job_id: str, owner: str, attempt: int, fields: dict[str, str]) -> str:
-        status = to_status(job_id, fields)
-        operation = Operation.model_validate_json(fields[JobField.op])
-        if operation.callback is None:
-            self._deliveries.settle(job_id, owner, "delivered")
+    def _attempt(self, subject: str, owner: str, attempt: int, fields: dict[str, str]) -> str:
+        url, body = self.event(subject, fields)
+        if url is None:
+            self._deliveries.settle(subject, owner, "delivered")
             return "duplicate"
-        url = str(operation.callback.url)
         try:
             target = resolve_pinned(url, allow_private=self._allow_private)
         except CallbackURLRefused as exc:
-            return self._dead(job_id, owner, url, attempt, str(exc))
-        reason = self._post(status, target)
+            return self._dead(subject, owner, url, attempt, str(exc))
+        reason = self._post(message_id(subject), body, target)
         if reason is None:
-            self._deliveries.settle(job_id, owner, "delivered")
-            log.info("job %s: callback delivered (attempt %d)", job_id, attempt)
+            self._deliveries.settle(subject, owner, "delivered")
+            log.info("%s: callback delivered (attempt %d)", _name(subject), attempt)
             return "delivered"
         if attempt > len(self._schedule):
-            return self._dead(job_id, owner, url, attempt, reason)
+            return self._dead(subject, owner, url, attempt, reason)
         delay = self._retry_delay(attempt)
-        log.warning("job %s: callback attempt %d failed (%s); retry in %ss", job_id, attempt, reason, delay)
-        self._deliveries.settle(job_id, owner, "retry", next_attempt=attempt + 1, delay_s=delay)
+        log.warning("%s: callback attempt %d failed (%s); retry in %ss", _name(subject), attempt, reason, delay)
+        self._deliveries.settle(subject, owner, "retry", next_attempt=attempt + 1, delay_s=delay)
         return "retrying"
 
     def _retry_delay(self, attempt: int) -> float:
         return self._schedule[min(attempt, len(self._schedule)) - 1] if self._schedule else 60.0
+
+    def event(self, subject: str, fields: dict[str, str]) -> tuple[str | None, bytes]:
+        """The callback URL (None: no callback) and body of a job's or a batch's outcome."""
+        stamp = isoformat(self._clock.now())
+        if subject.startswith(BATCH):
+            batch = to_batch_status(subject.removeprefix(BATCH), fields)
+            return fields.get("callback"), BatchEvent(timestamp=stamp, data=batch).model_dump_json().encode()
+        operation = Operation.model_validate_json(fields[JobField.op])
+        url = str(operation.callback.url) if operation.callback is not None else None
+        return url, self.body(to_status(subject, fields))
 
     def body(self, status: JobStatus) -> bytes:
         """The callback body for a job's status."""
@@ -144,15 +155,14 @@ class CallbackSender:
         event = CallbackEvent(type=kind, timestamp=isoformat(self._clock.now()), data=status)
         return event.model_dump_json().encode()
 
-    def _post(self, status: JobStatus, target: Target) -> str | None:
-        body = self.body(status)
+    def _post(self, webhook_id: str, body: bytes, target: Target) -> str | None:
         timestamp = int(self._clock.time())
         headers = {
             "content-type": "application/json",
             "user-agent": "optimum-bridge",
-            "webhook-id": message_id(status.id),
+            "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._key, message_id(status.id), timestamp, body),
+            "webhook-signature": sign(self._key, webhook_id, timestamp, body),
         }
         request = pinned_request(self._http, target, content=body, headers=headers)
         try:
@@ -163,8 +173,13 @@ class CallbackSender:
             return None
         return f"receiver answered {answer.status_code}"
 
-    def _dead(self, job_id: str, owner: str, url: str, attempts: int, reason: str) -> str:
-        record = dead_letter(job_id, url, attempts, reason, failed_at=isoformat(self._clock.now()))
-        self._deliveries.settle(job_id, owner, "dead", dead_letter=record)
-        log.error("job %s: callback dead-lettered after %d attempts: %s", job_id, attempts, reason)
+    def _dead(self, subject: str, owner: str, url: str, attempts: int, reason: str) -> str:
+        record = dead_letter(subject, url, attempts, reason, failed_at=isoformat(self._clock.now()))
+        self._deliveries.settle(subject, owner, "dead", dead_letter=record)
+        log.error("%s: callback dead-lettered after %d attempts: %s", _name(subject), attempts, reason)
         return "dead"
+
+
+def _name(subject: str) -> str:
+    """``job <id>`` or ``batch <id>``, for log lines."""
+    return subject.replace(BATCH, "batch ", 1) if subject.startswith(BATCH) else f"job {subject}"

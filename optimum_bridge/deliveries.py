@@ -1,9 +1,10 @@
 """Callback delivery state in Redis: claim, settle, dead letters and replay, each one atomic.
 
-The state lives on the job hash (``cb``: pending, delivered or dead) and in
-the dead-letter hash. ``claim`` takes a short lease and returns the job in
-the same round trip; ``settle`` records the outcome, schedules the next
-attempt or files the dead letter, and releases the lease, also in one step.
+A callback's *subject* is a job (its id) or a batch (``batch:<id>``). The state
+lives on the subject's hash (``cb``: pending, delivered or dead) and in the
+dead-letter hash. ``claim`` takes a short lease and returns the subject's
+fields in the same round trip; ``settle`` records the outcome, schedules the
+next attempt or files the dead letter, and releases the lease, also in one step.
 """
 
 from __future__ import annotations
@@ -16,10 +17,26 @@ import redis
 
 from . import scripts
 from .broker import build_message
-from .due import due_member
-from .keys import CALLBACKS_QUEUE, DELIVER_TASK, JobField, Keys, text
+from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 
 Settlement = Literal["delivered", "retry", "dead", "later"]
+BATCH = "batch:"
+
+
+def batch_subject(batch_id: str) -> str:
+    """The delivery subject of a batch's callback."""
+    return BATCH + batch_id
+
+
+def message_for(subject: str, attempt: int) -> str:
+    """The Celery message delivering attempt ``attempt`` of ``subject``'s callback."""
+    if subject.startswith(BATCH):
+        return build_message(DELIVER_BATCH_TASK, [subject.removeprefix(BATCH), attempt], queue=CALLBACKS_QUEUE)
+    return build_message(DELIVER_TASK, [subject, attempt], queue=CALLBACKS_QUEUE)
+
+
+def _due_message(keys: Keys, subject: str, attempt: int) -> str:
+    return f"{keys.queue(CALLBACKS_QUEUE)}\n{message_for(subject, attempt)}"
 
 
 @dataclass(frozen=True)
@@ -43,10 +60,10 @@ class DeliveryStore:
         self._replay = scripts.register(client, "delivery_replay")
         self._recover = scripts.register(client, "delivery_recover")
 
-    def claim(self, job_id: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
+    def claim(self, subject: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
         """Take the delivery lease and read the job, unless delivered, dead or taken."""
-        keys = [self._keys.job(job_id), self._lease(job_id), self._keys.callbacks_watch]
-        reply = self._claim(keys=keys, args=[owner, lease_ms, self._watch_ms, job_id])
+        keys = [self._hash(subject), self._lease(subject), self._keys.callbacks_watch]
+        reply = self._claim(keys=keys, args=[owner, lease_ms, self._watch_ms, subject])
         kind = text(reply[0])
         if kind == "ok":
             raw = reply[1]
@@ -57,7 +74,7 @@ class DeliveryStore:
 
     def settle(
         self,
-        job_id: str,
+        subject: str,
         owner: str,
         outcome: Settlement,
         *,
@@ -68,10 +85,10 @@ class DeliveryStore:
         """Record the outcome (``later``/``retry``: try again in ``delay_s``) and release the lease."""
         member = ""
         if outcome in ("retry", "later"):
-            member = due_member(self._keys, DELIVER_TASK, [job_id, next_attempt], queue=CALLBACKS_QUEUE)
+            member = _due_message(self._keys, subject, next_attempt)
         keys = [
-            self._keys.job(job_id),
-            self._lease(job_id),
+            self._hash(subject),
+            self._lease(subject),
             self._keys.stats,
             self._keys.due,
             self._keys.dead_letters,
@@ -83,7 +100,7 @@ class DeliveryStore:
             outcome,
             member,
             int(delay_s * 1000),
-            job_id,
+            subject,
             letter,
             self._watch_ms,
             next_attempt,
@@ -95,20 +112,19 @@ class DeliveryStore:
         rows = [json.loads(v) for v in self._redis.hvals(self._keys.dead_letters)]
         return sorted(rows, key=lambda row: str(row["failed_at"]))
 
-    def replay(self, job_ids: list[str] | None = None) -> list[str]:
-        """Queue dead-lettered callbacks again (all, or the given jobs); returns those replayed."""
-        ids = job_ids or [text(k) for k in self._redis.hkeys(self._keys.dead_letters)]
+    def replay(self, subjects: list[str] | None = None) -> list[str]:
+        """Queue dead-lettered callbacks again (all, or the given jobs and batches); returns those replayed."""
+        ids = subjects or [text(k) for k in self._redis.hkeys(self._keys.dead_letters)]
         replayed = []
-        for job_id in ids:
-            message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE)
+        for subject in ids:
             keys = [
                 self._keys.dead_letters,
-                self._keys.job(job_id),
+                self._hash(subject),
                 self._keys.queue(CALLBACKS_QUEUE),
                 self._keys.callbacks_watch,
             ]
-            if self._replay(keys=keys, args=[job_id, message, self._watch_ms]):
-                replayed.append(job_id)
+            if self._replay(keys=keys, args=[subject, message_for(subject, 1), self._watch_ms]):
+                replayed.append(subject)
         return replayed
 
     def recover(self, *, limit: int = 100) -> list[str]:
@@ -118,18 +134,22 @@ class DeliveryStore:
         members = self._redis.zrangebyscore(self._keys.callbacks_watch, "-inf", now_ms, 0, limit)
         overdue = [text(m) for m in members if isinstance(m, bytes | str)]
         recovered = []
-        for job_id in overdue:
-            attempt = int(self._redis.hget(self._keys.job(job_id), JobField.cb_attempt) or 1)
-            message = build_message(DELIVER_TASK, [job_id, attempt], queue=CALLBACKS_QUEUE)
+        for subject in overdue:
+            attempt = int(self._redis.hget(self._hash(subject), JobField.cb_attempt) or 1)
             keys = [
-                self._keys.job(job_id),
-                self._lease(job_id),
+                self._hash(subject),
+                self._lease(subject),
                 self._keys.queue(CALLBACKS_QUEUE),
                 self._keys.callbacks_watch,
             ]
-            if self._recover(keys=keys, args=[job_id, message, self._watch_ms]):
-                recovered.append(job_id)
+            if self._recover(keys=keys, args=[subject, message_for(subject, attempt), self._watch_ms]):
+                recovered.append(subject)
         return recovered
 
-    def _lease(self, job_id: str) -> str:
-        return self._keys.lease(f"cb:{job_id}")
+    def _hash(self, subject: str) -> str:
+        if subject.startswith(BATCH):
+            return self._keys.batch(subject.removeprefix(BATCH))
+        return self._keys.job(subject)
+
+    def _lease(self, subject: str) -> str:
+        return self._keys.lease(f"cb:{subject}")

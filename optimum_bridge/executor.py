@@ -1,9 +1,10 @@
 """Runs one attempt of a job and decides what comes next (spec §5).
 
-claim the job (lease; finished jobs are never run again) -> call the API
-(token, rate-limit slot, request) -> classify the answer -> complete the job
-(and queue its callback) or park it for a retry with backoff. Everything is
-plain Python over injected stores, so it is tested without Celery.
+claim the dispatched job (lease; stale messages, finished jobs and slots that
+went by are refused) -> call the API at once (the slot was given by the
+scheduler) -> classify the answer -> complete the job (and queue its
+callback) or park it for a retry with backoff. Everything is plain Python
+over injected stores, so it is tested without Celery.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
@@ -46,6 +48,8 @@ class Run:
     owner: str
     operation: Operation
     submitted_at: datetime
+    account: str = "default"
+    batch_id: str | None = None
 
 
 class Executor:
@@ -60,18 +64,18 @@ class Executor:
         self._leases = leases
         self._clock = clock
 
-    def run(self, job_id: str) -> str:
-        """Run the job once; returns what happened (for logs and tests)."""
+    def run(self, job_id: str, dispatch: int, account: str = "default") -> str:
+        """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests)."""
         owner = uuid.uuid4().hex
-        claim = self._jobs.claim(job_id, owner, lease_ms=self._leases.ttl_ms)
-        if claim.outcome in ("missing", "final"):
-            log.info("job %s: %s, nothing to do", job_id, claim.outcome)
+        claim = self._jobs.claim(
+            job_id, dispatch, owner, quota=self._api.quota, account=account, lease_ms=self._leases.ttl_ms
+        )
+        if claim.outcome in ("missing", "final", "stale", "late", "leased"):
+            log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
             return claim.outcome
-        if claim.outcome == "leased" or claim.operation is None or claim.submitted_at is None:
-            # Another worker holds it (or died holding it): look again when the lease ends.
-            self._jobs.reschedule(job_id, owner, delay_s=claim.lease_ms / 1000 + 1, status=None)
-            return "leased"
-        run = Run(job_id, owner, claim.operation, claim.submitted_at)
+        if claim.operation is None or claim.submitted_at is None:
+            raise RuntimeError(f"job {job_id}: claim returned no operation")
+        run = Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id)
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
         with self._leases.hold(self._jobs.lease_key(job_id), owner):
@@ -82,8 +86,9 @@ class Executor:
         try:
             response = self._api.call(run.operation, before_send=lambda: sent.append(self._jobs.mark_sent(run.job_id)))
         except Deferred as exc:
-            self._jobs.reschedule(run.job_id, run.owner, delay_s=exc.delay, status="retrying" if sent[-1] else "queued")
-            log.info("job %s: no rate-limit slot soon, deferred %.1fs", run.job_id, exc.delay)
+            status: Literal["queued", "retrying"] = "retrying" if sent[-1] else "queued"
+            self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=exc.delay, status=status)
+            log.info("job %s: no rate-limit slot to re-send it, deferred %.1fs", run.job_id, exc.delay)
             return "deferred"
         except NetworkError as exc:
             if exc.maybe_sent and not run.operation.idempotent:
@@ -127,7 +132,9 @@ class Executor:
         if not budget_ok:
             error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
             return self._finish(run, response=response, error=error)
-        self._jobs.reschedule(run.job_id, run.owner, delay_s=delay, status="retrying", error=error, response=response)
+        self._jobs.reschedule(
+            run.job_id, run.owner, account=run.account, delay_s=delay, status="retrying", error=error, response=response
+        )
         log.info("job %s attempt %d: %s; retry in %.1fs", run.job_id, attempt, exc.kind, delay)
         return "retrying"
 
@@ -139,6 +146,7 @@ class Executor:
             response=response,
             error=error,
             callback=run.operation.callback is not None,
+            batch_id=run.batch_id,
         )
         outcome = "succeeded" if error is None else "failed"
         log.info("job %s: %s%s", run.job_id, outcome, "" if done else " (already finished elsewhere)")

@@ -1,12 +1,14 @@
-"""Job records in Redis and every change of their state, each one atomic.
+"""Job records in Redis and every change of their state, each one atomic (the scripts are in ``lua/``).
 
-A job is a hash (``keys.job``): the operation, its state, attempts, the last
-answer and error. ``submit`` creates jobs and queues their messages in one
-Lua call per batch, honouring idempotency keys (the scripts are in ``lua/``). ``claim`` takes a per-job
-lease so a redelivered message never runs a job twice at once, and refuses
-finished jobs so a redelivery never runs it again. ``complete`` moves a job to
-its final state once -- and queues its callback in the same step, so there is
-never a second callback -- and ``reschedule`` parks it in the due set.
+A job is a hash (``keys.job``): the operation, its state, lane and place,
+attempts, the last answer and error. ``submit_many`` creates jobs in their
+priority lanes in one Lua call per batch, honouring idempotency keys. Then
+the scheduler gives a job a slot and its message (``scheduler``); ``claim``
+takes it for one worker, refusing stale messages (a dispatch that is not the
+job's current one), finished jobs (a redelivery never runs one again) and a
+slot that went by. ``complete`` moves a job to its final state once -- and
+queues its callback, and its batch's when it is the batch's last job, in the
+same step -- and ``reschedule`` parks it until its retry is due.
 """
 
 from __future__ import annotations
@@ -21,24 +23,26 @@ import redis
 from . import scripts
 from .broker import build_message
 from .clock import SYSTEM_CLOCK, Clock
-from .due import due_member
 from .errors import JobNotFound
-from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE, JobField, Keys, text
+from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
+from .ratelimit import Quota
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
 IDEMPOTENCY_TTL_S = 86400
+ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 
 
 @dataclass(frozen=True)
 class Claim:
     """The result of ``claim``: go ahead (``ok``), or why not."""
 
-    outcome: Literal["ok", "missing", "final", "leased"]
+    outcome: ClaimOutcome
     lease_ms: int = 0
     inflight: bool = False
     attempts: int = 0
     operation: Operation | None = None
     submitted_at: datetime | None = None
+    batch_id: str | None = None
 
 
 class JobStore:
@@ -65,22 +69,23 @@ class JobStore:
         self._complete = scripts.register(client, "complete")
         self._reschedule = scripts.register(client, "reschedule")
 
-    def submit_many(self, operations: list[Operation]) -> list[tuple[str, bool]]:
-        """Queue every operation in one round trip: ``(job id, created)`` each."""
+    def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
+        """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
         if not operations:
             return []
         submitted = self._clock.now().isoformat()
         args: list[str | int] = [
             self._keys.job(""),
-            self._keys.queue(OPERATIONS_QUEUE),
+            self._keys.lane_prefix,
+            self._keys.seq_prefix,
             self._pending_ttl_s,
             IDEMPOTENCY_TTL_S,
+            batch_key,
         ]
         for operation in operations:
-            job_id = uuid.uuid4().hex
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
-            message = build_message(EXECUTE_TASK, [job_id], queue=OPERATIONS_QUEUE)
-            args += [idem, job_id, operation.model_dump_json(exclude_defaults=True), submitted, message]
+            op = operation.model_dump_json(exclude_defaults=True)
+            args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account]
         raw = self._submit(args=args)
         return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
@@ -91,33 +96,55 @@ class JobStore:
             raise JobNotFound(job_id)
         return Operation.model_validate_json(raw)
 
-    def status(self, job_id: str) -> JobStatus:
-        """The job as producers see it."""
+    def fields(self, job_id: str) -> dict[str, str]:
+        """The job hash, decoded (``JobNotFound`` when unknown or expired)."""
         raw = self._redis.hgetall(self._keys.job(job_id))
         if not raw or JobField.op.encode() not in raw:
             raise JobNotFound(job_id)
-        return to_status(job_id, {text(k): text(v) for k, v in raw.items()})
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job as producers see it (without its forecast: see ``forecast.Forecaster``)."""
+        return to_status(job_id, self.fields(job_id))
 
     def field(self, job_id: str, name: str) -> str | None:
         """One raw field of the job record."""
         value = self._redis.hget(self._keys.job(job_id), name)
         return text(value) if value is not None else None
 
-    def claim(self, job_id: str, owner: str, *, lease_ms: int) -> Claim:
-        """Take the job's lease and mark it running, unless finished or taken."""
-        reply = self._claim(keys=[self._keys.job(job_id), self._keys.lease(job_id)], args=[owner, lease_ms])
+    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int) -> Claim:
+        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds."""
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.dispatched,
+            self._keys.running,
+            self._keys.limiter_log(account),
+        ]
+        args: list[str | int] = [
+            owner,
+            lease_ms,
+            dispatch,
+            quota.window_ms,
+            quota.limit,
+            self._keys.lane_prefix,
+            job_id,
+        ]
+        reply = self._claim(keys=keys, args=args)
         kind = text(reply[0])
         if kind == "leased":
             return Claim("leased", lease_ms=max(0, int(reply[1])))
-        if kind == "ok":
-            return Claim(
-                "ok",
-                inflight=reply[1] == b"1",
-                attempts=int(reply[2] or 0),
-                operation=Operation.model_validate_json(reply[3]),
-                submitted_at=datetime.fromisoformat(text(reply[4])),
-            )
-        return Claim("missing" if kind == "missing" else "final")
+        if kind != "ok":
+            return Claim(kind)  # type: ignore[arg-type]  # one of the script's documented outcomes
+        batch = text(reply[5])
+        return Claim(
+            "ok",
+            inflight=reply[1] == b"1",
+            attempts=int(reply[2] or 0),
+            operation=Operation.model_validate_json(reply[3]),
+            submitted_at=datetime.fromisoformat(text(reply[4])),
+            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+        )
 
     def lease_key(self, job_id: str) -> str:
         """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
@@ -125,9 +152,10 @@ class JobStore:
 
     def mark_sent(self, job_id: str) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number."""
+        key = self._keys.job(job_id)
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self._keys.job(job_id), JobField.attempts, 1)
-            pipe.hset(self._keys.job(job_id), JobField.inflight, "1")
+            pipe.hincrby(key, JobField.attempts, 1)
+            pipe.hset(key, mapping={JobField.inflight: "1", JobField.started_at: self._clock.now().isoformat()})
             attempts, _ = pipe.execute()
         return int(attempts)
 
@@ -140,15 +168,18 @@ class JobStore:
         response: ApiResponse | None,
         error: ErrorInfo | None,
         callback: bool,
+        batch_id: str | None = None,
     ) -> bool:
-        """Finish the job (once) and queue its callback; False if already finished."""
+        """Finish the job (once) and queue its callback (and its batch's); False if already finished."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
+        batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
             self._keys.job(job_id),
             self._keys.lease(job_id),
             self._keys.queue(CALLBACKS_QUEUE),
             self._keys.stats,
             self._keys.callbacks_watch,
+            self._keys.running,
         ]
         args: list[str | int] = [
             owner,
@@ -160,6 +191,8 @@ class JobStore:
             message,
             self._callback_watch_ms,
             job_id,
+            batch_message,
+            batch_id or "",
         ]
         return int(self._complete(keys=keys, args=args)) == 1
 
@@ -168,37 +201,43 @@ class JobStore:
         job_id: str,
         owner: str,
         *,
+        account: str,
         delay_s: float,
-        status: Literal["queued", "retrying"] | None,
+        status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
     ) -> bool:
-        """Park the job in the due set for ``delay_s`` and release its lease."""
-        member = due_member(self._keys, EXECUTE_TASK, [job_id], queue=OPERATIONS_QUEUE)
-        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.due]
+        """Park the job for ``delay_s``, then back in its lane; releases its lease."""
+        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.delayed(account), self._keys.running]
         args: list[str | int] = [
             owner,
-            status or "",
+            status,
             error.model_dump_json() if error else "",
             int(delay_s * 1000),
-            member,
+            job_id,
             response.model_dump_json() if response else "",
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
 
 
+def _moment(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
     """Build a ``JobStatus`` from a job hash's decoded fields."""
     operation = Operation.model_validate_json(fields[JobField.op])
-    finished = fields.get(JobField.finished_at)
     response, error = fields.get(JobField.response), fields.get(JobField.error)
     return JobStatus(
         id=job_id,
         status=fields.get(JobField.status, "queued"),
+        priority=fields.get(JobField.priority, operation.priority),
+        account=fields.get(JobField.account, operation.account),
         operation=echo(operation),
         response=ApiResponse.model_validate_json(response) if response else None,
         error=ErrorInfo.model_validate_json(error) if error else None,
         attempts=int(fields.get(JobField.attempts, 0)),
         submitted_at=datetime.fromisoformat(fields[JobField.submitted_at]),
-        finished_at=datetime.fromisoformat(finished) if finished else None,
+        started_at=_moment(fields.get(JobField.started_at)),
+        finished_at=_moment(fields.get(JobField.finished_at)),
     )

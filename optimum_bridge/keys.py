@@ -15,6 +15,11 @@ OPERATIONS_QUEUE = "bridge.operations"
 CALLBACKS_QUEUE = "bridge.callbacks"
 EXECUTE_TASK = "bridge.execute"
 DELIVER_TASK = "bridge.deliver_callback"
+DELIVER_BATCH_TASK = "bridge.deliver_batch_callback"
+
+#: The lanes, highest first: a free slot goes to the oldest job of the highest lane present.
+PRIORITIES: tuple[str, ...] = ("urgent", "normal", "bulk")
+DEFAULT_ACCOUNT = "default"
 
 
 class JobField(StrEnum):
@@ -30,6 +35,13 @@ class JobField(StrEnum):
     error = "error"  # the last ErrorInfo, as JSON
     cb = "cb"  # callback delivery: pending, delivered or dead
     cb_attempt = "cb_attempt"  # the next callback delivery attempt
+    priority = "priority"  # its lane: urgent, normal or bulk
+    account = "account"  # the Optimum account whose token and quota it uses
+    seq = "seq"  # its place in its account's lanes (the order of submission)
+    batch = "batch"  # the key of its batch's hash, if it belongs to one
+    dispatch = "dispatch"  # how many times it was given a slot; a message carries this number
+    dispatched_at = "dispatched_at"  # when (ms, Redis clock) it was last given a slot
+    started_at = "started_at"  # when its last attempt's call was sent
 
 
 class Keys:
@@ -44,7 +56,7 @@ class Keys:
 
     def lease(self, job_id: str) -> str:
         """String: which worker is executing the job right now."""
-        return f"{self.prefix}lease:{job_id}"
+        return f"{self.lease_prefix}{job_id}"
 
     def idempotency(self, key: str) -> str:
         """String: job id for an idempotency key (hashed: keys are free text)."""
@@ -61,15 +73,72 @@ class Keys:
         """String: owner of the token refresh lock."""
         return f"{self.prefix}token:lock"
 
-    @property
-    def limiter_log(self) -> str:
-        """Sorted set: start times (ms, Redis clock) of recent and reserved calls."""
-        return f"{self.prefix}limiter:log"
+    def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Sorted set: start times (ms, Redis clock) of an account's recent calls."""
+        return f"{self.prefix}limiter:{account}:log"
+
+    def limiter_pause(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: Redis-clock ms until which no call of the account may start (after a 429)."""
+        return f"{self.prefix}limiter:{account}:pause"
+
+    def limiter_tat(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: the pacer's theoretical time (ms) of the account's next slot."""
+        return f"{self.prefix}limiter:{account}:tat"
 
     @property
-    def limiter_pause(self) -> str:
-        """String: Redis-clock ms until which no call may start (after a 429)."""
-        return f"{self.prefix}limiter:pause"
+    def lane_prefix(self) -> str:
+        """Prefix of the lanes: ``<lane_prefix><account>:<priority>``."""
+        return f"{self.prefix}lane:"
+
+    def lane(self, priority: str, account: str = DEFAULT_ACCOUNT) -> str:
+        """Sorted set: an account's jobs waiting for a slot at ``priority``, scored by ``seq``."""
+        return f"{self.lane_prefix}{account}:{priority}"
+
+    def lanes(self, account: str = DEFAULT_ACCOUNT) -> list[str]:
+        """The account's lanes, highest first."""
+        return [self.lane(priority, account) for priority in PRIORITIES]
+
+    @property
+    def seq_prefix(self) -> str:
+        """Prefix of the per-account submission counters."""
+        return f"{self.prefix}seq:"
+
+    def delayed(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Sorted set: an account's jobs waiting for their retry time (ms, Redis clock)."""
+        return f"{self.prefix}delayed:{account}"
+
+    @property
+    def dispatched(self) -> str:
+        """Sorted set: jobs given a slot, not yet taken by a worker -> hand-off deadline (ms)."""
+        return f"{self.prefix}dispatched"
+
+    @property
+    def running(self) -> str:
+        """Sorted set: jobs a worker is running (each holds a lease) -> since when (ms)."""
+        return f"{self.prefix}running"
+
+    @property
+    def worker_threads(self) -> str:
+        """Hash: worker name -> threads it gives to operations (0 for a callbacks-only worker)."""
+        return f"{self.prefix}workers:threads"
+
+    @property
+    def capacity(self) -> str:
+        """String: threads of the live workers that run operations (expires with them)."""
+        return f"{self.prefix}capacity"
+
+    @property
+    def lease_prefix(self) -> str:
+        """Prefix of the job leases (``lease``)."""
+        return f"{self.prefix}lease:"
+
+    def batch(self, batch_id: str) -> str:
+        """Hash: a batch (total, counts by state, metadata, callback, forecast inputs)."""
+        return f"{self.prefix}batch:{batch_id}"
+
+    def batch_jobs(self, batch_id: str) -> str:
+        """List: a batch's job ids, in submission order."""
+        return f"{self.prefix}batch:{batch_id}:jobs"
 
     @property
     def due(self) -> str:
@@ -100,11 +169,6 @@ class Keys:
     def unacked(self) -> str:
         """Hash (kombu's): delivery tag -> message a worker holds unacknowledged."""
         return f"{self.prefix}unacked"
-
-    @property
-    def audit_started(self) -> str:
-        """String: when (ms, Redis clock) the last lost-message audit started."""
-        return f"{self.prefix}audit:started"
 
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""

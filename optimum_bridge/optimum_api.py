@@ -1,8 +1,9 @@
 """HTTP to Optimum: the identity server's token endpoint and the API itself.
 
-``OptimumClient.call`` runs one attempt of an operation: token, rate-limit
-slot, the request (redirects never followed, so the bearer token cannot leave
-the API host), and the one-time refresh on 401. It returns the answer as an
+``OptimumClient.call`` runs one attempt of an operation whose slot the
+scheduler gave: token, the request (redirects never followed, so the bearer
+token cannot leave the API host), and the one-time refresh on 401, whose
+re-send takes a second slot. It returns the answer as an
 ``ApiResponse`` and raises ``NetworkError`` when there is none; deciding what
 the answer means is the executor's job.
 """
@@ -19,7 +20,7 @@ from pydantic import SecretStr, ValidationError
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import CredentialsRejected, Deferred, NetworkError, TokenError
 from .metrics import Metrics
-from .ratelimit import RateLimiter
+from .ratelimit import Quota, RateLimiter
 from .retry import retry_after
 from .schemas import ApiResponse, Operation, TokenResponse
 from .tokens import Token, TokenStore
@@ -107,22 +108,23 @@ class OptimumClient:
         self._max_wait_s = max_wait_s
         self._clock = clock
 
+    @property
+    def quota(self) -> Quota:
+        """The quota of the account this client calls for."""
+        return self._limiter.quota
+
     def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-        """One attempt; ``before_send`` runs once, right before the first request leaves."""
+        """One attempt, sent at once; ``before_send`` runs once, right before the first request leaves."""
         token = self._tokens.get()
-        self._wait_for_slot()
         before_send()
         answer = self._send(operation, token)
         if answer.status_code == 401:
             self._tokens.invalidate(token)
             token = self._tokens.get()
-            self._wait_for_slot()
+            if not self._limiter.wait_for_slot(max_wait_s=self._max_wait_s):
+                raise Deferred(self._limiter.quota.interval_s)
             answer = self._send(operation, token)
         return answer
-
-    def _wait_for_slot(self) -> None:
-        if self._limiter.acquire(max_wait_s=self._max_wait_s) is None:
-            raise Deferred(max(1.0, self._max_wait_s / 2))
 
     def _send(self, operation: Operation, token: Token) -> ApiResponse:
         started = self._clock.monotonic()

@@ -13,12 +13,23 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from .batches import BatchStore
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import BridgeError
-from .jobs import JobStore
-from .keys import Keys
+from .forecast import Forecaster
+from .jobs import JobStore, to_status
+from .keys import DEFAULT_ACCOUNT, Keys
 from .runtime import redis_client
-from .schemas import JobStatus, Operation, first_error
+from .schemas import (
+    MAX_BATCH_OPERATIONS,
+    Batch,
+    BatchMeta,
+    BatchStatus,
+    Callback,
+    JobStatus,
+    Operation,
+    first_error,
+)
 from .settings import Settings, load_settings
 from .ssrf import check_callback_url
 
@@ -40,6 +51,16 @@ class BridgeClient:
         pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
         self._jobs = JobStore(
             self._redis, self._keys, result_ttl_s=settings.result_ttl_s, pending_ttl_s=pending_ttl, clock=clock
+        )
+        self._forecaster = Forecaster(self._redis, self._keys, {DEFAULT_ACCOUNT: settings.quota()})
+        self._batches = BatchStore(
+            self._redis,
+            self._keys,
+            self._jobs,
+            self._forecaster,
+            result_ttl_s=settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+            clock=clock,
         )
         self._clock = clock
 
@@ -90,20 +111,80 @@ class BridgeClient:
 
     def submit_many_detailed(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[tuple[str, bool]]:
         """Like ``submit_many``, with whether each job was created (False: idempotent repeat)."""
+        checked = self._check_all(operations)
+        results: list[tuple[str, bool]] = []
+        for start in range(0, len(checked), MAX_BATCH):
+            results += self._jobs.submit_many(checked[start : start + MAX_BATCH])
+        return results
+
+    def _check_all(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[Operation]:
         checked = []
         for index, operation in enumerate(operations):
             try:
                 checked.append(self.validate(operation))
             except InvalidOperation as exc:
                 raise InvalidOperation(f"operations[{index}].{exc}") from None
-        results: list[tuple[str, bool]] = []
-        for start in range(0, len(checked), MAX_BATCH):
-            results += self._jobs.submit_many(checked[start : start + MAX_BATCH])
-        return results
+        return checked
 
     def get(self, job_id: str) -> JobStatus:
-        """The job's current status (``JobNotFound`` when unknown or expired)."""
-        return self._jobs.status(job_id)
+        """The job's current status, with its forecast while it waits (``JobNotFound`` when unknown or expired)."""
+        fields = self._jobs.fields(job_id)
+        status = to_status(job_id, fields)
+        forecast = self._forecaster.job(job_id, fields)
+        if forecast is None:
+            return status
+        return status.model_copy(
+            update={"position": forecast.position, "estimated_start_at": forecast.estimated_start_at}
+        )
+
+    def submit_batch(
+        self,
+        operations: Iterable[Operation | Mapping[str, Any]],
+        *,
+        callback: Callback | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Queue a batch (all checked first); one ``batch.completed`` callback when every job is final."""
+        checked = self._check_all(operations)
+        if not 1 <= len(checked) <= MAX_BATCH_OPERATIONS:
+            raise InvalidOperation(f"operations: expected 1 to {MAX_BATCH_OPERATIONS} operations, got {len(checked)}")
+        hook = self._check_callback(callback)
+        try:
+            meta = BatchMeta.model_validate({"metadata": dict(metadata or {})}).metadata
+        except ValidationError as exc:
+            raise InvalidOperation(first_error(exc)) from None
+        return self._batches.create(checked, callback=hook, metadata=meta)
+
+    def get_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's status and forecast (``BatchNotFound`` when unknown or expired)."""
+        return self._batches.status(batch_id)
+
+    def batch_jobs(self, batch_id: str) -> list[str]:
+        """The batch's job ids, in submission order."""
+        return self._batches.job_ids(batch_id)
+
+    def wait_batch(self, batch_id: str, timeout: float, *, poll_s: float = 0.25) -> BatchStatus:
+        """Poll until every job of the batch is final; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            status = self.get_batch(batch_id)
+            if status.finished:
+                return status
+            if self._clock.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch_id} still running after {timeout}s ({status.counts})")
+            self._clock.sleep(min(poll_s, max(0.0, deadline - self._clock.monotonic())))
+
+    def _check_callback(self, callback: Callback | Mapping[str, Any] | None) -> Callback | None:
+        if callback is None:
+            return None
+        try:
+            hook = callback if isinstance(callback, Callback) else Callback.model_validate(callback)
+            check_callback_url(str(hook.url), allow_private=self.settings.callback_allow_private)
+        except ValidationError as exc:
+            raise InvalidOperation(f"callback.{first_error(exc)}") from None
+        except BridgeError as exc:
+            raise InvalidOperation(str(exc)) from None
+        return hook
 
     def wait(self, job_id: str, timeout: float, *, poll_s: float = 0.1) -> JobStatus:
         """Poll until the job is finished; ``TimeoutError`` after ``timeout`` seconds."""

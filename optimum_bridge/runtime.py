@@ -14,18 +14,20 @@ from functools import cached_property
 import httpx
 import redis
 
-from .audit import QueueAudit
+from .batches import BatchStore
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .deliveries import DeliveryStore
 from .due import DueSet
 from .executor import Executor, Policy
+from .forecast import Forecaster
 from .jobs import JobStore
-from .keys import Keys
+from .keys import DEFAULT_ACCOUNT, Keys
 from .leases import LeaseKeeper
 from .metrics import Metrics
 from .optimum_api import IdentityClient, OptimumClient
 from .ratelimit import RateLimiter
 from .retry import Backoff
+from .scheduler import Dispatcher, Recovery
 from .settings import Settings
 from .tokens import TokenCipher, TokenStore
 
@@ -73,7 +75,38 @@ class Runtime:
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        return RateLimiter(self.redis, self.keys, self.settings.rate_limit, margin_s=self.settings.rate_limit_margin_s)
+        return RateLimiter(
+            self.redis,
+            self.keys,
+            self.settings.rate_limit,
+            margin_s=self.settings.rate_limit_margin_s,
+            burst=self.settings.rate_burst,
+        )
+
+    @cached_property
+    def dispatchers(self) -> dict[str, Dispatcher]:
+        """One dispatcher per account."""
+        return {DEFAULT_ACCOUNT: Dispatcher(self.redis, self.keys, self.limiter, handoff_s=self.settings.handoff_s)}
+
+    @cached_property
+    def recovery(self) -> Recovery:
+        return Recovery(self.redis, self.keys)
+
+    @cached_property
+    def forecaster(self) -> Forecaster:
+        return Forecaster(self.redis, self.keys, {DEFAULT_ACCOUNT: self.limiter.quota})
+
+    @cached_property
+    def batches(self) -> BatchStore:
+        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
+        return BatchStore(
+            self.redis,
+            self.keys,
+            self.jobs,
+            self.forecaster,
+            result_ttl_s=self.settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+        )
 
     @cached_property
     def api_http(self) -> httpx.Client:
@@ -95,7 +128,7 @@ class Runtime:
 
     @property
     def max_wait_s(self) -> float:
-        """Longest a task sleeps for a rate-limit slot before handing the job back."""
+        """Longest a running job waits for a second slot (its re-send after a 401) before parking."""
         return min(60.0, self.settings.redelivery_timeout_s / 4)
 
     @cached_property
@@ -124,10 +157,6 @@ class Runtime:
     @cached_property
     def due(self) -> DueSet:
         return DueSet(self.redis, self.keys)
-
-    @cached_property
-    def audit(self) -> QueueAudit:
-        return QueueAudit(self.redis, self.keys)
 
     @cached_property
     def deliveries(self) -> DeliveryStore:

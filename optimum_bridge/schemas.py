@@ -25,14 +25,19 @@ from pydantic import (
 )
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Priority = Literal["urgent", "normal", "bulk"]
 JobState = Literal["queued", "running", "retrying", "succeeded", "failed"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+#: The most operations one batch may hold (spec §11).
+MAX_BATCH_OPERATIONS = 10_000
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "PUT", "DELETE"})
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 QueryScalar = str | int | float | bool
 QueryValue = QueryScalar | list[QueryScalar]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+#: An account's name: it appears in Redis keys and in Celery messages built in Lua.
+ACCOUNT_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 def check_path(path: str) -> str:
@@ -87,6 +92,8 @@ class Operation(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")] | None
     ) = None
     metadata: dict[ShortText, JsonValue] = Field(default_factory=dict, max_length=50)
+    priority: Priority = "normal"
+    account: Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)] = "default"
 
     @field_validator("method", mode="before")
     @classmethod
@@ -129,16 +136,25 @@ class ErrorInfo(BaseModel):
 
 
 class JobStatus(BaseModel):
-    """A job as producers see it; also the ``data`` of a callback (spec §6)."""
+    """A job as producers see it; also the ``data`` of a callback (spec §6, §11).
+
+    ``position`` (jobs that will start before it on its account, given what is
+    queued now) and ``estimated_start_at`` are set only while it waits.
+    """
 
     id: str
     status: JobState
+    priority: Priority = "normal"
+    account: str = "default"
     operation: OperationEcho
     response: ApiResponse | None = None
     error: ErrorInfo | None = None
     attempts: int = 0
     submitted_at: datetime
+    started_at: datetime | None = None
     finished_at: datetime | None = None
+    position: int | None = None
+    estimated_start_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -152,6 +168,55 @@ class CallbackEvent(BaseModel):
     type: Literal["operation.succeeded", "operation.failed"]
     timestamp: str
     data: JobStatus
+
+
+class BatchMeta(BaseModel):
+    """A batch's metadata, checked like an operation's (echoed in its status and callback)."""
+
+    metadata: dict[ShortText, JsonValue] = Field(default_factory=dict, max_length=50)
+
+
+class BatchCounts(BaseModel):
+    """A batch's jobs by state."""
+
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class BatchStatus(BaseModel):
+    """A batch as producers see it; also the ``data`` of its ``batch.completed`` callback."""
+
+    id: str
+    status: Literal["running", "done"]
+    total: int
+    counts: BatchCounts
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    submitted_at: datetime
+    finished_at: datetime | None = None
+    estimated_done_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every job of the batch is final."""
+        return self.status == "done"
+
+
+class BatchEvent(BaseModel):
+    """The body of the ``batch.completed`` callback."""
+
+    type: Literal["batch.completed"] = "batch.completed"
+    timestamp: str
+    data: BatchStatus
+
+
+class Batch(BaseModel):
+    """A submitted batch: its id and its jobs' ids, in submission order."""
+
+    id: str
+    job_ids: list[str]
 
 
 class TokenResponse(BaseModel):

@@ -11,13 +11,16 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .ratelimit import Quota
 
 Environment = Literal["preprod", "production", "sandbox"]
 
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
     max_retry_duration_s: float = Field(86400.0, validation_alias="BRIDGE_MAX_RETRY_DURATION_S", gt=0)
     redelivery_timeout_s: float = Field(300.0, validation_alias="BRIDGE_REDELIVERY_TIMEOUT_S", ge=5)
     rate_limit_margin_s: float = Field(0.25, validation_alias="BRIDGE_RATE_LIMIT_MARGIN_S", ge=0, le=60)
+    rate_burst: int = Field(1, validation_alias="BRIDGE_RATE_BURST", ge=1, le=10_000)
     result_ttl_s: int = Field(7 * 86400, validation_alias="BRIDGE_RESULT_TTL_S", ge=60)
     retry_base_s: float = Field(5.0, validation_alias="BRIDGE_RETRY_BASE_S", gt=0, le=3600)
     retry_cap_s: float = Field(7200.0, validation_alias="BRIDGE_RETRY_CAP_S", gt=0)
@@ -171,6 +175,17 @@ class Settings(BaseSettings):
         if self.client_secret is None or not self.client_secret.get_secret_value():
             raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
         return self.client_id, self.client_secret
+
+    def quota(self) -> Quota:
+        """The quota of the ``default`` account: ``OPTIMUM_RATE_LIMIT`` with the margin and the burst."""
+        from .ratelimit import Quota
+
+        return Quota.of(self.rate_limit, margin_s=self.rate_limit_margin_s, burst=self.rate_burst)
+
+    @property
+    def handoff_s(self) -> float:
+        """How long a dispatched job may wait for a worker to take it before it goes back to its lane."""
+        return min(10.0, self.redelivery_timeout_s)
 
     def require_callback_secret(self) -> bytes:
         """The raw HMAC key of ``BRIDGE_CALLBACK_SECRET``, or a ``ConfigError``."""

@@ -14,8 +14,9 @@ from celery.exceptions import Reject
 
 from . import runtime
 from .callbacks import unsigned_letter
+from .deliveries import batch_subject
 from .errors import ConfigError
-from .keys import DELIVER_TASK, EXECUTE_TASK
+from .keys import DEFAULT_ACCOUNT, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, JobField
 from .schemas import ErrorInfo
 from .worker import app
 
@@ -23,11 +24,11 @@ log = logging.getLogger(__name__)
 
 
 @app.task(name=EXECUTE_TASK, acks_late=True)
-def execute(job_id: str) -> str:
-    """Run one attempt of job ``job_id``."""
+def execute(job_id: str, dispatch: int = 0, account: str = DEFAULT_ACCOUNT) -> str:
+    """Run the attempt of job ``job_id`` that the scheduler's dispatch number ``dispatch`` gave a slot."""
     rt = runtime.current()
     try:
-        return rt.executor.run(job_id)
+        return rt.executor.run(job_id, dispatch, account)
     except redis.RedisError as exc:
         log.warning("job %s: Redis unavailable (%s); message put back", job_id, type(exc).__name__)
         raise Reject(str(type(exc).__name__), requeue=True) from None
@@ -42,8 +43,15 @@ def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: Exception) -> None:
     error = ErrorInfo(kind="internal_error", message=f"unexpected {type(exc).__name__} in the bridge")
     try:
         operation = rt.jobs.operation(job_id)
+        batch = rt.jobs.field(job_id, JobField.batch)
         rt.jobs.complete(
-            job_id, "", succeeded=False, response=None, error=error, callback=operation.callback is not None
+            job_id,
+            "",
+            succeeded=False,
+            response=None,
+            error=error,
+            callback=operation.callback is not None,
+            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
         )
     except Exception:
         log.exception("job %s: could not record the internal error either", job_id)
@@ -52,15 +60,25 @@ def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: Exception) -> None:
 @app.task(name=DELIVER_TASK, acks_late=True)
 def deliver_callback(job_id: str, attempt: int) -> str:
     """Deliver (attempt ``attempt`` of) the callback of job ``job_id``."""
+    return _deliver(job_id, attempt)
+
+
+@app.task(name=DELIVER_BATCH_TASK, acks_late=True)
+def deliver_batch_callback(batch_id: str, attempt: int) -> str:
+    """Deliver (attempt ``attempt`` of) the ``batch.completed`` callback of batch ``batch_id``."""
+    return _deliver(batch_subject(batch_id), attempt)
+
+
+def _deliver(subject: str, attempt: int) -> str:
     rt = runtime.current()
     try:
         sender = rt.callbacks
     except ConfigError as exc:  # no signing key: keep the callback where an operator can replay it
-        rt.deliveries.settle(job_id, "", "dead", dead_letter=unsigned_letter(job_id, attempt, str(exc)))
-        log.error("job %s: callback dead-lettered: %s", job_id, exc)
+        rt.deliveries.settle(subject, "", "dead", dead_letter=unsigned_letter(subject, attempt, str(exc)))
+        log.error("%s: callback dead-lettered: %s", subject, exc)
         return "dead"
     try:
-        return sender.deliver(job_id, attempt)
+        return sender.deliver(subject, attempt)
     except redis.RedisError as exc:
-        log.warning("job %s: Redis unavailable (%s); callback message put back", job_id, type(exc).__name__)
+        log.warning("%s: Redis unavailable (%s); callback message put back", subject, type(exc).__name__)
         raise Reject(str(type(exc).__name__), requeue=True) from None

@@ -1,11 +1,15 @@
 """The worker's background work: every timer in one loop, in one thread per worker process.
 
-| timer | every | what |
-| --- | --- | --- |
-| due pump | 0.25 s | moves retries, deferrals and callback redeliveries that are due to their queues (``due``) |
-| heartbeat | 1 s | records that this worker is alive, for ``/readyz`` and the demo (``Heartbeat``) |
-| callback recovery | 2 s | queues again pending callbacks whose message was lost (``deliveries.recover``) |
-| audit | 0.5 s | runs a requested audit of jobs left without a message, once it has settled (``audit``) |
+- **heartbeat**, every 1 s: this worker is alive, with its threads for operations
+  (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
+- **dispatch**, at each slot: gives the free quota slots to the best waiting
+  jobs (``scheduler.Dispatcher``), which says when the next slot is due so the
+  loop wakes right then; every 50 ms when nothing waits;
+- **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
+  or worker was lost (``scheduler.Recovery``);
+- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
+- **callback recovery**, every 2 s: queues again pending callbacks whose message
+  was lost (``deliveries.recover``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -26,7 +30,9 @@ from typing import Any
 import redis
 from celery import bootsteps
 
+from . import scripts
 from .keys import Keys
+from .scheduler import Dispatched
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +40,32 @@ log = logging.getLogger(__name__)
 FORGET_AFTER_S = 86400
 
 
-class Heartbeat:
-    """Records worker ``name`` as alive, on the Redis clock."""
+#: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
+ALIVE_S = 5
 
-    def __init__(self, client: redis.Redis, keys: Keys, name: str) -> None:
-        self._redis = client
+
+class Heartbeat:
+    """Records worker ``name`` as alive, with the threads it gives to operations, on the Redis clock."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, name: str, *, threads: int) -> None:
         self._keys = keys
         self.name = name
+        self.threads = threads
+        self._beat = scripts.register(client, "heartbeat")
 
-    def beat(self) -> None:
-        """Say we are alive now; forget workers silent for a day."""
-        now = float(self._redis.time()[0])
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._keys.workers, {self.name: now})
-            pipe.zremrangebyscore(self._keys.workers, "-inf", now - FORGET_AFTER_S)
-            pipe.execute()
+    def beat(self) -> int:
+        """Say we are alive now; returns the threads of every live worker (the capacity)."""
+        keys = [self._keys.workers, self._keys.worker_threads, self._keys.capacity]
+        return int(self._beat(keys=keys, args=[self.name, self.threads, ALIVE_S, FORGET_AFTER_S]))
 
 
 @dataclass
 class Timer:
-    """One piece of background work and how often it runs."""
+    """One piece of background work and how often it runs.
+
+    ``run`` may return the seconds until it wants to run again (the dispatcher
+    does: the next slot); any other value keeps ``every_s``.
+    """
 
     name: str
     every_s: float
@@ -73,26 +85,30 @@ class Upkeep:
 
     def run_due(self) -> float:
         """Run every timer that is due; returns the seconds until the next one is."""
-        now = self._clock()
         for timer in self.timers:
+            now = self._clock()
             if now >= timer.due:
-                self._run(timer)
-                timer.due = now + timer.every_s
+                timer.due = now + self._run(timer)
         return max(0.0, min(timer.due for timer in self.timers) - self._clock())
 
-    def _run(self, timer: Timer) -> None:
+    def _run(self, timer: Timer) -> float:
+        """Run one timer; returns the seconds until its next turn."""
         try:
-            timer.run()
+            wanted = timer.run()
         except redis.RedisError as exc:
             log.warning("upkeep %s: Redis unavailable (%s); retrying", timer.name, type(exc).__name__)
             timer.failing = True
+            return max(timer.every_s, 0.5)
         except Exception:
             log.exception("upkeep %s failed; the other timers go on", timer.name)
             timer.failing = True
-        else:
-            if timer.failing:
-                log.info("upkeep %s: working again", timer.name)
-            timer.failing = False
+            return max(timer.every_s, 0.5)
+        if timer.failing:
+            log.info("upkeep %s: working again", timer.name)
+        timer.failing = False
+        if isinstance(wanted, Dispatched):
+            return wanted.next_in_s
+        return timer.every_s
 
     def run_forever(self) -> None:
         """The loop; returns once ``stop`` is called."""
@@ -111,18 +127,27 @@ class Upkeep:
             self._thread.join(timeout_s)
 
 
-def worker_timers(name: str) -> list[Timer]:
+def worker_timers(name: str, *, threads: int) -> list[Timer]:
     """The timers of a worker process, built on this process's runtime."""
     from . import runtime  # the runtime is installed by the worker module before the worker starts
 
     rt = runtime.current()
-    heartbeat = Heartbeat(rt.redis, rt.keys, name)
+    heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
-        Timer("due pump", 0.25, rt.due.pump),
         Timer("heartbeat", 1.0, heartbeat.beat),
+        *(Timer(f"dispatch {account}", 0.05, dispatcher.run) for account, dispatcher in rt.dispatchers.items()),
+        Timer("job recovery", 0.5, rt.recovery.run),
+        Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.recover),
-        Timer("audit", 0.5, rt.audit.maybe_run),
     ]
+
+
+def operation_threads(worker: Any) -> int:
+    """The threads a Celery worker gives to operations: its concurrency, or 0 if ``-Q`` leaves them out."""
+    from .keys import OPERATIONS_QUEUE
+
+    consumes = worker.app.amqp.queues.consume_from
+    return int(worker.concurrency) if OPERATIONS_QUEUE in consumes else 0
 
 
 class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
@@ -133,7 +158,8 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
         self.upkeep: Upkeep | None = None
 
     def start(self, worker: Any) -> None:
-        self.upkeep = Upkeep(worker_timers(f"{worker.hostname}:{os.getpid()}"))
+        name = f"{worker.hostname}:{os.getpid()}"
+        self.upkeep = Upkeep(worker_timers(name, threads=operation_threads(worker)))
         self.upkeep.start()
 
     def stop(self, worker: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from . import runtime
-from .broker import RecordUnacked, broker_url, task_queues, transport_options
+from .broker import broker_url, record_unacked_step, task_queues, transport_options
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .observability import init_sentry
@@ -64,12 +64,12 @@ def create_app(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_enable_remote_control=True,
         worker_send_task_events=False,
-        # How long a popped message waits in memory for Redis to come back (broker.RecordUnacked).
+        # How long a popped message waits in memory for Redis to come back (broker.record_unacked_step).
         bridge_unacked_record_budget_s=settings.redelivery_timeout_s,
     )
     app.steps["worker"].add(WorkerStart)
     app.steps["worker"].add(UpkeepStep)
-    app.steps["consumer"].add(RecordUnacked)
+    app.steps["consumer"].add(record_unacked_step())
     return app
 
 

@@ -1,11 +1,36 @@
--- Take a job's lease and mark it running, unless it is missing, finished or leased elsewhere.
--- KEYS: job hash, job lease.  ARGV: owner, lease ms.
--- Returns {'ok', inflight, attempts, op, submitted_at} | {'leased', pttl} | {'missing'} | {'final'}.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
-if is_final(redis.call('HGET', KEYS[1], FIELD.status)) then return {'final', 0, 0} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
-  return {'leased', redis.call('PTTL', KEYS[2]), 0}
+-- A worker takes a dispatched job: its lease and the running state, unless the message is stale.
+-- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log.
+-- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id.
+-- Returns {'ok', inflight, attempts, op, submitted_at, batch} | {'missing'} | {'final'} |
+-- {'stale'} (not this job's current dispatch) | {'late'} (its slot went by: back in its lane) |
+-- {'leased', pttl}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.dispatch, FIELD.dispatched_at)
+if is_final(f[1]) then return {'final'} end
+local jid = ARGV[7]
+if f[2] ~= ARGV[3] or not redis.call('ZSCORE', KEYS[3], jid) then return {'stale'} end
+local now = now_ms()
+local member = jid .. '.' .. ARGV[3]
+local window, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+if now > tonumber(f[3]) then
+  -- The call starts later than its slot: count it where it really starts, if the quota allows.
+  local own = tonumber(redis.call('ZSCORE', KEYS[5], member) or '0')
+  local starts = redis.call('ZCOUNT', KEYS[5], '(' .. (now - window), '+inf')
+  if own <= now - window then starts = starts + 1 end
+  if starts > limit then
+    redis.call('ZREM', KEYS[5], member)
+    redis.call('ZREM', KEYS[3], jid)
+    local lane, seq = lane_of(ARGV[6], KEYS[1])
+    redis.call('ZADD', lane, seq, jid)
+    return {'late'}
+  end
+  redis.call('ZADD', KEYS[5], now, member)
 end
-redis.call('HSET', KEYS[1], FIELD.status, 'running')
-local fields = redis.call('HMGET', KEYS[1], FIELD.inflight, FIELD.attempts, FIELD.op, FIELD.submitted_at)
-return {'ok', fields[1] or '0', tonumber(fields[2]), fields[3], fields[4]}
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return {'leased', redis.call('PTTL', KEYS[2])}
+end
+redis.call('ZREM', KEYS[3], jid)
+redis.call('ZADD', KEYS[4], now, jid)
+set_status(KEYS[1], 'running')
+local g = redis.call('HMGET', KEYS[1], FIELD.inflight, FIELD.attempts, FIELD.op, FIELD.submitted_at, FIELD.batch)
+return {'ok', g[1] or '0', tonumber(g[2]), g[3], g[4], g[5] or ''}

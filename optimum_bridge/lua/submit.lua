@@ -1,12 +1,16 @@
--- Create jobs and queue their messages, honouring idempotency keys (one call per batch).
--- ARGV: job key prefix, queue key, pending ttl (s), idempotency ttl (s), then per operation:
---       idempotency key ('' for none), job id, operation JSON, submitted at, Celery message.
--- Returns a flat list: job id, 1 if created (0: an existing job for the idempotency key).
-local job_prefix, queue = ARGV[1], ARGV[2]
-local ttl, idem_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
+-- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
+--       6 batch key ('' for none), then per operation: idempotency key ('' for none), job id,
+--       operation JSON, submitted at, priority, account.
+-- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
+-- oldest job of a lane is its lowest score. Returns a flat list: job id, 1 if created (0: the
+-- existing job for its idempotency key).
+local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
+local ttl, idem_ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local out = {}
-for i = 5, #ARGV, 5 do
-  local idem, jid, op, submitted, msg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 7, #ARGV, 6 do
+  local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local priority, account = ARGV[i + 4], ARGV[i + 5]
   local existing = false
   if idem ~= '' then
     local prev = redis.call('GET', idem)
@@ -18,9 +22,16 @@ for i = 5, #ARGV, 5 do
   else
     if idem ~= '' then redis.call('SET', idem, jid, 'EX', idem_ttl) end
     local key = job_prefix .. jid
-    redis.call('HSET', key, FIELD.op, op, FIELD.status, 'queued', FIELD.attempts, 0, FIELD.submitted_at, submitted)
+    local seq = redis.call('INCR', seq_prefix .. account)
+    redis.call('HSET', key, FIELD.op, op, FIELD.attempts, 0, FIELD.submitted_at, submitted,
+               FIELD.priority, priority, FIELD.account, account, FIELD.seq, seq)
+    if batch ~= '' then
+      redis.call('HSET', key, FIELD.batch, batch)
+      redis.call('HSET', batch, 'last:' .. priority, seq)
+    end
+    set_status(key, 'queued')
     redis.call('EXPIRE', key, ttl)
-    redis.call('LPUSH', queue, msg)
+    redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
     table.insert(out, jid)
     table.insert(out, 1)
   end

@@ -1,0 +1,33 @@
+-- Put back in their lane the jobs whose hand-off or whose worker was lost: dispatched jobs no
+-- worker claimed before their deadline (the message was lost), and running jobs whose lease
+-- expired (the worker died). A message that turns up later is stale (claim.lua), so nothing runs
+-- twice; the claim decides from `inflight` whether a call may have been sent.
+-- KEYS: 1 dispatched, 2 running.  ARGV: 1 job key prefix, 2 lease key prefix, 3 lane prefix, 4 most.
+-- Returns a flat list: job id, why ('handoff' or 'lease').
+local now = now_ms()
+local back = {}
+local function relane(jid, why)
+  local key = ARGV[1] .. jid
+  local status = redis.call('HGET', key, FIELD.status)
+  if status == 'running' then
+    local attempts = tonumber(redis.call('HGET', key, FIELD.attempts) or '0')
+    set_status(key, attempts > 0 and 'retrying' or 'queued')
+  elseif status ~= 'queued' and status ~= 'retrying' then
+    return
+  end
+  local lane, seq = lane_of(ARGV[3], key)
+  redis.call('ZADD', lane, seq, jid)
+  table.insert(back, jid)
+  table.insert(back, why)
+end
+for _, jid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+  redis.call('ZREM', KEYS[1], jid)
+  relane(jid, 'handoff')
+end
+for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[2] .. jid) == 0 then
+    redis.call('ZREM', KEYS[2], jid)
+    relane(jid, 'lease')
+  end
+end
+return back

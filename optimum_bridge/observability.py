@@ -10,6 +10,7 @@ import logging
 import re
 from typing import Any
 
+from .errors import ConfigError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,22 @@ def scrub(value: Any, secrets: list[str]) -> Any:
 
 
 def init_sentry(settings: Settings, *, component: str, transport: Any = None) -> bool:
-    """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did."""
+    """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did.
+
+    Raises ``ConfigError`` when ``SENTRY_DSN`` is set but the ``sentry`` extra is
+    not installed: running on without the error reporting asked for would hide it.
+    """
     if settings.sentry_dsn is None:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.celery import CeleryIntegration
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.celery import CeleryIntegration
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "sentry_sdk":
+            raise
+        raise ConfigError(
+            "SENTRY_DSN is set but the 'sentry' extra is not installed: pip install 'optimum-bridge[sentry]'"
+        ) from None
 
     secrets = secret_values(settings)
 

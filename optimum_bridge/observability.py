@@ -6,6 +6,7 @@ appear in an event; a failing hook never breaks the main path.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from typing import Any
@@ -43,6 +44,15 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+SENTRY_MISSING = "SENTRY_DSN is set but the 'sentry' extra is not installed: pip install 'optimum-bridge[sentry]'"
+
+
+def require_sentry(settings: Settings) -> None:
+    """``ConfigError`` when ``SENTRY_DSN`` is set but sentry-sdk cannot be imported (checked at start)."""
+    if settings.sentry_dsn is not None and importlib.util.find_spec("sentry_sdk") is None:
+        raise ConfigError(SENTRY_MISSING)
+
+
 def init_sentry(settings: Settings, *, component: str, transport: Any = None) -> bool:
     """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did.
 
@@ -57,9 +67,7 @@ def init_sentry(settings: Settings, *, component: str, transport: Any = None) ->
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.partition(".")[0] != "sentry_sdk":
             raise
-        raise ConfigError(
-            "SENTRY_DSN is set but the 'sentry' extra is not installed: pip install 'optimum-bridge[sentry]'"
-        ) from None
+        raise ConfigError(SENTRY_MISSING) from None
 
     secrets = secret_values(settings)
 

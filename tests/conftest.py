@@ -30,6 +30,8 @@ from optimum_bridge.runtime import Runtime
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
 from optimum_bridge.settings import Settings
 
+pytest_plugins = ["tests.tiers"]  # marks every test redis / processes / fast (tests/tiers.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACK_SECRET = "whsec_" + base64.b64encode(b"test-callback-secret-0123456789").decode()
 

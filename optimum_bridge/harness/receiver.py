@@ -111,6 +111,11 @@ class CallbackReceiver:
             self.cond.notify_all()
         return status
 
+    def counts(self) -> tuple[int, int, int]:
+        """``(received, verified, rejected)`` so far: distinct webhook ids, verified job ids, rejections."""
+        with self.cond:
+            return len(self.webhook_ids), len(self.verified), self.rejected
+
     def wait(self, predicate: Callable[[], T], *, timeout: float, what: str = "callbacks") -> T:
         """Block until ``predicate()`` (called with the lock held) is truthy; ``WaitTimeout`` after ``timeout``."""
         return wait_on(self.cond, predicate, timeout=timeout, what=what)

@@ -15,6 +15,7 @@ The callback receiver is in ``receiver``, results and tables in ``report``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import uuid
@@ -153,25 +154,16 @@ def start_workers(
 ) -> list[WorkerProcess]:
     """Start ``count`` worker processes and wait until every one consumes."""
     run = uuid.uuid4().hex[:6]
-    env = child_env(values)
+    start = functools.partial(
+        harness.start_worker, child_env(values), workdir=workdir, pool=pool, concurrency=concurrency
+    )
     workers: list[WorkerProcess] = []
     try:
         for index in range(count):
             name = f"{kind}{index + 1}-{run}"
             entry = [sys.executable, "-m", "bench.worker_entry", "--kind", kind]
             entry += ["--ready-file", str(_ready_file(workdir, name)), "--"]
-            workers.append(
-                harness.start_worker(
-                    env,
-                    name=name,
-                    workdir=workdir,
-                    pool=pool,
-                    concurrency=concurrency,
-                    loglevel=loglevel,
-                    command=entry,
-                    die_with_parent=True,
-                )
-            )
+            workers.append(start(name=name, loglevel=loglevel, command=entry, die_with_parent=True))
         harness.wait_ready(
             workers, lambda: all(_ready_file(workdir, w.name).exists() for w in workers), timeout=timeout
         )

@@ -179,8 +179,12 @@ def import_graph() -> dict[str, list[Import]]:
     return graph
 
 
+#: The development harness (the demo, the tests and the benchmarks use it) is not the core either.
+NOT_CORE = {*SUBPACKAGES, "harness"}
+
+
 def is_core(module: str) -> bool:
-    return module.count(".") <= 1 and module.removeprefix("optimum_bridge.") not in SUBPACKAGES
+    return module.count(".") <= 1 and module.removeprefix("optimum_bridge.") not in NOT_CORE
 
 
 def closure(start: set[str], *, follow_lazy_outside_core: bool) -> list[Import]:

@@ -15,8 +15,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY optimum_bridge ./optimum_bridge
-# Optional extras, comma-separated ("flower" gives the Flower dashboard; "" for none).
-ARG EXTRAS=flower
+# Extras, comma-separated: what the compose services run beyond the core worker:
+# `api` (ingress), `sandbox`, Flower, and Sentry when SENTRY_DSN is set.
+ARG EXTRAS=ingress,sandbox,flower,sentry
 RUN pip install --upgrade pip \
  && if [ -n "$EXTRAS" ]; then pip install ".[${EXTRAS}]"; else pip install .; fi \
  && optimum-bridge --help >/dev/null

@@ -32,8 +32,8 @@ types: $(STAMP) ## mypy --strict on the package
 test: $(STAMP) ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 
-test-fast: $(STAMP) ## the suite without the slow tests
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: $(STAMP) ## the fast tier: no Redis, no processes (tests/tiers.py), no coverage
+	$(BIN)/python -m pytest -m "not redis and not processes"
 
 demo: $(STAMP) ## the main job: a full run against the bundled sandbox
 	$(BIN)/optimum-bridge demo

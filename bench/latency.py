@@ -25,20 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.harness import CallbackReceiver, RedisServer, settings_from, stop_workers
 from optimum_bridge.keys import text
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import (
-    RedisProc,
-    SandboxProc,
-    WorkerKind,
-    bridge_settings,
-    settings_from,
-    start_workers,
-    stop_workers,
-)
+from .common import SandboxProc, WorkerKind, bridge_settings, start_workers
 from .instrument import KEY
-from .receiver import Receiver, start_services
+from .receiver import start_services
 from .report import (
     median,
     percentile,
@@ -76,7 +69,7 @@ def _clock_offset() -> float:
     return time.time() - time.monotonic()
 
 
-def drive(client: BridgeClient, receiver: Receiver, *, count: int, interval: float) -> list[Sample]:
+def drive(client: BridgeClient, receiver: CallbackReceiver, *, count: int, interval: float) -> list[Sample]:
     """Submit one operation every ``interval`` s; wait for all callbacks."""
     samples = []
     start = time.monotonic()
@@ -112,7 +105,7 @@ def external(samples: list[Sample], client: BridgeClient, sandbox: SandboxProc) 
     return out
 
 
-def instrumented(samples: list[Sample], redis_proc: RedisProc) -> dict[str, list[float]]:
+def instrumented(samples: list[Sample], redis_proc: RedisServer) -> dict[str, list[float]]:
     """The full breakdown from ``bench.instrument``'s timers (all ``time.monotonic``)."""
     client = redis_proc.client()
     out: dict[str, list[float]] = {name: [] for name, _ in SEGMENTS}
@@ -137,7 +130,13 @@ def instrumented(samples: list[Sample], redis_proc: RedisProc) -> dict[str, list
 
 
 def phase(
-    redis_proc: RedisProc, sandbox: SandboxProc, receiver: Receiver, workdir: Path, *, kind: WorkerKind, count: int
+    redis_proc: RedisServer,
+    sandbox: SandboxProc,
+    receiver: CallbackReceiver,
+    workdir: Path,
+    *,
+    kind: WorkerKind,
+    count: int,
 ) -> dict[str, Any]:
     redis_proc.flush()
     sandbox.reset()

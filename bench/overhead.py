@@ -29,21 +29,12 @@ import psutil  # type: ignore[import-untyped]
 from celery import Celery
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.harness import CallbackReceiver, RedisServer, WorkerProcess, settings_from, stop_workers
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import (
-    CALLBACK_SECRET,
-    RedisProc,
-    SandboxProc,
-    Worker,
-    bridge_settings,
-    memory_mb,
-    settings_from,
-    start_workers,
-    stop_workers,
-)
+from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, memory_mb, start_workers
 from .plain_celery import GET_AND_CALLBACK_TASK, make_app, plain_settings, send
-from .receiver import Receiver, start_services
+from .receiver import start_services
 from .report import (
     median,
     print_table,
@@ -62,7 +53,7 @@ class Side:
     """One contender: how to submit a round, and its workers."""
 
     name: str
-    workers: list[Worker]
+    workers: list[WorkerProcess]
     bridge: BridgeClient | None = None
     plain: Celery | None = None
     costs: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +72,7 @@ class Side:
         return ids
 
 
-def one_round(side: Side, receiver: Receiver, count: int) -> dict[str, float]:
+def one_round(side: Side, receiver: CallbackReceiver, count: int) -> dict[str, float]:
     """Submit ``count`` operations and wait for every verified callback."""
     started = time.monotonic()
     ids = side.submit(count, receiver.url)
@@ -104,7 +95,9 @@ def cpu_seconds(pids: list[int], *, children: bool = True) -> float:
     return total
 
 
-def costs_per_op(side: Side, receiver: Receiver, redis_proc: RedisProc, sandbox: SandboxProc, count: int) -> None:
+def costs_per_op(
+    side: Side, receiver: CallbackReceiver, redis_proc: RedisServer, sandbox: SandboxProc, count: int
+) -> None:
     """One more round, metered: Redis commands per operation (``INFO commandstats``; commands run
     inside Lua scripts are counted too, and so is the idle polling of the other side's workers) and
     CPU milliseconds per operation spent by the side's workers, Redis, the sandbox and this process
@@ -129,7 +122,7 @@ def costs_per_op(side: Side, receiver: Receiver, redis_proc: RedisProc, sandbox:
     side.costs["cpu_ms_per_op"] = {name: 1000 * (after[name] - before[name]) / count for name in processes}
 
 
-def alternate(sides: list[Side], receiver: Receiver, *, rounds: int, count: int, warmup: int) -> dict[str, Any]:
+def alternate(sides: list[Side], receiver: CallbackReceiver, *, rounds: int, count: int, warmup: int) -> dict[str, Any]:
     """Warm up each side, then run ``rounds`` rounds, alternating the order (AB, BA, ...)."""
     for side in sides:
         one_round(side, receiver, warmup)

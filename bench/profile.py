@@ -19,9 +19,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.harness import settings_from, stop_workers
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import bridge_settings, settings_from, start_workers, stop_workers
+from .common import bridge_settings, start_workers
 from .receiver import start_services
 from .report import RESULTS, print_table, utc_stamp, workspace
 

@@ -23,23 +23,13 @@ from typing import Any, Literal
 import httpx
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
 from optimum_bridge.settings import RateLimit
 
-from .common import (
-    CALLBACK_SECRET,
-    RedisProc,
-    SandboxProc,
-    bridge_settings,
-    settings_from,
-    start_redis,
-    start_sandbox,
-    start_workers,
-    stop_workers,
-    wait_until,
-)
+from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .plain_celery import DONE_KEY, GET_TASK, make_app, plain_settings, send
 from .report import (
     achieved_rate,
@@ -87,7 +77,7 @@ CASES = [
 
 @dataclass
 class Stack:
-    redis: RedisProc
+    redis: RedisServer
     sandbox: SandboxProc
     workdir: Path
 

@@ -31,25 +31,13 @@ import httpx
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.broker import build_message
+from optimum_bridge.harness import CallbackReceiver, RedisServer, free_port, settings_from, stop_workers, wait_until
+from optimum_bridge.harness.processes import stop_process, tail
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import (
-    RedisProc,
-    SandboxProc,
-    bridge_settings,
-    child_env,
-    free_port,
-    memory_mb,
-    settings_from,
-    spawn,
-    start_workers,
-    stop_process,
-    stop_workers,
-    tail,
-    wait_until,
-)
-from .receiver import Receiver, start_services
+from .common import SandboxProc, bridge_settings, child_env, memory_mb, spawn, start_workers
+from .receiver import start_services
 from .report import (
     print_table,
     utc_stamp,
@@ -90,9 +78,9 @@ def operations(count: int, callback: str, *, idempotent: bool = False, start: in
 
 @dataclass
 class Stack:
-    redis: RedisProc
+    redis: RedisServer
     sandbox: SandboxProc
-    receiver: Receiver
+    receiver: CallbackReceiver
     workdir: Path
     values: dict[str, str]
 

@@ -21,20 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import (
-    RedisProc,
-    SandboxProc,
-    bridge_settings,
-    settings_from,
-    start_redis,
-    start_sandbox,
-    start_workers,
-    stop_workers,
-    wait_until,
-)
+from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .report import (
     median,
     print_table,
@@ -56,7 +47,7 @@ def _finished(client: BridgeClient) -> int:
     return sum(int(c or 0) for c in counts)
 
 
-def cold_start(redis_proc: RedisProc, sandbox: SandboxProc, workdir: Path, *, burst: int) -> dict[str, Any]:
+def cold_start(redis_proc: RedisServer, sandbox: SandboxProc, workdir: Path, *, burst: int) -> dict[str, Any]:
     """Fresh Redis, fresh workers, ``burst`` operations at once: how many token requests?"""
     redis_proc.flush()
     sandbox.reset()
@@ -80,7 +71,7 @@ def cold_start(redis_proc: RedisProc, sandbox: SandboxProc, workdir: Path, *, bu
 
 
 def short_lifetime(
-    redis_proc: RedisProc, sandbox: SandboxProc, workdir: Path, *, lifetime_s: int, run_s: float
+    redis_proc: RedisServer, sandbox: SandboxProc, workdir: Path, *, lifetime_s: int, run_s: float
 ) -> dict[str, Any]:
     """A steady 10 ops/s for ``run_s`` with tokens living ``lifetime_s``: requests and refresh times."""
     redis_proc.flush()

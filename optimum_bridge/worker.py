@@ -19,7 +19,7 @@ from . import runtime
 from .broker import broker_url, record_unacked_step, task_queues, transport_options
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
-from .observability import init_sentry
+from .observability import init_sentry, require_sentry
 from .settings import Settings, load_settings
 from .upkeep import UpkeepStep
 
@@ -77,6 +77,7 @@ def _settings() -> Settings:
     try:
         settings = load_settings()
         settings.require_credentials()
+        require_sentry(settings)
     except ConfigError as exc:
         print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

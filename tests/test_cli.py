@@ -36,6 +36,7 @@ def test_submit_wait_status_and_token_check(redis_server, prefix, sandbox, worke
     assert sb.stats()["token_requests"] == 1  # reused the workers' token, did not fetch another
 
 
+@pytest.mark.processes
 def test_errors_are_one_line_with_the_usual_exit_codes(redis_server, prefix, sandbox):
     sb = sandbox(quota=None)
     env = bridge_env(redis_server.url, prefix, sb)

@@ -188,11 +188,25 @@ def test_dockerfile_is_multi_stage_non_root_with_the_console_script() -> None:
     assert not any(op == "ENV" and re.search(r"SECRET|API_KEYS|PASSWORD", arg) for op, arg in instructions)
 
 
-def test_dockerfile_extras_exist_in_pyproject() -> None:
+def dockerfile_extras() -> set[str]:
     args = dict(arg.split("=", 1) for op, arg in dockerfile() if op == "ARG" and "=" in arg)
-    extras = {e.strip() for e in args.get("EXTRAS", "").split(",") if e.strip()}
+    return {e.strip() for e in args.get("EXTRAS", "").split(",") if e.strip()}
+
+
+def test_dockerfile_extras_exist_in_pyproject() -> None:
+    extras = dockerfile_extras()
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("optional-dependencies", {}))
     assert extras <= declared, f"pyproject.toml lacks the optional extra(s) {sorted(extras - declared)}"
+
+
+def test_dockerfile_extras_cover_what_the_services_run(services: dict[str, dict[str, Any]]) -> None:
+    needs = {"api": "ingress", "sandbox": "sandbox", "flower": "flower"}  # a word of the command -> its extra
+    required = {"sentry"}  # SENTRY_DSN may come from .env for any service
+    for service in services.values():
+        if uses_project_image(service):
+            argv = [*service.get("entrypoint", []), *service.get("command", [])]
+            required |= {extra for word, extra in needs.items() if word in argv}
+    assert required <= dockerfile_extras(), f"the image lacks the extra(s) {sorted(required - dockerfile_extras())}"
 
 
 def test_dockerignore_keeps_secrets_out_but_not_the_build_inputs() -> None:

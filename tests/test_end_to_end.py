@@ -63,6 +63,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
+@pytest.mark.processes
 def test_the_plain_celery_command_runs_operations_and_callbacks(redis_server, prefix, sandbox, receiver, tmp_path):
     """Celery's defaults (prefork, no -Q): the documented command must do the whole job."""
     sb = sandbox(quota=None)
@@ -81,6 +82,7 @@ def test_the_plain_celery_command_runs_operations_and_callbacks(redis_server, pr
         stop(worker)
 
 
+@pytest.mark.processes
 def test_dash_q_still_narrows_a_worker_to_one_queue(redis_server, prefix, sandbox, receiver, tmp_path):
     sb = sandbox(quota=None)
     env = bridge_env(redis_server.url, prefix, sb)

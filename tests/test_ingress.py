@@ -1,9 +1,11 @@
-"""The HTTP ingress over real HTTP and a real Redis.
+"""The HTTP ingress against a real Redis.
 
-The end-to-end test runs ``serve(load_settings())`` as its own process next to
-a real worker and the sandbox; the others serve ``create_app`` with uvicorn in
-a thread (still real HTTP on loopback) and drive Redis directly where a worker
-would only make them slower.
+The end-to-end test runs ``optimum-bridge api`` as its own process next to a
+real worker and the sandbox, over real HTTP. The others call ``create_app``
+in-process through ``httpx.ASGITransport`` (the ASGI app itself, no socket)
+and drive Redis directly where a worker would only make them slower; only the
+streamed-body test keeps uvicorn in a thread, because what it checks is how a
+chunked body arrives from a real connection.
 """
 
 from __future__ import annotations
@@ -82,9 +84,43 @@ def local_settings(redis_url: str, prefix: str, **extra: str) -> Settings:
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
 
+class InProcess(httpx.BaseTransport):
+    """``httpx.ASGITransport`` behind a sync ``httpx.Client``: each request runs the app on an event loop.
+
+    Like uvicorn, an exception the app raises after answering (Starlette re-raises
+    it once its 500 is sent) stays on the server side instead of reaching the test.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def roundtrip() -> httpx.Response:
+            response = await self._asgi.handle_async_request(request)
+            body = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(body))
+
+        return asyncio.run(roundtrip())
+
+
 @pytest.fixture
 def ingress() -> Iterator[Callable[..., httpx.Client]]:
-    """Factory: ``ingress(settings, client=None)`` serves ``create_app`` on a free port; returns an HTTP client."""
+    """Factory: ``ingress(settings, client=None)`` → an HTTP client calling ``create_app`` in-process."""
+    opened: list[httpx.Client] = []
+
+    def start(settings: Settings, *, client: BridgeClient | None = None) -> httpx.Client:
+        transport = InProcess(create_app(settings, client=client))
+        opened.append(httpx.Client(transport=transport, base_url="http://ingress.test"))
+        return opened[-1]
+
+    yield start
+    for http in opened:
+        http.close()
+
+
+@pytest.fixture
+def served_ingress() -> Iterator[Callable[..., httpx.Client]]:
+    """Factory: ``served_ingress(settings)`` serves ``create_app`` with uvicorn on a free port (real HTTP)."""
     running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
 
     def start(settings: Settings, *, client: BridgeClient | None = None) -> httpx.Client:
@@ -437,8 +473,8 @@ def test_batch_validation_names_items_and_queues_nothing(redis_server, prefix, i
     assert job_keys(redis_server.client(), prefix) == 1000
 
 
-def test_body_cap_by_content_length_and_by_stream(redis_server, prefix, ingress):
-    http = ingress(local_settings(redis_server.url, prefix))
+def test_body_cap_by_content_length_and_by_stream(redis_server, prefix, served_ingress):
+    http = served_ingress(local_settings(redis_server.url, prefix))  # a chunked body, as a socket delivers it
     envelope = json.dumps({**VEHICLES, "body": ""}).encode()
     exact = json.dumps({**VEHICLES, "body": "x" * (MAX_BODY_BYTES - len(envelope))}).encode()
     assert len(exact) == MAX_BODY_BYTES

@@ -536,6 +536,7 @@ def test_create_app_exposes_its_state() -> None:
 # -- CLI -----------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_main_serves_until_signalled(stop_signal: signal.Signals) -> None:
     code = "import sys; from optimum_bridge.sandbox import main; sys.exit(main(sys.argv[1:]))"

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 import redis
 
 from optimum_bridge.upkeep import Timer, Upkeep
@@ -76,6 +77,7 @@ print(queues, steps, sentry_sdk.is_initialized(), app.conf.include)
 """
 
 
+@pytest.mark.processes
 def test_importing_the_worker_module_only_builds_the_app():
     """No connection, no Sentry, no thread at import: a worker starts them (Redis here answers nowhere)."""
     env = {

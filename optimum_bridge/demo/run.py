@@ -13,6 +13,7 @@ operation succeeded, every callback verified and no call got a 429.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -25,16 +26,14 @@ import redis
 from rich.console import Console
 
 from ..errors import BridgeError, ConfigError
+from ..harness import CallbackReceiver, RedisUnavailable, WaitTimeout, WorkerFailed
 from ..keys import Keys
 from ..metrics import Metrics
 from ..producer import BridgeClient
 from ..settings import RateLimit, load_settings
 from .batch import submit_batch
-from .receiver import CallbackReceiver
-from .redis_server import RedisUnavailable
 from .report import JobTracker, Report, failures, follow, summary_table
-from .stack import Plan, Running, display_url, start_stack
-from .workers import WorkerFailed, wait_ready
+from .stack import Plan, Running, display_url, start_stack, workers_ready
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
@@ -137,7 +136,7 @@ def _run(plan: Plan, redis_url: str, console: Console) -> int:
     with ExitStack() as stack:
         running = start_stack(stack, plan, redis_url)
         _announce(console, plan, running)
-        wait_ready(running.workers, running.redis, Keys(running.settings["BRIDGE_KEY_PREFIX"]))
+        workers_ready(running)
         code = _execute(running, plan, console, started)
     return code
 
@@ -182,10 +181,9 @@ def _callback_counts(receiver: CallbackReceiver) -> Callable[[], str]:
 
 
 def _wait_for_callbacks(receiver: CallbackReceiver, expected: int) -> None:
-    """Callbacks are queued when a job finishes, so the last ones arrive just after it."""
-    deadline = time.monotonic() + CALLBACK_GRACE_S
-    while receiver.counts()[1] < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """Callbacks are queued when a job finishes, so the last ones arrive just after it (the report tells if not)."""
+    with contextlib.suppress(WaitTimeout):
+        receiver.wait(lambda: len(receiver.verified) >= expected, timeout=CALLBACK_GRACE_S)
 
 
 def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -> Report:

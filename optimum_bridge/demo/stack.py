@@ -4,16 +4,18 @@ Order matters on the way out (LIFO): signals are ignored first (cleanup is
 bounded and must not be cut short by a second Ctrl-C), then the workers stop
 (SIGTERM, bounded wait, SIGKILL), the temp directory, receiver and sandbox go,
 the demo's keys are deleted, and last the private Redis, if the demo started one.
+The pieces themselves (private Redis, worker processes, receiver, the bridge's
+environment) come from ``optimum_bridge.harness``, shared with the tests and
+the benchmarks; what is the demo's own is here: what to start, and in what order.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import secrets
 import signal
 import tempfile
 import threading
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +23,25 @@ from urllib.parse import urlsplit
 
 import redis
 
+from ..harness import (
+    CallbackReceiver,
+    WorkerProcess,
+    bridge_settings,
+    child_env,
+    delete_prefix,
+    new_callback_secret,
+    start_worker,
+    stop_workers,
+    wait_ready,
+)
+from ..keys import Keys
 from ..sandbox import SandboxConfig, SandboxServer
 from ..settings import SANDBOX_CREDENTIALS, RateLimit
-from .receiver import CallbackReceiver
-from .redis_server import DemoRedis, delete_prefix, redis_for_demo
-from .workers import WorkerProcess, start_workers, stop_workers, worker_env
+from .receiver import start_receiver
+from .redis_server import DemoRedis, redis_for_demo
+
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -72,43 +88,54 @@ class Running:
 def start_stack(stack: ExitStack, plan: Plan, redis_url: str) -> Running:
     """Start Redis (or reuse it), the sandbox, the receiver and the workers, each on ``stack``."""
     prefix = f"demo-{secrets.token_hex(6)}:"
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = new_callback_secret()
     db = redis_for_demo(redis_url)
     stack.callback(db.stop)  # a no-op for a Redis we did not start
     client = db.client()
     stack.callback(client.close)
     stack.callback(delete_prefix, client, prefix)  # runs after the workers are stopped
     sandbox = stack.enter_context(SandboxServer(SandboxConfig(quota=str(plan.quota), fleet_size=plan.fleet_size)))
-    receiver = CallbackReceiver(secret).start()
+    receiver = start_receiver(secret)
     stack.callback(receiver.stop)
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obr-demo-")))
     settings = demo_settings(plan, db, sandbox, prefix, secret)
-    env = worker_env(os.environ, settings)
-    workers = start_workers(plan.workers, concurrency=plan.concurrency, env=env, workdir=workdir)
-    stack.callback(stop_workers, workers)
+    workers: list[WorkerProcess] = []
+    stack.callback(stop_workers, workers, grace_s=STOP_GRACE_S)  # also those started before a failure
+    start_workers(workers, plan, child_env(settings), workdir)
     stack.callback(ignore_signals)  # runs first on the way out
     return Running(db, client, sandbox, receiver, workers, settings)
 
 
+def start_workers(started: list[WorkerProcess], plan: Plan, env: dict[str, str], workdir: Path) -> None:
+    """Start ``plan.workers`` worker processes into ``started``, each with a threads pool of ``plan.concurrency``."""
+    run = uuid.uuid4().hex[:6]
+    for index in range(plan.workers):
+        name = f"demo{index + 1}-{run}"
+        started.append(start_worker(env, name=name, workdir=workdir, concurrency=plan.concurrency, loglevel="INFO"))
+
+
+def workers_ready(running: Running, *, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Wait until every worker sends its heartbeat; ``WorkerFailed`` if one exits or time runs out."""
+    keys = Keys(running.settings["BRIDGE_KEY_PREFIX"])
+    expected = len(running.workers)
+    wait_ready(running.workers, lambda: int(running.redis.zcard(keys.workers)) >= expected, timeout=timeout_s)
+
+
 def demo_settings(plan: Plan, db: DemoRedis, sandbox: SandboxServer, prefix: str, secret: str) -> dict[str, str]:
     """The environment every demo process shares (spec §3 names)."""
-    return {
-        "OPTIMUM_ENVIRONMENT": "sandbox",
-        "OPTIMUM_API_URL": sandbox.url,
-        "OPTIMUM_TOKEN_URL": sandbox.token_url,
-        "OPTIMUM_CLIENT_ID": SANDBOX_CREDENTIALS[0],
-        "OPTIMUM_CLIENT_SECRET": SANDBOX_CREDENTIALS[1],
-        "OPTIMUM_RATE_LIMIT": str(plan.quota),
-        "OPTIMUM_TIMEOUT_S": "10",
-        "BRIDGE_REDIS_URL": db.url,
-        "BRIDGE_KEY_PREFIX": prefix,
-        "BRIDGE_RATE_LIMIT_MARGIN_S": str(plan.margin_s),
-        "BRIDGE_RETRY_BASE_S": "1",
-        "BRIDGE_CALLBACK_SCHEDULE_S": "1,2,5",
-        "BRIDGE_CALLBACK_SECRET": secret,
-        "BRIDGE_CALLBACK_ALLOW_PRIVATE": "true",
-        "BRIDGE_LOG_LEVEL": "INFO",
-    }
+    return bridge_settings(
+        db.url,
+        sandbox,
+        prefix=prefix,
+        callback_secret=secret,
+        OPTIMUM_CLIENT_ID=SANDBOX_CREDENTIALS[0],
+        OPTIMUM_CLIENT_SECRET=SANDBOX_CREDENTIALS[1],
+        OPTIMUM_RATE_LIMIT=str(plan.quota),
+        BRIDGE_RATE_LIMIT_MARGIN_S=str(plan.margin_s),
+        BRIDGE_RETRY_BASE_S="1",
+        BRIDGE_CALLBACK_SCHEDULE_S="1,2,5",
+        BRIDGE_LOG_LEVEL="INFO",
+    )
 
 
 def display_url(url: str) -> str:

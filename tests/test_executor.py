@@ -6,13 +6,12 @@ what is final, and the non-idempotent rule after a timeout or a crash.
 
 from __future__ import annotations
 
-import json
+import time
 
 import pytest
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.broker import job_id_of
-from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
+from optimum_bridge.keys import Keys
 from optimum_bridge.runtime import Runtime
 
 from .conftest import bridge_env, free_port, settings_from
@@ -31,6 +30,26 @@ def bridge(redis_server, prefix, sandbox, runtime):
     return build
 
 
+def run(rt: Runtime, job_id: str) -> str:
+    """What a worker does for a job: the scheduler gives it a slot (moving due retries back to the
+    lanes first), then the executor runs the dispatch it was given."""
+    keys = Keys(rt.settings.key_prefix)
+    deadline = time.monotonic() + 5
+    while not rt.jobs.status(job_id).finished:
+        next_in = rt.dispatchers["default"].run().next_in_s
+        if rt.redis.zscore(keys.dispatched, job_id) is not None:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} was never given a slot")
+        time.sleep(next_in)
+    return rt.executor.run(job_id, int(rt.jobs.field(job_id, "dispatch") or 0))
+
+
+def expire_retry(rt: Runtime, job_id: str) -> None:
+    """Make a parked retry due now (instead of waiting out its backoff)."""
+    rt.redis.zadd(Keys(rt.settings.key_prefix).delayed(), {job_id: 0})
+
+
 def calls_to(sb, path: str) -> int:
     return len([e for e in sb.stats()["log"] if e["path"] == path])
 
@@ -42,7 +61,7 @@ def test_post_timeout_is_not_sent_again(bridge):
     rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
     sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
     job_id = client.submit(PERSON)
-    assert rt.executor.run(job_id) == "failed"
+    assert run(rt, job_id) == "failed"
     status = client.get(job_id)
     assert status.error.kind == "timeout" and "not re-sent" in status.error.message
     assert status.attempts == 1 and calls_to(sb, "/Persons") == 1
@@ -52,9 +71,9 @@ def test_post_timeout_with_an_idempotency_key_is_retried(bridge):
     rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
     sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
     job_id = client.submit({**PERSON, "idempotency_key": "lina-1"})
-    assert rt.executor.run(job_id) == "retrying"
+    assert run(rt, job_id) == "retrying"
     assert client.get(job_id).status == "retrying"
-    assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
+    assert rt.redis.zcard(Keys(client.settings.key_prefix).delayed()) == 1
 
 
 def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandbox, runtime):
@@ -64,7 +83,7 @@ def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandb
     rt = runtime(settings)
     client = BridgeClient(settings, client=rt.redis)
     job_id = client.submit(PERSON)
-    assert rt.executor.run(job_id) == "retrying"  # nothing reached the API: safe to send again
+    assert run(rt, job_id) == "retrying"  # nothing reached the API: safe to send again
     assert client.get(job_id).error.kind == "connect"
 
 
@@ -72,7 +91,7 @@ def test_a_crash_after_sending_a_post_fails_it_instead_of_sending_twice(bridge):
     rt, client, sb = bridge()
     job_id = client.submit(PERSON)
     rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")  # what a SIGKILL mid-call leaves
-    assert rt.executor.run(job_id) == "failed"
+    assert run(rt, job_id) == "failed"
     assert client.get(job_id).error.kind == "unknown_outcome"
     assert calls_to(sb, "/Persons") == 0
 
@@ -81,7 +100,7 @@ def test_a_crash_after_sending_a_get_runs_it_again(bridge):
     rt, client, sb = bridge()
     job_id = client.submit({"method": "GET", "path": "/Vehicles"})
     rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")
-    assert rt.executor.run(job_id) == "succeeded"
+    assert run(rt, job_id) == "succeeded"
     assert calls_to(sb, "/Vehicles") == 1
 
 
@@ -89,9 +108,9 @@ def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
     rt, client, sb = bridge()
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "30"}}])
     job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-    assert rt.executor.run(job_id) == "retrying"
+    assert run(rt, job_id) == "retrying"
     assert 29 <= rt.limiter.paused_for() <= 30
-    due = rt.redis.zrange(Keys(client.settings.key_prefix).due, 0, -1, withscores=True)
+    due = rt.redis.zrange(Keys(client.settings.key_prefix).delayed(), 0, -1, withscores=True)
     seconds, micros = rt.redis.time()
     assert due[0][1] - (seconds * 1000 + micros // 1000) >= 29_000  # not before Retry-After
     assert client.get(job_id).error.kind == "rate_limited"
@@ -100,7 +119,10 @@ def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
 def test_retries_stop_at_max_attempts(bridge):
     rt, client, sb = bridge({"error_rate": 1.0}, BRIDGE_MAX_ATTEMPTS="3")
     job_id = client.submit({"method": "GET", "path": "/Persons"})
-    outcomes = [rt.executor.run(job_id) for _ in range(4)]
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(run(rt, job_id))
+        expire_retry(rt, job_id)
     assert outcomes == ["retrying", "retrying", "failed", "final"]
     status = client.get(job_id)
     assert status.attempts == 3 and status.response.status_code == 503
@@ -108,27 +130,21 @@ def test_retries_stop_at_max_attempts(bridge):
     assert calls_to(sb, "/Persons") == 3
 
 
-def test_a_job_held_by_another_worker_is_looked_at_again_later(bridge):
+def test_a_job_held_by_another_worker_is_left_to_it(bridge):
     rt, client, sb = bridge()
     job_id = client.submit({"method": "GET", "path": "/Vehicles"})
     rt.redis.set(Keys(client.settings.key_prefix).lease(job_id), "someone-else", px=5000)
-    assert rt.executor.run(job_id) == "leased"
+    assert run(rt, job_id) == "leased"
     assert calls_to(sb, "/Vehicles") == 0
-    assert rt.redis.zcard(Keys(client.settings.key_prefix).due) == 1
     assert client.get(job_id).status == "queued"
 
 
-def test_the_audit_requeues_only_waiting_jobs_that_no_message_refers_to(bridge):
-    rt, client, _ = bridge()
-    keys = Keys(client.settings.key_prefix)
-    queue = keys.queue(OPERATIONS_QUEUE)
-    held, due, lost, done = (client.submit({"method": "GET", "path": "/Vehicles"}) for _ in range(4))
-    assert rt.executor.run(done) == "succeeded"
-    messages = {job_id_of(m): m for m in rt.redis.lrange(queue, 0, -1)}
-    rt.redis.delete(queue)  # every message gone; two of them are elsewhere:
-    raw_held = json.loads(messages[held])
-    rt.redis.hset(keys.unacked, "tag-1", json.dumps([raw_held, "", OPERATIONS_QUEUE]))  # a worker holds it
-    rt.redis.zadd(keys.due, {f"{queue}\n{messages[due].decode()}": 1})  # a retry waits for its time
-    assert rt.audit.run() == [lost]
-    assert [job_id_of(m) for m in rt.redis.lrange(queue, 0, -1)] == [lost]
-    assert rt.audit.run() == []  # its message is back: nothing more to do
+def test_a_stale_message_makes_no_call(bridge):
+    """A message of an earlier dispatch (a redelivery, or one that turned up after its job went back to its lane)."""
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.dispatchers["default"].run()
+    assert rt.executor.run(job_id, 0) == "stale"
+    assert rt.executor.run(job_id, 1) == "succeeded"
+    assert rt.executor.run(job_id, 1) == "final"
+    assert calls_to(sb, "/Vehicles") == 1

@@ -58,6 +58,7 @@ class Record:
     response: ApiResponse | None = None
     error: ErrorInfo | None = None
     callback_queued: bool = False
+    dispatch: int = 0
 
 
 @dataclass
@@ -87,12 +88,22 @@ class FakeJobs:
     def operation(self, job_id: str) -> Operation:
         return self.records[job_id].operation
 
-    def claim(self, job_id: str, owner: str, *, lease_ms: int) -> Claim:
+    def dispatch(self, job_id: str) -> int:
+        """What the scheduler does before a worker runs a job: a new dispatch number."""
+        record = self.records.get(job_id)
+        if record is None:
+            return 1
+        record.dispatch += 1
+        return record.dispatch
+
+    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int) -> Claim:
         record = self.records.get(job_id)
         if record is None:
             return Claim("missing")
         if record.status in ("succeeded", "failed"):
             return Claim("final")
+        if dispatch != record.dispatch:
+            return Claim("stale")
         if self.lease_key(job_id) in self.leases:
             return Claim("leased", lease_ms=self.leases[self.lease_key(job_id)][1])
         self.leases[self.lease_key(job_id)] = (owner, lease_ms)
@@ -124,6 +135,7 @@ class FakeJobs:
         response: ApiResponse | None,
         error: ErrorInfo | None,
         callback: bool,
+        batch_id: str | None = None,
     ) -> bool:
         record = self.records[job_id]
         if record.status in ("succeeded", "failed"):
@@ -140,8 +152,9 @@ class FakeJobs:
         job_id: str,
         owner: str,
         *,
+        account: str,
         delay_s: float,
-        status: Literal["queued", "retrying"] | None,
+        status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
     ) -> bool:
@@ -166,6 +179,7 @@ class FakeApi:
 
     script: list[Answer] = field(default_factory=list)
     sent: list[Operation] = field(default_factory=list)
+    quota: Any = None
     leases_during_call: list[set[str]] = field(default_factory=list)
     leases: FakeLeases | None = None
 
@@ -208,6 +222,10 @@ class Bench:
     def answers(self, *script: Answer) -> None:
         self.api.script.extend(script)
 
+    def run(self, job_id: str) -> str:
+        """The scheduler gives the job a slot (a new dispatch), then a worker runs it."""
+        return self.executor.run(job_id, self.jobs.dispatch(job_id))
+
 
 def bench(*, max_attempts: int = 5, budget_s: float = 86400.0) -> Bench:
     jobs, leases, clock = FakeJobs(), FakeLeases(), FrozenClock()
@@ -240,7 +258,7 @@ def refused() -> NetworkError:
 def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) -> None:
     job_id = b.jobs.add(POST)
     b.answers(answer(201))
-    assert b.executor.run(job_id) == "succeeded"
+    assert b.run(job_id) == "succeeded"
     record = b.jobs.records[job_id]
     assert (record.status, record.attempts, record.inflight, record.error) == ("succeeded", 1, False, None)
     assert record.response == answer(201) and record.callback_queued
@@ -251,27 +269,27 @@ def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) 
 
 def test_no_callback_queued_without_a_callback_url(b: Bench) -> None:
     job_id = b.jobs.add(GET)
-    assert b.executor.run(job_id) == "succeeded"
+    assert b.run(job_id) == "succeeded"
     assert not b.jobs.records[job_id].callback_queued
 
 
 def test_404_fails_after_one_attempt(b: Bench) -> None:
     job_id = b.jobs.add({"method": "GET", "path": "/Vehicles/ZZ-999-ZZ"})
     b.answers(answer(404))
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     record = b.jobs.records[job_id]
     assert (record.status, record.attempts) == ("failed", 1)
     assert record.error == ErrorInfo(kind="http_error", message="the API answered 404")
     assert record.response is not None and record.response.status_code == 404
     assert b.jobs.due == [] and len(b.api.sent) == 1
-    assert b.executor.run(job_id) == "final"  # a redelivered message does nothing
+    assert b.run(job_id) == "final"  # a redelivered message does nothing
     assert len(b.api.sent) == 1
 
 
 def test_a_redirect_is_final_and_says_it_was_not_followed(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(302, location="https://evil.example/steal"))
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     error = b.jobs.records[job_id].error
     assert error is not None and error.kind == "http_error"
     assert error.message == "the API answered 302; redirects are not followed (the token stays with the API host)"
@@ -281,7 +299,7 @@ def test_a_redirect_is_final_and_says_it_was_not_followed(b: Bench) -> None:
 def test_retryable_statuses_are_rescheduled_with_backoff(b: Bench, status: int, kind: str) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(status))
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
     record = b.jobs.records[job_id]
     assert (record.status, record.attempts, record.inflight) == ("retrying", 1, False)
     assert record.error == ErrorInfo(kind=kind, message=f"the API answered {status}")
@@ -293,7 +311,7 @@ def test_retryable_statuses_are_rescheduled_with_backoff(b: Bench, status: int, 
 def test_backoff_grows_with_each_attempt_then_success(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(503), answer(502), answer(504), answer(200))
-    assert [b.executor.run(job_id) for _ in range(4)] == ["retrying", "retrying", "retrying", "succeeded"]
+    assert [b.run(job_id) for _ in range(4)] == ["retrying", "retrying", "retrying", "succeeded"]
     assert [r.delay_s for r in b.jobs.due] == [2.0, 6.0, 18.0]
     assert b.jobs.records[job_id].attempts == 4
 
@@ -301,19 +319,19 @@ def test_backoff_grows_with_each_attempt_then_success(b: Bench) -> None:
 def test_retry_after_is_a_floor_over_the_backoff(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(429, **{"retry-after": "30"}))
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
     assert b.jobs.due[-1].delay_s == 30.0  # longer than the backoff's 2 s: Retry-After wins
 
     later = b.jobs.add(GET, attempts=3)  # the fourth attempt's backoff is 54 s
     b.answers(answer(503, **{"retry-after": "5"}))
-    assert b.executor.run(later) == "retrying"
+    assert b.run(later) == "retrying"
     assert b.jobs.due[-1].delay_s == 54.0  # a shorter Retry-After does not shorten the backoff
 
 
 def test_retry_after_as_an_http_date_is_read_against_the_clock(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(503, **{"retry-after": format_datetime(NOW + timedelta(seconds=90), usegmt=True)}))
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
     assert b.jobs.due[-1].delay_s == 90.0
 
 
@@ -323,7 +341,7 @@ def test_retry_after_as_an_http_date_is_read_against_the_clock(b: Bench) -> None
 def test_post_timeout_is_failed_and_not_sent_again(b: Bench) -> None:
     job_id = b.jobs.add(POST)
     b.answers(timeout())
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     record = b.jobs.records[job_id]
     assert record.error is not None and record.error.kind == "timeout"
     assert record.error.message == (
@@ -336,10 +354,10 @@ def test_post_timeout_is_failed_and_not_sent_again(b: Bench) -> None:
 def test_post_timeout_with_an_idempotency_key_is_retried(b: Bench) -> None:
     job_id = b.jobs.add({**POST, "idempotency_key": "lina-1"})
     b.answers(timeout(), answer(201))
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
     assert b.jobs.records[job_id].error == ErrorInfo(kind="timeout", message=timeout().message)
     assert b.jobs.due == [Rescheduled(job_id, BACKOFF.delay(1), "retrying")]
-    assert b.executor.run(job_id) == "succeeded"
+    assert b.run(job_id) == "succeeded"
     assert b.jobs.records[job_id].attempts == 2
 
 
@@ -347,13 +365,13 @@ def test_post_timeout_with_an_idempotency_key_is_retried(b: Bench) -> None:
 def test_a_timeout_of_an_idempotent_method_is_retried(b: Bench, method: str) -> None:
     job_id = b.jobs.add({"method": method, "path": "/Persons/7"})
     b.answers(timeout())
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
 
 
 def test_connect_error_is_retried_even_for_post(b: Bench) -> None:
     job_id = b.jobs.add(POST)
     b.answers(refused())
-    assert b.executor.run(job_id) == "retrying"  # nothing reached the API: safe to send again
+    assert b.run(job_id) == "retrying"  # nothing reached the API: safe to send again
     record = b.jobs.records[job_id]
     assert record.error == ErrorInfo(kind="connect", message=refused().message)
     assert (record.status, record.inflight) == ("retrying", False)
@@ -362,7 +380,7 @@ def test_connect_error_is_retried_even_for_post(b: Bench) -> None:
 def test_no_token_is_retried_without_counting_an_attempt(b: Bench) -> None:
     job_id = b.jobs.add(POST)
     b.answers(CredentialsRejected("credentials_rejected", "identity server refused the client credentials (401)"))
-    assert b.executor.run(job_id) == "retrying"
+    assert b.run(job_id) == "retrying"
     record = b.jobs.records[job_id]
     assert record.attempts == 0 and b.api.sent == []
     assert record.error is not None and record.error.kind == "credentials_rejected"
@@ -372,7 +390,7 @@ def test_no_token_is_retried_without_counting_an_attempt(b: Bench) -> None:
 def test_a_final_error_ends_the_job_at_once(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(FinalError("bad_answer", "the API sent something unusable"))
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     assert b.jobs.records[job_id].error == ErrorInfo(kind="bad_answer", message="the API sent something unusable")
     assert b.jobs.due == []
 
@@ -382,7 +400,7 @@ def test_a_final_error_ends_the_job_at_once(b: Bench) -> None:
 
 def test_a_crash_after_sending_a_post_fails_it_as_unknown_outcome(b: Bench) -> None:
     job_id = b.jobs.add(POST, attempts=1, inflight=True)  # what a SIGKILL mid-call leaves
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     record = b.jobs.records[job_id]
     assert record.error == ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME)
     assert record.response is None and record.attempts == 1 and record.callback_queued
@@ -392,13 +410,13 @@ def test_a_crash_after_sending_a_post_fails_it_as_unknown_outcome(b: Bench) -> N
 
 def test_a_crash_after_sending_a_get_runs_it_again(b: Bench) -> None:
     job_id = b.jobs.add(GET, attempts=1, inflight=True)
-    assert b.executor.run(job_id) == "succeeded"
+    assert b.run(job_id) == "succeeded"
     assert len(b.api.sent) == 1 and b.jobs.records[job_id].attempts == 2
 
 
 def test_a_crash_after_sending_a_post_with_an_idempotency_key_runs_it_again(b: Bench) -> None:
     job_id = b.jobs.add({**POST, "idempotency_key": "lina-1"}, attempts=1, inflight=True)
-    assert b.executor.run(job_id) == "succeeded"
+    assert b.run(job_id) == "succeeded"
     assert len(b.api.sent) == 1
 
 
@@ -409,7 +427,7 @@ def test_retries_stop_at_max_attempts() -> None:
     b = bench(max_attempts=3)
     job_id = b.jobs.add({"method": "GET", "path": "/Persons"})
     b.answers(answer(503), answer(503), answer(503), answer(503))
-    assert [b.executor.run(job_id) for _ in range(4)] == ["retrying", "retrying", "failed", "final"]
+    assert [b.run(job_id) for _ in range(4)] == ["retrying", "retrying", "failed", "final"]
     record = b.jobs.records[job_id]
     assert record.attempts == 3 and len(b.api.sent) == 3
     assert record.response is not None and record.response.status_code == 503
@@ -421,8 +439,8 @@ def test_retries_stop_when_the_next_one_would_end_past_the_duration_budget() -> 
     fits = b.jobs.add(GET, submitted_at=NOW - timedelta(seconds=3598))  # 3598 + 2 s backoff = the budget
     late = b.jobs.add(GET, submitted_at=NOW - timedelta(seconds=3599))
     b.answers(answer(503), answer(503))
-    assert b.executor.run(fits) == "retrying"
-    assert b.executor.run(late) == "failed"
+    assert b.run(fits) == "retrying"
+    assert b.run(late) == "failed"
     error = b.jobs.records[late].error
     assert error is not None and error.message == "the API answered 503 (gave up after 1 attempts)"
 
@@ -431,18 +449,19 @@ def test_a_retry_after_beyond_the_budget_fails_now_instead_of_waiting() -> None:
     b = bench(budget_s=600.0)
     job_id = b.jobs.add(GET)
     b.answers(answer(429, **{"retry-after": "3600"}))
-    assert b.executor.run(job_id) == "failed"
+    assert b.run(job_id) == "failed"
     assert b.jobs.due == []
 
 
 # -- no attempt at all: leased, deferred, missing, finished --------------------------------
 
 
-def test_a_job_held_by_another_worker_is_looked_at_again_when_its_lease_ends(b: Bench) -> None:
+def test_a_job_held_by_another_worker_is_left_to_it(b: Bench) -> None:
+    """Its lease ends only if that worker dies, and then the scheduler's recovery puts it back in its lane."""
     job_id = b.jobs.add(GET)
     b.jobs.leases[b.jobs.lease_key(job_id)] = ("someone-else", 4500)
-    assert b.executor.run(job_id) == "leased"
-    assert b.jobs.due == [Rescheduled(job_id, 5.5, None)]  # lease end + 1 s, status untouched
+    assert b.run(job_id) == "leased"
+    assert b.jobs.due == []
     assert b.jobs.records[job_id].status == "queued"
     assert b.jobs.leases == {b.jobs.lease_key(job_id): ("someone-else", 4500)}  # not ours to release
     assert b.api.sent == [] and b.api.leases_during_call == []
@@ -451,7 +470,7 @@ def test_a_job_held_by_another_worker_is_looked_at_again_when_its_lease_ends(b: 
 def test_deferred_is_rescheduled_without_using_an_attempt(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(Deferred(12.5))
-    assert b.executor.run(job_id) == "deferred"
+    assert b.run(job_id) == "deferred"
     record = b.jobs.records[job_id]
     assert (record.status, record.attempts, record.error) == ("queued", 0, None)
     assert b.jobs.due == [Rescheduled(job_id, 12.5, "queued")] and b.api.sent == []
@@ -461,7 +480,7 @@ def test_deferred_is_rescheduled_without_using_an_attempt(b: Bench) -> None:
 def test_deferred_after_a_failed_attempt_stays_retrying(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     b.answers(answer(503), Deferred(3.0), answer(200))
-    assert [b.executor.run(job_id) for _ in range(3)] == ["retrying", "deferred", "succeeded"]
+    assert [b.run(job_id) for _ in range(3)] == ["retrying", "deferred", "succeeded"]
     assert [(r.delay_s, r.status) for r in b.jobs.due] == [(2.0, "retrying"), (3.0, "retrying")]
     assert b.jobs.records[job_id].attempts == 2  # the deferral used none
 
@@ -470,13 +489,22 @@ def test_deferred_does_not_eat_the_attempts_budget() -> None:
     b = bench(max_attempts=2)
     job_id = b.jobs.add(GET)
     b.answers(answer(503), Deferred(1.0), Deferred(1.0), Deferred(1.0), answer(200))
-    assert [b.executor.run(job_id) for _ in range(5)] == ["retrying", "deferred", "deferred", "deferred", "succeeded"]
+    assert [b.run(job_id) for _ in range(5)] == ["retrying", "deferred", "deferred", "deferred", "succeeded"]
+
+
+def test_a_stale_message_is_left_alone(b: Bench) -> None:
+    """A message from an earlier dispatch (a redelivery, or one that came after its job was recovered)."""
+    job_id = b.jobs.add(GET)
+    current = b.jobs.dispatch(job_id)
+    assert b.executor.run(job_id, current - 1) == "stale"
+    assert b.api.sent == [] and b.jobs.records[job_id].status == "queued"
+    assert b.executor.run(job_id, current) == "succeeded"
 
 
 def test_missing_and_finished_jobs_are_left_alone(b: Bench) -> None:
-    assert b.executor.run("nope") == "missing"
+    assert b.run("nope") == "missing"
     done = b.jobs.add(GET, status="succeeded", attempts=1)
-    assert b.executor.run(done) == "final"
+    assert b.run(done) == "final"
     assert b.api.sent == [] and b.jobs.due == [] and b.jobs.completions == 0
 
 
@@ -491,5 +519,5 @@ def test_a_job_finished_elsewhere_meanwhile_is_not_finished_twice(b: Bench) -> N
 
     racing = Racing(leases=b.leases)
     executor = Executor(b.jobs, racing, Policy(5, 86400.0, BACKOFF), b.leases, clock=b.clock)
-    assert executor.run(job_id) == "succeeded"
+    assert executor.run(job_id, b.jobs.dispatch(job_id)) == "succeeded"
     assert b.jobs.completions == 0

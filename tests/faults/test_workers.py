@@ -85,7 +85,7 @@ def test_a_retry_far_beyond_the_redelivery_timeout_runs_once(redis_server, prefi
     job_id = client.submit({"method": "GET", "path": path, "callback": {"url": receiver.url}})
     wait_until(lambda: client.get(job_id).status == "retrying", what="the job to wait for its retry")
     redis = redis_server.client()
-    assert redis.zcard(Keys(prefix).due) == 1  # parked in the due set, not held by a worker as an ETA message
+    assert redis.zcard(Keys(prefix).delayed()) == 1  # parked in its account's delayed set, not held as an ETA message
     assert redis.hlen(f"{prefix}unacked") == 0
     status = client.wait(job_id, timeout=40)
     assert status.status == "succeeded" and status.attempts == 2
@@ -108,7 +108,9 @@ def test_sigterm_finishes_in_flight_calls_and_leaves_the_queue(redis_server, pre
     print(f"\nSIGTERM: worker stopped in {stopped_in:.1f}s; states {sorted(states)}")
     assert states.count("succeeded") == sb.stats()["calls"] == 2  # in-flight calls finished, nothing else started
     redis = redis_server.client()
-    assert redis.llen(Keys(prefix).queue(OPERATIONS_QUEUE)) == 8  # the rest is back in the queue
+    keys = Keys(prefix)
+    waiting = sum(redis.zcard(lane) for lane in keys.lanes()) + redis.zcard(keys.dispatched)
+    assert waiting == 8  # the rest waits for its slot (in its lane, or handed off but not started)
     workers(env, concurrency=4)
     wait_until(lambda: all(client.get(i).status == "succeeded" for i in ids), timeout=60, what="the rest to run")
     assert sb.stats()["calls"] == 10

@@ -3,6 +3,7 @@ start, the quota's exact window, capacity, recovery and forecasts (spec §10, §
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -64,7 +65,7 @@ def test_slots_come_one_per_interval_and_never_more_than_the_quota_in_a_window(s
                 given_at[job_id] = int(rt.jobs.field(job_id, "dispatched_at") or 0) / 1000
         time.sleep(min(wait, 0.05))
     starts = sorted(given_at.values())
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 12
     assert min(gaps) >= 0.199  # paced: one slot every 1 s / 5, never a burst
     assert max(gaps) < 0.2 + 0.1  # and on time
@@ -131,7 +132,7 @@ def test_positions_and_estimates_follow_the_lanes(sched):
     positions = {job_id: client.get(job_id).position for job_id in [*bulk, normal, urgent]}
     assert positions == {urgent: 0, normal: 1, bulk[0]: 2, bulk[1]: 3, bulk[2]: 4}
     estimates = [client.get(job_id).estimated_start_at for job_id in [urgent, normal, *bulk]]
-    gaps = [(b - a).total_seconds() for a, b in zip(estimates, estimates[1:], strict=False)]  # type: ignore[operator]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(estimates)]  # type: ignore[operator]
     assert all(abs(gap - 60.25 / 30) < 0.01 for gap in gaps)  # one slot interval apart
     rt.dispatchers["default"].run()
     assert client.get(urgent).position is None or client.get(urgent).position == 0

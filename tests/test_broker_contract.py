@@ -124,3 +124,34 @@ def test_transport_options_are_ones_kombu_knows():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     known = set(Channel.from_transport_options)
     assert set(broker.transport_options(settings)) <= known
+
+
+def test_the_messages_dispatch_builds_in_lua_are_what_kombu_writes(redis_server, prefix):
+    """``lua/_message.lua`` fills ``broker.message_template``: the result must be Celery's own message."""
+    from optimum_bridge import BridgeClient
+    from optimum_bridge.runtime import Runtime
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, BRIDGE_REDIS_URL=redis_server.url, BRIDGE_KEY_PREFIX=prefix, OPTIMUM_ENVIRONMENT="sandbox"
+    )
+    rt = Runtime(settings)
+    try:
+        job_id = BridgeClient(settings, client=rt.redis).submit({"method": "GET", "path": "/Vehicles"})
+        assert rt.dispatchers["default"].run().given == 1
+        ours = json.loads(rt.redis.lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
+    finally:
+        rt.close()
+    app = Celery("contract", broker=redis_server.url, set_as_current=False)
+    app.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_serializer="json")
+    queue = Queue(OPERATIONS_QUEUE, Exchange(""), routing_key=OPERATIONS_QUEUE)  # type: ignore[no-untyped-call]
+    try:
+        app.send_task(EXECUTE_TASK, args=[job_id, 1, "default"], queue=queue)
+    finally:
+        app.close()
+    theirs = json.loads(redis_server.client().lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
+    assert keys_of(ours) == keys_of(theirs)
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(theirs["body"]))
+    for part in ("headers", "properties"):
+        differ = {k for k in theirs[part] if theirs[part][k] != ours[part][k]} - PER_MESSAGE
+        assert differ <= {"ignore_result"}, f"{part} differ in {differ}"
+    assert ours["headers"]["argsrepr"] == theirs["headers"]["argsrepr"]

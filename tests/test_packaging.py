@@ -320,7 +320,10 @@ def test_a_producer_submits_with_the_core_alone(redis_server, prefix):
 
         with BridgeClient(load_settings()) as client:
             job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-            print(job_id, client.get(job_id).status)
+            batch = client.submit_batch([{"method": "GET", "path": "/Persons"}])
+            print(job_id, client.get(job_id).status, client.get_batch(batch.id).status)
+        # Submitting builds no Celery message: a producer never imports Celery (nor kombu).
+        assert not {"celery", "kombu"} & {name.partition(".")[0] for name in sys.modules}, "Celery imported"
         # A worker needs no extra either: every core module loads.
         for info in pkgutil.iter_modules(optimum_bridge.__path__):
             if not info.ispkg:
@@ -330,8 +333,8 @@ def test_a_producer_submits_with_the_core_alone(redis_server, prefix):
     """
     result = run_without(OPTIONAL, code, bare_env(redis_server.url, prefix))
     assert result.returncode == 0, result.stderr
-    job_id, status = result.stdout.split()
-    assert status == "queued"
+    job_id, status, batch = result.stdout.split()
+    assert (status, batch) == ("queued", "running")
     assert any(job_id.encode() in key for key in redis_server.client().scan_iter(match=f"{prefix}*"))
 
 

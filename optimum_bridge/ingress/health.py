@@ -9,7 +9,7 @@ number of ingress replicas report the same numbers and none keeps state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -18,7 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys, text
+from ..keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
 from ..metrics import LATENCY_BUCKETS
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
@@ -38,6 +38,7 @@ class Snapshot:
     retries_scheduled: int
     dead_letters: int
     counters: dict[str, float]
+    waiting: dict[str, int] = field(default_factory=dict)  # priority -> jobs waiting for a slot
 
     def counter(self, name: str) -> float:
         """A counter of the stats hash (0 when never incremented)."""
@@ -49,15 +50,20 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     with client.pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.llen(keys.queue(name))
+        for priority in PRIORITIES:
+            pipe.zcard(keys.lane(priority))
         pipe.zcard(keys.due)
+        pipe.zcard(keys.delayed())
         pipe.hlen(keys.dead_letters)
         pipe.hgetall(keys.stats)
-        *lengths, due, dead, stats = pipe.execute()
+        *sizes, due, delayed, dead, stats = pipe.execute()
+    lengths, lanes = sizes[: len(QUEUES)], sizes[len(QUEUES) :]
     return Snapshot(
         queues={name: int(length) for name, length in zip(QUEUES, lengths, strict=True)},
-        retries_scheduled=int(due),
+        retries_scheduled=int(due) + int(delayed),
         dead_letters=int(dead),
         counters={text(k): float(v) for k, v in stats.items()},
+        waiting={priority: int(size) for priority, size in zip(PRIORITIES, lanes, strict=True)},
     )
 
 
@@ -73,6 +79,12 @@ def _gauges(snap: Snapshot) -> Iterator[Metric]:
     for name, length in snap.queues.items():
         depth.add_metric([name], length)
     yield depth
+    waiting = GaugeMetricFamily(
+        "optimum_bridge_waiting_jobs", "Jobs waiting in their lane for a quota slot.", labels=["priority"]
+    )
+    for priority, size in snap.waiting.items():
+        waiting.add_metric([priority], size)
+    yield waiting
     yield GaugeMetricFamily(
         "optimum_bridge_retries_scheduled",
         "Retries and deferred messages waiting for their time.",

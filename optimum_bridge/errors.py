@@ -62,7 +62,7 @@ class NetworkError(RetryableError):
 
 
 class Deferred(BridgeError):
-    """No rate-limit slot soon enough: put the job back without using an attempt."""
+    """No second rate-limit slot soon enough (to re-send after a 401): put the job back for ``delay``."""
 
     def __init__(self, delay: float) -> None:
         super().__init__(f"no rate-limit slot within the wait budget; next in {delay:.1f}s")

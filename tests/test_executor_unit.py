@@ -1,9 +1,9 @@
 """The executor's rules (spec §5) over in-memory stores: no Redis, no HTTP, no Celery.
 
 ``FakeJobs`` keeps job records the way the Lua scripts of ``JobStore`` do
-(finished jobs are never claimed or moved again, a lease refuses a second
-claim); ``FakeApi`` answers from a script, calling ``before_send`` where the
-real client does (after the rate-limit slot, so ``Deferred`` comes before it);
+(finished jobs are never claimed or moved again, a stale dispatch or a lease
+refuses a claim); ``FakeApi`` answers from a script, calling ``before_send``
+where the real client does (a token refused or no slot to re-send: nothing leaves);
 ``FakeLeases.hold`` only records which lease is held. ``tests/test_executor.py``
 runs the same rules against Redis and the sandbox.
 """

@@ -63,15 +63,13 @@ class Keys:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"{self.prefix}idem:{digest}"
 
-    @property
-    def token(self) -> str:
-        """Hash: the shared access token, its fingerprint and expiry."""
-        return f"{self.prefix}token"
+    def token(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Hash: an account's shared access token, its fingerprint and expiry."""
+        return f"{self.prefix}token:{account}"
 
-    @property
-    def token_lock(self) -> str:
-        """String: owner of the token refresh lock."""
-        return f"{self.prefix}token:lock"
+    def token_lock(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: owner of an account's token refresh lock."""
+        return f"{self.prefix}token:{account}:lock"
 
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Sorted set: start times (ms, Redis clock) of an account's recent calls."""

@@ -19,23 +19,36 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 class Metrics:
     """Increment-only counters (Prometheus counters are computed from them)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, account: str | None = None) -> None:
         self._redis = client
+        self._keys = keys
         self._key = keys.stats
+        self.account = account
+
+    def for_account(self, account: str) -> Metrics:
+        """The same counters, also counted under ``acct:<account>:`` (the metrics' account label)."""
+        return Metrics(self._redis, self._keys, account=account)
+
+    def _names(self, name: str) -> list[str]:
+        return [name] if self.account is None else [name, f"acct:{self.account}:{name}"]
 
     def incr(self, name: str, amount: int = 1) -> None:
-        """Add ``amount`` to counter ``name``."""
+        """Add ``amount`` to counter ``name`` (and to the account's)."""
         try:
-            self._redis.hincrby(self._key, name, amount)
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in self._names(name):
+                    pipe.hincrby(self._key, key, amount)
+                pipe.execute()
         except redis.RedisError:
             log.warning("could not record metric %s", name, exc_info=True)
 
     def observe_call(self, status: int | str, seconds: float) -> None:
-        """Count one API call by status and add its latency to the histogram."""
+        """Count one API call by status (and the account's) and add its latency to the histogram."""
         bucket = next((str(bound) for bound in LATENCY_BUCKETS if seconds <= bound), "inf")
         try:
             with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(self._key, f"calls:{status}", 1)
+                for key in self._names(f"calls:{status}"):
+                    pipe.hincrby(self._key, key, 1)
                 pipe.hincrby(self._key, f"latency_bucket:{bucket}", 1)  # one bucket; /metrics accumulates
                 pipe.hincrby(self._key, "latency_count", 1)
                 pipe.hincrbyfloat(self._key, "latency_sum", seconds)

@@ -14,6 +14,7 @@ from functools import cached_property
 import httpx
 import redis
 
+from .accounts import Account
 from .batches import BatchStore
 from .callbacks import DEFAULT_SCHEDULE, CallbackSender
 from .deliveries import DeliveryStore
@@ -74,19 +75,31 @@ class Runtime:
         )
 
     @cached_property
-    def limiter(self) -> RateLimiter:
-        return RateLimiter(
+    def accounts(self) -> dict[str, AccountRuntime]:
+        """Each account's token, quota, API client and dispatcher, by name."""
+        return {name: self._account(name) for name in self.settings.accounts.names}
+
+    def _account(self, name: str) -> AccountRuntime:
+        account = self.settings.accounts[name]
+        limiter = RateLimiter(
             self.redis,
             self.keys,
-            self.settings.rate_limit,
+            account.rate_limit,
             margin_s=self.settings.rate_limit_margin_s,
             burst=self.settings.rate_burst,
+            account=name,
         )
+        return AccountRuntime(self, account, limiter)
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The ``default`` account's quota."""
+        return self.accounts[DEFAULT_ACCOUNT].limiter
 
     @cached_property
     def dispatchers(self) -> dict[str, Dispatcher]:
         """One dispatcher per account."""
-        return {DEFAULT_ACCOUNT: Dispatcher(self.redis, self.keys, self.limiter, handoff_s=self.settings.handoff_s)}
+        return {name: account.dispatcher for name, account in self.accounts.items()}
 
     @cached_property
     def recovery(self) -> Recovery:
@@ -94,7 +107,7 @@ class Runtime:
 
     @cached_property
     def forecaster(self) -> Forecaster:
-        return Forecaster(self.redis, self.keys, {DEFAULT_ACCOUNT: self.limiter.quota})
+        return Forecaster(self.redis, self.keys, self.settings.quotas())
 
     @cached_property
     def batches(self) -> BatchStore:
@@ -114,17 +127,10 @@ class Runtime:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
         return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
 
-    @cached_property
+    @property
     def tokens(self) -> TokenStore:
-        client_id, secret = self.settings.require_credentials()
-        identity = IdentityClient(
-            self.api_http,
-            token_url=self.settings.token_url,
-            client_id=client_id,
-            client_secret=secret,
-            metrics=self.metrics,
-        )
-        return TokenStore(self.redis, self.keys, identity.fetch, cipher=TokenCipher(self.settings.token_encryption_key))
+        """The ``default`` account's token."""
+        return self.accounts[DEFAULT_ACCOUNT].tokens
 
     @property
     def max_wait_s(self) -> float:
@@ -133,20 +139,13 @@ class Runtime:
 
     @cached_property
     def executor(self) -> Executor:
-        api = OptimumClient(
-            self.api_http,
-            api_url=self.settings.api_url,
-            tokens=self.tokens,
-            limiter=self.limiter,
-            metrics=self.metrics,
-            max_wait_s=self.max_wait_s,
-        )
+        apis = {name: account.api for name, account in self.accounts.items()}
         policy = Policy(
             max_attempts=self.settings.max_attempts,
             budget_s=self.settings.max_retry_duration_s,
             backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
         )
-        return Executor(self.jobs, api, policy, self.leases)
+        return Executor(self.jobs, apis, policy, self.leases)
 
     @cached_property
     def leases(self) -> LeaseKeeper:
@@ -182,6 +181,46 @@ class Runtime:
         for name in ("api_http", "callback_http", "redis"):
             if name in self.__dict__:
                 self.__dict__[name].close()
+
+
+@dataclass
+class AccountRuntime:
+    """One account's parts: its token, quota, API client and dispatcher (built lazily)."""
+
+    runtime: Runtime
+    account: Account
+    limiter: RateLimiter
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        rt = self.runtime
+        client_id, secret = self.account.require_credentials()
+        identity = IdentityClient(
+            rt.api_http,
+            token_url=self.account.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=rt.metrics.for_account(self.account.name),
+        )
+        cipher = TokenCipher(rt.settings.token_encryption_key)
+        return TokenStore(rt.redis, rt.keys, identity.fetch, cipher=cipher, account=self.account.name)
+
+    @cached_property
+    def api(self) -> OptimumClient:
+        rt = self.runtime
+        return OptimumClient(
+            rt.api_http,
+            api_url=self.account.api_url,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            metrics=rt.metrics.for_account(self.account.name),
+            max_wait_s=rt.max_wait_s,
+        )
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        rt = self.runtime
+        return Dispatcher(rt.redis, rt.keys, self.limiter, handoff_s=rt.settings.handoff_s)
 
 
 _lock = threading.Lock()

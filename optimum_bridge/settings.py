@@ -10,16 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .accounts import Accounts
     from .ratelimit import Quota
 
 Environment = Literal["preprod", "production", "sandbox"]
@@ -97,6 +101,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="BRIDGE_LOG_LEVEL")
     token_encryption_key: SecretStr | None = Field(None, validation_alias="BRIDGE_TOKEN_ENCRYPTION_KEY")
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
+    accounts_file: Path | None = Field(None, validation_alias="BRIDGE_ACCOUNTS_FILE")
+    _accounts: Accounts | None = PrivateAttr(None)
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -176,11 +182,29 @@ class Settings(BaseSettings):
             raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
         return self.client_id, self.client_secret
 
-    def quota(self) -> Quota:
-        """The quota of the ``default`` account: ``OPTIMUM_RATE_LIMIT`` with the margin and the burst."""
+    def load_accounts(self, environ: Mapping[str, str]) -> Accounts:
+        """Read the accounts (``BRIDGE_ACCOUNTS_FILE``, secrets from ``environ``) once; ``ConfigError`` if wrong."""
+        from .accounts import load_accounts
+
+        if self._accounts is None:
+            self._accounts = load_accounts(self, environ)
+        return self._accounts
+
+    @property
+    def accounts(self) -> Accounts:
+        """Every account (read at start by ``load_settings``; from the process environment otherwise)."""
+        return self._accounts or self.load_accounts(os.environ)
+
+    def quota(self, account: str = "default") -> Quota:
+        """An account's quota: its rate limit with the margin and the burst."""
         from .ratelimit import Quota
 
-        return Quota.of(self.rate_limit, margin_s=self.rate_limit_margin_s, burst=self.rate_burst)
+        rate = self.accounts[account].rate_limit
+        return Quota.of(rate, margin_s=self.rate_limit_margin_s, burst=self.rate_burst)
+
+    def quotas(self) -> dict[str, Quota]:
+        """Every account's quota, by name."""
+        return {name: self.quota(name) for name in self.accounts.names}
 
     @property
     def handoff_s(self) -> float:
@@ -208,6 +232,15 @@ def callback_key(secret: SecretStr) -> bytes:
     return key
 
 
+def _environment(settings: Settings) -> dict[str, str]:
+    """Where accounts' secrets are read from: ``.env`` (as pydantic-settings reads it), then the environment."""
+    from dotenv import dotenv_values
+
+    file = settings.model_config.get("env_file")
+    values = {k: v for k, v in dotenv_values(str(file)).items() if v is not None} if isinstance(file, str) else {}
+    return {**values, **os.environ}
+
+
 def _variable(settings_field: str) -> str:
     field = Settings.model_fields.get(settings_field)
     alias = field.validation_alias if field else None
@@ -222,10 +255,12 @@ def describe(error: ValidationError) -> str:
     return f"{name}: {message}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, raising ``ConfigError`` with one line on bad input."""
+def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings and read the accounts, raising ``ConfigError`` with one line on bad input."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        settings.load_accounts(_environment(settings) if environ is None else environ)
+        return settings
     except ValidationError as exc:
         raise ConfigError(describe(exc)) from None
     except SettingsError as exc:  # a value pydantic-settings could not even decode

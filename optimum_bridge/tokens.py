@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from . import scripts
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import TokenError
-from .keys import Keys, text
+from .keys import DEFAULT_ACCOUNT, Keys, text
 from .schemas import TokenResponse
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class TokenStore:
         keys: Keys,
         fetch: Callable[[], TokenResponse],
         *,
+        account: str = DEFAULT_ACCOUNT,
         cipher: TokenCipher | None = None,
         clock: Clock = SYSTEM_CLOCK,
         refresh_margin_s: float = 300.0,
@@ -84,6 +85,9 @@ class TokenStore:
     ) -> None:
         self._redis = client
         self._keys = keys
+        self.account = account
+        self._token_key = keys.token(account)
+        self._lock_key = keys.token_lock(account)
         self._fetch = fetch
         self._cipher = cipher or TokenCipher()
         self._clock = clock
@@ -95,7 +99,7 @@ class TokenStore:
 
     def cached(self) -> Token | None:
         """The stored token, if any (expired ones vanish with their key)."""
-        raw = self._redis.hgetall(self._keys.token)
+        raw = self._redis.hgetall(self._token_key)
         if not raw or b"value" not in raw:
             return None
         value = self._cipher.decrypt(text(raw[b"value"]))
@@ -109,19 +113,20 @@ class TokenStore:
             if token is not None:
                 return token
             owner = uuid.uuid4().hex
-            if self._redis.set(self._keys.token_lock, owner, nx=True, px=self._lock_ttl_ms):
+            if self._redis.set(self._lock_key, owner, nx=True, px=self._lock_ttl_ms):
                 try:
                     return self.cached() or self._refresh()
                 finally:
-                    self._release_if(keys=[self._keys.token_lock], args=[owner])
+                    self._release_if(keys=[self._lock_key], args=[owner])
             if self._clock.monotonic() > deadline:
                 raise TokenError("token_timeout", "timed out waiting for another process to fetch the token")
             self._clock.sleep(self._poll_s)
 
     def invalidate(self, token: Token) -> bool:
         """Forget ``token`` if it is still the stored one; True when deleted."""
-        deleted = bool(self._delete_if(keys=[self._keys.token], args=[token.fingerprint]))
-        log.info("token %s rejected by the API; %s", token.fingerprint, "dropped" if deleted else "already replaced")
+        deleted = bool(self._delete_if(keys=[self._token_key], args=[token.fingerprint]))
+        outcome = "dropped" if deleted else "already replaced"
+        log.info("account %s: token %s rejected by the API; %s", self.account, token.fingerprint, outcome)
         return deleted
 
     def _refresh(self) -> Token:
@@ -132,12 +137,12 @@ class TokenStore:
         usable_s = max(1.0, answer.expires_in - margin)
         token = Token(answer.access_token, fingerprint(value), now + answer.expires_in)
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._keys.token)
+            pipe.delete(self._token_key)
             pipe.hset(
-                self._keys.token,
+                self._token_key,
                 mapping={"value": self._cipher.encrypt(value), "fp": token.fingerprint, "exp": token.expires_at},
             )
-            pipe.pexpire(self._keys.token, int(usable_s * 1000))
+            pipe.pexpire(self._token_key, int(usable_s * 1000))
             pipe.execute()
-        log.info("fetched token %s, valid for %ss", token.fingerprint, answer.expires_in)
+        log.info("account %s: fetched token %s, valid for %ss", self.account, token.fingerprint, answer.expires_in)
         return token

@@ -1,4 +1,4 @@
-"""The ``optimum-bridge`` command: worker, api, submit, status, dead-letters, token, sandbox, demo.
+"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, sandbox, demo.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
@@ -21,8 +21,9 @@ from typing import Any
 
 import redis
 
+from .batches import BatchNotFound
 from .errors import BridgeError, ConfigError, JobNotFound
-from .producer import InvalidOperation
+from .producer import BridgeClient, InvalidOperation
 from .settings import load_settings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
@@ -38,6 +39,10 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
 
 class MissingExtra(BridgeError):
     """A command needs an optional extra that is not installed."""
+
+
+class UsageError(BridgeError):
+    """An argument or an input file the command cannot use (exit 2)."""
 
 
 @contextlib.contextmanager
@@ -142,20 +147,18 @@ def _parse_query(pairs: Sequence[str]) -> dict[str, str]:
     return query
 
 
-def _parse_json(text: str | None) -> Any:
+def _parse_json(text: str | None, *, option: str = "--json") -> Any:
     if text is None:
         return None
     raw = Path(text[1:]).read_text() if text.startswith("@") else text
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--json: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ConfigError(f"{option}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
     """Submit one operation; with ``--wait``, print its outcome."""
-    from .producer import BridgeClient
-
     client = BridgeClient(load_settings())
     operation: dict[str, Any] = {
         "method": args.method,
@@ -167,6 +170,8 @@ def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
         operation["callback"] = {"url": args.callback}
     if args.idempotency_key:
         operation["idempotency_key"] = args.idempotency_key
+    if args.priority:
+        operation["priority"] = args.priority
     job_id = client.submit(operation)
     if not args.wait:
         print(job_id)
@@ -178,9 +183,61 @@ def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
     """Print a job's status as JSON."""
-    from .producer import BridgeClient
-
     status = BridgeClient(load_settings()).get(args.job_id)
+    print(status.model_dump_json(indent=2))
+    return 0
+
+
+def read_operations(path: Path, client: BridgeClient) -> list[Any]:
+    """The operations of a JSONL file, one a line (blank lines skipped), each checked; names the bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    operations = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            operations.append(client.validate(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise InvalidOperation(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except InvalidOperation as exc:
+            raise InvalidOperation(f"line {number}: {exc}") from None
+    if not operations:
+        raise UsageError(f"{path}: no operations (expected one JSON operation per line)")
+    return operations
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    metadata = _parse_json(text, option="--metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise UsageError("--metadata: expected a JSON object")
+    return metadata
+
+
+def cmd_batch_submit(args: argparse.Namespace, extra: list[str]) -> int:
+    """Submit a JSONL file as one batch; with ``--wait``, show progress and print the final status."""
+    from .progress import follow_batch
+
+    with BridgeClient(load_settings()) as client:
+        operations = read_operations(Path(args.file), client)
+        callback = {"url": args.callback} if args.callback else None
+        batch = client.submit_batch(operations, callback=callback, metadata=_metadata(args.metadata))
+        if not args.wait:
+            print(batch.id)
+            return 0
+        status = follow_batch(client, batch.id, timeout=args.timeout)
+    print(status.model_dump_json(indent=2))
+    return 0 if status.counts.failed == 0 else 1
+
+
+def cmd_batch_status(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print a batch's status as JSON."""
+    with BridgeClient(load_settings()) as client:
+        status = client.get_batch(args.batch_id)
     print(status.model_dump_json(indent=2))
     return 0
 
@@ -231,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", metavar="JSON|@FILE", help="request body")
     submit.add_argument("--callback", metavar="URL", help="where to POST the signed outcome")
     submit.add_argument("--idempotency-key", metavar="KEY")
+    submit.add_argument("--priority", choices=["urgent", "normal", "bulk"], help="lane of the quota (default normal)")
     submit.add_argument("--wait", action="store_true", help="wait and print the outcome")
     submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
     submit.set_defaults(handler=cmd_submit)
@@ -238,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print a job's status")
     status.add_argument("job_id")
     status.set_defaults(handler=cmd_status)
+
+    _add_batch_commands(sub)
 
     dead = sub.add_parser("dead-letters", help="list or replay undeliverable callbacks")
     dead.add_argument("action", choices=["list", "replay"])
@@ -248,6 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=["check"])
     token.set_defaults(handler=cmd_token)
     return parser
+
+
+def _add_batch_commands(sub: Any) -> None:
+    batch = sub.add_parser("batch", help="submit a batch of operations, or read a batch's status")
+    actions = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    submit = actions.add_parser("submit", help="submit a JSONL file (one operation per line) as one batch")
+    submit.add_argument("file", metavar="FILE.jsonl")
+    submit.add_argument("--callback", metavar="URL", help="where to POST the signed batch.completed event")
+    submit.add_argument("--metadata", metavar="JSON|@FILE", help="a JSON object echoed in the batch's status")
+    submit.add_argument("--wait", action="store_true", help="show progress, then print the final status")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    submit.set_defaults(handler=cmd_batch_submit)
+    status = actions.add_parser("status", help="print a batch's status")
+    status.add_argument("batch_id", metavar="ID")
+    status.set_defaults(handler=cmd_batch_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,19 +341,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(message, code)
 
 
+# Expected failures, the first matching type wins: the prefix of their one line, and the exit code.
+FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (MissingExtra, "", 2),
+    (UsageError, "", 2),
+    (ConfigError, "configuration error: ", 2),
+    (InvalidOperation, "invalid operation: ", 2),
+    (BatchNotFound, "no batch ", 1),
+    (JobNotFound, "no job ", 1),
+    (BridgeError, "", 1),
+    (TimeoutError, "", 1),
+)
+
+
 def describe_failure(exc: Exception) -> tuple[str, int]:
     """One line and an exit code for an expected failure; anything else is re-raised (a bug)."""
-    if isinstance(exc, MissingExtra):
-        return str(exc), 2
-    if isinstance(exc, ConfigError):
-        return f"configuration error: {exc}", 2
-    if isinstance(exc, InvalidOperation):
-        return f"invalid operation: {exc}", 2
-    if isinstance(exc, JobNotFound):
-        return f"no job {exc}", 1
-    if isinstance(exc, redis.RedisError):
+    for kind, prefix, code in FAILURES:
+        if isinstance(exc, kind):
+            return f"{prefix}{exc}", code
+    if isinstance(exc, redis.RedisError):  # before OSError: redis's ConnectionError is one
         return f"cannot use Redis: {type(exc).__name__}: {exc}", 1
-    if isinstance(exc, BridgeError | TimeoutError | OSError):
+    if isinstance(exc, OSError):
         return str(exc), 1
     raise exc
 

@@ -12,8 +12,8 @@ from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.cli import _split_pool
+from optimum_bridge.cli.progress import PlainProgress, describe, open_progress
 from optimum_bridge.clock import Clock
-from optimum_bridge.progress import PlainProgress, describe, open_progress
 from optimum_bridge.schemas import BatchCounts, BatchStatus
 
 from .conftest import CALLBACK_SECRET, bridge_env, free_port, run_cli, settings_from

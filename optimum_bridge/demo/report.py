@@ -229,7 +229,7 @@ def summary_table(report: Report) -> Table:
         ("callbacks received", str(report.callbacks_received), "one per operation"),
         ("callbacks verified", str(report.callbacks_verified), f"with {report.verifier}"),
         _urgent_row(report),
-        ("batch forecast", _seconds(report.batch_forecast_s), "estimated_done_at at submission"),
+        ("batch forecast", _seconds(report.batch_forecast_s), "first estimated_done_at"),
         ("batch finished", _seconds(report.batch_finished_s), _batch_detail(report)),
         ("batch callback", _received(report.batch_callbacks), "batch.completed, verified"),
         ("processing time", f"{report.span_s:.1f}s", "first submit to last result"),

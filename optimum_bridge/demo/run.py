@@ -40,7 +40,7 @@ from .receiver import callback_counts
 from .report import Report, failures, follow, summary_table
 from .stack import Plan, Running, display_url, start_stack, workers_ready
 
-DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
+DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 + 1 urgent = 242 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
 CALLBACK_GRACE_S = 30.0
 #: After the last callback, how long a repeated ``batch.completed`` may take to show up.

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -18,14 +20,18 @@ import redis
 from rich.console import Console
 
 from optimum_bridge.callbacks import sign
-from optimum_bridge.demo.batch import vehicle_operations
-from optimum_bridge.demo.receiver import SignatureError, _builtin_verifier, make_verifier
+from optimum_bridge.demo.batch import urgent_operation, vehicle_operations
+from optimum_bridge.demo.receiver import SignatureError, _builtin_verifier, callback_counts, make_verifier
 from optimum_bridge.demo.redis_server import delete_prefix, redis_for_demo, start_private_redis
+from optimum_bridge.demo.report import Report, failures
 from optimum_bridge.demo.run import DEFAULT_FLEET_SIZE, _plan, build_parser
+from optimum_bridge.harness import CallbackReceiver
+from optimum_bridge.schemas import Operation
+from optimum_bridge.settings import RateLimit
 
 from .conftest import ROOT, free_port
 
-ROW = re.compile(r"^\s*[│|]\s*(?P<name>[A-Za-z0-9 ]+?)\s*[│|]\s*(?P<value>[^│|]+?)\s*[│|]")
+ROW = re.compile(r"^\s*[│|]\s*(?P<name>[A-Za-z0-9 ]+?)\s*[│|]\s*(?P<value>[^│|]+?)\s*[│|]\s*(?P<detail>[^│|]*?)\s*[│|]")
 SECRET = "whsec_" + base64.b64encode(b"demo-test-secret-0123456789abcdef").decode()
 
 
@@ -36,14 +42,21 @@ def demo_env() -> dict[str, str]:
     return env
 
 
-def summary(output: str) -> dict[str, str]:
-    """The rows of the summary table, by metric name."""
+def summary(output: str, column: str = "value") -> dict[str, str]:
+    """One column of the summary table (``value`` or ``detail``), by metric name."""
     rows = {}
     for line in output.splitlines():
         match = ROW.match(line)
         if match and match["name"] != "metric":
-            rows[match["name"]] = match["value"]
+            rows[match["name"]] = match[column]
     return rows
+
+
+def seconds(text: str) -> float:
+    """``"0.12 s"`` -> 0.12."""
+    match = re.fullmatch(r"(\d+\.\d+) s", text)
+    assert match, text
+    return float(match[1])
 
 
 @pytest.mark.redis
@@ -56,16 +69,26 @@ def test_demo_runs_end_to_end_without_a_reachable_redis(tmp_path: Path) -> None:
     assert done.returncode == 0, output
     assert time.monotonic() - started < 60, output
     assert re.search(r"^redis\s+private ", done.stdout, re.MULTILINE), output
-    rows = summary(done.stdout)
-    assert rows["operations"] == "81", output  # the fleet, then a vehicle and its trips per plate
-    assert rows["succeeded"] == "81", output
+    rows, details = summary(done.stdout), summary(done.stdout, "detail")
+    # the fleet, then a batch of a vehicle and its trips per plate, then one urgent call
+    assert rows["operations"] == "82", output
+    assert rows["succeeded"] == "82", output
     assert rows["failed"] == "0", output
     assert rows["other"] == "0", output
     assert rows["429s"] == "0", output
     assert rows["token requests"] == "1", output
-    assert rows["API calls"] == "81", output
-    assert rows["callbacks verified"] == "81", output
-    assert rows["callbacks received"] == "81", output
+    assert rows["API calls"] == "82", output
+    assert rows["callbacks verified"] == "82", output  # the operations' own; the batch's has its row
+    assert rows["callbacks received"] == "82", output
+    assert re.search(r"^urgent\s+GET /Vehicles/\S+ submitted", done.stdout, re.MULTILINE), output
+    interval = 0.058  # 20/s with the demo's 0.15 s margin: 1.15 s / 20, rounded up to the ms
+    assert details["urgent operation waited"] == f"slot interval {interval:g} s", output
+    assert 0 <= seconds(rows["urgent operation waited"]) <= interval + 1, output
+    forecast, finished = seconds(rows["batch forecast"]), seconds(rows["batch finished"])
+    assert 80 * interval * 0.5 < forecast < 80 * interval * 2, output  # 80 bulk calls, one per slot
+    assert abs(finished - forecast) <= interval + 1 + 1, output  # spec §11: ±(slot + 1 s), plus the urgent's slot
+    assert re.fullmatch(r"\d+\.\d s (after|before) the forecast", details["batch finished"]), output
+    assert rows["batch callback"] == "received once", output
     assert "demo: OK" in done.stdout
 
 
@@ -169,6 +192,11 @@ def test_batch_and_options(tmp_path: Path) -> None:
         "endDate": "2026-11-27T00:00:00",
     }
     assert ops[1]["idempotency_key"] == "trips-AB-123-CD-2026-11-26"
+    assert {op["priority"] for op in ops} == {"bulk"}
+    assert {op["callback"]["url"] for op in ops} == {"http://127.0.0.1:9/hook"}
+    urgent = Operation.model_validate(urgent_operation("AB-123-CD", "http://127.0.0.1:9/hook", date(2026, 11, 27)))
+    assert (urgent.method, urgent.path, urgent.priority) == ("GET", "/Vehicles/AB-123-CD", "urgent")
+    assert urgent.callback is not None
     console = Console(file=(tmp_path / "out.txt").open("w"))
     assert _plan(build_parser().parse_args([]), console).fleet_size == DEFAULT_FLEET_SIZE
     plan = _plan(build_parser().parse_args(["--operations", "251", "--quota", "5/s"]), console)
@@ -176,3 +204,77 @@ def test_batch_and_options(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--fleet-size", "3", "--operations", "7"])
     console.file.close()
+
+
+def passing_report() -> Report:
+    """The figures of a run that passed."""
+    return Report(
+        states=Counter(succeeded=3),
+        total=3,
+        api_calls=3,
+        rate_limited=0,
+        token_requests=1,
+        span_s=1.0,
+        quota=RateLimit.parse("10/s"),
+        margin_s=0.15,
+        callbacks_received=3,
+        callbacks_verified=3,
+        callbacks_rejected=0,
+        verifier="standardwebhooks",
+        elapsed_s=2.0,
+        redis="private",
+        workers="1 x 1 threads",
+        bridge={},
+        slot_interval_s=0.115,
+        urgent_path="GET /Vehicles/AB-123-CD",
+        urgent_wait_s=0.1,
+        batch_forecast_s=1.0,
+        batch_finished_s=1.1,
+        batch_callbacks=1,
+    )
+
+
+def test_the_verdict_holds_the_urgent_wait_and_the_batch_callback() -> None:
+    report = passing_report()
+    assert failures(report) == []
+    assert failures(replace(report, urgent_wait_s=1.115)) == []  # one slot interval + 1 s: still in
+    (late,) = failures(replace(report, urgent_wait_s=1.2))
+    assert "urgent operation (GET /Vehicles/AB-123-CD) waited 1.20s" in late
+    assert failures(replace(report, urgent_wait_s=None)) == [
+        "the urgent operation (GET /Vehicles/AB-123-CD) never started"
+    ]
+    for count in (0, 2):
+        assert failures(replace(report, batch_callbacks=count)) == [
+            f"the batch.completed callback arrived {count} times, not once"
+        ]
+
+
+def test_callback_counts_tell_the_batch_callback_from_the_operations() -> None:
+    receiver = CallbackReceiver(SECRET)  # fed through record(): never started, only its socket to close
+    try:
+        _feed_and_count(receiver)
+    finally:
+        receiver.stop()
+
+
+def _feed_and_count(receiver: CallbackReceiver) -> None:
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+
+    def post(webhook_id: str, event: dict[str, object]) -> None:
+        body = json.dumps(event).encode()
+        stamp = int(time.time())
+        signature = sign(key, webhook_id, stamp, body)
+        headers = {"webhook-id": webhook_id, "webhook-timestamp": str(stamp), "webhook-signature": signature}
+        assert receiver.record(body, headers, time.monotonic()) == 204
+
+    for job in ("j1", "j2"):
+        post(f"msg_{job}", {"type": "operation.succeeded", "data": {"id": job, "status": "succeeded"}})
+    assert callback_counts(receiver, "b1") == callback_counts(receiver, None)
+    assert (callback_counts(receiver, "b1").verified, callback_counts(receiver, "b1").batch) == (2, 0)
+    completed = {"type": "batch.completed", "data": {"id": "b1", "status": "done", "total": 2}}
+    post("msg_batch:b1", completed)
+    counts = callback_counts(receiver, "b1")
+    assert (counts.received, counts.verified, counts.rejected, counts.batch) == (2, 2, 0, 1)
+    post("msg_batch:b1", completed)  # a repeat is counted, so the demo can tell it was not exactly once
+    assert callback_counts(receiver, "b1").batch == 2
+    assert callback_counts(receiver, "other").batch == 0

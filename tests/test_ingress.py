@@ -30,6 +30,7 @@ from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.ingress.app import MAX_BODY_BYTES, BodyLimit, create_app, key_digests, key_matches, serve
+from optimum_bridge.ingress.http import BATCH_BODY_BYTES
 from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys
 from optimum_bridge.settings import Settings
 
@@ -54,6 +55,11 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def job_keys(client: redis.Redis, prefix: str) -> int:
     return sum(1 for _ in client.scan_iter(match=f"{prefix}job:*", count=1000))
+
+
+def prefix_keys(client: redis.Redis, prefix: str) -> list[bytes]:
+    """Every key under ``prefix``: jobs, batches, lanes, queues, anything."""
+    return list(client.scan_iter(match=f"{prefix}*", count=1000))
 
 
 def final_status(http: httpx.Client, job_id: str, *, timeout: float = 60) -> dict[str, Any]:
@@ -503,8 +509,23 @@ def test_routing_errors_are_problems_and_status_reads_back(redis_server, prefix,
     status = http.get(f"/v1/operations/{job_id}", headers=AUTH)
     assert status.status_code == 200 and status.headers["content-type"] == "application/json"
     client = BridgeClient(local_settings(redis_server.url, prefix))
-    assert status.json() == json.loads(client.get(job_id).model_dump_json())
+    forecast = {"position", "estimated_start_at"}  # computed at each read: the clock moves between two reads
+    expected = json.loads(client.get(job_id).model_dump_json())
+    assert {k: v for k, v in status.json().items() if k not in forecast} == {
+        k: v for k, v in expected.items() if k not in forecast
+    }
     assert status.json()["operation"]["metadata"] == {"k": "v"}
+
+
+def test_operation_status_carries_priority_account_and_forecast(redis_server, prefix, ingress):
+    http = ingress(local_settings(redis_server.url, prefix))
+    job_id = http.post("/v1/operations", json={**VEHICLES, "priority": "urgent"}, headers=AUTH).json()["id"]
+    status = http.get(f"/v1/operations/{job_id}", headers=AUTH).json()
+    assert status["priority"] == "urgent" and status["account"] == "default", status
+    assert status["status"] == "queued" and status["started_at"] is None
+    assert status["position"] == 0 and status["estimated_start_at"] is not None, status
+    refused = http.post("/v1/operations", json={**VEHICLES, "priority": "asap"}, headers=AUTH)
+    assert problem_of(refused, 422)["errors"][0]["field"] == "priority"
 
 
 def test_unexpected_error_is_500_without_details(redis_server, prefix, ingress):
@@ -551,3 +572,139 @@ def test_body_limit_trusts_a_declared_length_without_reading():
     assert sent[0]["status"] == 413
     assert (b"content-type", PROBLEM.encode()) in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["status"] == 413
+
+
+# --- batches (spec §11) ------------------------------------------------------------------
+
+
+def test_batch_is_accepted_and_reads_back(redis_server, prefix, ingress):
+    http = ingress(local_settings(redis_server.url, prefix, BRIDGE_CALLBACK_ALLOW_PRIVATE="true"))
+    operations = [VEHICLES, {**VEHICLES, "query": {"page": 2}}, {**VEHICLES, "priority": "bulk"}]
+    payload = {"operations": operations, "callback": {"url": "http://127.0.0.1:9/hooks"}, "metadata": {"run": "n1"}}
+    accepted = http.post("/v1/batches", json=payload, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    batch_id = body["id"]
+    assert body == {
+        "id": batch_id,
+        "status": "running",
+        "total": 3,
+        "job_ids": body["job_ids"],
+        "links": {"self": f"/v1/batches/{batch_id}"},
+    }
+    assert accepted.headers["location"] == f"/v1/batches/{batch_id}"
+    assert len(body["job_ids"]) == len(set(body["job_ids"])) == 3
+    assert job_keys(redis_server.client(), prefix) == 3
+    assert http.get(f"/v1/operations/{body['job_ids'][2]}", headers=AUTH).json()["priority"] == "bulk"
+
+    status = http.get(f"/v1/batches/{batch_id}", headers=AUTH)
+    assert status.status_code == 200 and status.headers["content-type"] == "application/json"
+    read = status.json()
+    assert set(read) == {"id", "status", "total", "counts", "metadata", "submitted_at", "finished_at",
+                         "estimated_done_at"}  # fmt: skip
+    assert (read["id"], read["status"], read["total"], read["metadata"]) == (batch_id, "running", 3, {"run": "n1"})
+    assert read["counts"] == {"queued": 3, "running": 0, "retrying": 0, "succeeded": 0, "failed": 0}
+    assert read["finished_at"] is None and read["estimated_done_at"] is not None
+    client = BridgeClient(local_settings(redis_server.url, prefix))
+    assert client.batch_jobs(batch_id) == body["job_ids"]
+
+
+def test_batch_with_a_bad_item_is_422_and_writes_nothing(redis_server, prefix, ingress):
+    http = ingress(local_settings(redis_server.url, prefix))
+    redis = redis_server.client()
+    bad = [VEHICLES, VEHICLES, VEHICLES, {"method": "GET", "path": "Vehicles"}, VEHICLES]
+    body = problem_of(http.post("/v1/batches", json={"operations": bad}, headers=AUTH), 422)
+    assert body["detail"].startswith("operations[3].path: "), body
+    assert [e["field"] for e in body["errors"]] == ["operations[3].path"]
+    cases: list[tuple[Any, str]] = [
+        ({"operations": []}, "operations"),
+        ({"operations": VEHICLES}, "operations"),
+        ([VEHICLES], "operations"),
+        ({"operations": [VEHICLES] * 10_001}, "operations"),
+        ({"operations": [VEHICLES, {"method": "TRACE", "path": "/x"}, "GET /x"]}, "operations[1].method"),
+        ({"operations": [VEHICLES], "callback": {"url": "ftp://x.example.com"}}, "callback.url"),
+        ({"operations": [VEHICLES], "callback": {"url": "http://169.254.169.254/latest"}}, "callback.url"),
+        ({"operations": [VEHICLES, {**VEHICLES, "callback": {"url": "http://10.0.0.1/"}}]},
+         "operations[1].callback.url"),
+        ({"operations": [VEHICLES], "metadata": "nightly"}, "metadata"),
+        ({"operations": [VEHICLES], "surprise": 1}, "surprise"),
+    ]  # fmt: skip
+    for payload, field in cases:
+        body = problem_of(http.post("/v1/batches", json=payload, headers=AUTH), 422)
+        assert body["errors"][0]["field"] == field, (field, body)
+    assert prefix_keys(redis, prefix) == []
+
+
+def test_unknown_batch_is_404_and_batches_need_a_key(redis_server, prefix, ingress):
+    http = ingress(local_settings(redis_server.url, prefix))
+    assert "no batch" in problem_of(http.get("/v1/batches/0123456789abcdef", headers=AUTH), 404)["detail"]
+    for headers in ({}, {"Authorization": "Bearer key-three"}):
+        response = http.post("/v1/batches", json={"operations": [VEHICLES]}, headers=headers)
+        problem_of(response, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+        problem_of(http.get("/v1/batches/0123456789abcdef", headers=headers), 401)
+    problem_of(http.post("/v1/batches", content=b"{not json"), 401)  # the key before the body
+    assert prefix_keys(redis_server.client(), prefix) == []
+
+
+def test_ten_thousand_operations_fit_the_batch_cap_and_a_larger_body_does_not(redis_server, prefix, ingress):
+    http = ingress(local_settings(redis_server.url, prefix))
+    operations = [
+        {"method": "GET", "path": "/Geolocation/Trips", "query": {"registrationNumber": f"EW-{n:03d}-YQ",
+         "startDate": "2026-11-26T00:00:00", "endDate": "2026-11-27T00:00:00"}, "metadata": {"n": n}}
+        for n in range(10_000)
+    ]  # fmt: skip
+    raw = json.dumps({"operations": operations}).encode()
+    assert MAX_BODY_BYTES < len(raw) < BATCH_BODY_BYTES
+    accepted = http.post("/v1/batches", content=raw, headers=AUTH)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["total"] == len(accepted.json()["job_ids"]) == 10_000
+    assert job_keys(redis_server.client(), prefix) == 10_000
+    # The larger cap is this route's only: the same body is refused elsewhere.
+    problem_of(http.post("/v1/operations:batch", content=raw, headers=AUTH), 413)
+
+    padding = {**VEHICLES, "body": "x" * (BATCH_BODY_BYTES // 2)}
+    over = json.dumps({"operations": [padding, padding]}).encode()
+    assert "16777216 bytes" in problem_of(http.post("/v1/batches", content=over, headers=AUTH), 413)["detail"]
+    assert job_keys(redis_server.client(), prefix) == 10_000
+
+
+def test_the_batch_cap_holds_on_a_streamed_body(redis_server, prefix, served_ingress):
+    http = served_ingress(local_settings(redis_server.url, prefix))
+    chunk = b" " * (1024 * 1024)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"operations": [{"method": "GET", "path": "/Vehicles"}]'
+        for _ in range(BATCH_BODY_BYTES // len(chunk) + 1):
+            yield chunk
+        yield b"}"
+
+    streamed = http.post("/v1/batches", content=chunks(), headers=AUTH)
+    assert "content-length" not in streamed.request.headers
+    problem_of(streamed, 413)
+    small = http.post("/v1/batches", content=iter([b'{"operations": [', json.dumps(VEHICLES).encode(), b"]}"]),
+                      headers=AUTH)  # fmt: skip
+    assert small.status_code == 202, small.text
+    assert job_keys(redis_server.client(), prefix) == 1
+
+
+def test_openapi_documents_the_batch_routes(redis_server, prefix, ingress):
+    spec = ingress(local_settings(redis_server.url, prefix)).get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    submit = spec["paths"]["/v1/batches"]["post"]
+    assert submit["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchRequest"
+    }
+    assert set(schemas["BatchRequest"]["properties"]) == {"operations", "callback", "metadata"}
+    assert schemas["BatchRequest"]["properties"]["operations"]["maxItems"] == 10_000
+    assert {"202", "401", "413", "422"} <= set(submit["responses"])
+    assert submit["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchCreated"
+    }
+    read = spec["paths"]["/v1/batches/{batch_id}"]["get"]
+    assert read["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchStatus"
+    }
+    assert {"200", "401", "404"} <= set(read["responses"])
+    assert {"queued", "running", "retrying", "succeeded", "failed"} <= set(schemas["BatchCounts"]["properties"])
+    assert submit["security"] and read["security"]  # the bearer key, as on /v1/operations

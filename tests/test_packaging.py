@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from optimum_bridge import cli
+from optimum_bridge.cli import products as cli
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.observability import init_sentry
 from optimum_bridge.settings import Settings
@@ -184,7 +184,8 @@ NOT_CORE = {*SUBPACKAGES, "harness"}
 
 
 def is_core(module: str) -> bool:
-    return module.count(".") <= 1 and module.removeprefix("optimum_bridge.") not in NOT_CORE
+    """Our modules outside the products' subpackages (the ``cli`` package included)."""
+    return module.startswith("optimum_bridge") and module.partition(".")[2].partition(".")[0] not in NOT_CORE
 
 
 def closure(start: set[str], *, follow_lazy_outside_core: bool) -> list[Import]:

@@ -1,8 +1,12 @@
 """What the demo shows: job tracking with a live progress bar, then the summary table and verdict.
 
 Progress polls job states through ``BridgeClient.get`` (only jobs not yet
-finished), so it tells the same story as a producer polling. Without a
+finished), so it tells the same story as a producer polling; ``during`` runs
+on every poll (the demo submits its urgent operation from there). Without a
 terminal, or with ``--no-progress``, it prints a plain line every few seconds.
+The verdict also holds the bridge to spec §10 and §11: the urgent operation
+started within one slot interval (+ ``URGENT_GRACE_S``) of its submission, and
+the batch's ``batch.completed`` callback came exactly once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from ..settings import RateLimit
 
 POLL_S = 0.25
 PLAIN_EVERY_S = 2.0
+#: How much longer than one slot interval the urgent operation may wait (spec §11's tolerance).
+URGENT_GRACE_S = 1.0
 
 
 class JobTracker:
@@ -77,11 +83,15 @@ def follow(
     live: bool,
     timeout_s: float,
     extra: Callable[[], str] = lambda: "",
+    during: Callable[[JobTracker], None] = lambda tracker: None,
 ) -> bool:
-    """Poll until every job is finished or ``timeout_s`` passes; returns whether all finished."""
+    """Poll until every job is finished or ``timeout_s`` passes, calling ``during`` after each poll.
+
+    Returns whether all finished (jobs ``during`` adds included).
+    """
     deadline = time.monotonic() + timeout_s
     if not live:
-        return _follow_plain(tracker, console=console, deadline=deadline, extra=extra)
+        return _follow_plain(tracker, console=console, deadline=deadline, extra=extra, during=during)
     columns = (
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -94,6 +104,7 @@ def follow(
         task = progress.add_task("operations", total=len(tracker.job_ids), detail="")
         while True:
             finished = tracker.poll()
+            during(tracker)
             detail = f"failed {tracker.states()['failed']}  {extra()}"
             progress.update(task, completed=finished, total=len(tracker.job_ids), detail=detail)
             if tracker.done or time.monotonic() > deadline:
@@ -101,16 +112,25 @@ def follow(
             time.sleep(POLL_S)
 
 
-def _follow_plain(tracker: JobTracker, *, console: Console, deadline: float, extra: Callable[[], str]) -> bool:
+def _follow_plain(
+    tracker: JobTracker,
+    *,
+    console: Console,
+    deadline: float,
+    extra: Callable[[], str],
+    during: Callable[[JobTracker], None],
+) -> bool:
     last_print = 0.0
     while True:
         finished = tracker.poll()
+        during(tracker)
         now = time.monotonic()
         if tracker.done or now > deadline or now - last_print >= PLAIN_EVERY_S:
             states = tracker.states()
             console.print(
                 f"progress: {finished}/{len(tracker.job_ids)} finished "
-                f"({states['succeeded']} succeeded, {states['failed']} failed)  {extra()}"
+                f"({states['succeeded']} succeeded, {states['failed']} failed)  {extra()}",
+                soft_wrap=True,
             )
             last_print = now
         if tracker.done or now > deadline:
@@ -138,6 +158,17 @@ class Report:
     redis: str
     workers: str
     bridge: dict[str, float]
+    slot_interval_s: float
+    urgent_path: str
+    urgent_wait_s: float | None  # submission to started_at; None: never started (or never submitted)
+    batch_forecast_s: float | None  # the first estimated_done_at, after the batch's submission
+    batch_finished_s: float | None  # its actual finished_at, likewise; None: still running
+    batch_callbacks: int  # verified batch.completed deliveries
+
+    @property
+    def urgent_limit_s(self) -> float:
+        """The longest the urgent operation may wait: one slot interval plus the grace."""
+        return self.slot_interval_s + URGENT_GRACE_S
 
     @property
     def achieved_per_s(self) -> float:
@@ -161,6 +192,15 @@ def failures(report: Report) -> list[str]:
         problems.append(f"{report.callbacks_rejected} callbacks failed verification")
     if report.rate_limited:
         problems.append(f"{report.rate_limited} responses were 429")
+    if report.urgent_wait_s is None:
+        problems.append(f"the urgent operation ({report.urgent_path}) never started")
+    elif report.urgent_wait_s > report.urgent_limit_s:
+        problems.append(
+            f"the urgent operation ({report.urgent_path}) waited {report.urgent_wait_s:.2f}s, "
+            f"more than one slot interval + {URGENT_GRACE_S:g}s ({report.urgent_limit_s:.2f}s)"
+        )
+    if report.batch_callbacks != 1:
+        problems.append(f"the batch.completed callback arrived {report.batch_callbacks} times, not once")
     return problems
 
 
@@ -173,7 +213,7 @@ def summary_table(report: Report) -> Table:
     share = report.achieved_per_s / report.quota_per_s if report.quota_per_s else 0.0
     ceiling = report.quota.window_s / (report.quota.window_s + report.margin_s)
     rows = [
-        ("operations", str(report.total), "fleet + vehicles + trips"),
+        ("operations", str(report.total), "fleet, vehicles, trips, urgent"),
         ("succeeded", str(report.states["succeeded"]), ""),
         ("failed", str(report.states["failed"]), ""),
         ("other", str(report.states["other"]), "not finished"),
@@ -186,8 +226,12 @@ def summary_table(report: Report) -> Table:
             f"{share:.0%} of {report.quota}; limiter max {ceiling:.0%}",
         ),
         ("bridge counters", f"{_calls(report.bridge)} calls", _bridge_detail(report.bridge)),
-        ("callbacks received", str(report.callbacks_received), ""),
+        ("callbacks received", str(report.callbacks_received), "one per operation"),
         ("callbacks verified", str(report.callbacks_verified), f"with {report.verifier}"),
+        _urgent_row(report),
+        ("batch forecast", _seconds(report.batch_forecast_s), "first estimated_done_at"),
+        ("batch finished", _seconds(report.batch_finished_s), _batch_detail(report)),
+        ("batch callback", _received(report.batch_callbacks), "batch.completed, verified"),
         ("processing time", f"{report.span_s:.1f}s", "first submit to last result"),
         ("elapsed", f"{report.elapsed_s:.1f}s", "start-up to summary"),
         ("redis", report.redis, ""),
@@ -196,6 +240,27 @@ def summary_table(report: Report) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _seconds(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f} s"
+
+
+def _urgent_row(report: Report) -> tuple[str, str, str]:
+    """How long the urgent operation waited (submission to its call), beside the slot interval it is held to."""
+    return ("urgent operation waited", _seconds(report.urgent_wait_s, 2), f"slot interval {report.slot_interval_s:g} s")
+
+
+def _batch_detail(report: Report) -> str:
+    """The actual finish against the forecast (both in seconds after the batch's submission)."""
+    if report.batch_finished_s is None or report.batch_forecast_s is None:
+        return "after submission"
+    late = report.batch_finished_s - report.batch_forecast_s
+    return f"{abs(late):.1f} s {'after' if late >= 0 else 'before'} the forecast"
+
+
+def _received(count: int) -> str:
+    return {0: "not received", 1: "received once"}.get(count, f"received {count} times")
 
 
 def _calls(counters: dict[str, float]) -> int:

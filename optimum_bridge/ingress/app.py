@@ -1,12 +1,13 @@
-"""The HTTP ingress (``optimum-bridge api``): submit and poll operations over HTTP.
+"""The HTTP ingress (``optimum-bridge api``): submit and poll operations and batches over HTTP.
 
 A thin FastAPI layer over ``BridgeClient``: operations are checked by the same
 models and callback-URL rules as the Python client, so both name the
-offending field the same way. ``/v1/*`` needs ``Authorization: Bearer <one of
-BRIDGE_API_KEYS>``, checked before the body is read; ``/healthz``, ``/readyz``
-and ``/metrics`` (``ingress.health``) are open. Every error is
-``application/problem+json`` (RFC 9457), and request bodies are capped at
-1 MiB while they stream in, so an oversized body is never buffered.
+offending field the same way. ``/v1/*`` (operations here, batches in
+``ingress.batches``) needs ``Authorization: Bearer <one of BRIDGE_API_KEYS>``,
+checked before the body is read; ``/healthz``, ``/readyz`` and ``/metrics``
+(``ingress.health``) are open. Every error is ``application/problem+json``
+(RFC 9457), and request bodies are capped while they stream in (1 MiB, 16 MiB
+for ``POST /v1/batches``), so an oversized body is never buffered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import hmac
 import logging
 import sys
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import redis
 import uvicorn
@@ -34,22 +35,26 @@ from ..observability import init_sentry
 from ..producer import MAX_BATCH, BridgeClient, InvalidOperation
 from ..schemas import JobStatus, Operation
 from ..settings import Settings
+from .batches import BatchRequest
+from .batches import router as batches
 from .health import ops
 from .http import (
     CHALLENGE,
+    LARGER_BODIES,
     MAX_BODY_BYTES,
     Accepted,
     BatchAccepted,
     BatchItem,
     BodyLimit,
-    FieldError,
+    Bridge,
+    JsonBody,
     OperationBatch,
     Problem,
     ProblemError,
+    checked_operations,
     field_errors,
     handle_error,
     invalid,
-    json_body,
     rejected,
 )
 
@@ -81,13 +86,6 @@ async def require_key(
         raise ProblemError(401, "the API key is not accepted", headers=CHALLENGE)
 
 
-def get_bridge(request: Request) -> BridgeClient:
-    """The app's ``BridgeClient``."""
-    return cast(BridgeClient, request.app.state.bridge)
-
-
-Bridge = Annotated[BridgeClient, Depends(get_bridge)]
-JsonBody = Annotated[Any, Depends(json_body)]
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 413, 422, 503)}
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["operations"])
 
@@ -133,16 +131,7 @@ def _checked_batch(payload: Any) -> list[Operation]:
     items = payload.get("operations") if isinstance(payload, dict) and len(payload) == 1 else None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise invalid(f'operations: expected {{"operations": [...]}} with 1 to {MAX_BATCH} operations')
-    operations: list[Operation] = []
-    errors: list[FieldError] = []
-    for index, item in enumerate(items):
-        try:
-            operations.append(Operation.model_validate(item))
-        except ValidationError as exc:
-            errors += field_errors(exc, prefix=f"operations[{index}]")
-    if errors:
-        raise rejected(errors)
-    return operations
+    return checked_operations(items)
 
 
 @v1.post("/operations:batch", status_code=202, response_model=BatchAccepted, openapi_extra=_body("OperationBatch"))
@@ -170,13 +159,14 @@ class IngressApp(FastAPI):
     """FastAPI whose OpenAPI document describes the request bodies the routes read themselves."""
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document, with the ``Operation`` and ``OperationBatch`` schemas."""
+        """The OpenAPI document, with the ``Operation``, ``OperationBatch`` and ``BatchRequest`` schemas."""
         fresh = self.openapi_schema is None
         schema = super().openapi()
         if fresh:
-            batch = OperationBatch.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update({**batch.pop("$defs", {}), "OperationBatch": batch})
+            for model in (OperationBatch, BatchRequest):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update({**body.pop("$defs", {}), model.__name__: body})
         return schema
 
 
@@ -189,8 +179,9 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.key_digests = key_digests(settings)
     for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
         app.add_exception_handler(kind, handle_error)
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)
+    app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
     return app
 

@@ -1,8 +1,10 @@
 """HTTP plumbing of the ingress: problem+json errors, the streaming body cap, JSON parsing.
 
 Every error the ingress answers is an RFC 9457 problem document built here;
-``BodyLimit`` refuses bodies over 1 MiB while they stream in, so an oversized
-request is never buffered.
+``BodyLimit`` refuses bodies over their route's cap (1 MiB, 16 MiB for
+``POST /v1/batches``) while they stream in, so an oversized request is never
+buffered. The dependencies every route shares (the ``BridgeClient``, the
+parsed body) and the item-by-item check of a list of operations live here too.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import json
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any, cast
 
 import redis
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -22,13 +24,17 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..producer import MAX_BATCH
+from ..producer import MAX_BATCH, BridgeClient
 from ..schemas import JobState, Operation
 
 log = logging.getLogger(__name__)
 
 
 MAX_BODY_BYTES = 1024 * 1024
+#: The cap of ``POST /v1/batches``: 10,000 operations of ~1.6 KiB each.
+BATCH_BODY_BYTES = 16 * 1024 * 1024
+#: Routes whose bodies may be larger than ``MAX_BODY_BYTES`` (exact paths).
+LARGER_BODIES: Mapping[str, int] = {"/v1/batches": BATCH_BODY_BYTES}
 PROBLEM_JSON = "application/problem+json"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -132,21 +138,49 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return problem(500, "unexpected error; it has been logged")
 
 
+def checked_operations(items: list[Any]) -> list[Operation]:
+    """Every item as an ``Operation``, or one 422 listing the errors of all of them (``operations[i].field``)."""
+    operations: list[Operation] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            operations.append(Operation.model_validate(item))
+        except ValidationError as exc:
+            errors += field_errors(exc, prefix=f"operations[{index}]")
+    if errors:
+        raise rejected(errors)
+    return operations
+
+
 class BodyTooLarge(Exception):
     """Raised by ``BodyLimit`` inside ``receive`` once the cap is passed."""
 
 
 class BodyLimit:
-    """Pure-ASGI middleware: 413 for a body over ``max_bytes``, counted as it streams in."""
+    """Pure-ASGI middleware: 413 for a body over its cap, counted as it streams in.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+    The cap is ``max_bytes``, or ``larger[path]`` for the paths named there.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
+
+    def cap(self, scope: Scope) -> int:
+        """The body cap of the request ``scope`` describes."""
+        return self.larger.get(str(scope.get("path", "")), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = Headers(scope=scope).get("content-length", "") if scope["type"] == "http" else ""
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.cap(scope)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            await self._refuse(cap, scope, receive, send)
             return
         received, started = 0, False
 
@@ -154,7 +188,7 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > cap:
                 raise BodyTooLarge
             return message
 
@@ -168,10 +202,10 @@ class BodyLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(cap, scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"body: larger than the {self.max_bytes} bytes allowed"
+    async def _refuse(self, cap: int, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"body: larger than the {cap} bytes allowed"
         await problem(413, detail, headers={"Connection": "close"})(scope, receive, send)
 
 
@@ -189,3 +223,12 @@ async def json_body(request: Request) -> Any:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
         raise invalid(f"body: not valid JSON ({reason})", status=400) from None
+
+
+def get_bridge(request: Request) -> BridgeClient:
+    """The app's ``BridgeClient``."""
+    return cast(BridgeClient, request.app.state.bridge)
+
+
+Bridge = Annotated[BridgeClient, Depends(get_bridge)]
+JsonBody = Annotated[Any, Depends(json_body)]

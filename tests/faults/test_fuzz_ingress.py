@@ -35,9 +35,13 @@ operations = near_valid | st.fixed_dictionaries({}, optional=fields) | json_valu
 bodies = (
     operations.map(lambda op: json.dumps(op).encode())
     | st.lists(operations, max_size=3).map(lambda ops: json.dumps({"operations": ops}).encode())
+    | st.fixed_dictionaries(  # a batch of POST /v1/batches, with its own callback and metadata
+        {"operations": st.lists(operations, max_size=3)},
+        optional={"callback": fields["callback"], "metadata": fields["metadata"]},
+    ).map(lambda batch: json.dumps(batch).encode())
     | st.binary(max_size=64)
 )
-routes = st.sampled_from(["/v1/operations", "/v1/operations:batch"])
+routes = st.sampled_from(["/v1/operations", "/v1/operations:batch", "/v1/batches"])
 content_types = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""])
 
 

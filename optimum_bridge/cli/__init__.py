@@ -1,0 +1,139 @@
+"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, sandbox, demo.
+
+Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
+configuration (a missing extra too). Errors are one line on stderr, never a traceback.
+``products`` runs the bridge's products, ``commands`` submits and reads work,
+``progress`` draws a batch's progress. This package imports only the core at
+load time: the commands that need an extra (``api``, ``sandbox``, ``demo``,
+``worker --pool gevent``) import it when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from ..batches import BatchNotFound
+from ..errors import BridgeError, ConfigError, JobNotFound
+from ..producer import InvalidOperation
+from .commands import (
+    UsageError,
+    cmd_batch_status,
+    cmd_batch_submit,
+    cmd_dead_letters,
+    cmd_status,
+    cmd_submit,
+    cmd_token,
+)
+from .products import EXTRA_MODULES, MissingExtra, _split_pool, cmd_api, cmd_demo, cmd_sandbox, cmd_worker
+
+__all__ = ["EXTRA_MODULES", "MissingExtra", "UsageError", "_split_pool", "build_parser", "describe_failure", "main"]
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"optimum-bridge: {message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="optimum-bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = sub.add_parser("worker", help="run a Celery worker (extra args go to celery)", add_help=False)
+    worker.set_defaults(handler=cmd_worker, passthrough=True)
+    sandbox = sub.add_parser("sandbox", help="serve the simulated Optimum API", add_help=False)
+    sandbox.set_defaults(handler=cmd_sandbox, passthrough=True)
+    demo = sub.add_parser("demo", help="the whole bridge against the sandbox, with a summary", add_help=False)
+    demo.set_defaults(handler=cmd_demo, passthrough=True)
+    api = sub.add_parser("api", help="serve the HTTP ingress (BRIDGE_API_HOST:BRIDGE_API_PORT)")
+    api.set_defaults(handler=cmd_api)
+
+    submit = sub.add_parser("submit", help="submit one operation")
+    submit.add_argument("method", help="GET, POST, PUT, PATCH or DELETE")
+    submit.add_argument("path", help="path relative to the API base, e.g. /Vehicles")
+    submit.add_argument("--query", action="append", default=[], metavar="K=V", help="query parameter (repeatable)")
+    submit.add_argument("--json", metavar="JSON|@FILE", help="request body")
+    submit.add_argument("--callback", metavar="URL", help="where to POST the signed outcome")
+    submit.add_argument("--idempotency-key", metavar="KEY")
+    submit.add_argument("--priority", choices=["urgent", "normal", "bulk"], help="lane of the quota (default normal)")
+    submit.add_argument("--wait", action="store_true", help="wait and print the outcome")
+    submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = sub.add_parser("status", help="print a job's status")
+    status.add_argument("job_id")
+    status.set_defaults(handler=cmd_status)
+
+    _add_batch_commands(sub)
+
+    dead = sub.add_parser("dead-letters", help="list or replay undeliverable callbacks")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("job_ids", nargs="*", help="replay only these jobs")
+    dead.set_defaults(handler=cmd_dead_letters)
+
+    token = sub.add_parser("token", help="token tools")
+    token.add_argument("action", choices=["check"])
+    token.set_defaults(handler=cmd_token)
+    return parser
+
+
+def _add_batch_commands(sub: Any) -> None:
+    batch = sub.add_parser("batch", help="submit a batch of operations, or read a batch's status")
+    actions = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    submit = actions.add_parser("submit", help="submit a JSONL file (one operation per line) as one batch")
+    submit.add_argument("file", metavar="FILE.jsonl")
+    submit.add_argument("--callback", metavar="URL", help="where to POST the signed batch.completed event")
+    submit.add_argument("--metadata", metavar="JSON|@FILE", help="a JSON object echoed in the batch's status")
+    submit.add_argument("--wait", action="store_true", help="show progress, then print the final status")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    submit.set_defaults(handler=cmd_batch_submit)
+    status = actions.add_parser("status", help="print a batch's status")
+    status.add_argument("batch_id", metavar="ID")
+    status.set_defaults(handler=cmd_batch_status)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optimum-bridge`` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler: Handler = args.handler
+    try:
+        return handler(args, extra)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message, code = describe_failure(exc)
+        return _fail(message, code)
+
+
+# Expected failures, the first matching type wins: the prefix of their one line, and the exit code.
+FAILURES: tuple[tuple[type[Exception], str, int], ...] = (
+    (MissingExtra, "", 2),
+    (UsageError, "", 2),
+    (ConfigError, "configuration error: ", 2),
+    (InvalidOperation, "invalid operation: ", 2),
+    (BatchNotFound, "no batch ", 1),
+    (JobNotFound, "no job ", 1),
+    (BridgeError, "", 1),
+    (TimeoutError, "", 1),
+)
+
+
+def describe_failure(exc: Exception) -> tuple[str, int]:
+    """One line and an exit code for an expected failure; anything else is re-raised (a bug)."""
+    for kind, prefix, code in FAILURES:
+        if isinstance(exc, kind):
+            return f"{prefix}{exc}", code
+    if isinstance(exc, redis.RedisError):  # before OSError: redis's ConnectionError is one
+        return f"cannot use Redis: {type(exc).__name__}: {exc}", 1
+    if isinstance(exc, OSError):
+        return str(exc), 1
+    raise exc

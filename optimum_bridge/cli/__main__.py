@@ -1,0 +1,7 @@
+"""``python -m optimum_bridge.cli``: the same as ``optimum-bridge``."""
+
+from __future__ import annotations
+
+from . import main
+
+raise SystemExit(main())

@@ -82,11 +82,11 @@ class Account:
     rate_limit: RateLimit
 
     def require_credentials(self) -> tuple[str, SecretStr]:
-        """The credentials, or a ``ConfigError`` naming what is missing."""
+        """The credentials, or a ``ConfigError`` naming what is missing (only ``OPTIMUM_*`` can lack them)."""
         if not self.client_id:
-            raise ConfigError(f"account {self.name}: no client id (OPTIMUM_CLIENT_ID or the accounts file)")
+            raise ConfigError("OPTIMUM_CLIENT_ID: required to call the API (or set OPTIMUM_ENVIRONMENT=sandbox)")
         if self.client_secret is None or not self.client_secret.get_secret_value():
-            raise ConfigError(f"account {self.name}: no client secret")
+            raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
         return self.client_id, self.client_secret
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -56,10 +57,16 @@ class Executor:
     """Executes jobs by id; safe to call concurrently and on redelivered messages."""
 
     def __init__(
-        self, jobs: JobStore, api: OptimumClient, policy: Policy, leases: LeaseKeeper, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        jobs: JobStore,
+        apis: Mapping[str, OptimumClient],
+        policy: Policy,
+        leases: LeaseKeeper,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._jobs = jobs
-        self._api = api
+        self._apis = apis
         self._policy = policy
         self._leases = leases
         self._clock = clock
@@ -67,8 +74,12 @@ class Executor:
     def run(self, job_id: str, dispatch: int, account: str = "default") -> str:
         """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests)."""
         owner = uuid.uuid4().hex
+        api = self._apis.get(account)
+        if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
+            log.error("job %s: account %r is not configured on this worker; left for another", job_id, account)
+            return "unknown_account"
         claim = self._jobs.claim(
-            job_id, dispatch, owner, quota=self._api.quota, account=account, lease_ms=self._leases.ttl_ms
+            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms
         )
         if claim.outcome in ("missing", "final", "stale", "late", "leased"):
             log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
@@ -84,7 +95,8 @@ class Executor:
     def _attempt(self, run: Run, attempts: int) -> str:
         sent = [attempts]
         try:
-            response = self._api.call(run.operation, before_send=lambda: sent.append(self._jobs.mark_sent(run.job_id)))
+            api = self._apis[run.account]
+            response = api.call(run.operation, before_send=lambda: sent.append(self._jobs.mark_sent(run.job_id)))
         except Deferred as exc:
             status: Literal["queued", "retrying"] = "retrying" if sent[-1] else "queued"
             self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=exc.delay, status=status)

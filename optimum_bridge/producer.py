@@ -18,7 +18,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import BridgeError
 from .forecast import Forecaster
 from .jobs import JobStore, to_status
-from .keys import DEFAULT_ACCOUNT, Keys
+from .keys import Keys
 from .runtime import redis_client
 from .schemas import (
     MAX_BATCH_OPERATIONS,
@@ -52,7 +52,7 @@ class BridgeClient:
         self._jobs = JobStore(
             self._redis, self._keys, result_ttl_s=settings.result_ttl_s, pending_ttl_s=pending_ttl, clock=clock
         )
-        self._forecaster = Forecaster(self._redis, self._keys, {DEFAULT_ACCOUNT: settings.quota()})
+        self._forecaster = Forecaster(self._redis, self._keys, settings.quotas())
         self._batches = BatchStore(
             self._redis,
             self._keys,
@@ -94,6 +94,8 @@ class BridgeClient:
             op = operation if isinstance(operation, Operation) else Operation.model_validate(operation)
         except ValidationError as exc:
             raise InvalidOperation(first_error(exc)) from None
+        if op.account not in self.settings.accounts:
+            raise InvalidOperation(f"account: unknown account {op.account!r}")
         if op.callback is not None:
             try:
                 check_callback_url(str(op.callback.url), allow_private=self.settings.callback_allow_private)

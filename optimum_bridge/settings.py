@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,12 +175,10 @@ class Settings(BaseSettings):
         return self.token_url_override or ENDPOINTS[self.environment][1]
 
     def require_credentials(self) -> tuple[str, SecretStr]:
-        """The client credentials, or a ``ConfigError`` naming the missing one."""
-        if not self.client_id:
-            raise ConfigError("OPTIMUM_CLIENT_ID: required to call the API (or set OPTIMUM_ENVIRONMENT=sandbox)")
-        if self.client_secret is None or not self.client_secret.get_secret_value():
-            raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
-        return self.client_id, self.client_secret
+        """The ``default`` account's client credentials, or a ``ConfigError`` naming the missing one."""
+        from .accounts import default_account
+
+        return default_account(self).require_credentials()
 
     def load_accounts(self, environ: Mapping[str, str]) -> Accounts:
         """Read the accounts (``BRIDGE_ACCOUNTS_FILE``, secrets from ``environ``) once; ``ConfigError`` if wrong."""

@@ -35,7 +35,9 @@ class WorkerStart(bootsteps.Step):  # type: ignore[misc]  # celery ships no type
         init_sentry(settings, component="worker")
         if settings.callback_secret is None:
             log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
-        log.info("worker: API %s, quota %s, prefix %r", settings.api_url, settings.rate_limit, settings.key_prefix)
+        for account in settings.accounts.by_name.values():
+            log.info("worker: account %s: API %s, quota %s", account.name, account.api_url, account.rate_limit)
+        log.info("worker: key prefix %r", settings.key_prefix)
 
 
 def create_app(settings: Settings) -> Celery:
@@ -76,7 +78,8 @@ def create_app(settings: Settings) -> Celery:
 def _settings() -> Settings:
     try:
         settings = load_settings()
-        settings.require_credentials()
+        for account in settings.accounts.by_name.values():
+            account.require_credentials()
         require_sentry(settings)
     except ConfigError as exc:
         print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)

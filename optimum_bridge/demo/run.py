@@ -150,7 +150,8 @@ def _run(plan: Plan, redis_url: str, console: Console) -> int:
 
 def _execute(running: Running, plan: Plan, console: Console, started: float) -> int:
     """Submit, follow, summarise; returns the exit code."""
-    client = BridgeClient(load_settings(_env_file=None, **running.settings), client=running.redis)
+    settings = load_settings(environ=running.settings, _env_file=None, **dict(running.settings))
+    client = BridgeClient(settings, client=running.redis)
     work = submit_work(client, running.receiver.url, console)
     urgent = UrgentProbe(client, work, running.receiver.url, console)
     progress = _callback_progress(running.receiver, work.batch.id)

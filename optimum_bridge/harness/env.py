@@ -76,4 +76,6 @@ def child_env(
 def settings_from(values: Mapping[str, str]) -> Settings:
     """``Settings`` exactly as a process with these variables builds them (other variables ignored)."""
     fields: dict[str, Any] = {k: v for k, v in values.items() if k.startswith(BRIDGE_PREFIXES)}
-    return Settings(_env_file=None, **fields)
+    settings = Settings(_env_file=None, **fields)
+    settings.load_accounts(values)  # the accounts' secrets come from these variables too
+    return settings

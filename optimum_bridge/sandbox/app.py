@@ -61,7 +61,7 @@ async def token_endpoint(request: Request) -> Response:
     client_id, secret = _credentials(request, form)
     grant_type = form.get("grant_type")
     failure = _token_failure(state.config, client_id, secret, grant_type)
-    state.count_token_request(failed=failure is not None)
+    state.count_token_request(failed=failure is not None, client_id=client_id if failure is None else None)
     if failure is not None or client_id is None:
         log.warning("token request refused (client_id=%s): %s", client_id, failure)
         return JSONResponse({"error": failure or "invalid_request"}, status_code=400)

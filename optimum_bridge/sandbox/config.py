@@ -37,6 +37,7 @@ class SandboxConfig(BaseModel):
     error_status: int = Field(default=503, ge=400, le=599)
     token_lifetime_s: int = Field(default=30_734_400, ge=1)
     clients: dict[str, str] = Field(default_factory=lambda: {"sandbox-client": "sandbox-secret"})
+    client_quotas: dict[str, str | None] = Field(default_factory=dict)  # a client's own quota (None: unlimited)
     wrap_lists: bool = False
     seed: int = 42
     fleet_size: int = Field(default=60, ge=0, le=10_000)
@@ -48,9 +49,18 @@ class SandboxConfig(BaseModel):
             parse_quota(value)
         return value
 
-    def quota_limit(self) -> tuple[int, float] | None:
-        """The parsed quota, or None when unlimited."""
-        return None if self.quota is None else parse_quota(self.quota)
+    @field_validator("client_quotas")
+    @classmethod
+    def _check_client_quotas(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for quota in value.values():
+            if quota is not None:
+                parse_quota(quota)
+        return value
+
+    def quota_limit(self, client_id: str | None = None) -> tuple[int, float] | None:
+        """The parsed quota of ``client_id`` (its own, else the shared one), or None when unlimited."""
+        quota = self.client_quotas.get(client_id, self.quota) if client_id is not None else self.quota
+        return None if quota is None else parse_quota(quota)
 
     def public(self) -> dict[str, Any]:
         """The knobs as JSON, with client secrets masked."""

@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--no-retry-after", action="store_true", help="send 429 without Retry-After")
     add("--wrap-lists", action="store_true", help='wrap lists as {"items": [...]}')
-    add("--client", action="append", metavar="ID:SECRET", help="API client (repeatable)")
+    add("--client", action="append", metavar="ID:SECRET[:QUOTA]", help="API client, with its own quota (repeatable)")
     add("--log-level", default="warning")
     return parser
 
@@ -206,10 +206,11 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "wrap_lists": args.wrap_lists,
     }
     if args.client:
-        pairs = [item.partition(":") for item in args.client]
-        if any(not cid or not sep for cid, sep, _ in pairs):
-            raise ValueError("--client must look like ID:SECRET")
-        knobs["clients"] = {cid: secret for cid, _, secret in pairs}
+        parts = [item.split(":") for item in args.client]
+        if any(len(part) not in (2, 3) or not part[0] or not part[1] for part in parts):
+            raise ValueError("--client must look like ID:SECRET or ID:SECRET:QUOTA")
+        knobs["clients"] = {part[0]: part[1] for part in parts}
+        knobs["client_quotas"] = {part[0]: part[2] for part in parts if len(part) == 3}
     return SandboxConfig.model_validate(knobs)
 
 

@@ -32,6 +32,7 @@ class Counters:
     accepted: int = 0
     quota_rejected: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    token_requests_by_client: dict[str, int] = field(default_factory=dict)
     log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
 
 
@@ -112,18 +113,21 @@ class SandboxState:
             self._tokens.clear()
             return count
 
-    def count_token_request(self, *, failed: bool) -> None:
+    def count_token_request(self, *, failed: bool, client_id: str | None = None) -> None:
         """Count one request to the token endpoint."""
         with self._lock:
             self.counters.token_requests += 1
             self.counters.token_failures += int(failed)
+            if client_id is not None:
+                by_client = self.counters.token_requests_by_client
+                by_client[client_id] = by_client.get(client_id, 0) + 1
 
     # -- quota ---------------------------------------------------------------
 
     def admit(self, client_id: str, arrival: float) -> QuotaDecision:
         """Sliding-window check: accept unless N accepted arrivals lie in the last window."""
         with self._lock:
-            limit = self.config.quota_limit()
+            limit = self.config.quota_limit(client_id)
             if limit is None:
                 return QuotaDecision(accepted=True)
             allowed, window = limit
@@ -200,6 +204,17 @@ class SandboxState:
             key = str(status)
             self.counters.by_status[key] = self.counters.by_status.get(key, 0) + 1
 
+    def _by_client(self, log: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per client: calls accepted, 429s, token requests and the most calls in any of its windows."""
+        tokens = self.counters.token_requests_by_client
+        clients = {entry["client_id"] for entry in log if entry["client_id"]} | set(tokens)
+        return {
+            client: _client_stats(
+                [e for e in log if e["client_id"] == client], self.config.quota_limit(client), tokens.get(client, 0)
+            )
+            for client in sorted(clients)
+        }
+
     def stats(self) -> dict[str, Any]:
         """Counters, the log and ``max_in_window`` as JSON."""
         with self._lock:
@@ -218,9 +233,19 @@ class SandboxState:
                 "by_status": by_status,
                 "quota": self.config.quota,
                 "max_in_window": max_in_window(log, limit[1]) if limit else None,
+                "by_client": self._by_client(log),
                 "pending_faults": self._pending_faults(),
                 "log": log,
             }
+
+
+def _client_stats(log: list[dict[str, Any]], limit: tuple[int, float] | None, tokens: int) -> dict[str, Any]:
+    return {
+        "accepted": sum(1 for entry in log if entry["accepted"]),
+        "rate_limited": sum(1 for entry in log if entry["status"] == 429),
+        "token_requests": tokens,
+        "max_in_window": max_in_window(log, limit[1]) if limit else None,
+    }
 
 
 def max_in_window(log: list[dict[str, Any]], window: float) -> int:

@@ -73,9 +73,7 @@ def test_accounts_never_slow_each_other(redis_server, prefix, sandbox, workers, 
     a_left = sum(1 for i in a_jobs if not client.get(i).finished)
     wait_until(lambda: all(client.get(i).finished for i in a_jobs), timeout=90, what="account acme's jobs")
     stats = sb.stats()["by_client"]
-    print(
-        f"\n45 jobs on acme, then 15 on beta, 3/s each: beta done in {b_took:.1f}s with {a_left} acme jobs left; {stats}"
-    )
+    print(f"\n45 on acme, then 15 on beta, 3/s each: beta done in {b_took:.1f}s, {a_left} acme jobs left; {stats}")
     assert all(client.get(i).status == "succeeded" for i in a_jobs + b_jobs)
     assert a_left >= 10  # beta ran beside acme's backlog, not after it
     assert b_took <= 15 / 3 * 1.1 + 3  # at its own quota

@@ -91,7 +91,7 @@ class BatchStore:
                     "total": len(operations),
                     "metadata": json.dumps(metadata or {}),
                     "submitted_at": self._clock.now().isoformat(),
-                    "account": operations[0].account if operations else "default",
+                    "accounts": ",".join(sorted({operation.account for operation in operations})),
                 },
             )
             if callback is not None:
@@ -126,8 +126,12 @@ class BatchStore:
         if status.finished:
             return status
         last = {p: fields[f"last:{p}"] for p in PRIORITIES if f"last:{p}" in fields}
-        done_at = self._forecaster.batch_done(fields.get("account", "default"), last)
+        done_at = self._forecaster.batch_done(fields.get("accounts", "default").split(",")[0], last)
         return status.model_copy(update={"estimated_done_at": done_at})
+
+    def accounts(self, batch_id: str) -> list[str]:
+        """The accounts of a batch's operations."""
+        return self.fields(batch_id).get("accounts", "default").split(",")
 
     def job_ids(self, batch_id: str) -> list[str]:
         """The batch's job ids, in submission order."""

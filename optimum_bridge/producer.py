@@ -161,6 +161,10 @@ class BridgeClient:
         """The batch's status and forecast (``BatchNotFound`` when unknown or expired)."""
         return self._batches.status(batch_id)
 
+    def batch_accounts(self, batch_id: str) -> list[str]:
+        """The accounts of a batch's operations (``BatchNotFound`` when unknown or expired)."""
+        return self._batches.accounts(batch_id)
+
     def batch_jobs(self, batch_id: str) -> list[str]:
         """The batch's job ids, in submission order."""
         return self._batches.job_ids(batch_id)

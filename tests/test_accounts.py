@@ -6,6 +6,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from optimum_bridge import BridgeClient, InvalidOperation
@@ -140,3 +141,53 @@ def test_a_wrong_accounts_file_stops_the_worker_at_start_in_one_line(tmp_path):
         "optimum-bridge: configuration error: BRIDGE_ACCOUNTS_FILE: accounts.acme.client_secret_env: "
         "ACME_SECRET is not set"
     ]
+
+
+BETA_KEY = "ingress-key-of-beta-only-0123456789"
+
+
+def scoped_ingress(redis_url: str, prefix: str, sb, directory: Path):
+    """An in-process ingress whose accounts file has a key limited to account beta."""
+    import hashlib
+
+    from .test_ingress import InProcess
+
+    env = {**two_accounts_env(redis_url, prefix, sb, directory), "BRIDGE_API_KEYS": "every-account-key-0123456789"}
+    path = Path(env["BRIDGE_ACCOUNTS_FILE"])
+    digest = hashlib.sha256(BETA_KEY.encode()).hexdigest()
+    path.write_text(path.read_text() + f'\n[api_keys.erp]\nsha256 = "{digest}"\naccounts = ["beta"]\n')
+    settings = settings_from(env)
+    from optimum_bridge.ingress import create_app
+
+    return httpx.Client(transport=InProcess(create_app(settings)), base_url="http://ingress.test"), settings
+
+
+def test_a_key_limited_to_an_account_sees_and_submits_to_that_account_only(redis_server, prefix, sandbox, tmp_path):
+    sb = sandbox(quota=None)
+    http, settings = scoped_ingress(redis_server.url, prefix, sb, tmp_path)
+    beta = {"Authorization": f"Bearer {BETA_KEY}"}
+    every = {"Authorization": "Bearer every-account-key-0123456789"}
+    with http:
+        producer = BridgeClient(settings)
+        a_job = producer.submit(vehicle(0, "acme"))
+        a_batch = producer.submit_batch([vehicle(1, "acme")]).id
+        answer = http.post("/v1/operations", json=vehicle(2, "beta"), headers=beta)
+        assert answer.status_code == 202, answer.text
+        b_job = answer.json()["id"]
+        b_batch = http.post("/v1/batches", json={"operations": [vehicle(3, "beta")]}, headers=beta).json()["id"]
+        unknown = http.get("/v1/operations/0123456789abcdef", headers=beta)
+        hidden = http.get(f"/v1/operations/{a_job}", headers=beta)
+        assert unknown.status_code == hidden.status_code == 404
+        assert unknown.json()["detail"] == hidden.json()["detail"]  # exactly as an unknown id
+        assert http.get(f"/v1/batches/{a_batch}", headers=beta).status_code == 404
+        assert http.get(f"/v1/operations/{b_job}", headers=beta).json()["account"] == "beta"
+        assert http.get(f"/v1/batches/{b_batch}", headers=beta).status_code == 200
+        assert http.get(f"/v1/operations/{a_job}", headers=every).status_code == 200  # BRIDGE_API_KEYS: every one
+        refused = http.post("/v1/operations", json=vehicle(4, "acme"), headers=beta)
+        assert refused.status_code == 422 and refused.json()["detail"] == "account: unknown account 'acme'"
+        batch = http.post("/v1/batches", json={"operations": [vehicle(5, "beta"), vehicle(6, "acme")]}, headers=beta)
+        assert batch.status_code == 422 and batch.json()["detail"].startswith("operations[1].account: unknown account")
+        many = http.post("/v1/operations:batch", json={"operations": [vehicle(7, "acme")]}, headers=beta)
+        assert many.status_code == 422
+    counted = [k for k in redis_server.client().scan_iter(match=f"{prefix}job:*")]
+    assert len(counted) == 4  # the refused submissions wrote nothing

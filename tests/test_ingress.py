@@ -29,7 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.ingress.app import MAX_BODY_BYTES, BodyLimit, create_app, key_digests, key_matches, serve
+from optimum_bridge.ingress.app import MAX_BODY_BYTES, BodyLimit, create_app, serve
+from optimum_bridge.ingress.auth import KeyRing
 from optimum_bridge.ingress.http import BATCH_BODY_BYTES
 from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, Keys
 from optimum_bridge.settings import Settings
@@ -396,10 +397,10 @@ def test_auth_accepts_only_configured_keys(redis_server, prefix, ingress):
 
 
 def test_key_matches_checks_every_key():
-    digests = key_digests(local_settings("redis://127.0.0.1:1/0", "k:"))
-    assert key_matches("key-one", digests) and key_matches("key-two", digests)
-    assert not key_matches("key-one ", digests) and not key_matches("", digests) and not key_matches("key", digests)
-    assert not key_matches("key-one", ())
+    ring = KeyRing.of(local_settings("redis://127.0.0.1:1/0", "k:"))
+    assert ring.match("key-one") and ring.match("key-two")
+    assert not ring.match("key-one ") and not ring.match("") and not ring.match("key")
+    assert not KeyRing(()).match("key-one")
 
 
 @pytest.mark.parametrize(

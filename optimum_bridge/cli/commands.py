@@ -140,12 +140,13 @@ def cmd_dead_letters(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_token(args: argparse.Namespace, extra: list[str]) -> int:
-    """Fetch or read the shared token and print its remaining lifetime (never the token)."""
+    """Fetch or read each account's shared token and print its remaining lifetime (never the token)."""
     from .. import runtime
     from ..clock import SYSTEM_CLOCK
 
     rt = runtime.install(load_settings())
-    token = rt.tokens.get()
-    remaining = token.expires_at - SYSTEM_CLOCK.time()
-    print(f"token {token.fingerprint}: valid for {remaining:.0f}s more ({remaining / 86400:.1f} days)")
+    for name, account in rt.accounts.items():
+        token = account.tokens.get()
+        remaining = token.expires_at - SYSTEM_CLOCK.time()
+        print(f"{name}: token {token.fingerprint}: valid for {remaining:.0f}s more ({remaining / 86400:.1f} days)")
     return 0

@@ -12,19 +12,16 @@ for ``POST /v1/batches``), so an oversized body is never buffered.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import sys
 from typing import Annotated, Any
 
 import redis
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Request, Security
+from fastapi import Depends, FastAPI, Header
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRouter
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
@@ -35,11 +32,11 @@ from ..observability import init_sentry
 from ..producer import MAX_BATCH, BridgeClient, InvalidOperation
 from ..schemas import JobStatus, Operation
 from ..settings import Settings
+from .auth import CallerDep, KeyRing, require_key
 from .batches import BatchRequest
 from .batches import router as batches
 from .health import ops
 from .http import (
-    CHALLENGE,
     LARGER_BODIES,
     MAX_BODY_BYTES,
     Accepted,
@@ -61,33 +58,8 @@ from .http import (
 log = logging.getLogger(__name__)
 
 
-def key_digests(settings: Settings) -> tuple[bytes, ...]:
-    """SHA-256 of every accepted key: equal-length values for constant-time comparison."""
-    return tuple(hashlib.sha256(key.get_secret_value().encode()).digest() for key in settings.api_keys)
-
-
-def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
-    """Whether ``presented`` is an accepted key; compared with every key, no early exit."""
-    candidate = hashlib.sha256(presented.encode()).digest()
-    matched = False
-    for digest in digests:
-        matched |= hmac.compare_digest(candidate, digest)
-    return matched
-
-
-async def require_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))],
-) -> None:
-    """401 unless the request carries ``Authorization: Bearer <one of BRIDGE_API_KEYS>``."""
-    if credentials is None:
-        raise ProblemError(401, "Authorization: Bearer <API key> is required", headers=CHALLENGE)
-    if not key_matches(credentials.credentials, request.app.state.key_digests):
-        raise ProblemError(401, "the API key is not accepted", headers=CHALLENGE)
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 413, 422, 503)}
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["operations"])
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["operations"])  # 401 first
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -109,11 +81,15 @@ def _with_header_key(payload: Any, header: str | None) -> dict[str, Any]:
 
 @v1.post("/operations", status_code=202, response_model=Accepted, openapi_extra=_body("Operation"))
 def submit_operation(
-    payload: JsonBody, bridge: Bridge, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+    payload: JsonBody,
+    bridge: Bridge,
+    caller: CallerDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     """Queue one operation: 202, or 200 with the existing job for a repeated idempotency key."""
     try:
         operation = Operation.model_validate(_with_header_key(payload, idempotency_key))
+        caller.check([operation], single=True)
         [(job_id, created)] = bridge.submit_many_detailed([operation])
     except ValidationError as exc:
         raise rejected(field_errors(exc)) from None
@@ -135,10 +111,12 @@ def _checked_batch(payload: Any) -> list[Operation]:
 
 
 @v1.post("/operations:batch", status_code=202, response_model=BatchAccepted, openapi_extra=_body("OperationBatch"))
-def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
+def submit_batch(payload: JsonBody, bridge: Bridge, caller: CallerDep) -> JSONResponse:
     """Queue up to 1,000 operations in one Redis round trip; one invalid item queues none."""
+    operations = _checked_batch(payload)
+    caller.check(operations)
     try:
-        results = bridge.submit_many_detailed(_checked_batch(payload))
+        results = bridge.submit_many_detailed(operations)
     except InvalidOperation as exc:
         raise invalid(str(exc)) from None
     content = BatchAccepted(results=[BatchItem(id=job_id, created=created) for job_id, created in results])
@@ -146,12 +124,14 @@ def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
 
 
 @v1.get("/operations/{job_id}", response_model=JobStatus, responses={404: {"model": Problem}})
-def get_operation(job_id: str, bridge: Bridge) -> Response:
+def get_operation(job_id: str, bridge: Bridge, caller: CallerDep) -> Response:
     """The job's status: the same JSON as the ``data`` of its callback."""
     try:
         status = bridge.get(job_id)
     except JobNotFound:
-        raise ProblemError(404, "no operation with this id (unknown, or past its retention)") from None
+        status = None
+    if status is None or not caller.may_use(status.account):  # another account's job is as unknown as none
+        raise ProblemError(404, "no operation with this id (unknown, or past its retention)")
     return Response(status.model_dump_json(), media_type="application/json")
 
 
@@ -176,7 +156,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     bridge = client or BridgeClient(settings)
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
-    app.state.key_digests = key_digests(settings)
+    app.state.key_ring = KeyRing.of(settings)
     for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
@@ -198,8 +178,9 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Run the ingress on ``BRIDGE_API_HOST:BRIDGE_API_PORT`` until stopped; 2 without API keys."""
-    if not settings.api_keys:
-        print("optimum-bridge: configuration error: BRIDGE_API_KEYS: required for the HTTP ingress", file=sys.stderr)
+    if not KeyRing.of(settings):
+        message = "BRIDGE_API_KEYS: required for the HTTP ingress (or [api_keys.NAME] in BRIDGE_ACCOUNTS_FILE)"
+        print(f"optimum-bridge: configuration error: {message}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_sentry(settings, component="ingress")

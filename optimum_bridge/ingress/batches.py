@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from ..batches import BatchNotFound
 from ..producer import InvalidOperation
 from ..schemas import MAX_BATCH_OPERATIONS, BatchStatus, Callback, Operation, ShortText
+from .auth import CallerDep
 from .http import Bridge, JsonBody, Problem, ProblemError, checked_operations, field_errors, invalid, rejected
 
 
@@ -74,9 +75,10 @@ def _body() -> dict[str, Any]:
 
 
 @router.post("", status_code=202, response_model=BatchCreated, openapi_extra=_body())
-def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
+def submit_batch(payload: JsonBody, bridge: Bridge, caller: CallerDep) -> JSONResponse:
     """Queue up to 10,000 operations as one batch; one invalid item (or callback) queues none."""
     operations = _operations_of(payload)
+    caller.check(operations)
     options = _options_of(payload)
     try:
         batch = bridge.submit_batch(operations, callback=options.callback, metadata=options.metadata)
@@ -88,10 +90,13 @@ def submit_batch(payload: JsonBody, bridge: Bridge) -> JSONResponse:
 
 
 @router.get("/{batch_id}", response_model=BatchStatus, responses={404: {"model": Problem}})
-def get_batch(batch_id: str, bridge: Bridge) -> Response:
+def get_batch(batch_id: str, bridge: Bridge, caller: CallerDep) -> Response:
     """The batch's counts by state and, while it runs, when it should be done."""
     try:
+        accounts = bridge.batch_accounts(batch_id)
         status = bridge.get_batch(batch_id)
     except BatchNotFound:
+        accounts = None
+    if accounts is None or not all(caller.may_use(account) for account in accounts):
         raise ProblemError(404, "no batch with this id (unknown, or past its retention)") from None
     return Response(status.model_dump_json(), media_type="application/json")

@@ -8,7 +8,7 @@ number of ingress replicas report the same numbers and none keeps state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,32 +38,36 @@ class Snapshot:
     retries_scheduled: int
     dead_letters: int
     counters: dict[str, float]
-    waiting: dict[str, int] = field(default_factory=dict)  # priority -> jobs waiting for a slot
+    waiting: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, priority) -> jobs waiting
 
     def counter(self, name: str) -> float:
         """A counter of the stats hash (0 when never incremented)."""
         return self.counters.get(name, 0.0)
 
 
-def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
-    """Queue lengths, the due set, dead letters and every counter, pipelined."""
+def read_snapshot(client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("default",)) -> Snapshot:
+    """Queue lengths, the lanes and delayed sets of every account, dead letters and every counter, pipelined."""
+    lanes = [(account, priority) for account in accounts for priority in PRIORITIES]
     with client.pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.llen(keys.queue(name))
-        for priority in PRIORITIES:
-            pipe.zcard(keys.lane(priority))
+        for account, priority in lanes:
+            pipe.zcard(keys.lane(priority, account))
+        for account in accounts:
+            pipe.zcard(keys.delayed(account))
         pipe.zcard(keys.due)
-        pipe.zcard(keys.delayed())
         pipe.hlen(keys.dead_letters)
         pipe.hgetall(keys.stats)
-        *sizes, due, delayed, dead, stats = pipe.execute()
-    lengths, lanes = sizes[: len(QUEUES)], sizes[len(QUEUES) :]
+        *sizes, due, dead, stats = pipe.execute()
+    lengths = sizes[: len(QUEUES)]
+    waiting = sizes[len(QUEUES) : len(QUEUES) + len(lanes)]
+    delayed = sizes[len(QUEUES) + len(lanes) :]
     return Snapshot(
         queues={name: int(length) for name, length in zip(QUEUES, lengths, strict=True)},
-        retries_scheduled=int(due) + int(delayed),
+        retries_scheduled=int(due) + sum(int(n) for n in delayed),
         dead_letters=int(dead),
         counters={text(k): float(v) for k, v in stats.items()},
-        waiting={priority: int(size) for priority, size in zip(PRIORITIES, lanes, strict=True)},
+        waiting={lane: int(size) for lane, size in zip(lanes, waiting, strict=True)},
     )
 
 
@@ -80,10 +84,10 @@ def _gauges(snap: Snapshot) -> Iterator[Metric]:
         depth.add_metric([name], length)
     yield depth
     waiting = GaugeMetricFamily(
-        "optimum_bridge_waiting_jobs", "Jobs waiting in their lane for a quota slot.", labels=["priority"]
+        "optimum_bridge_waiting_jobs", "Jobs waiting in their lane for a quota slot.", labels=["account", "priority"]
     )
-    for priority, size in snap.waiting.items():
-        waiting.add_metric([priority], size)
+    for (account, priority), size in snap.waiting.items():
+        waiting.add_metric([account, priority], size)
     yield waiting
     yield GaugeMetricFamily(
         "optimum_bridge_retries_scheduled",
@@ -106,8 +110,33 @@ def _counters(snap: Snapshot) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "optimum_bridge_token_requests", "Requests to the identity server.", snap.counter("token_requests")
     )
+    yield from _account_counters(snap)
     callbacks = [(outcome, snap.counter(f"callbacks:{outcome}")) for outcome in CALLBACK_OUTCOMES]
     yield _labelled_counter("optimum_bridge_callbacks", "Callback deliveries, by outcome.", "outcome", callbacks)
+
+
+def _account_counters(snap: Snapshot) -> Iterator[Metric]:
+    """The per-account counters (``acct:<account>:...``): calls by status, 429s, token requests."""
+    calls = CounterMetricFamily(
+        "optimum_bridge_account_api_calls",
+        "Calls to the Optimum API, by account and HTTP status.",
+        labels=["account", "status"],
+    )
+    limited = CounterMetricFamily("optimum_bridge_account_rate_limited", "429 answers, by account.", labels=["account"])
+    tokens = CounterMetricFamily(
+        "optimum_bridge_account_token_requests", "Requests to the identity server, by account.", labels=["account"]
+    )
+    for name, value in sorted(snap.counters.items()):
+        if not name.startswith("acct:"):
+            continue
+        account, _, counter = name.removeprefix("acct:").partition(":")
+        if counter.startswith("calls:"):
+            calls.add_metric([account, counter.removeprefix("calls:")], value)
+        elif counter == "rate_limited":
+            limited.add_metric([account], value)
+        elif counter == "token_requests":
+            tokens.add_metric([account], value)
+    yield from (calls, limited, tokens)
 
 
 def _latency(snap: Snapshot) -> HistogramMetricFamily:
@@ -128,21 +157,22 @@ def _latency(snap: Snapshot) -> HistogramMetricFamily:
 class BridgeCollector(Collector):
     """Reads a fresh ``Snapshot`` at every scrape and turns it into metric families."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("default",)) -> None:
         self._redis = client
         self._keys = keys
+        self._accounts = accounts
 
     def collect(self) -> Iterator[Metric]:
         """Every metric of the bridge (raises ``redis.RedisError`` when Redis is down)."""
-        snap = read_snapshot(self._redis, self._keys)
+        snap = read_snapshot(self._redis, self._keys, self._accounts)
         yield from _gauges(snap)
         yield from _counters(snap)
         yield _latency(snap)
 
 
-def render_metrics(client: redis.Redis, keys: Keys) -> bytes:
+def render_metrics(client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("default",)) -> bytes:
     """The Prometheus text exposition of the bridge's metrics, read now."""
-    return generate_latest(BridgeCollector(client, keys))
+    return generate_latest(BridgeCollector(client, keys, accounts))
 
 
 @dataclass(frozen=True)
@@ -188,4 +218,6 @@ def readyz(request: Request) -> dict[str, Any]:
 @ops.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics, read from Redis at every scrape."""
-    return Response(render_metrics(request.app.state.bridge.redis, request.app.state.keys), media_type=CONTENT_TYPE)
+    bridge = request.app.state.bridge
+    body = render_metrics(bridge.redis, request.app.state.keys, bridge.settings.accounts.names)
+    return Response(body, media_type=CONTENT_TYPE)

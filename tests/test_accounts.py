@@ -11,6 +11,8 @@ import pytest
 
 from optimum_bridge import BridgeClient, InvalidOperation
 from optimum_bridge.errors import ConfigError
+from optimum_bridge.ingress.health import render_metrics
+from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.settings import Settings
 
@@ -78,6 +80,10 @@ def test_accounts_never_slow_each_other(redis_server, prefix, sandbox, workers, 
     assert all(client.get(i).status == "succeeded" for i in a_jobs + b_jobs)
     assert a_left >= 10  # beta ran beside acme's backlog, not after it
     assert b_took <= 15 / 3 * 1.1 + 3  # at its own quota
+    metrics = render_metrics(redis_server.client(), Keys(prefix), ["acme", "beta"]).decode()
+    assert 'optimum_bridge_account_api_calls_total{account="acme",status="200"} 45.0' in metrics
+    assert 'optimum_bridge_account_api_calls_total{account="beta",status="200"} 15.0' in metrics
+    assert 'optimum_bridge_account_token_requests_total{account="beta"} 1.0' in metrics
     for client_id, accepted in (("acme-client", 45), ("beta-client", 15)):
         assert stats[client_id]["accepted"] == accepted  # every call carried its own account's token
         assert stats[client_id]["token_requests"] == 1

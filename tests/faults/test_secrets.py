@@ -24,6 +24,7 @@ from optimum_bridge import BridgeClient
 from ..conftest import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
 
 CLIENT_SECRET = "cl13nt-s3cr3t-for-the-leak-test"
+SECOND_SECRET = "s3cond-acc0unt-s3cr3t-for-the-leak-test"
 API_KEY = "ingress-api-key-for-the-leak-test"
 
 
@@ -81,8 +82,13 @@ def redis_dump(client, prefix: str) -> str:
     return "\n".join(parts)
 
 
-def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub):
-    sb = sandbox(quota=None, clients={"leak-client": CLIENT_SECRET})
+def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub, tmp_path):
+    sb = sandbox(quota=None, clients={"leak-client": CLIENT_SECRET, "second-client": SECOND_SECRET})
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        f'[accounts.second]\nclient_id = "second-client"\nclient_secret_env = "SECOND_SECRET"\n'
+        f'api_url = "{sb.url}"\ntoken_url = "{sb.token_url}"\nrate_limit = "10/s"\n'
+    )
     issued: list[str] = []
     original = sb.state.issue_token
 
@@ -104,6 +110,8 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         SENTRY_DSN=sentry_stub.dsn,
         BRIDGE_LOG_LEVEL="DEBUG",
         BRIDGE_CALLBACK_SCHEDULE_S="0.1",
+        BRIDGE_ACCOUNTS_FILE=str(accounts),
+        SECOND_SECRET=SECOND_SECRET,
     )
     worker = workers(env, concurrency=2)
     client = BridgeClient(settings_from(env))
@@ -112,6 +120,7 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         [
             {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}},
             {"method": "GET", "path": "/Vehicles/ZZ-000-ZZ"},
+            {"method": "GET", "path": "/Persons", "account": "second"},
         ]
     )
     for job_id in first:
@@ -123,9 +132,11 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
     wait_until(lambda: receiver.received, what="the second callback")
     wait_until(lambda: sentry_stub.envelopes, timeout=30, what="a Sentry event from the dead letter")
 
-    assert len(issued) == 2 and sb.stats()["unauthorized"] >= 1
+    assert len(issued) == 3 and sb.stats()["unauthorized"] >= 1  # default's two tokens, and second's
+    assert client.get(first[2]).status == "succeeded"
     secrets = {
         "client secret": CLIENT_SECRET,
+        "second account's secret": SECOND_SECRET,
         "callback secret": CALLBACK_SECRET,
         "api key": API_KEY,
         "encryption key": encryption_key,

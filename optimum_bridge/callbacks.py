@@ -151,7 +151,8 @@ class CallbackSender:
 
     def body(self, status: JobStatus) -> bytes:
         """The callback body for a job's status."""
-        kind = "operation.succeeded" if status.status == "succeeded" else "operation.failed"
+        kinds = {"succeeded": "operation.succeeded", "cancelled": "operation.cancelled"}
+        kind = kinds.get(status.status, "operation.failed")
         event = CallbackEvent(type=kind, timestamp=isoformat(self._clock.now()), data=status)
         return event.model_dump_json().encode()
 

@@ -20,6 +20,10 @@ class JobNotFound(BridgeError):
     """No job with that id (unknown or expired)."""
 
 
+class NotWaiting(BridgeError):
+    """A control (cancel, reprioritise) on a job whose call is under way or that is finished."""
+
+
 class CallbackURLRefused(BridgeError):
     """A callback URL points somewhere the bridge may not send to."""
 

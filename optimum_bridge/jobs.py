@@ -30,6 +30,7 @@ from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
 IDEMPOTENCY_TTL_S = 86400
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
+ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class JobStore:
         self._claim = scripts.register(client, "claim")
         self._complete = scripts.register(client, "complete")
         self._reschedule = scripts.register(client, "reschedule")
+        self._cancel = scripts.register(client, "cancel")
+        self._reprioritize = scripts.register(client, "reprioritize")
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
@@ -81,11 +84,13 @@ class JobStore:
             self._pending_ttl_s,
             IDEMPOTENCY_TTL_S,
             batch_key,
+            self._keys.delayed(""),
         ]
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
             op = operation.model_dump_json(exclude_defaults=True)
-            args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account]
+            not_before = "" if operation.not_before is None else int(operation.not_before.timestamp() * 1000)
+            args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
         raw = self._submit(args=args)
         return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
@@ -218,6 +223,26 @@ class JobStore:
             response.model_dump_json() if response else "",
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
+
+    def cancel(self, job_ids: list[str]) -> list[ControlOutcome]:
+        """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``."""
+        if not job_ids:
+            return []
+        args: list[str | int] = [
+            self._keys.job(""),
+            self._keys.lane_prefix,
+            self._keys.delayed(""),
+            self._clock.now().isoformat(),
+            self._result_ttl_s,
+            self._keys.callbacks_watch,
+            *job_ids,
+        ]
+        return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
+
+    def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
+        """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
+        reply = self._reprioritize(keys=[self._keys.job(job_id)], args=[self._keys.lane_prefix, priority, job_id])
+        return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes
 
 
 def _moment(value: str | None) -> datetime | None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .batches import BatchStore
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import BridgeError
+from .errors import BridgeError, JobNotFound, NotWaiting
 from .forecast import Forecaster
 from .jobs import JobStore, to_status
 from .keys import Keys
@@ -28,6 +28,7 @@ from .schemas import (
     Callback,
     JobStatus,
     Operation,
+    Priority,
     first_error,
 )
 from .settings import Settings, load_settings
@@ -138,6 +139,29 @@ class BridgeClient:
         return status.model_copy(
             update={"position": forecast.position, "estimated_start_at": forecast.estimated_start_at}
         )
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a job that has not started its call (``NotWaiting`` if it has, or is finished)."""
+        [outcome] = self._jobs.cancel([job_id])
+        if outcome == "missing":
+            raise JobNotFound(job_id)
+        if outcome != "cancelled":
+            raise NotWaiting(f"job {job_id} is {'running' if outcome == 'running' else 'finished'}: not cancelled")
+        return self.get(job_id)
+
+    def cancel_batch(self, batch_id: str) -> BatchStatus:
+        """Cancel, in one step, every job of a batch that has not started its call."""
+        self._jobs.cancel(self._batches.job_ids(batch_id) or [])
+        return self.get_batch(batch_id)
+
+    def reprioritize(self, job_id: str, priority: Priority) -> JobStatus:
+        """Move a waiting job to another lane, keeping its age there (``NotWaiting`` once it runs)."""
+        outcome = self._jobs.reprioritize(job_id, priority)
+        if outcome == "missing":
+            raise JobNotFound(job_id)
+        if outcome != "moved":
+            raise NotWaiting(f"job {job_id} is {'running' if outcome == 'running' else 'finished'}: not moved")
+        return self.get(job_id)
 
     def submit_batch(
         self,

@@ -9,7 +9,7 @@ identity server's answer. The path rules of the spec (§4) live in
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -26,8 +26,8 @@ from pydantic import (
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 Priority = Literal["urgent", "normal", "bulk"]
-JobState = Literal["queued", "running", "retrying", "succeeded", "failed"]
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+JobState = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 #: The most operations one batch may hold (spec §11).
 MAX_BATCH_OPERATIONS = 10_000
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "PUT", "DELETE"})
@@ -94,6 +94,7 @@ class Operation(BaseModel):
     metadata: dict[ShortText, JsonValue] = Field(default_factory=dict, max_length=50)
     priority: Priority = "normal"
     account: Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)] = "default"
+    not_before: datetime | None = None  # not started earlier (UTC when no offset is given)
 
     @field_validator("method", mode="before")
     @classmethod
@@ -104,6 +105,11 @@ class Operation(BaseModel):
     @classmethod
     def _path(cls, value: str) -> str:
         return check_path(value)
+
+    @field_validator("not_before")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @property
     def idempotent(self) -> bool:
@@ -165,7 +171,7 @@ class JobStatus(BaseModel):
 class CallbackEvent(BaseModel):
     """The body POSTed to the producer's callback URL."""
 
-    type: Literal["operation.succeeded", "operation.failed"]
+    type: Literal["operation.succeeded", "operation.failed", "operation.cancelled"]
     timestamp: str
     data: JobStatus
 
@@ -184,6 +190,7 @@ class BatchCounts(BaseModel):
     retrying: int = 0
     succeeded: int = 0
     failed: int = 0
+    cancelled: int = 0
 
 
 class BatchStatus(BaseModel):

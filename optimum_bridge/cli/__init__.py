@@ -22,8 +22,10 @@ from ..errors import BridgeError, ConfigError, JobNotFound
 from ..producer import InvalidOperation
 from .commands import (
     UsageError,
+    cmd_batch_cancel,
     cmd_batch_status,
     cmd_batch_submit,
+    cmd_cancel,
     cmd_dead_letters,
     cmd_status,
     cmd_submit,
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--callback", metavar="URL", help="where to POST the signed outcome")
     submit.add_argument("--idempotency-key", metavar="KEY")
     submit.add_argument("--priority", choices=["urgent", "normal", "bulk"], help="lane of the quota (default normal)")
+    submit.add_argument("--not-before", metavar="ISO8601", help="do not start it earlier (UTC without an offset)")
     submit.add_argument("--wait", action="store_true", help="wait and print the outcome")
     submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
     submit.set_defaults(handler=cmd_submit)
@@ -69,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print a job's status")
     status.add_argument("job_id")
     status.set_defaults(handler=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel a job that has not started its call")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(handler=cmd_cancel)
 
     _add_batch_commands(sub)
 
@@ -96,6 +103,9 @@ def _add_batch_commands(sub: Any) -> None:
     status = actions.add_parser("status", help="print a batch's status")
     status.add_argument("batch_id", metavar="ID")
     status.set_defaults(handler=cmd_batch_status)
+    cancel = actions.add_parser("cancel", help="cancel every waiting job of a batch")
+    cancel.add_argument("batch_id", metavar="ID")
+    cancel.set_defaults(handler=cmd_batch_cancel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

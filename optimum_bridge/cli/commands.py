@@ -55,6 +55,8 @@ def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
         operation["idempotency_key"] = args.idempotency_key
     if args.priority:
         operation["priority"] = args.priority
+    if args.not_before:
+        operation["not_before"] = args.not_before
     job_id = client.submit(operation)
     if not args.wait:
         print(job_id)
@@ -121,6 +123,22 @@ def cmd_batch_status(args: argparse.Namespace, extra: list[str]) -> int:
     """Print a batch's status as JSON."""
     with BridgeClient(load_settings()) as client:
         status = client.get_batch(args.batch_id)
+    print(status.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, extra: list[str]) -> int:
+    """Cancel a job that has not started its call; print its status (exit 1 if its call is under way)."""
+    with BridgeClient(load_settings()) as client:
+        status = client.cancel(args.job_id)
+    print(status.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_batch_cancel(args: argparse.Namespace, extra: list[str]) -> int:
+    """Cancel every waiting job of a batch; print the batch's status."""
+    with BridgeClient(load_settings()) as client:
+        status = client.cancel_batch(args.batch_id)
     print(status.model_dump_json(indent=2))
     return 0
 

@@ -35,6 +35,7 @@ from ..settings import Settings
 from .auth import CallerDep, KeyRing, require_key
 from .batches import BatchRequest
 from .batches import router as batches
+from .controls import router as controls
 from .health import ops
 from .http import (
     LARGER_BODIES,
@@ -162,6 +163,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)
     app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
+    app.include_router(controls, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
     return app
 

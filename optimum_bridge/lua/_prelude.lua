@@ -16,7 +16,23 @@ local function release_if_owner(key, owner)
 end
 
 local function is_final(status)
-  return status == 'succeeded' or status == 'failed'
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end
+
+-- When a job of a sealed batch became final: finish the batch once, and leave its callback (if it
+-- has a URL) to the callbacks watch. Returns 1 when the batch finished now.
+local function finish_batch_if_done(batch, finished_at, ttl, watch)
+  if not batch then return 0 end
+  local b = redis.call('HMGET', batch, 'total', 'n:succeeded', 'n:failed', 'n:cancelled', 'sealed')
+  local final = tonumber(b[2] or '0') + tonumber(b[3] or '0') + tonumber(b[4] or '0')
+  if b[5] ~= '1' or final < tonumber(b[1] or '0') then return 0 end
+  if redis.call('HSETNX', batch, 'finished_at', finished_at) == 0 then return 0 end
+  redis.call('EXPIRE', batch, ttl)
+  if redis.call('HEXISTS', batch, 'callback') == 1 then
+    redis.call('HSET', batch, 'cb', 'pending')
+    redis.call('ZADD', watch, now_ms(), 'batch:' .. string.match(batch, '([^:]+)$'))
+  end
+  return 1
 end
 
 -- Move a job to `status`, keeping its batch's counts (``n:<status>``) in step; returns the old status.

@@ -22,17 +22,12 @@ if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
 local batch = redis.call('HGET', KEYS[1], FIELD.batch)
-if batch then
-  local b = redis.call('HMGET', batch, 'total', 'n:succeeded', 'n:failed', 'n:cancelled', 'sealed')
-  local final = tonumber(b[2] or '0') + tonumber(b[3] or '0') + tonumber(b[4] or '0')
-  local sealed = b[5] == '1'  -- until batch_seal.lua runs, more of the batch's jobs may come
-  if sealed and final >= tonumber(b[1] or '0') and redis.call('HSETNX', batch, 'finished_at', ARGV[5]) == 1 then
-    redis.call('EXPIRE', batch, tonumber(ARGV[6]))
-    if ARGV[10] ~= '' and redis.call('HEXISTS', batch, 'callback') == 1 then
-      redis.call('HSET', batch, 'cb', 'pending')
-      redis.call('LPUSH', KEYS[3], ARGV[10])
-      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
-    end
+if batch and ARGV[10] ~= '' then
+  local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
+  if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then
+    -- The batch finished with this job: queue its callback now (the watch would, a little later).
+    redis.call('LPUSH', KEYS[3], ARGV[10])
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
   end
 end
 return 1

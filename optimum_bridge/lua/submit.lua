@@ -1,16 +1,19 @@
 -- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
---       6 batch key ('' for none), then per operation: idempotency key ('' for none), job id,
---       operation JSON, submitted at, priority, account.
+--       6 batch key ('' for none), 7 delayed key prefix, then per operation: idempotency key ('' for
+--       none), job id, operation JSON, submitted at, priority, account, not before (ms, '' for none).
+-- A job with a not-before time still to come waits in its account's delayed set instead, and
+-- goes to its lane (with its place) when that time comes.
 -- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
 -- oldest job of a lane is its lowest score. Returns a flat list: job id, 1 if created (0: the
 -- existing job for its idempotency key).
 local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
-local ttl, idem_ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local now = now_ms()
 local out = {}
-for i = 7, #ARGV, 6 do
+for i = 8, #ARGV, 7 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local priority, account = ARGV[i + 4], ARGV[i + 5]
+  local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local existing = false
   if idem ~= '' then
     local prev = redis.call('GET', idem)
@@ -31,7 +34,11 @@ for i = 7, #ARGV, 6 do
     end
     set_status(key, 'queued')
     redis.call('EXPIRE', key, ttl)
-    redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+    if not_before and not_before > now then
+      redis.call('ZADD', delayed_prefix .. account, not_before, jid)
+    else
+      redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+    end
     table.insert(out, jid)
     table.insert(out, 1)
   end

@@ -231,7 +231,7 @@ def bench(*, max_attempts: int = 5, budget_s: float = 86400.0) -> Bench:
     jobs, leases, clock = FakeJobs(), FakeLeases(), FrozenClock()
     api = FakeApi(leases=leases)
     policy = Policy(max_attempts=max_attempts, budget_s=budget_s, backoff=BACKOFF)
-    executor = Executor(jobs, api, policy, leases, clock=clock)
+    executor = Executor(jobs, {"default": api}, policy, leases, clock=clock)
     return Bench(jobs, api, leases, clock, executor)
 
 
@@ -518,6 +518,6 @@ def test_a_job_finished_elsewhere_meanwhile_is_not_finished_twice(b: Bench) -> N
             return reply
 
     racing = Racing(leases=b.leases)
-    executor = Executor(b.jobs, racing, Policy(5, 86400.0, BACKOFF), b.leases, clock=b.clock)
+    executor = Executor(b.jobs, {"default": racing}, Policy(5, 86400.0, BACKOFF), b.leases, clock=b.clock)
     assert executor.run(job_id, b.jobs.dispatch(job_id)) == "succeeded"
     assert b.jobs.completions == 0

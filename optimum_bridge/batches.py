@@ -3,7 +3,8 @@
 A batch is a hash (``keys.batch``): its total, its jobs' counts by state
 (kept in step by every status change, ``lua/_prelude.lua``'s ``set_status``),
 its metadata and callback URL, and its last place in each lane for the
-forecast; its job ids are a list beside it. The batch hash is written before
+forecast; its job ids are a list beside it, and its id enters each of its
+accounts' bounded index of recent batches (``keys.recent_batches``). The batch hash is written before
 its jobs, and sealed after them (``lua/batch_seal.lua``), so it can only
 finish once every job is in. The job that makes it final queues the
 ``batch.completed`` callback in the same step (``lua/complete.lua``): once,
@@ -25,7 +26,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import JobNotFound
 from .forecast import Forecaster
 from .jobs import JobStore
-from .keys import PRIORITIES, Keys, text
+from .keys import PRIORITIES, RECENT_BATCHES, Keys, text
 from .schemas import Batch, BatchCounts, BatchStatus, Callback, Operation
 
 #: Operations written per Redis round trip.
@@ -84,6 +85,7 @@ class BatchStore:
         """Write the batch, then its jobs (one round trip per 1,000), then seal it."""
         batch_id = uuid.uuid4().hex
         key = self._keys.batch(batch_id)
+        accounts = sorted({operation.account for operation in operations})
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
@@ -91,12 +93,15 @@ class BatchStore:
                     "total": len(operations),
                     "metadata": json.dumps(metadata or {}),
                     "submitted_at": self._clock.now().isoformat(),
-                    "accounts": ",".join(sorted({operation.account for operation in operations})),
+                    "accounts": ",".join(accounts),
                 },
             )
             if callback is not None:
                 pipe.hset(key, "callback", str(callback.url))
             pipe.expire(key, self._pending_ttl_s)
+            for account in accounts:  # the bounded index /ui lists batches from
+                pipe.zadd(self._keys.recent_batches(account), {batch_id: int(self._clock.now().timestamp() * 1000)})
+                pipe.zremrangebyrank(self._keys.recent_batches(account), 0, -(RECENT_BATCHES + 1))
             pipe.execute()
         job_ids: list[str] = []
         created = 0

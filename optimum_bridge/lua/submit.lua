@@ -1,7 +1,10 @@
 -- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
---       6 batch key ('' for none), 7 delayed key prefix, then per operation: idempotency key ('' for
---       none), job id, operation JSON, submitted at, priority, account, not before (ms, '' for none).
+--       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
+--       then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
+--       priority, account, not before (ms, '' for none).
+-- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
+-- scored by seq), trimmed to the cap, so /ui lists recent jobs without scanning every one.
 -- A job with a not-before time still to come waits in its account's delayed set instead, and
 -- goes to its lane (with its place) when that time comes.
 -- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
@@ -9,9 +12,11 @@
 -- existing job for its idempotency key).
 local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
 local now = now_ms()
 local out = {}
-for i = 8, #ARGV, 7 do
+local touched = {}
+for i = 10, #ARGV, 7 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local existing = false
@@ -39,8 +44,14 @@ for i = 8, #ARGV, 7 do
     else
       redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
     end
+    local recent = recent_prefix .. account .. ':jobs'
+    redis.call('ZADD', recent, seq, jid)
+    touched[recent] = true
     table.insert(out, jid)
     table.insert(out, 1)
   end
+end
+for recent in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_cap + 1))
 end
 return out

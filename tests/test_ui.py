@@ -87,7 +87,7 @@ def test_the_dashboard_shows_quota_lanes_chart_and_escapes_metadata(redis_server
     assert "1 in all" in page  # the per-minute chart counted the call
     assert f"batch-{batch.id}" in page and "0/4 (0%)" in page
     assert f'href="/ui/operations/{urgent}"' in page
-    assert '<meta http-equiv="refresh" content="5">' in page
+    assert '<meta http-equiv="refresh" content="5; url=/ui?refresh=5">' in page
     assert "<script" not in page.lower()  # neither ours (there is none) nor the metadata's
     assert "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;" in page
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
@@ -134,7 +134,8 @@ def test_the_buttons_cancel_move_cancel_a_batch_and_replay(redis_server, prefix,
     assert post(http, f"/ui/operations/{job_id}/priority", {"csrf": TOKEN, "priority": "bulk"}).status_code == 303
     assert client.get(job_id).priority == "bulk"
     assert post(http, f"/ui/operations/{job_id}/priority", {"csrf": TOKEN, "priority": "nope"}).status_code == 422
-    assert post(http, f"/ui/operations/{job_id}/cancel", {"csrf": TOKEN}).status_code == 303
+    cancelled = post(http, f"/ui/operations/{job_id}/cancel", {"csrf": TOKEN, "refresh": "2"})
+    assert cancelled.headers["location"] == f"/ui?note=cancelled&id={job_id}&refresh=2"  # the page's period kept
     again = post(http, f"/ui/operations/{job_id}/cancel", {"csrf": TOKEN})
     assert again.headers["location"] == f"/ui?note=not-waiting&id={job_id}"  # finished: nothing changed
 

@@ -27,7 +27,7 @@ from ...producer import BridgeClient
 from ...schemas import JobStatus
 from ..http import ProblemError
 from .data import gather
-from .security import ViewerDep, check_post
+from .security import Viewer, ViewerDep, check_post
 
 HERE = Path(__file__).parent
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -90,7 +90,7 @@ def dashboard(request: Request, viewer: ViewerDep) -> HTMLResponse:
     return _page(request, "dashboard.html", context | {"priorities": PRIORITIES})
 
 
-def _visible(request: Request, viewer: ViewerDep, job_id: str) -> JobStatus:
+def _visible(request: Request, viewer: Viewer, job_id: str) -> JobStatus:
     try:
         status = _bridge(request).get(job_id)
     except JobNotFound:
@@ -108,28 +108,30 @@ def job_page(request: Request, job_id: str, viewer: ViewerDep) -> HTMLResponse:
     return _page(request, "job.html", context)
 
 
-async def _form(request: Request, viewer: ViewerDep) -> dict[str, str]:
+async def _form(request: Request, viewer: Viewer) -> dict[str, str]:
     form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
     check_post(request, viewer, form)
     return form
 
 
-def _back(note: str, ident: str) -> Response:
-    return RedirectResponse(f"/ui?{urlencode({'note': note, 'id': ident})}", status_code=303)
+def _back(note: str, ident: str, form: dict[str, str]) -> Response:
+    """303 to the dashboard with the note, keeping the page's refresh period."""
+    query = {"note": note, "id": ident} | ({"refresh": form["refresh"]} if form.get("refresh", "").isdigit() else {})
+    return RedirectResponse(f"/ui?{urlencode(query)}", status_code=303)
 
 
 @router.post("/operations/{job_id}/cancel")
 async def cancel_job(request: Request, job_id: str, viewer: ViewerDep) -> Response:
     """Cancel a waiting job."""
-    await _form(request, viewer)
+    form = await _form(request, viewer)
     _visible(request, viewer, job_id)
     try:
         _bridge(request).cancel(job_id)
     except NotWaiting:
-        return _back("not-waiting", job_id)
+        return _back("not-waiting", job_id, form)
     except JobNotFound:
-        return _back("unknown", job_id)
-    return _back("cancelled", job_id)
+        return _back("unknown", job_id, form)
+    return _back("cancelled", job_id, form)
 
 
 @router.post("/operations/{job_id}/priority")
@@ -143,16 +145,16 @@ async def move_job(request: Request, job_id: str, viewer: ViewerDep) -> Response
     try:
         _bridge(request).reprioritize(job_id, priority)  # type: ignore[arg-type]  # checked against PRIORITIES
     except NotWaiting:
-        return _back("not-waiting", job_id)
+        return _back("not-waiting", job_id, form)
     except JobNotFound:
-        return _back("unknown", job_id)
-    return _back("moved", job_id)
+        return _back("unknown", job_id, form)
+    return _back("moved", job_id, form)
 
 
 @router.post("/batches/{batch_id}/cancel")
 async def cancel_batch(request: Request, batch_id: str, viewer: ViewerDep) -> Response:
     """Cancel every waiting job of a batch."""
-    await _form(request, viewer)
+    form = await _form(request, viewer)
     bridge = _bridge(request)
     try:
         if not viewer.sees(bridge.batch_accounts(batch_id)):
@@ -160,13 +162,14 @@ async def cancel_batch(request: Request, batch_id: str, viewer: ViewerDep) -> Re
         bridge.cancel_batch(batch_id)
     except BatchNotFound:
         raise ProblemError(404, "no batch with this id (unknown, or past its retention)") from None
-    return _back("batch-cancelled", batch_id)
+    return _back("batch-cancelled", batch_id, form)
 
 
 @router.post("/dead-letters/replay")
 async def replay(request: Request, viewer: ViewerDep) -> Response:
     """Queue a dead-lettered callback again (its job or batch must be the viewer's)."""
-    subject = (await _form(request, viewer)).get("subject", "")
+    form = await _form(request, viewer)
+    subject = form.get("subject", "")
     bridge = _bridge(request)
     try:
         if subject.startswith(BATCH):
@@ -179,4 +182,4 @@ async def replay(request: Request, viewer: ViewerDep) -> Response:
         raise ProblemError(404, "no dead letter with this id")
     deliveries = DeliveryStore(bridge.redis, _keys(request), watch_s=bridge.settings.redelivery_timeout_s)
     replayed = deliveries.replay([subject])
-    return _back("replayed" if replayed else "not-replayed", subject)
+    return _back("replayed" if replayed else "not-replayed", subject, form)

@@ -100,7 +100,7 @@ class BatchStore:
                 pipe.hset(key, "callback", str(callback.url))
             pipe.expire(key, self._pending_ttl_s)
             for account in accounts:  # the bounded index /ui lists batches from
-                pipe.zadd(self._keys.recent_batches(account), {batch_id: int(self._clock.now().timestamp() * 1000)})
+                pipe.zadd(self._keys.recent_batches(account), {batch_id: int(self._clock.now().timestamp() * 1e6)})
                 pipe.zremrangebyrank(self._keys.recent_batches(account), 0, -(RECENT_BATCHES + 1))
             pipe.execute()
         job_ids: list[str] = []

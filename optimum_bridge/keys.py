@@ -153,7 +153,7 @@ class Keys:
         return f"{self.recent_prefix}{account}:jobs"
 
     def recent_batches(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Sorted set: an account's latest ``RECENT_BATCHES`` batch ids, scored by submission time (ms)."""
+        """Sorted set: an account's latest ``RECENT_BATCHES`` batch ids, scored by submission time (µs)."""
         return f"{self.recent_prefix}{account}:batches"
 
     def calls_per_minute(self, account: str, hour: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,10 +19,11 @@ import pytest
 from optimum_bridge import BridgeClient
 from optimum_bridge.callbacks import dead_letter
 from optimum_bridge.deliveries import DeliveryStore
+from optimum_bridge.forecast import Backlog
 from optimum_bridge.ingress.app import create_app
 from optimum_bridge.ingress.ui.chart import layout
 from optimum_bridge.ingress.ui.security import csrf_token
-from optimum_bridge.keys import RECENT_JOBS, Keys
+from optimum_bridge.keys import RECENT_BATCHES, RECENT_JOBS, Keys
 from optimum_bridge.metrics import Metrics
 
 from .conftest import settings_from
@@ -192,11 +194,14 @@ def test_a_key_limited_to_one_account_sees_nothing_of_another(redis_server, pref
         assert "acme-marker" in everything and "beta-marker" in everything and f'data-subject="{a_job}"' in everything
 
 
-def test_the_recent_jobs_index_is_bounded(redis_server, prefix):
+def test_the_indexes_of_recent_jobs_and_batches_are_bounded(redis_server, prefix):
     client = BridgeClient(ui_settings(redis_server.url, prefix))
     ids = client.submit_many([vehicle(i, "default") for i in range(RECENT_JOBS + 30)])
     recent = [member.decode() for member in client.redis.zrevrange(Keys(prefix).recent_jobs(), 0, -1)]
     assert recent == ids[::-1][:RECENT_JOBS]
+    batches = [client.submit_batch([vehicle(i, "default")]).id for i in range(RECENT_BATCHES + 5)]
+    indexed = {member.decode() for member in client.redis.zrange(Keys(prefix).recent_batches(), 0, -1)}
+    assert indexed == set(batches[-RECENT_BATCHES:])
 
 
 @pytest.mark.parametrize(("counts", "quota"), [([0] * 60, 30.0), ([5, 40, 0] + [10] * 57, 30.0), ([], 1.0)])
@@ -206,3 +211,10 @@ def test_the_chart_scales_to_the_busiest_minute_or_the_quota(counts, quota):
     assert all(chart.height - chart.bottom - 1e-6 <= bar.y + bar.height <= chart.base_y + 0.1 for bar in chart.bars)
     assert 0 <= chart.quota_y <= chart.base_y
     assert [bar.minutes_ago for bar in chart.bars] == list(range(len(counts) - 1, -1, -1))
+
+
+def test_the_backlog_forecast_puts_each_lane_after_the_higher_ones():
+    backlog = Backlog(now_ms=0, next_slot_ms=1000, interval_ms=500, waiting={"urgent": 2, "normal": 3, "bulk": 0})
+    assert backlog.last_start("urgent") == datetime.fromtimestamp(1.5, UTC)  # next slot + 1 interval
+    assert backlog.last_start("normal") == datetime.fromtimestamp(3.0, UTC)  # after the 2 urgent: + 4 intervals
+    assert backlog.last_start("bulk") is None

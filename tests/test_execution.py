@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from optimum_bridge import BridgeClient, InvalidOperation
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
+from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_finished, wait_until
 
 PLATES = generate_fleet(42, 60).plates()
 
@@ -36,9 +36,7 @@ def achieved_rate(log: list[dict[str, object]], interval: float) -> float:
 
 
 def wait_all(client: BridgeClient, ids: list[str], timeout: float) -> list[str]:
-    wait_until(
-        lambda: all(client.get(i).finished for i in ids), timeout=timeout, interval=0.2, what="all jobs to finish"
-    )
+    wait_finished(client, ids, timeout=timeout)
     return [client.get(i).status for i in ids]
 
 

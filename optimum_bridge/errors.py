@@ -66,7 +66,8 @@ class NetworkError(RetryableError):
 
 
 class Deferred(BridgeError):
-    """No second rate-limit slot soon enough (to re-send after a 401): put the job back for ``delay``."""
+    """No rate-limit slot to send now (a re-send after a 401, or a start later than its slot would
+    break the window): nothing was sent; the job goes back to its lane after ``delay``."""
 
     def __init__(self, delay: float) -> None:
         super().__init__(f"no rate-limit slot within the wait budget; next in {delay:.1f}s")

@@ -51,6 +51,7 @@ class Run:
     submitted_at: datetime
     account: str = "default"
     batch_id: str | None = None
+    dispatch: int = 0
 
 
 class Executor:
@@ -86,7 +87,7 @@ class Executor:
             return claim.outcome
         if claim.operation is None or claim.submitted_at is None:
             raise RuntimeError(f"job {job_id}: claim returned no operation")
-        run = Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id)
+        run = Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id, dispatch)
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
         with self._leases.hold(self._jobs.lease_key(job_id), owner):
@@ -96,11 +97,11 @@ class Executor:
         sent = [attempts]
         try:
             api = self._apis[run.account]
-            response = api.call(run.operation, before_send=lambda: sent.append(self._jobs.mark_sent(run.job_id)))
+            response = api.call(run.operation, before_send=lambda: sent.append(self._mark_sent(run)))
         except Deferred as exc:
             status: Literal["queued", "retrying"] = "retrying" if sent[-1] else "queued"
             self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=exc.delay, status=status)
-            log.info("job %s: no rate-limit slot to re-send it, deferred %.1fs", run.job_id, exc.delay)
+            log.info("job %s: no rate-limit slot to send it now, back in its lane in %.1fs", run.job_id, exc.delay)
             return "deferred"
         except NetworkError as exc:
             if exc.maybe_sent and not run.operation.idempotent:
@@ -110,6 +111,9 @@ class Executor:
         except AttemptError as exc:
             return self._retry_or_fail(run, sent[-1], exc, response=None)
         return self._judge(run, sent[-1], response)
+
+    def _mark_sent(self, run: Run) -> int:
+        return self._jobs.mark_sent(run.job_id, run.dispatch, quota=self._apis[run.account].quota, account=run.account)
 
     def _judge(self, run: Run, attempt: int, response: ApiResponse) -> str:
         verdict = classify_status(response.status_code)

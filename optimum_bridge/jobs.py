@@ -23,7 +23,7 @@ import redis
 from . import scripts
 from .broker import build_message
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import JobNotFound
+from .errors import Deferred, JobNotFound
 from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from .ratelimit import Quota
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
@@ -71,6 +71,7 @@ class JobStore:
         self._reschedule = scripts.register(client, "reschedule")
         self._cancel = scripts.register(client, "cancel")
         self._reprioritize = scripts.register(client, "reprioritize")
+        self._mark_sent = scripts.register(client, "mark_sent")
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
@@ -157,14 +158,18 @@ class JobStore:
         """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
         return self._keys.lease(job_id)
 
-    def mark_sent(self, job_id: str) -> int:
-        """Count an attempt whose request is about to leave; returns the attempt number."""
-        key = self._keys.job(job_id)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, JobField.attempts, 1)
-            pipe.hset(key, mapping={JobField.inflight: "1", JobField.started_at: self._clock.now().isoformat()})
-            attempts, _ = pipe.execute()
-        return int(attempts)
+    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str) -> int:
+        """Count an attempt whose request is about to leave; returns the attempt number.
+
+        Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
+        account's window: a worker slowed down since its claim must not bunch calls at the API.
+        """
+        keys = [self._keys.job(job_id), self._keys.limiter_log(account)]
+        args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
+        attempts = int(self._mark_sent(keys=keys, args=args))
+        if attempts == 0:
+            raise Deferred(0.0)
+        return attempts
 
     def complete(
         self,

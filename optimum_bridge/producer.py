@@ -7,8 +7,8 @@ update. Callback URLs are checked here, at submission, and again at delivery.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -35,6 +35,7 @@ from .settings import Settings, load_settings
 from .ssrf import check_callback_url
 
 MAX_BATCH = 1000
+Finished = TypeVar("Finished", JobStatus, BatchStatus)
 
 
 class InvalidOperation(BridgeError):
@@ -199,14 +200,10 @@ class BridgeClient:
 
     def wait_batch(self, batch_id: str, timeout: float, *, poll_s: float = 0.25) -> BatchStatus:
         """Poll until every job of the batch is final; ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = self._clock.monotonic() + timeout
-        while True:
-            status = self.get_batch(batch_id)
-            if status.finished:
-                return status
-            if self._clock.monotonic() >= deadline:
-                raise TimeoutError(f"batch {batch_id} still running after {timeout}s ({status.counts})")
-            self._clock.sleep(min(poll_s, max(0.0, deadline - self._clock.monotonic())))
+        status = self._poll(lambda: self.get_batch(batch_id), timeout=timeout, poll_s=poll_s)
+        if not status.finished:
+            raise TimeoutError(f"batch {batch_id} still running after {timeout}s ({status.counts})")
+        return status
 
     def _check_callback(self, callback: Callback | Mapping[str, Any] | None) -> Callback | None:
         if callback is None:
@@ -222,11 +219,16 @@ class BridgeClient:
 
     def wait(self, job_id: str, timeout: float, *, poll_s: float = 0.1) -> JobStatus:
         """Poll until the job is finished; ``TimeoutError`` after ``timeout`` seconds."""
+        status = self._poll(lambda: self.get(job_id), timeout=timeout, poll_s=poll_s)
+        if not status.finished:
+            raise TimeoutError(f"job {job_id} still {status.status} after {timeout}s")
+        return status
+
+    def _poll(self, read: Callable[[], Finished], *, timeout: float, poll_s: float) -> Finished:
+        """``read()`` until what it reads is finished or ``timeout`` seconds pass; the last reading."""
         deadline = self._clock.monotonic() + timeout
         while True:
-            status = self.get(job_id)
-            if status.finished:
+            status = read()
+            if status.finished or self._clock.monotonic() >= deadline:
                 return status
-            if self._clock.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {status.status} after {timeout}s")
             self._clock.sleep(min(poll_s, max(0.0, deadline - self._clock.monotonic())))

@@ -35,7 +35,16 @@ from optimum_bridge.sandbox import SandboxConfig, SandboxServer
 from optimum_bridge.settings import Settings
 
 pytest_plugins = ["tests.tiers"]  # marks every test redis / processes / fast (tests/tiers.py)
-__all__ = ["CALLBACK_SECRET", "ROOT", "bridge_env", "free_port", "run_cli", "settings_from", "wait_until"]
+__all__ = [
+    "CALLBACK_SECRET",
+    "ROOT",
+    "bridge_env",
+    "free_port",
+    "run_cli",
+    "settings_from",
+    "wait_finished",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBACK_SECRET = harness.new_callback_secret(b"test-callback-secret-0123456789")
@@ -49,6 +58,21 @@ def wait_until(
         return harness.wait_until(predicate, timeout=timeout, interval=interval, what=what)
     except WaitTimeout as exc:
         raise AssertionError(str(exc)) from None
+
+
+def wait_finished(client: Any, ids: list[str], *, timeout: float, interval: float = 0.5) -> None:
+    """Wait until every job is final, reading only the ones not seen final yet, twice a second.
+
+    Polling every job's status (with its forecast) many times a second loads the test process,
+    which also serves the sandbox: its arrival times would then measure our polling, not the bridge.
+    """
+    pending = set(ids)
+
+    def done() -> bool:
+        pending.difference_update({i for i in list(pending) if client.get(i).finished})
+        return not pending
+
+    wait_until(done, timeout=timeout, interval=interval, what=f"{len(ids)} jobs to finish")
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.settings import Settings
 
-from .conftest import bridge_env, run_cli, settings_from, wait_until
+from .conftest import bridge_env, run_cli, settings_from, wait_finished
 
 PLATES = generate_fleet(42, 60).plates()
 CLIENTS = {"acme-client": "acme-s3cret-value", "beta-client": "beta-s3cret-value"}
@@ -71,10 +71,10 @@ def test_accounts_never_slow_each_other(redis_server, prefix, sandbox, workers, 
     a_jobs = client.submit_many([vehicle(i, "acme") for i in range(45)])
     b_jobs = client.submit_many([vehicle(i, "beta") for i in range(15)])
     b_submitted = time.monotonic()
-    wait_until(lambda: all(client.get(i).finished for i in b_jobs), timeout=60, what="account beta's jobs")
+    wait_finished(client, b_jobs, timeout=60)
     b_took = time.monotonic() - b_submitted
     a_left = sum(1 for i in a_jobs if not client.get(i).finished)
-    wait_until(lambda: all(client.get(i).finished for i in a_jobs), timeout=90, what="account acme's jobs")
+    wait_finished(client, a_jobs, timeout=90)
     stats = sb.stats()["by_client"]
     print(f"\n45 on acme, then 15 on beta, 3/s each: beta done in {b_took:.1f}s, {a_left} acme jobs left; {stats}")
     assert all(client.get(i).status == "succeeded" for i in a_jobs + b_jobs)

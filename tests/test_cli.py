@@ -118,7 +118,7 @@ def test_batch_submit_wait_shows_progress_and_ends_done(redis_server, prefix, sa
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["status"] == "done" and status["total"] == 3 and status["metadata"] == {"run": "c"}, status
-    assert status["counts"] == {"queued": 0, "running": 0, "retrying": 0, "succeeded": 3, "failed": 0}
+    assert status["counts"] == {"queued": 0, "running": 0, "retrying": 0, "succeeded": 3, "failed": 0, "cancelled": 0}
     assert status["finished_at"] is not None
     assert f"batch {status['id']}: 3/3 done (succeeded 3, failed 0" in done.stderr.splitlines()[-1], done.stderr
 

@@ -116,7 +116,7 @@ class FakeJobs:
             submitted_at=record.submitted_at,
         )
 
-    def mark_sent(self, job_id: str) -> int:
+    def mark_sent(self, job_id: str, dispatch: int = 0, **_: Any) -> int:
         record = self.records[job_id]
         record.attempts += 1
         record.inflight = True

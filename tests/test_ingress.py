@@ -604,8 +604,7 @@ def test_batch_is_accepted_and_reads_back(redis_server, prefix, ingress):
     assert set(read) == {"id", "status", "total", "counts", "metadata", "submitted_at", "finished_at",
                          "estimated_done_at"}  # fmt: skip
     assert (read["id"], read["status"], read["total"], read["metadata"]) == (batch_id, "running", 3, {"run": "n1"})
-    assert read["counts"] == {"queued": 3, "running": 0, "retrying": 0, "succeeded": 0, "failed": 0,
-                              "cancelled": 0}  # fmt: skip
+    assert read["counts"] == {"queued": 3, "running": 0, "retrying": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
     assert read["finished_at"] is None and read["estimated_done_at"] is not None
     client = BridgeClient(local_settings(redis_server.url, prefix))
     assert client.batch_jobs(batch_id) == body["job_ids"]

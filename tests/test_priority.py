@@ -14,7 +14,7 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.keys import CALLBACKS_QUEUE, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
+from .conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_finished, wait_until
 
 PLATES = generate_fleet(42, 60).plates()
 
@@ -51,7 +51,7 @@ def test_normal_jobs_go_before_earlier_bulk_ones(redis_server, prefix, sandbox, 
     client = BridgeClient(settings_from(env))
     bulk = client.submit_many([vehicle(i, "bulk") for i in range(12)])
     normal = client.submit_many([vehicle(20 + i) for i in range(3)])
-    wait_until(lambda: all(client.get(i).finished for i in bulk + normal), timeout=60, what="every job")
+    wait_finished(client, bulk + normal, timeout=60)
     order = sorted(bulk + normal, key=lambda i: client.get(i).started_at or datetime.max)
     bulk_before = order.index(normal[-1]) - 2  # bulk jobs that started before the last normal one
     stats = sb.stats()
@@ -67,7 +67,7 @@ def test_forecasts_hold_on_a_steady_backlog(redis_server, prefix, sandbox, worke
     client = BridgeClient(settings_from(env))
     ids = client.submit_many([vehicle(i) for i in range(16)])
     estimates = {i: client.get(i).estimated_start_at for i in ids}
-    wait_until(lambda: all(client.get(i).finished for i in ids), timeout=60, what="every job")
+    wait_finished(client, ids, timeout=60)
     interval = 1.1 / 2
     errors = [abs(((client.get(i).started_at or datetime.max) - estimates[i]).total_seconds()) for i in ids]  # type: ignore[operator]
     print(f"\nforecast error on 16 jobs at 2/s: max {max(errors):.2f}s (bound {interval + 1:.2f}s)")

@@ -157,3 +157,25 @@ def test_a_batch_counts_its_jobs_and_forecasts_its_end(sched):
     callbacks = rt.redis.lrange(Keys(rt.settings.key_prefix).queue("bridge.callbacks"), 0, -1)
     batch_messages = [m for m in callbacks if json.loads(m)["headers"]["task"] == "bridge.deliver_batch_callback"]
     assert len(batch_messages) == 1  # queued once, by the job that made the batch final
+
+
+def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is_full(sched, monkeypatch):
+    """Between its claim and its request a worker may stall (a loaded host): the start is counted
+    again right before the call leaves, and a call that would break the window is not sent."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="2/m", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    job_id = client.submit(op("/Vehicles"))
+    rt.dispatchers["default"].run()
+    stall = rt.jobs.mark_sent
+
+    def stalled(*args, **kwargs):  # two more calls started while this worker stalled after its claim
+        now = time.time() * 1000
+        rt.redis.zadd(keys.limiter_log(), {"a": now - 300, "b": now - 200})
+        return stall(*args, **kwargs)
+
+    monkeypatch.setattr(rt.jobs, "mark_sent", stalled)
+    assert rt.executor.run(job_id, 1) == "deferred"
+    status = client.get(job_id)
+    assert (status.status, status.attempts, status.started_at) == ("queued", 0, None)
+    assert rt.redis.zscore(keys.delayed(), job_id) is not None  # back to its lane when due, age kept
+    assert rt.redis.zscore(keys.limiter_log(), f"{job_id}.1") is None  # its slot given back

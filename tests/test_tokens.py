@@ -65,7 +65,7 @@ def test_token_expires_before_its_lifetime_ends(redis_server, prefix):
     client = redis_server.client()
     store = TokenStore(client, Keys(prefix), Issuer(lifetime=100), refresh_margin_s=300)
     store.get()
-    ttl_ms = client.pttl(Keys(prefix).token)
+    ttl_ms = client.pttl(Keys(prefix).token())
     assert 85_000 <= ttl_ms <= 90_000  # refreshed with a tenth of the lifetime to spare
 
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from optimum_bridge import BridgeClient
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from ..conftest import bridge_env, settings_from, wait_until
+from ..conftest import bridge_env, settings_from, wait_finished, wait_until
 
 PLATES = generate_fleet(42, 60).plates()
 
@@ -25,7 +25,7 @@ def test_outage_then_recovery_every_job_succeeds_without_hammering(redis_server,
     wait_until(lambda: all(client.get(i).attempts >= 3 for i in ids), timeout=60, what="three failed attempts each")
     during = sb.stats()["calls"]
     sb.configure(error_rate=0.0)
-    wait_until(lambda: all(client.get(i).finished for i in ids), timeout=120, interval=0.2, what="recovery")
+    wait_finished(client, ids, timeout=120)
     attempts = [client.get(i).attempts for i in ids]
     stats = sb.stats()
     succeeded = [client.get(i).status for i in ids].count("succeeded")
@@ -46,7 +46,7 @@ def test_a_429_pauses_every_worker_for_retry_after(redis_server, prefix, sandbox
     workers(env, concurrency=4)
     client = BridgeClient(settings_from(env))
     ids = client.submit_many([{"method": "GET", "path": f"/Vehicles/{p}"} for p in PLATES[:30]])
-    wait_until(lambda: all(client.get(i).finished for i in ids), timeout=60, what="all jobs")
+    wait_finished(client, ids, timeout=60)
     log = sorted(sb.stats()["log"], key=lambda e: e["t"])
     limited = next(e["t"] for e in log if e["status"] == 429)
     # Calls already past the limiter when the 429 arrived may land just after it; nothing else for 3 s.

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|overhead|latency|token|scale|ui|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|ui|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import FrameType
 
 BENCHMARKS = {
     "quota": "bench.quota",
+    "priority": "bench.priority",
     "overhead": "bench.overhead",
     "latency": "bench.latency",
     "token": "bench.tokens",

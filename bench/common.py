@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import subprocess
 import sys
 import uuid
@@ -126,6 +127,19 @@ def child_env(settings: Mapping[str, str]) -> dict[str, str]:
     return harness.child_env(settings, drop=(*BRIDGE_PREFIXES, "PLAIN_"))
 
 
+def env_with_path(settings: Mapping[str, str], pythonpath: str | None) -> dict[str, str]:
+    """``child_env(settings)``, with ``pythonpath`` (when given) in front of its import path."""
+    env = child_env(settings)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join((pythonpath, env["PYTHONPATH"]))
+    return env
+
+
+def ready_info(workdir: Path, worker: WorkerProcess) -> str:
+    """What a worker wrote in its ready file: its pid and the ``optimum_bridge`` it imported."""
+    return _ready_file(workdir, worker.name).read_text()
+
+
 def bridge_settings(redis_url: str, sandbox: SandboxProc, **overrides: str) -> dict[str, str]:
     """The bridge's variables for a run against ``sandbox`` (overrides win)."""
     values = {"BRIDGE_LOG_LEVEL": "WARNING", **overrides}
@@ -151,11 +165,16 @@ def start_workers(
     kind: WorkerKind = "bridge",
     loglevel: str = "WARNING",
     timeout: float = 90.0,
+    pythonpath: str | None = None,
 ) -> list[WorkerProcess]:
-    """Start ``count`` worker processes and wait until every one consumes."""
+    """Start ``count`` worker processes and wait until every one consumes.
+
+    ``pythonpath`` goes in front of the import path: another ``optimum_bridge``
+    there (an older commit's, extracted) is the one the workers run.
+    """
     run = uuid.uuid4().hex[:6]
     start = functools.partial(
-        harness.start_worker, child_env(values), workdir=workdir, pool=pool, concurrency=concurrency
+        harness.start_worker, env_with_path(values, pythonpath), workdir=workdir, pool=pool, concurrency=concurrency
     )
     workers: list[WorkerProcess] = []
     try:

@@ -79,7 +79,13 @@ class Upstream:
         payload = {
             "type": "operation.succeeded" if answer.is_success else "operation.failed",
             "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "data": {"id": job_id, "status_code": answer.status_code, "body": answer.json()},
+            # "status" as the bridge's JobStatus has it: the harness's receiver keys arrivals on id + status
+            "data": {
+                "id": job_id,
+                "status": "succeeded" if answer.is_success else "failed",
+                "status_code": answer.status_code,
+                "body": answer.json(),
+            },
         }
         body = json.dumps(payload, separators=(",", ":"))
         msg_id = f"msg_{job_id}"

@@ -6,7 +6,9 @@
    and after / count = bytes per queued operation (job hash + queue message),
    also with an ``idempotency_key`` on every operation, and with Redis's
    ``hash-max-listpack-value`` raised. Where the submit time goes: each stage
-   timed on its own (validation, message building, Lua call).
+   timed on its own (validation, JSON, Lua call). Since the quota scheduler a
+   submit writes the job hash and its lane entry only: the Celery message is
+   built by the dispatcher when the job gets its slot.
 2. The same through HTTP, ``POST /v1/operations:batch`` of 1,000, when
    ``optimum_bridge.ingress.create_app`` is importable (served by uvicorn in a
    subprocess); skipped with a message otherwise.
@@ -14,6 +16,11 @@
    execute operations 501-1,500 of a queue of 100,000 against one of 2,000,
    the callbacks delivered meanwhile, and the workers' memory (RSS and PSS,
    children included).
+4. Dispatch at depth, no worker: ``scheduler.Dispatcher.run()`` called 200
+   times in this process with 1,000 and with 100,000 jobs in the lane, each
+   call giving exactly one slot (the limiter's log and pacer keys are cleared,
+   untimed, before each call, so a slot is always free); microseconds per call
+   and their ratio (flat = 1.0).
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from typing import Any
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.broker import build_message
 from optimum_bridge.harness import CallbackReceiver, RedisServer, free_port, settings_from, stop_workers, wait_until
 from optimum_bridge.harness.processes import stop_process, tail
-from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
+from optimum_bridge.keys import OPERATIONS_QUEUE, PRIORITIES, Keys
+from optimum_bridge.ratelimit import RateLimiter
 from optimum_bridge.sandbox.fleet import generate_fleet
+from optimum_bridge.scheduler import Dispatcher
+from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, child_env, memory_mb, spawn, start_workers
 from .receiver import start_services
@@ -103,7 +112,7 @@ def submit_python(stack: Stack, count: int, *, idempotent: bool = False, listpac
     elapsed = time.perf_counter() - started
     after = stack.redis.used_memory()
     keys = Keys(client.settings.key_prefix)
-    queue = keys.queue(OPERATIONS_QUEUE)
+    lane = keys.lane("normal")
     job_bytes = redis_client.memory_usage(keys.job(ids[0]))
     redis_client.config_set("hash-max-listpack-value", 64)
     suffix = " + idempotency_key" if idempotent else ""
@@ -115,8 +124,8 @@ def submit_python(stack: Stack, count: int, *, idempotent: bool = False, listpac
         "ops_per_s": count / elapsed,
         "bytes_per_op": (after - before) / count,
         "job_hash_bytes": job_bytes,
-        "queue_bytes_per_op": (redis_client.memory_usage(queue, samples=0) or 0) / count,
-        "message_chars": len(redis_client.lindex(queue, 0) or b""),
+        "lane_bytes_per_op": (redis_client.memory_usage(lane, samples=0) or 0) / count,
+        "queued_messages": int(redis_client.llen(keys.queue(OPERATIONS_QUEUE))),  # 0: built at dispatch
     }
 
 
@@ -125,8 +134,8 @@ def submit_stages(stack: Stack, count: int = 20_000) -> dict[str, float]:
 
     A profiler would mislead here (cProfile's per-call cost inflates the many small
     calls of Celery's message building), so the stages are timed on their own:
-    validation (``client.validate``), building the job JSON and the Celery message
-    (``model_dump_json`` + ``messages.build_message``), and the rest of a submit of
+    validation (``client.validate``), building the job JSON (``model_dump_json``; the
+    Celery message is no longer built at submit), and the rest of a submit of
     already-validated models (Lua argument packing, the round trip, Redis's work).
     """
     client = BridgeClient(settings_from(stack.values))
@@ -140,8 +149,8 @@ def submit_stages(stack: Stack, count: int = 20_000) -> dict[str, float]:
     validate = time.perf_counter() - started
     started = time.perf_counter()
     for model in models:
-        model.model_dump_json()
-        build_message(EXECUTE_TASK, [uuid.uuid4().hex], queue=OPERATIONS_QUEUE)
+        model.model_dump_json(exclude_defaults=True)
+        uuid.uuid4().hex  # noqa: B018 - the job id, as submit makes one
     build = time.perf_counter() - started
     stack.redis.flush()
     started = time.perf_counter()
@@ -224,7 +233,8 @@ def depth_run(stack: Stack, depth: int, *, warmup: int = 500, measure: int = 100
         wait_until(lambda: _finished(client) >= target, timeout=600, interval=0.02, what=f"{measure} ops")
         t1, done1, cb1 = time.monotonic(), _finished(client), len(stack.receiver.arrivals)
         memory = memory_mb(workers)
-        queued = int(client.redis.llen(Keys(client.settings.key_prefix).queue(OPERATIONS_QUEUE)))
+        keys = Keys(client.settings.key_prefix)
+        queued = sum(int(client.redis.zcard(keys.lane(priority))) for priority in PRIORITIES)
     finally:
         stop_workers(workers)
     return {
@@ -235,6 +245,37 @@ def depth_run(stack: Stack, depth: int, *, warmup: int = 500, measure: int = 100
         "ops_per_s": (done1 - done0) / (t1 - t0),
         "callbacks_per_s": (cb1 - cb0) / (t1 - t0),
         **memory,
+    }
+
+
+def dispatch_cost(stack: Stack, depth: int, *, runs: int = 200) -> dict[str, Any]:
+    """Microseconds per ``Dispatcher.run()`` giving one slot, with ``depth`` jobs waiting in the lane."""
+    stack.redis.flush()
+    client = BridgeClient(settings_from(stack.values))
+    for start in range(0, depth, 10_000):
+        client.submit_many(operations(min(10_000, depth - start), stack.receiver.url, start=start))
+    keys = Keys(client.settings.key_prefix)
+    limiter = RateLimiter(client.redis, keys, RateLimit.parse("100000/s"))
+    dispatcher = Dispatcher(client.redis, keys, limiter, handoff_s=10.0)
+    dispatcher.run()  # loads the script; gives one slot like every timed call
+    timings = []
+    for _ in range(runs):
+        client.redis.delete(limiter.log_key, limiter.tat_key)  # a slot is free now: each run gives one
+        started = time.perf_counter()
+        done = dispatcher.run()
+        timings.append(time.perf_counter() - started)
+        if done.given != 1:
+            raise RuntimeError(f"a timed dispatch gave {done.given} slots ({done.outcome}), expected 1")
+    timings.sort()
+    waiting = int(client.redis.zcard(keys.lane("normal")))
+    client.close()
+    return {
+        "depth": depth,
+        "runs": runs,
+        "waiting_at_end": waiting,
+        "median_us": timings[len(timings) // 2] * 1e6,
+        "mean_us": sum(timings) / len(timings) * 1e6,
+        "p95_us": timings[int(len(timings) * 0.95)] * 1e6,
     }
 
 
@@ -261,11 +302,21 @@ def run(*, quick: bool) -> Path:
         for depth in (2_000, deep, 2_000):  # shallow before and after: machine drift shows
             print(f"  depth {depth}: 2 workers x 8 threads", flush=True)
             depths.append(depth_run(stack, depth))
-    return report(quick, stamp, submits, profile, depths)
+        dispatches = []
+        for depth in (1_000, deep, 1_000):
+            print(f"  dispatch: 200 Dispatcher.run() at depth {depth}", flush=True)
+            dispatches.append(dispatch_cost(stack, depth))
+    return report(quick, stamp, submits=submits, profile=profile, depths=depths, dispatches=dispatches)
 
 
 def report(
-    quick: bool, stamp: str, submits: list[dict[str, Any]], profile: dict[str, float], depths: list[dict[str, Any]]
+    quick: bool,
+    stamp: str,
+    *,
+    submits: list[dict[str, Any]],
+    profile: dict[str, float],
+    depths: list[dict[str, Any]],
+    dispatches: list[dict[str, Any]],
 ) -> Path:
     rows = [
         [s["path"], s.get("count", "-"), s.get("ops_per_s", "skipped"), s.get("bytes_per_op", "-")] for s in submits
@@ -279,10 +330,12 @@ def report(
     print(f"submit stages per op ({profile['count']} ops, {profile['full_us']:.0f} us in all): {detail}")
     texts.append(f"submit stages per op: {detail}")
     first = submits[0]
-    print(
-        f"per op: job hash {first['job_hash_bytes']} B, queue message {first['message_chars']} chars "
-        f"({first['queue_bytes_per_op']:.0f} B in the list)"
+    line = (
+        f"per op: job hash {first['job_hash_bytes']} B, lane entry {first['lane_bytes_per_op']:.0f} B, "
+        f"Celery messages queued at submit: {first['queued_messages']}"
     )
+    print(line)
+    texts.append(line)
     headers = ["queued", "s per 1,000", "ops/s", "callbacks/s", "Redis MiB queued", "workers RSS MiB", "PSS MiB"]
     rows = [
         [d["depth"], d["s_per_1000"], d["ops_per_s"], d["callbacks_per_s"], d["redis_mb_queued"], *memory]
@@ -294,6 +347,15 @@ def report(
     deep = next(d for d in depths if d["depth"] != 2_000)
     ratio = deep["s_per_1000"] / (sum(shallow) / len(shallow))
     print(f"time per 1,000 with {deep['depth']} queued / with 2,000 queued (mean of both): {ratio:.2f}")
+    headers = ["queued", "runs", "median us", "mean us", "p95 us"]
+    rows = [[d["depth"], d["runs"], d["median_us"], d["mean_us"], d["p95_us"]] for d in dispatches]
+    texts.append(print_table("Scale -- Dispatcher.run() giving one slot, no worker", headers, rows, digits=0))
+    shallow_us = [d["median_us"] for d in dispatches if d["depth"] == 1_000]
+    deep_us = next(d for d in dispatches if d["depth"] != 1_000)
+    dispatch_ratio = deep_us["median_us"] / (sum(shallow_us) / len(shallow_us))
+    line = f"dispatch median with {deep_us['depth']} waiting / with 1,000 (mean of both): {dispatch_ratio:.2f}"
+    print(line)
+    texts.append(line)
     best = max((s.get("ops_per_s", 0.0) for s in submits if s["path"] == "python submit_many"), default=0.0)
     plain = [s for s in submits if s["path"] == "python submit_many"]
     targets = {
@@ -302,6 +364,7 @@ def report(
             s["bytes_per_op"] <= 2048 for s in submits if "idempotency_key" in s["path"]
         ),
         "submit >= 5000 ops/s (python)": best >= 5000,
+        "dispatch flat with depth (ratio <= 1.25)": dispatch_ratio <= 1.25,
     }
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     record = {
@@ -310,6 +373,8 @@ def report(
         "submit_profile": profile,
         "depths": depths,
         "depth_ratio": ratio,
+        "dispatches": dispatches,
+        "dispatch_ratio": dispatch_ratio,
         "targets": targets,
         "tables": texts,
     }

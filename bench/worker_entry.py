@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
         maybe_patch_concurrency(["--pool", pool])  # then `optimum-bridge worker` runs in this process
 
     def ready(**_: Any) -> None:
-        args.ready_file.write_text(str(os.getpid()))
+        package = getattr(sys.modules.get("optimum_bridge"), "__file__", "")  # which tree runs (bench.priority)
+        args.ready_file.write_text(f"{os.getpid()} {package}")
 
     worker_ready.connect(ready, weak=False)
     if args.kind == "plain":

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|overhead|latency|token|scale|all|profile] [--quick]``."""
+"""``python -m bench [quota|overhead|latency|token|scale|accounts|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "token": "bench.tokens",
     "scale": "bench.scale",
+    "accounts": "bench.accounts",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|ui|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "token": "bench.tokens",
     "scale": "bench.scale",
+    "accounts": "bench.accounts",
     "ui": "bench.ui",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: How long the dispatcher sleeps when nothing waits (new jobs are noticed within this).
 IDLE_POLL_S = 0.05
+#: How long it sleeps when jobs wait but every worker thread is busy: a finished job frees one,
+#: and no event tells the dispatcher, so it looks again soon (50 ms capped a pool at ~8 jobs/0.1 s).
+BUSY_POLL_S = 0.005
 #: Most slots given in one call of the script (a burst after idle is given in a few calls).
 BATCH = 50
 
@@ -86,7 +89,9 @@ class Dispatcher:
             next_in = 0.0
         elif kind == "wait":
             next_in = int(wait_ms) / 1000
-        else:  # idle, or busy: a finished job or a new one is noticed at the next poll
+        elif kind == "busy":
+            next_in = BUSY_POLL_S
+        else:  # idle: a new job is noticed at the next poll
             next_in = IDLE_POLL_S
         return Dispatched(kind, int(given), next_in)
 

@@ -41,6 +41,7 @@ class AccountEntry(BaseModel):
     environment: Literal["preprod", "production", "sandbox"] | None = None
     api_url: Url | None = None
     token_url: Url | None = None
+    openapi_url: Url | None = None  # default: <api_url>/swagger/v1/swagger.json
     rate_limit: str = "30/m"
 
     @model_validator(mode="after")
@@ -80,6 +81,12 @@ class Account:
     api_url: str
     token_url: str
     rate_limit: RateLimit
+    openapi_url: str = ""  # the API's OpenAPI document (spec §13); empty: the Swashbuckle default
+
+    @property
+    def document_url(self) -> str:
+        """Where the account's OpenAPI document is fetched."""
+        return self.openapi_url or f"{self.api_url.rstrip('/')}/swagger/v1/swagger.json"
 
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The credentials, or a ``ConfigError`` naming what is missing (only ``OPTIMUM_*`` can lack them)."""
@@ -127,6 +134,7 @@ def default_account(settings: Settings) -> Account:
         settings.api_url,
         settings.token_url,
         settings.rate_limit,
+        settings.openapi_url or "",
     )
 
 
@@ -177,7 +185,9 @@ def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
         except ValueError as exc:
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
         api_url, token_url = _where(entry)
-        accounts[name] = Account(name, entry.client_id, SecretStr(secret), api_url, token_url, rate)
+        accounts[name] = Account(
+            name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
+        )
     keys = []
     for key_name, key in parsed.api_keys.items():
         unknown = sorted(set(key.accounts or ()) - set(accounts))

@@ -76,6 +76,14 @@ class Keys:
         """String: owner of an account's token refresh lock."""
         return f"{self.prefix}token:{account}:lock"
 
+    def openapi(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: the account's OpenAPI document, as JSON (fetched by the workers' upkeep)."""
+        return f"{self.prefix}openapi:{account}"
+
+    def openapi_version(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: a counter bumped at each store of the document (producers' caches check it)."""
+        return f"{self.prefix}openapi:{account}:version"
+
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Sorted set: start times (ms, Redis clock) of an account's recent calls."""
         return f"{self.prefix}limiter:{account}:log"

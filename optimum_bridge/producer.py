@@ -7,6 +7,7 @@ update. Callback URLs are checked here, at submission, and again at delivery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from .errors import BridgeError, JobNotFound, NotWaiting
 from .forecast import Backlog, Forecaster
 from .jobs import JobStore, to_status
 from .keys import Keys
+from .openapi import DocumentStore
 from .runtime import redis_client
 from .schemas import (
     MAX_BATCH_OPERATIONS,
@@ -33,6 +35,8 @@ from .schemas import (
 )
 from .settings import Settings, load_settings
 from .ssrf import check_callback_url
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 Finished = TypeVar("Finished", JobStatus, BatchStatus)
@@ -65,6 +69,8 @@ class BridgeClient:
             clock=clock,
         )
         self._clock = clock
+        self._documents = DocumentStore(self._redis, self._keys, clock=clock)
+        self._unchecked_logged = False
 
     @classmethod
     def from_env(cls) -> BridgeClient:
@@ -103,7 +109,26 @@ class BridgeClient:
                 check_callback_url(str(op.callback.url), allow_private=self.settings.callback_allow_private)
             except BridgeError as exc:
                 raise InvalidOperation(str(exc)) from None
+        self._check_against_api(op)
         return op
+
+    def _check_against_api(self, op: Operation) -> None:
+        """Refuse (strict) or log (warn) what the API's OpenAPI document does not allow (spec §13)."""
+        mode = self.settings.validate_operations
+        if mode == "off":
+            return
+        checker = self._documents.checker(op.account)
+        if checker is None:
+            if not self._unchecked_logged:
+                self._unchecked_logged = True
+                log.warning("no OpenAPI document of account %s in Redis: operations are queued unchecked", op.account)
+            return
+        refusal = checker.check(op)
+        if refusal is None:
+            return
+        if mode == "strict":
+            raise InvalidOperation(refusal)
+        log.warning("operation not in the API's document, queued anyway (warn mode): %s", refusal)
 
     def submit(self, operation: Operation | Mapping[str, Any]) -> str:
         """Queue one operation; returns its job id (the existing one for a repeated idempotency key)."""

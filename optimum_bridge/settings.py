@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     token_encryption_key: SecretStr | None = Field(None, validation_alias="BRIDGE_TOKEN_ENCRYPTION_KEY")
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
     accounts_file: Path | None = Field(None, validation_alias="BRIDGE_ACCOUNTS_FILE")
+    openapi_url: str | None = Field(None, validation_alias="OPTIMUM_OPENAPI_URL")
+    validate_operations: Literal["strict", "warn", "off"] = Field(
+        "strict", validation_alias="BRIDGE_VALIDATE_OPERATIONS"
+    )
     _accounts: Accounts | None = PrivateAttr(None)
 
     @field_validator("rate_limit", mode="before")
@@ -150,7 +154,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("api_url_override", "token_url_override")
+    @field_validator("api_url_override", "token_url_override", "openapi_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):

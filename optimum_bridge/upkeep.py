@@ -9,7 +9,9 @@
   or worker was lost (``scheduler.Recovery``);
 - **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
-  was lost (``deliveries.recover``).
+  was lost (``deliveries.recover``);
+- **openapi ACCOUNT**, at start and then daily (hourly while it fails): fetches the
+  account's OpenAPI document into Redis, for producers' checks (``openapi``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -27,11 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import redis
 from celery import bootsteps
 
 from . import scripts
+from .errors import BridgeError, ConfigError
 from .keys import Keys
+from .openapi import DocumentStore, fetch_document
 from .scheduler import Dispatched
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 #: A worker silent for this long is forgotten by the heartbeat set (it no longer grows with restarts).
 FORGET_AFTER_S = 86400
 
+
+#: How often the API's OpenAPI document is fetched again, and again after a failure.
+DOCUMENT_EVERY_S = 86400.0
+DOCUMENT_RETRY_S = 3600.0
 
 #: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
 ALIVE_S = 5
@@ -63,8 +72,8 @@ class Heartbeat:
 class Timer:
     """One piece of background work and how often it runs.
 
-    ``run`` may return the seconds until it wants to run again (the dispatcher
-    does: the next slot); any other value keeps ``every_s``.
+    ``run`` may return the seconds until it wants to run again (a float, or the
+    dispatcher's ``Dispatched``: the next slot); any other value keeps ``every_s``.
     """
 
     name: str
@@ -108,6 +117,8 @@ class Upkeep:
         timer.failing = False
         if isinstance(wanted, Dispatched):
             return wanted.next_in_s
+        if isinstance(wanted, float):
+            return wanted
         return timer.every_s
 
     def run_forever(self) -> None:
@@ -139,7 +150,40 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.recover),
+        *(Timer(f"openapi {account}", DOCUMENT_EVERY_S, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
+
+
+def _fetchers(rt: Any) -> dict[str, DocumentFetcher]:
+    store = DocumentStore(rt.redis, rt.keys)
+    return {name: DocumentFetcher(rt, store, name) for name in rt.settings.accounts.names}
+
+
+class DocumentFetcher:
+    """Fetches one account's OpenAPI document into Redis; a failure is logged and tried again in an hour."""
+
+    def __init__(self, rt: Any, store: DocumentStore, account: str) -> None:
+        self._rt = rt
+        self._store = store
+        self.account = account
+
+    def run(self) -> float:
+        """Fetch and store the document; the seconds until the next fetch."""
+        account = self._rt.settings.accounts[self.account]
+        try:
+            tokens = self._rt.accounts[self.account].tokens
+        except ConfigError:
+            tokens = None
+        try:
+            document = fetch_document(self._rt.api_http, account.document_url, api_url=account.api_url, tokens=tokens)
+        except (httpx.HTTPError, ValueError, BridgeError) as exc:
+            log.warning(
+                "openapi %s: no document from %s (%s); retrying in 1 h", self.account, account.document_url, exc
+            )
+            return DOCUMENT_RETRY_S
+        self._store.put(self.account, document)
+        log.info("openapi %s: document stored (%d paths)", self.account, len(document["paths"]))
+        return DOCUMENT_EVERY_S
 
 
 def operation_threads(worker: Any) -> int:

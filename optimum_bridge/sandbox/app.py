@@ -32,6 +32,7 @@ from .config import (
     SandboxConfig,
     validation_message,
 )
+from .document import DOCUMENT_PATH, build_document
 from .endpoints import dispatch, error
 from .state import SandboxState
 
@@ -228,6 +229,11 @@ async def admin_reset(request: Request) -> Response:
     return JSONResponse({"reset": True})
 
 
+async def swagger_document(request: Request) -> Response:
+    """``GET /swagger/v1/swagger.json``: the OpenAPI document, open (no token, no quota) as Swagger UI's often is."""
+    return JSONResponse(build_document())
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):
         return error(500, "internal_error", "unexpected sandbox error")
@@ -249,6 +255,7 @@ def create_app(config: SandboxConfig | None = None, *, clock: Clock | None = Non
     routes = [
         Mount("/_sandbox", routes=admin),
         Route("/connect/token", token_endpoint, methods=API_METHODS),
+        Route(DOCUMENT_PATH, swagger_document, methods=["GET"]),
         Route("/{path:path}", api_endpoint, methods=API_METHODS),
     ]
     handlers = {HTTPException: _http_error, Exception: _http_error}

@@ -155,6 +155,50 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Handler], ...] = (
 )
 
 
+_PLATE = {"name": "registrationNumber", "in": "query", "schema": {"type": "string"}}
+_DATE = {"type": "string", "format": "date-time"}
+
+#: What the OpenAPI document (``sandbox.document``) says of each route, beside ``ROUTES``: its path
+#: template, query parameters and JSON body. A route without an entry here fails the document's build.
+ROUTE_DOCS: dict[Handler, dict[str, Any]] = {
+    list_vehicles: {"path": "/Vehicles", "summary": "The fleet"},
+    get_vehicle: {
+        "path": "/Vehicles/{registrationNumber}",
+        "summary": "One vehicle",
+        "path_parameters": ["registrationNumber"],
+    },
+    current_assignment: {
+        "path": "/VehicleAssignments/current",
+        "summary": "Who drives the vehicle now",
+        "query": [{**_PLATE, "required": True}],
+    },
+    list_persons: {"path": "/Persons", "summary": "Drivers and other persons"},
+    create_person: {
+        "path": "/Persons",
+        "summary": "Create a person",
+        "body": {
+            "type": "object",
+            "required": ["firstName", "lastName"],
+            "properties": {
+                "firstName": {"type": "string", "minLength": 1},
+                "lastName": {"type": "string", "minLength": 1},
+                "email": {"type": ["string", "null"]},
+                "isDriver": {"type": "boolean"},
+            },
+        },
+    },
+    list_trips: {
+        "path": "/Geolocation/Trips",
+        "summary": "GPS trips in a window of at most 24 hours",
+        "query": [
+            {"name": "startDate", "in": "query", "required": True, "schema": _DATE},
+            {"name": "endDate", "in": "query", "required": True, "schema": _DATE},
+            _PLATE,
+        ],
+    },
+}
+
+
 async def dispatch(request: Request, state: SandboxState) -> Response:
     """Answer an authenticated API call: 404 for unknown paths, 405 for wrong methods."""
     path, method = request.url.path, request.method.upper()

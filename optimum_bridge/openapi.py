@@ -83,7 +83,7 @@ class OperationChecker:
     def __init__(self, document: dict[str, Any]) -> None:
         document = {**document, "servers": [{"url": _HOST}]}
         config = Config(extra_format_validators={"date-time": _date_time})
-        spec: dict[Hashable, Any] = dict(document)
+        spec: dict[Hashable, Any] = dict(document.items())
         self._openapi = OpenAPI.from_dict(spec, config=config)
         self._paths: dict[str, set[str]] = {
             path: {m.upper() for m in item if m in {"get", "put", "post", "delete", "patch", "head", "options"}}

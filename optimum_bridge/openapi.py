@@ -93,7 +93,7 @@ class OperationChecker:
 
     def check(self, operation: Operation) -> str | None:
         """None if the document allows the operation, else one line naming the field."""
-        path = self._document_path(operation.path)
+        path = self._document_path(operation.path, operation.method)
         if path is None:
             return self._unknown(operation)
         query = {name: _text(value) for name, value in operation.query.items()}
@@ -116,19 +116,18 @@ class OperationChecker:
             return _describe(exc)
         return None
 
-    def _document_path(self, path: str) -> str | None:
-        """The operation's path with the document's casing of its template (None: no template matches)."""
-        for template, pattern in self._patterns:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            return _fill(template, iter(match.groups()))
-        return None
+    def _document_path(self, path: str, method: str) -> str | None:
+        """The path in the document's casing of the template it matches, one with ``method`` first (None: none)."""
+        matches = [(template, match) for template, pattern in self._patterns if (match := pattern.match(path))]
+        matches.sort(key=lambda found: method not in self._paths[found[0]])
+        if not matches:
+            return None
+        template, match = matches[0]
+        return _fill(template, iter(match.groups()))
 
     def _unknown(self, operation: Operation) -> str:
         method, path = operation.method, operation.path
-        template = self._document_path(path)
-        if template is not None:
+        if self._document_path(path, method) is not None:
             allowed = ", ".join(sorted(self._paths[_template_of(self._patterns, path)]))
             return f"method: {method} {path} is not in the API (allowed: {allowed})"
         known = [p for p, methods in self._paths.items() if method in methods] or list(self._paths)
@@ -193,6 +192,7 @@ class DocumentStore:
         self._keys = keys
         self._clock = clock
         self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
+        self._unreadable: set[tuple[str, str]] = set()
 
     def put(self, account: str, document: dict[str, Any]) -> None:
         """Store an account's document (a new version for every producer)."""
@@ -219,7 +219,14 @@ class DocumentStore:
         text = self._redis.get(self._keys.openapi(account))
         if text is None:
             return None
-        checker = OperationChecker(json.loads(text))
+        if (account, tag) in self._unreadable:
+            return None
+        try:
+            checker = OperationChecker(json.loads(text))
+        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
+            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
+            self._unreadable.add((account, tag))
+            return None
         self._cache[account] = (tag, checker, now)
         return checker
 
@@ -235,4 +242,8 @@ def fetch_document(http: httpx.Client, url: str, *, api_url: str, tokens: TokenS
     document = answer.json()
     if not isinstance(document, dict) or "paths" not in document:
         raise ValueError(f"{url} is not an OpenAPI document")
+    try:
+        OperationChecker(document)
+    except Exception as exc:  # openapi-core's spec validation: the document is not one it can check with
+        raise ValueError(f"{url}: not a valid OpenAPI document ({exc})") from exc
     return document

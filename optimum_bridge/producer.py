@@ -39,6 +39,8 @@ from .ssrf import check_callback_url
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+#: The accounts whose missing OpenAPI document this process has logged (once each).
+_UNCHECKED_LOGGED: set[str] = set()
 Finished = TypeVar("Finished", JobStatus, BatchStatus)
 
 
@@ -70,7 +72,6 @@ class BridgeClient:
         )
         self._clock = clock
         self._documents = DocumentStore(self._redis, self._keys, clock=clock)
-        self._unchecked_logged = False
 
     @classmethod
     def from_env(cls) -> BridgeClient:
@@ -119,8 +120,8 @@ class BridgeClient:
             return
         checker = self._documents.checker(op.account)
         if checker is None:
-            if not self._unchecked_logged:
-                self._unchecked_logged = True
+            if op.account not in _UNCHECKED_LOGGED:
+                _UNCHECKED_LOGGED.add(op.account)
                 log.warning("no OpenAPI document of account %s in Redis: operations are queued unchecked", op.account)
             return
         refusal = checker.check(op)

@@ -13,18 +13,20 @@ import re
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from pydantic import SecretStr
 
-from optimum_bridge import BridgeClient
+from optimum_bridge import BridgeClient, producer
 from optimum_bridge.keys import Keys
-from optimum_bridge.openapi import DocumentStore, OperationChecker
+from optimum_bridge.openapi import DocumentStore, OperationChecker, fetch_document
 from optimum_bridge.producer import InvalidOperation
 from optimum_bridge.runtime import Runtime
 from optimum_bridge.sandbox.document import DOCUMENT_PATH, build_document
 from optimum_bridge.sandbox.endpoints import ROUTE_DOCS, ROUTES
 from optimum_bridge.schemas import Operation
+from optimum_bridge.tokens import Token
 from optimum_bridge.upkeep import DocumentFetcher
 
-from .conftest import bridge_env, run_cli, settings_from
+from .conftest import bridge_env, run_cli, settings_from, wait_until
 from .test_ingress import AUTH, InProcess, local_settings, problem_of
 
 TRIPS_QUERY = {"registrationNumber": "EW-266-YQ", "startDate": "2026-11-26T00:00:00", "endDate": "2026-11-27T00:00:00"}
@@ -143,11 +145,16 @@ def test_warn_queues_and_logs_off_queues_silently(redis_server, prefix, sandbox,
         assert len(lines) == logged, (mode, lines)
 
 
-def test_without_a_document_operations_are_queued_unchecked_logged_once(redis_server, prefix, sandbox, caplog):
+def test_without_a_document_operations_are_queued_unchecked_logged_once(
+    redis_server, prefix, sandbox, caplog, monkeypatch
+):
+    monkeypatch.setattr(producer, "_UNCHECKED_LOGGED", set())  # as in a fresh process
     settings = settings_from(bridge_env(redis_server.url, prefix, sandbox()))
-    with caplog.at_level(logging.WARNING, logger="optimum_bridge"), BridgeClient(settings) as bridge:
-        ids = [bridge.submit({"method": "GET", "path": "/Vehicle"}) for _ in range(3)]
-        assert all(bridge.get(job_id).status == "queued" for job_id in ids)
+    with caplog.at_level(logging.WARNING, logger="optimum_bridge"):
+        for _ in range(2):  # two clients of one process: still one line
+            with BridgeClient(settings) as bridge:
+                ids = [bridge.submit({"method": "GET", "path": "/Vehicle"}) for _ in range(3)]
+                assert all(bridge.get(job_id).status == "queued" for job_id in ids)
     lines = [r.getMessage() for r in caplog.records if "unchecked" in r.getMessage()]
     assert len(lines) == 1, lines
 
@@ -183,3 +190,69 @@ def test_the_cli_exits_2_with_the_same_line(redis_server, prefix, sandbox, runti
     assert done.returncode == 2
     assert "invalid operation: path: GET /Vehicle is not in the API (did you mean /Vehicles?)" in done.stderr
     assert sb.stats()["calls"] == 0
+
+
+def test_a_template_with_the_method_wins_over_an_earlier_one_without():
+    document = build_document()
+    document["paths"]["/Vehicles/{registrationNumber}"] = {
+        "delete": {
+            "parameters": [
+                {"name": "registrationNumber", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {"204": {"description": "gone"}},
+        }
+    }
+    document["paths"]["/Vehicles/current"] = {"get": {"responses": {"200": {"description": "OK"}}}}
+    assert (
+        OperationChecker(document).check(Operation.model_validate({"method": "GET", "path": "/vehicles/CURRENT"}))
+        is None
+    )
+
+
+# -- fetching the document -----------------------------------------------------------------------
+
+
+def test_a_worker_fetches_the_document_at_start(redis_server, prefix, sandbox, workers):
+    sb = sandbox()
+    env = bridge_env(redis_server.url, prefix, sb)
+    workers(env, concurrency=1)
+    store = DocumentStore(redis_server.client(), Keys(prefix))
+    wait_until(lambda: store.checker("default") is not None, what="the document in Redis")
+    with BridgeClient(settings_from(env)) as bridge, pytest.raises(InvalidOperation, match="did you mean /Vehicles"):
+        bridge.submit({"method": "GET", "path": "/Vehicle"})
+
+
+def test_the_token_goes_to_the_api_host_only():
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("authorization")))
+        if request.url.host == "api.test" and "authorization" not in request.headers:
+            return httpx.Response(401)
+        return httpx.Response(200, json=build_document())
+
+    class Tokens:
+        def cached(self) -> None:
+            return None
+
+        def get(self) -> Token:
+            return Token(SecretStr("tok"), "fp", 0.0)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        fetch_document(http, "https://api.test/swagger/v1/swagger.json", api_url="https://api.test", tokens=Tokens())
+        fetch_document(http, "https://docs.test/swagger.json", api_url="https://api.test", tokens=Tokens())
+    assert seen == [("api.test", None), ("api.test", "Bearer tok"), ("docs.test", None)]
+
+
+def test_openapi_url_per_account_from_the_accounts_file(redis_server, prefix, sandbox, tmp_path):
+    sb = sandbox()
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        "[accounts.acme]\n"
+        'client_id = "acme-client"\nclient_secret_env = "ACME_SECRET"\n'
+        f'api_url = "{sb.url}"\ntoken_url = "{sb.url}/connect/token"\n'
+        f'openapi_url = "{sb.url}/docs/openapi.json"\n'
+    )
+    settings = settings_from(bridge_env(redis_server.url, prefix, sb, BRIDGE_ACCOUNTS_FILE=str(path), ACME_SECRET="s"))
+    assert settings.accounts["acme"].document_url == f"{sb.url}/docs/openapi.json"
+    assert settings.accounts["default"].document_url == f"{sb.url}/swagger/v1/swagger.json"

@@ -216,19 +216,23 @@ class DocumentStore:
         if cached is not None and cached[0] == tag:
             self._cache[account] = (tag, cached[1], now)
             return cached[1]
-        text = self._redis.get(self._keys.openapi(account))
-        if text is None:
+        checker = self._load(account, tag)
+        if checker is None:
             return None
-        if (account, tag) in self._unreadable:
+        self._cache[account] = (tag, checker, now)
+        return checker
+
+    def _load(self, account: str, tag: str) -> OperationChecker | None:
+        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
+        text = self._redis.get(self._keys.openapi(account))
+        if text is None or (account, tag) in self._unreadable:
             return None
         try:
-            checker = OperationChecker(json.loads(text))
+            return OperationChecker(json.loads(text))
         except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
             log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
             self._unreadable.add((account, tag))
             return None
-        self._cache[account] = (tag, checker, now)
-        return checker
 
 
 def fetch_document(http: httpx.Client, url: str, *, api_url: str, tokens: TokenStore | None) -> dict[str, Any]:

@@ -256,3 +256,10 @@ def test_openapi_url_per_account_from_the_accounts_file(redis_server, prefix, sa
     settings = settings_from(bridge_env(redis_server.url, prefix, sb, BRIDGE_ACCOUNTS_FILE=str(path), ACME_SECRET="s"))
     assert settings.accounts["acme"].document_url == f"{sb.url}/docs/openapi.json"
     assert settings.accounts["default"].document_url == f"{sb.url}/swagger/v1/swagger.json"
+
+
+def test_a_document_openapi_core_cannot_read_leaves_operations_unchecked(redis_server, prefix):
+    broken = {"openapi": "3.1.0", "info": {"title": "x", "version": "1"}, "paths": {"/x/{a}": {"get": {}}}}
+    DocumentStore(redis_server.client(), Keys(prefix)).put("default", broken)
+    with BridgeClient(local_settings(redis_server.url, prefix)) as bridge:
+        assert bridge.get(bridge.submit({"method": "GET", "path": "/Vehicle"})).status == "queued"

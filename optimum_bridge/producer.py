@@ -122,7 +122,8 @@ class BridgeClient:
         if checker is None:
             if op.account not in _UNCHECKED_LOGGED:
                 _UNCHECKED_LOGGED.add(op.account)
-                log.warning("no OpenAPI document of account %s in Redis: operations are queued unchecked", op.account)
+                # INFO: a CLI run prints only its own answer; workers and the ingress log it.
+                log.info("no OpenAPI document of account %s in Redis: operations are queued unchecked", op.account)
             return
         refusal = checker.check(op)
         if refusal is None:

@@ -150,7 +150,7 @@ def test_without_a_document_operations_are_queued_unchecked_logged_once(
 ):
     monkeypatch.setattr(producer, "_UNCHECKED_LOGGED", set())  # as in a fresh process
     settings = settings_from(bridge_env(redis_server.url, prefix, sandbox()))
-    with caplog.at_level(logging.WARNING, logger="optimum_bridge"):
+    with caplog.at_level(logging.INFO, logger="optimum_bridge"):
         for _ in range(2):  # two clients of one process: still one line
             with BridgeClient(settings) as bridge:
                 ids = [bridge.submit({"method": "GET", "path": "/Vehicle"}) for _ in range(3)]

@@ -84,6 +84,10 @@ class Keys:
         """String: a counter bumped at each store of the document (producers' caches check it)."""
         return f"{self.prefix}openapi:{account}:version"
 
+    def openapi_claim(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """String: set (with a TTL) while the account's last fetch of the document is fresh; one worker fetches."""
+        return f"{self.prefix}openapi:{account}:claim"
+
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Sorted set: start times (ms, Redis clock) of an account's recent calls."""
         return f"{self.prefix}limiter:{account}:log"

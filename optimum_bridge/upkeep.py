@@ -10,8 +10,9 @@
 - **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost (``deliveries.recover``);
-- **openapi ACCOUNT**, at start and then daily (hourly while it fails): fetches the
-  account's OpenAPI document into Redis, for producers' checks (``openapi``).
+- **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
+  fails), one worker of all fetches the account's OpenAPI document into Redis, in
+  a thread of its own, for producers' checks (``openapi``, ``DocumentFetcher``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -150,7 +151,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.recover),
-        *(Timer(f"openapi {account}", DOCUMENT_EVERY_S, fetcher.run) for account, fetcher in _fetchers(rt).items()),
+        *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
 
 
@@ -160,15 +161,39 @@ def _fetchers(rt: Any) -> dict[str, DocumentFetcher]:
 
 
 class DocumentFetcher:
-    """Fetches one account's OpenAPI document into Redis; a failure is logged and tried again in an hour."""
+    """Fetches one account's OpenAPI document into Redis, once a day for every worker sharing the Redis.
+
+    ``run`` (the timer, every minute) never waits on the network: the fetch runs in a thread of its own,
+    so a slow document cannot delay heartbeats or slots. A claim key with a day's TTL (an hour after a
+    failure) says a fetch is fresh, so one worker fetches and the others skip.
+    """
 
     def __init__(self, rt: Any, store: DocumentStore, account: str) -> None:
         self._rt = rt
         self._store = store
         self.account = account
+        self._thread: threading.Thread | None = None
 
-    def run(self) -> float:
-        """Fetch and store the document; the seconds until the next fetch."""
+    def run(self) -> None:
+        """Start a fetch in the background when none is fresh (claimed) and none is running here."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        claim = self._rt.keys.openapi_claim(self.account)
+        if not self._rt.redis.set(claim, os.getpid(), nx=True, ex=int(DOCUMENT_EVERY_S)):
+            return
+        self._thread = threading.Thread(target=self._fetch_claimed, name=f"openapi-{self.account}", daemon=True)
+        self._thread.start()
+
+    def _fetch_claimed(self) -> None:
+        try:
+            wait_s = self.fetch_now()
+            if wait_s != DOCUMENT_EVERY_S:
+                self._rt.redis.expire(self._rt.keys.openapi_claim(self.account), int(wait_s))
+        except Exception:  # a thread of its own: log, never die silently
+            log.exception("openapi %s: fetch failed", self.account)
+
+    def fetch_now(self) -> float:
+        """Fetch and store the document now; the seconds until the next fetch is due."""
         account = self._rt.settings.accounts[self.account]
         try:
             tokens = self._rt.accounts[self.account].tokens
@@ -184,6 +209,11 @@ class DocumentFetcher:
         self._store.put(self.account, document)
         log.info("openapi %s: document stored (%d paths)", self.account, len(document["paths"]))
         return DOCUMENT_EVERY_S
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for a background fetch (tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
 
 def operation_threads(worker: Any) -> int:

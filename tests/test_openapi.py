@@ -112,7 +112,7 @@ def store_document(settings, runtime) -> None:
     """What a worker's upkeep does at start: fetch the document into Redis (here, in-process)."""
     rt: Runtime = runtime(settings)
     fetcher = DocumentFetcher(rt, DocumentStore(rt.redis, rt.keys), "default")
-    assert fetcher.run() == 86400.0
+    assert fetcher.fetch_now() == 86400.0
 
 
 @pytest.mark.parametrize(("operation", "line"), REFUSALS, ids=IDS)
@@ -164,7 +164,7 @@ def test_an_unreachable_document_is_logged_and_tried_again(redis_server, prefix,
     env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_OPENAPI_URL=sb.url + "/swagger/v9/swagger.json")
     rt = runtime(settings_from(env))
     fetcher = DocumentFetcher(rt, DocumentStore(rt.redis, rt.keys), "default")
-    assert fetcher.run() == 3600.0
+    assert fetcher.fetch_now() == 3600.0
     assert DocumentStore(rt.redis, Keys(prefix)).checker("default") is None
 
 
@@ -263,3 +263,21 @@ def test_a_document_openapi_core_cannot_read_leaves_operations_unchecked(redis_s
     DocumentStore(redis_server.client(), Keys(prefix)).put("default", broken)
     with BridgeClient(local_settings(redis_server.url, prefix)) as bridge:
         assert bridge.get(bridge.submit({"method": "GET", "path": "/Vehicle"})).status == "queued"
+
+
+def test_one_fetch_a_day_for_every_worker_and_an_hour_after_a_failure(redis_server, prefix, sandbox, runtime):
+    sb = sandbox()
+    rt = runtime(settings_from(bridge_env(redis_server.url, prefix, sb)))
+    first, second = (DocumentFetcher(rt, DocumentStore(rt.redis, rt.keys), "default") for _ in range(2))
+    first.run()
+    first.join(10)
+    second.run()  # claimed by the first: no second fetch
+    assert second._thread is None
+    assert 86000 < rt.redis.ttl(rt.keys.openapi_claim("default")) <= 86400
+    assert DocumentStore(rt.redis, rt.keys).checker("default") is not None
+
+    rt.redis.delete(rt.keys.openapi_claim("default"))
+    sb.stop()  # the API away: the claim is kept for an hour only
+    first.run()
+    first.join(30)
+    assert 0 < rt.redis.ttl(rt.keys.openapi_claim("default")) <= 3600

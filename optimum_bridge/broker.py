@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .keys import CALLBACKS_QUEUE, EXECUTE_TASK, OPERATIONS_QUEUE
+from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ def _static_parts(task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     builder = Celery("optimum_bridge.broker", set_as_current=False)
     headers, properties, body, _ = builder.amqp.as_task_v2("0", task, args=[], kwargs={})
     return headers, properties, body[2]
+
+
+def prepare() -> None:
+    """Build every task's static parts now, in the calling thread.
+
+    Building them makes a Celery app and reads its ``amqp`` and ``conf``, whose
+    ``cached_property`` locks are class-wide: a background thread caught doing
+    it as the prefork pool forks would leave them locked in every child (the
+    worker calls this before its upkeep thread starts).
+    """
+    for task in (EXECUTE_TASK, DELIVER_TASK, DELIVER_BATCH_TASK):
+        _static_parts(task)
 
 
 def _message(task: str, queue: str, *, task_id: str, tag: str, argsrepr: str, body: str) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 import httpx
 import redis
@@ -32,6 +33,44 @@ from .scheduler import Dispatcher, Recovery
 from .settings import Settings
 from .tokens import TokenCipher, TokenStore
 
+T = TypeVar("T")
+
+
+class lazy(Generic[T]):  # a decorator, named like the one it replaces
+    """``functools.cached_property`` without its class-wide lock, which is not fork-safe.
+
+    On Python 3.11 that lock is one per property *for every instance*. Held by
+    the upkeep thread at the moment the prefork pool forks, it stays locked in
+    the child forever: the child's first task hangs on ``runtime.current().executor``
+    and its message is never taken (seen intermittently with
+    ``celery -A optimum_bridge.worker worker``). Here a value is built under its
+    owner's ``build_lock`` (one per ``Runtime``, so a forked child, which builds a
+    new ``Runtime``, never sees a lock held in its parent).
+    """
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> lazy[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> lazy[T] | T:
+        if instance is None:
+            return self
+        cache = instance.__dict__
+        if self.name not in cache:
+            with instance.build_lock:  # type: ignore[attr-defined]
+                if self.name not in cache:
+                    cache[self.name] = self.build(instance)
+        value: T = cache[self.name]
+        return value
+
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A Redis client for the bridge's own keys (health-checked, retried on blips)."""
@@ -50,20 +89,22 @@ class Runtime:
 
     settings: Settings
     pid: int = field(default_factory=os.getpid)
+    #: Guards the lazy parts of this runtime and of its accounts (one lock: no ordering between two).
+    build_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
-    @cached_property
+    @lazy
     def redis(self) -> redis.Redis:
         return redis_client(self.settings)
 
-    @cached_property
+    @lazy
     def keys(self) -> Keys:
         return Keys(self.settings.key_prefix)
 
-    @cached_property
+    @lazy
     def metrics(self) -> Metrics:
         return Metrics(self.redis, self.keys)
 
-    @cached_property
+    @lazy
     def jobs(self) -> JobStore:
         pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return JobStore(
@@ -74,7 +115,7 @@ class Runtime:
             callback_watch_s=self.settings.redelivery_timeout_s,
         )
 
-    @cached_property
+    @lazy
     def accounts(self) -> dict[str, AccountRuntime]:
         """Each account's token, quota, API client and dispatcher, by name."""
         return {name: self._account(name) for name in self.settings.accounts.names}
@@ -96,20 +137,20 @@ class Runtime:
         """The ``default`` account's quota."""
         return self.accounts[DEFAULT_ACCOUNT].limiter
 
-    @cached_property
+    @lazy
     def dispatchers(self) -> dict[str, Dispatcher]:
         """One dispatcher per account."""
         return {name: account.dispatcher for name, account in self.accounts.items()}
 
-    @cached_property
+    @lazy
     def recovery(self) -> Recovery:
         return Recovery(self.redis, self.keys)
 
-    @cached_property
+    @lazy
     def forecaster(self) -> Forecaster:
         return Forecaster(self.redis, self.keys, self.settings.quotas())
 
-    @cached_property
+    @lazy
     def batches(self) -> BatchStore:
         pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return BatchStore(
@@ -121,7 +162,7 @@ class Runtime:
             pending_ttl_s=pending_ttl,
         )
 
-    @cached_property
+    @lazy
     def api_http(self) -> httpx.Client:
         timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
@@ -137,7 +178,7 @@ class Runtime:
         """Longest a running job waits for a second slot (its re-send after a 401) before parking."""
         return min(60.0, self.settings.redelivery_timeout_s / 4)
 
-    @cached_property
+    @lazy
     def executor(self) -> Executor:
         apis = {name: account.api for name, account in self.accounts.items()}
         policy = Policy(
@@ -147,25 +188,25 @@ class Runtime:
         )
         return Executor(self.jobs, apis, policy, self.leases)
 
-    @cached_property
+    @lazy
     def leases(self) -> LeaseKeeper:
         # Short enough that a dead worker's job is free well within the redelivery timeout.
         ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
         return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
 
-    @cached_property
+    @lazy
     def due(self) -> DueSet:
         return DueSet(self.redis, self.keys)
 
-    @cached_property
+    @lazy
     def deliveries(self) -> DeliveryStore:
         return DeliveryStore(self.redis, self.keys, watch_s=self.settings.redelivery_timeout_s)
 
-    @cached_property
+    @lazy
     def callback_http(self) -> httpx.Client:
         return httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
 
-    @cached_property
+    @lazy
     def callbacks(self) -> CallbackSender:
         return CallbackSender(
             self.deliveries,
@@ -191,7 +232,11 @@ class AccountRuntime:
     account: Account
     limiter: RateLimiter
 
-    @cached_property
+    @property
+    def build_lock(self) -> threading.RLock:
+        return self.runtime.build_lock
+
+    @lazy
     def tokens(self) -> TokenStore:
         rt = self.runtime
         client_id, secret = self.account.require_credentials()
@@ -205,7 +250,7 @@ class AccountRuntime:
         cipher = TokenCipher(rt.settings.token_encryption_key)
         return TokenStore(rt.redis, rt.keys, identity.fetch, cipher=cipher, account=self.account.name)
 
-    @cached_property
+    @lazy
     def api(self) -> OptimumClient:
         rt = self.runtime
         return OptimumClient(
@@ -217,7 +262,7 @@ class AccountRuntime:
             max_wait_s=rt.max_wait_s,
         )
 
-    @cached_property
+    @lazy
     def dispatcher(self) -> Dispatcher:
         rt = self.runtime
         return Dispatcher(rt.redis, rt.keys, self.limiter, handoff_s=rt.settings.handoff_s)
@@ -225,6 +270,15 @@ class AccountRuntime:
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock as the process forked; that thread is gone.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install(settings: Settings) -> Runtime:

@@ -34,7 +34,7 @@ import httpx
 import redis
 from celery import bootsteps
 
-from . import scripts
+from . import broker, scripts
 from .errors import BridgeError, ConfigError
 from .keys import Keys
 from .openapi import DocumentStore, fetch_document
@@ -225,7 +225,15 @@ def operation_threads(worker: Any) -> int:
 
 
 class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
-    """Worker bootstep: the upkeep loop lives as long as the worker."""
+    """Worker bootstep: the upkeep loop lives as long as the worker.
+
+    It starts after the pool, so a prefork pool's first children are forked
+    before the upkeep thread exists, and prepares in this (the main) thread what
+    the loop would otherwise build first (see ``runtime.lazy`` and
+    ``broker.prepare``), so a child forked later finds no lock held.
+    """
+
+    requires = ("celery.worker.components:Pool",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -233,6 +241,7 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
 
     def start(self, worker: Any) -> None:
         name = f"{worker.hostname}:{os.getpid()}"
+        broker.prepare()
         self.upkeep = Upkeep(worker_timers(name, threads=operation_threads(worker)))
         self.upkeep.start()
 

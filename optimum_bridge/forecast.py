@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import redis
 
 from . import scripts
-from .keys import PRIORITIES, JobField, Keys
+from .keys import PRIORITIES, JobField, Keys, text
 from .ratelimit import Quota
 
 WAITING = frozenset({"queued", "retrying"})
@@ -90,6 +90,10 @@ class Forecaster:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""
         if fields.get(JobField.status) not in WAITING:
             return None
+        leader = fields.get(JobField.coalesced_with)
+        if leader:  # it waits on another job's call: it starts when that one does
+            raw = self._redis.hgetall(self._keys.job(leader))
+            return self.job(leader, {text(k): text(v) for k, v in raw.items()}) if raw else None
         account = fields.get(JobField.account, "default")
         if account not in self._quotas:
             return None

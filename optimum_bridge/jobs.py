@@ -21,8 +21,9 @@ from typing import Literal
 import redis
 
 from . import scripts
-from .broker import build_message
+from .broker import build_message, message_template
 from .clock import SYSTEM_CLOCK, Clock
+from .coalesce import read_digest
 from .errors import Deferred, JobNotFound
 from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from .ratelimit import Quota
@@ -72,6 +73,7 @@ class JobStore:
         self._cancel = scripts.register(client, "cancel")
         self._reprioritize = scripts.register(client, "reprioritize")
         self._mark_sent = scripts.register(client, "mark_sent")
+        self._callback_template = message_template(DELIVER_TASK, queue=CALLBACKS_QUEUE)
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
@@ -88,12 +90,23 @@ class JobStore:
             self._keys.delayed(""),
             self._keys.recent_prefix,
             RECENT_JOBS,
+            self._keys.followers_prefix,
+            self._keys.queue(CALLBACKS_QUEUE),
+            self._keys.callbacks_watch,
+            self._callback_watch_ms,
+            self._result_ttl_s,
+            *self._callback_template,
+            self._keys.stats,
         ]
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
             op = operation.model_dump_json(exclude_defaults=True)
             not_before = "" if operation.not_before is None else int(operation.not_before.timestamp() * 1000)
+            digest = read_digest(operation)
+            read = self._keys.read(operation.account, digest) if digest else ""
             args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
+            has_callback = int(operation.callback is not None)
+            args += [read, int(operation.coalesce), int(operation.max_age_s * 1000), has_callback]
         raw = self._submit(args=args)
         return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
@@ -205,6 +218,9 @@ class JobStore:
             job_id,
             batch_message,
             batch_id or "",
+            self._keys.job(""),
+            self._keys.followers_prefix,
+            *self._callback_template,
         ]
         return int(self._complete(keys=keys, args=args)) == 1
 
@@ -242,13 +258,15 @@ class JobStore:
             self._clock.now().isoformat(),
             self._result_ttl_s,
             self._keys.callbacks_watch,
+            self._keys.followers_prefix,
             *job_ids,
         ]
         return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
-        reply = self._reprioritize(keys=[self._keys.job(job_id)], args=[self._keys.lane_prefix, priority, job_id])
+        args = [self._keys.lane_prefix, priority, job_id, self._keys.job("")]
+        reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes
 
 
@@ -272,4 +290,5 @@ def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
         submitted_at=datetime.fromisoformat(fields[JobField.submitted_at]),
         started_at=_moment(fields.get(JobField.started_at)),
         finished_at=_moment(fields.get(JobField.finished_at)),
+        coalesced_with=fields.get(JobField.coalesced_with),
     )

@@ -47,6 +47,8 @@ class JobField(StrEnum):
     dispatch = "dispatch"  # how many times it was given a slot; a message carries this number
     dispatched_at = "dispatched_at"  # when (ms, Redis clock) it was last given a slot
     started_at = "started_at"  # when its last attempt's call was sent
+    read = "read"  # a GET leading a shared call: the key naming it as the call identical GETs join
+    coalesced_with = "coalesced_with"  # a GET served by another job's call (or cached answer): that job
 
 
 class Keys:
@@ -146,6 +148,26 @@ class Keys:
     def lease_prefix(self) -> str:
         """Prefix of the job leases (``lease``)."""
         return f"{self.prefix}lease:"
+
+    def read(self, account: str, digest: str) -> str:
+        """String: the job whose GET call identical GETs of ``account`` join while it waits or runs."""
+        return f"{self.prefix}read:{account}:{digest}"
+
+    def fresh(self, account: str, digest: str) -> str:
+        """String: ``<job id>:<ms>``, the last such GET that succeeded, and when (``max_age_s``).
+
+        Always ``read(...) + ":fresh"``: the scripts derive it from the read key a job keeps.
+        """
+        return f"{self.read(account, digest)}:fresh"
+
+    @property
+    def followers_prefix(self) -> str:
+        """Prefix of the sets of jobs waiting on a leader's call: ``<followers_prefix><job id>``."""
+        return f"{self.prefix}followers:"
+
+    def followers(self, job_id: str) -> str:
+        """Set: the jobs that joined ``job_id``'s call and get its answer."""
+        return f"{self.followers_prefix}{job_id}"
 
     def batch(self, batch_id: str) -> str:
         """Hash: a batch (total, counts by state, metadata, callback, forecast inputs)."""

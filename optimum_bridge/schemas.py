@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -31,6 +32,8 @@ FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 #: The most operations one batch may hold (spec §11).
 MAX_BATCH_OPERATIONS = 10_000
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "PUT", "DELETE"})
+#: The oldest answer an operation's ``max_age_s`` may accept (a day).
+MAX_AGE_S = 86400
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 QueryScalar = str | int | float | bool
@@ -95,6 +98,10 @@ class Operation(BaseModel):
     priority: Priority = "normal"
     account: Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)] = "default"
     not_before: datetime | None = None  # not started earlier (UTC when no offset is given)
+    # spec §13: a GET joins an identical GET's call (False: it makes its own), and with max_age_s
+    # also takes the answer of one that succeeded at most that many seconds ago.
+    coalesce: bool = True
+    max_age_s: float = Field(default=0, ge=0, le=MAX_AGE_S)
 
     @field_validator("method", mode="before")
     @classmethod
@@ -110,6 +117,12 @@ class Operation(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def _reads_only(self) -> Operation:
+        if self.max_age_s and self.method != "GET":
+            raise ValueError(f"max_age_s applies to a GET only (this is a {self.method})")
+        return self
 
     @property
     def idempotent(self) -> bool:
@@ -161,6 +174,7 @@ class JobStatus(BaseModel):
     finished_at: datetime | None = None
     position: int | None = None
     estimated_start_at: datetime | None = None
+    coalesced_with: str | None = None  # the job whose call (or fresh answer) served this one (spec §13)
 
     @property
     def finished(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from optimum_bridge import harness
+from optimum_bridge import BridgeClient, harness
 from optimum_bridge.harness import (
     CallbackReceiver,
     RedisServer,
@@ -30,6 +31,7 @@ from optimum_bridge.harness import (
     settings_from,
     start_redis,
 )
+from optimum_bridge.keys import Keys
 from optimum_bridge.runtime import Runtime
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
 from optimum_bridge.settings import Settings
@@ -153,6 +155,38 @@ def runtime() -> Iterator[Callable[[Settings], Runtime]]:
     yield build
     for rt in opened:
         rt.close()
+
+
+@pytest.fixture
+def bridge(redis_server, prefix, sandbox, runtime):
+    """Factory: (runtime, client, sandbox) sharing one prefix; extra env overrides the settings."""
+
+    def build(sandbox_knobs: dict | None = None, **env: str) -> tuple[Runtime, BridgeClient, object]:
+        sb = sandbox(**({"quota": None} | (sandbox_knobs or {})))
+        settings = settings_from(bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="100/s", **env))
+        rt = runtime(settings)
+        return rt, BridgeClient(settings, client=rt.redis), sb
+
+    return build
+
+
+def run(rt: Runtime, job_id: str) -> str:
+    """What a worker does for a job: the scheduler gives it a slot (moving due retries back to the
+    lanes first), then the executor runs the dispatch it was given."""
+    keys = Keys(rt.settings.key_prefix)
+    deadline = time.monotonic() + 5
+    while not rt.jobs.status(job_id).finished:
+        next_in = rt.dispatchers["default"].run().next_in_s
+        if rt.redis.zscore(keys.dispatched, job_id) is not None:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} was never given a slot")
+        time.sleep(next_in)
+    return rt.executor.run(job_id, int(rt.jobs.field(job_id, "dispatch") or 0))
+
+
+def calls_to(sb, path: str) -> int:
+    return len([e for e in sb.stats()["log"] if e["path"] == path])
 
 
 @pytest.fixture

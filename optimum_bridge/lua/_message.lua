@@ -19,15 +19,26 @@ local function base64(data)
   return table.concat(out)
 end
 
+local function render(template, task_id, argsrepr, body)
+  local msg = string.gsub(template, '@ID@', task_id)
+  msg = string.gsub(msg, '@TAG@', task_id .. '.t')
+  msg = string.gsub(msg, '@ARGSREPR@', argsrepr)
+  msg = string.gsub(msg, '@BODY@', base64(body))
+  return msg
+end
+
 -- The message for task(job_id, dispatch, account) from `template`; `embed` is the body's third
 -- element. Job ids are hex and account names [A-Za-z0-9_-], so neither needs JSON escaping.
 local function job_message(template, embed, job_id, dispatch, account)
   local task_id = job_id .. '.' .. dispatch
   local body = '[["' .. job_id .. '",' .. dispatch .. ',"' .. account .. '"],{},' .. embed .. ']'
   local argsrepr = "['" .. job_id .. "', " .. dispatch .. ", '" .. account .. "']"
-  local msg = string.gsub(template, '@ID@', task_id)
-  msg = string.gsub(msg, '@TAG@', task_id .. '.t')
-  msg = string.gsub(msg, '@ARGSREPR@', argsrepr)
-  msg = string.gsub(msg, '@BODY@', base64(body))
-  return msg
+  return render(template, task_id, argsrepr, body)
+end
+
+-- The message for the callback task(job_id, attempt) from its `template`.
+local function callback_message(template, embed, job_id, attempt)
+  local task_id = job_id .. '.cb' .. attempt
+  local body = '[["' .. job_id .. '",' .. attempt .. '],{},' .. embed .. ']'
+  return render(template, task_id, "['" .. job_id .. "', " .. attempt .. "]", body)
 end

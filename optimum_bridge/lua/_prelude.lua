@@ -53,3 +53,25 @@ local function lane_of(lane_prefix, job_key)
   local f = redis.call('HMGET', job_key, FIELD.account, FIELD.priority, FIELD.seq)
   return lane_prefix .. f[1] .. ':' .. f[2], tonumber(f[3])
 end
+
+local RANK = {urgent = 0, normal = 1, bulk = 2}
+
+-- Move a job to `priority`'s lane, keeping its place by submission; a job not in a lane (delayed,
+-- handed off, or waiting on another job's call) only takes the new priority, for when it enters one.
+local function move_lane(lane_prefix, job_key, jid, priority)
+  local old_lane, seq = lane_of(lane_prefix, job_key)
+  local waiting = redis.call('ZREM', old_lane, jid)
+  redis.call('HSET', job_key, FIELD.priority, priority)
+  if waiting == 1 then
+    local new_lane = lane_of(lane_prefix, job_key)
+    redis.call('ZADD', new_lane, seq, jid)
+  end
+end
+
+-- A job joined `leader`'s call with `priority`: a call shared by an urgent job is urgent.
+local function lift(lane_prefix, job_prefix, leader, priority)
+  local key = job_prefix .. leader
+  local f = redis.call('HMGET', key, FIELD.status, FIELD.priority)
+  if not f[1] or is_final(f[1]) or f[1] == 'running' then return end
+  if RANK[priority] < RANK[f[2]] then move_lane(lane_prefix, key, leader, priority) end
+end

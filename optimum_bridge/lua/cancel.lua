@@ -2,11 +2,50 @@
 -- delayed set or hand-off (a message already sent for it is then stale), and makes no call. Its
 -- callback and its batch's, if the batch is now final, are left to the callbacks watch to queue.
 -- A job running (its call may be under way) or already final is left alone.
+-- A read others joined (spec 13) hands its call on: the oldest of them takes its place in its own
+-- lane and the others wait on it. A read that joined another's call just leaves it.
 -- KEYS: 1 dispatched.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
---       5 result ttl (s), 6 callbacks watch key, then job ids.
+--       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, then job ids.
 -- Returns, per job id: 'cancelled', 'running', 'final' or 'missing'.
+
+-- `jid` gives up its call: the oldest job still waiting on it leads it instead (or nobody does).
+local function hand_on(jid, key)
+  local followers = ARGV[7] .. jid
+  local heir, heir_seq, rest = nil, nil, {}
+  for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
+    local f = redis.call('HMGET', ARGV[1] .. fid, FIELD.status, FIELD.coalesced_with, FIELD.seq)
+    if f[1] and not is_final(f[1]) and f[2] == jid then
+      local seq = tonumber(f[3])
+      if heir == nil or seq < heir_seq then
+        if heir then table.insert(rest, heir) end
+        heir, heir_seq = fid, seq
+      else
+        table.insert(rest, fid)
+      end
+    end
+  end
+  redis.call('DEL', followers)
+  local read = redis.call('HGET', key, FIELD.read)
+  local leads = read and redis.call('GET', read) == jid
+  if not heir then
+    if leads then redis.call('DEL', read) end
+    return
+  end
+  local heir_key = ARGV[1] .. heir
+  redis.call('HDEL', heir_key, FIELD.coalesced_with)
+  local lane, seq = lane_of(ARGV[2], heir_key)
+  redis.call('ZADD', lane, seq, heir)
+  for _, fid in ipairs(rest) do
+    redis.call('HSET', ARGV[1] .. fid, FIELD.coalesced_with, heir)
+    redis.call('SADD', ARGV[7] .. heir, fid)
+    lift(ARGV[2], ARGV[1], heir, redis.call('HGET', ARGV[1] .. fid, FIELD.priority))
+  end
+  if #rest > 0 then redis.call('EXPIRE', ARGV[7] .. heir, redis.call('TTL', heir_key)) end
+  if leads then redis.call('SET', read, heir, 'KEEPTTL') end
+end
+
 local out = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local jid = ARGV[i]
   local key = ARGV[1] .. jid
   local f = redis.call('HMGET', key, FIELD.status, FIELD.account, FIELD.op, FIELD.batch)
@@ -18,6 +57,13 @@ for i = 7, #ARGV do
   elseif status == 'running' then
     table.insert(out, 'running')
   else
+    local leader = redis.call('HGET', key, FIELD.coalesced_with)
+    if leader then
+      redis.call('SREM', ARGV[7] .. leader, jid)
+      redis.call('HDEL', key, FIELD.coalesced_with)
+    else
+      hand_on(jid, key)
+    end
     local lane = lane_of(ARGV[2], key)
     redis.call('ZREM', lane, jid)
     redis.call('ZREM', ARGV[3] .. f[2], jid)

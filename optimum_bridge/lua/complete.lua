@@ -1,9 +1,15 @@
+-- uses: message
 -- Finish a job once, queue its callback in the same step (so there is never a second one), and
 -- when it is the last of its batch, finish the batch and queue the batch's callback, once.
+-- A read that led a shared call (spec 13) gives its answer to every job that joined it, each
+-- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
+-- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
+-- answer later ones with a max age may take.
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
---       ('' when the job is in no batch), 11 batch id.
+--       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
+--       14 callback message template, 15 its body embed.
 -- Returns 1 when finished now, 0 when it already was, -1 when the job is gone.
 local status = redis.call('HGET', KEYS[1], FIELD.status)
 if not status then return -1 end
@@ -21,6 +27,32 @@ if ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
+local read = redis.call('HGET', KEYS[1], FIELD.read)
+if read then
+  if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
+  if ARGV[2] == 'succeeded' then
+    redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', tonumber(ARGV[6]))
+  end
+end
+local followers = ARGV[13] .. ARGV[9]
+for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
+  local fkey = ARGV[12] .. fid
+  local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
+  if f[1] and not is_final(f[1]) and f[2] == ARGV[9] then
+    set_status(fkey, ARGV[2])
+    redis.call('HSET', fkey, FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
+               FIELD.inflight, '0')
+    redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
+    redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
+    if string.find(f[3], '"callback"', 1, true) then
+      redis.call('HSET', fkey, FIELD.cb, 'pending')
+      redis.call('LPUSH', KEYS[3], callback_message(ARGV[14], ARGV[15], fid, 1))
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), fid)
+    end
+    finish_batch_if_done(f[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
+  end
+end
+redis.call('DEL', followers)
 local batch = redis.call('HGET', KEYS[1], FIELD.batch)
 if batch and ARGV[10] ~= '' then
   local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])

@@ -1,24 +1,58 @@
+-- uses: message
 -- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
 --       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
+--       10 followers key prefix, 11 callbacks queue, 12 callbacks watch, 13 watch ms, 14 result ttl (s),
+--       15 callback message template, 16 its body embed, 17 stats,
 --       then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
---       priority, account, not before (ms, '' for none).
+--       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
+--       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
 -- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
 -- scored by seq), trimmed to the cap, so /ui lists recent jobs without scanning every one.
 -- A job with a not-before time still to come waits in its account's delayed set instead, and
 -- goes to its lane (with its place) when that time comes.
 -- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
--- oldest job of a lane is its lowest score. Returns a flat list: job id, 1 if created (0: the
--- existing job for its idempotency key).
+-- oldest job of a lane is its lowest score.
+-- Identical reads (spec 13; coalesce.py says which): a read with a max age takes the answer of the
+-- last identical read that succeeded within it (finished now, its callback queued); else one that
+-- may join an identical read still waiting or running becomes its follower (in no lane; it gets
+-- that call's answer, and lifts the call to its priority); else it leads, and is the call the next
+-- identical reads join. Returns a flat list: job id, 1 if created (0: the existing job for its
+-- idempotency key).
 local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
+local followers_prefix, cb_queue, watch, watch_ms = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13])
+local result_ttl, template, embed, stats = tonumber(ARGV[14]), ARGV[15], ARGV[16], ARGV[17]
 local now = now_ms()
 local out = {}
 local touched = {}
-for i = 10, #ARGV, 7 do
+
+-- The last identical read that succeeded at most `max_age` ms ago: its id and answer, or nil.
+local function fresh_answer(read, max_age)
+  if read == '' or max_age <= 0 then return nil end
+  local v = redis.call('GET', read .. ':fresh')
+  if not v then return nil end
+  local src, at = string.match(v, '^(%w+):(%d+)$')
+  if not src or now - tonumber(at) > max_age then return nil end
+  local r = redis.call('HMGET', job_prefix .. src, FIELD.status, FIELD.response)
+  if r[1] ~= 'succeeded' or not r[2] then return nil end
+  return src, r[2]
+end
+
+-- The identical read still waiting or running that a new one may join, or nil.
+local function leader_of(read)
+  local leader = redis.call('GET', read)
+  if not leader then return nil end
+  local status = redis.call('HGET', job_prefix .. leader, FIELD.status)
+  if not status or is_final(status) then return nil end
+  return leader
+end
+
+for i = 18, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
   local existing = false
   if idem ~= '' then
     local prev = redis.call('GET', idem)
@@ -37,12 +71,38 @@ for i = 10, #ARGV, 7 do
       redis.call('HSET', key, FIELD.batch, batch)
       redis.call('HSET', batch, 'last:' .. priority, seq)
     end
-    set_status(key, 'queued')
-    redis.call('EXPIRE', key, ttl)
-    if not_before and not_before > now then
-      redis.call('ZADD', delayed_prefix .. account, not_before, jid)
+    if read ~= '' then redis.call('HSET', key, FIELD.read, read) end
+    local source, answer = fresh_answer(read, max_age)
+    local leader = (not source) and may_join and read ~= '' and leader_of(read)
+    if source then
+      set_status(key, 'succeeded')
+      redis.call('HSET', key, FIELD.response, answer, FIELD.coalesced_with, source, FIELD.finished_at, submitted,
+                 FIELD.inflight, '0')
+      redis.call('EXPIRE', key, result_ttl)
+      redis.call('HINCRBY', stats, 'jobs:succeeded', 1)
+      redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_cached', 1)
+      if has_callback then
+        redis.call('HSET', key, FIELD.cb, 'pending')
+        redis.call('LPUSH', cb_queue, callback_message(template, embed, jid, 1))
+        redis.call('ZADD', watch, now + watch_ms, jid)
+      end
+    elseif leader then
+      set_status(key, 'queued')
+      redis.call('HSET', key, FIELD.coalesced_with, leader)
+      redis.call('EXPIRE', key, ttl)
+      redis.call('SADD', followers_prefix .. leader, jid)
+      redis.call('EXPIRE', followers_prefix .. leader, ttl)
+      redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_shared', 1)
+      lift(lane_prefix, job_prefix, leader, priority)
     else
-      redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+      set_status(key, 'queued')
+      redis.call('EXPIRE', key, ttl)
+      if may_join and read ~= '' then redis.call('SET', read, jid, 'EX', ttl) end
+      if not_before and not_before > now then
+        redis.call('ZADD', delayed_prefix .. account, not_before, jid)
+      else
+        redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+      end
     end
     local recent = recent_prefix .. account .. ':jobs'
     redis.call('ZADD', recent, seq, jid)

@@ -74,7 +74,12 @@ def drive(client: BridgeClient, receiver: CallbackReceiver, *, count: int, inter
     samples = []
     start = time.monotonic()
     for i in range(count):
-        op = {"method": "GET", "path": f"/Vehicles/{PLATES[i % len(PLATES)]}", "callback": {"url": receiver.url}}
+        op = {
+            "method": "GET",
+            "path": f"/Vehicles/{PLATES[i % len(PLATES)]}",
+            "coalesce": False,
+            "callback": {"url": receiver.url},
+        }
         before = time.monotonic()
         job_id = client.submit(op)
         samples.append(Sample(job_id, before, time.monotonic()))

@@ -65,7 +65,9 @@ class Side:
     def submit(self, count: int, callback: str) -> list[str]:
         paths = [f"/Vehicles/{PLATES[i % len(PLATES)]}" for i in range(count)]
         if self.bridge is not None:
-            return self.bridge.submit_many([{"method": "GET", "path": p, "callback": {"url": callback}} for p in paths])
+            return self.bridge.submit_many(
+                [{"method": "GET", "path": p, "coalesce": False, "callback": {"url": callback}} for p in paths]
+            )
         if self.plain is None:
             raise RuntimeError("a side needs a bridge client or a plain Celery app")
         ids = []

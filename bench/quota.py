@@ -51,8 +51,9 @@ MARGIN_10S = "0.15"  # BRIDGE_RATE_LIMIT_MARGIN_S for second-long windows (as th
 
 def trips(index: int) -> dict[str, Any]:
     """One day of trips of one vehicle (the demo's typical call)."""
-    return {
+    return {  # each makes its own call (coalesce: False): the benchmark counts calls
         "method": "GET",
+        "coalesce": False,
         "path": "/Geolocation/Trips",
         "query": {
             "registrationNumber": PLATES[index % len(PLATES)],

@@ -68,8 +68,9 @@ def operations(count: int, callback: str, *, idempotent: bool = False, start: in
     """Realistic operations: one vehicle-day of trips each, with a callback and metadata."""
     ops = []
     for i in range(start, start + count):
-        op: dict[str, Any] = {
+        op: dict[str, Any] = {  # each makes its own call (coalesce: False), as before spec 13
             "method": "GET",
+            "coalesce": False,
             "path": "/Geolocation/Trips",
             "query": {
                 "registrationNumber": PLATES[i % len(PLATES)],

@@ -39,7 +39,7 @@ PROCS, THREADS = 2, 16
 
 
 def _op(i: int) -> dict[str, Any]:
-    return {"method": "GET", "path": f"/Vehicles/{PLATES[i % len(PLATES)]}"}
+    return {"method": "GET", "path": f"/Vehicles/{PLATES[i % len(PLATES)]}", "coalesce": False}
 
 
 def _finished(client: BridgeClient) -> int:

@@ -38,8 +38,9 @@ HOOK = "http://127.0.0.1:9/hook"  # never called: no worker runs
 
 
 def operation(i: int) -> dict[str, Any]:
-    return {
+    return {  # each its own job in a lane (coalesce: False), as before spec 13
         "method": "GET",
+        "coalesce": False,
         "path": f"/Vehicles/AB-{i % 1000:03d}-CD/Trips",
         "query": {"from": "2026-12-01", "to": "2026-12-02"},
         "priority": PRIORITIES[i % 3],

@@ -17,7 +17,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 
 from optimum_bridge import broker
 from optimum_bridge.broker import build_message, job_id_of, message_args, unacked_message
-from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE, Keys
 from optimum_bridge.settings import Settings
 
 #: Values that differ from one message to the next, whoever builds it.
@@ -149,6 +149,44 @@ def test_the_messages_dispatch_builds_in_lua_are_what_kombu_writes(redis_server,
     finally:
         app.close()
     theirs = json.loads(redis_server.client().lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
+    assert keys_of(ours) == keys_of(theirs)
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(theirs["body"]))
+    for part in ("headers", "properties"):
+        differ = {k for k in theirs[part] if theirs[part][k] != ours[part][k]} - PER_MESSAGE
+        assert differ <= {"ignore_result"}, f"{part} differ in {differ}"
+    assert ours["headers"]["argsrepr"] == theirs["headers"]["argsrepr"]
+
+
+def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, prefix):
+    """A follower's callback (spec §13) is queued by ``lua/complete.lua``: it must be Celery's own message."""
+    from optimum_bridge import BridgeClient
+    from optimum_bridge.runtime import Runtime
+    from optimum_bridge.schemas import ApiResponse
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        BRIDGE_REDIS_URL=redis_server.url,
+        BRIDGE_KEY_PREFIX=prefix,
+        OPTIMUM_ENVIRONMENT="sandbox",
+        BRIDGE_CALLBACK_ALLOW_PRIVATE="true",
+    )
+    rt = Runtime(settings)
+    read = {"method": "GET", "path": "/Vehicles", "callback": {"url": "http://127.0.0.1:9/hook"}}
+    try:
+        leader, follower = BridgeClient(settings, client=rt.redis).submit_many([read, read])
+        answer = ApiResponse(status_code=200, body=[])
+        assert rt.jobs.complete(leader, "w", succeeded=True, response=answer, error=None, callback=True)
+        ours = json.loads(rt.redis.lpop(Keys(prefix).queue(CALLBACKS_QUEUE)))  # the last queued: the follower's
+    finally:
+        rt.close()
+    app = Celery("contract", broker=redis_server.url, set_as_current=False)
+    app.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_serializer="json")
+    queue = Queue(CALLBACKS_QUEUE, Exchange(""), routing_key=CALLBACKS_QUEUE)  # type: ignore[no-untyped-call]
+    try:
+        app.send_task(DELIVER_TASK, args=[follower, 1], queue=queue)
+    finally:
+        app.close()
+    theirs = json.loads(redis_server.client().lpop(Keys(prefix).queue(CALLBACKS_QUEUE)))
     assert keys_of(ours) == keys_of(theirs)
     assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(theirs["body"]))
     for part in ("headers", "properties"):

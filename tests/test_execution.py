@@ -18,8 +18,9 @@ PLATES = generate_fleet(42, 60).plates()
 
 
 def trips(plate: str) -> dict[str, object]:
-    return {
+    return {  # each makes its own call (coalesce: False): these tests count calls
         "method": "GET",
+        "coalesce": False,
         "path": "/Geolocation/Trips",
         "query": {"registrationNumber": plate, "startDate": "2026-11-26T00:00:00", "endDate": "2026-11-27T00:00:00"},
     }

@@ -35,6 +35,7 @@ if read then
   end
 end
 local followers = ARGV[13] .. ARGV[9]
+local started = redis.call('HGET', KEYS[1], FIELD.started_at)  -- when the call that serves them was sent
 for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
   local fkey = ARGV[12] .. fid
   local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
@@ -42,6 +43,7 @@ for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
     set_status(fkey, ARGV[2])
     redis.call('HSET', fkey, FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
                FIELD.inflight, '0')
+    if started then redis.call('HSET', fkey, FIELD.started_at, started) end
     redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
     redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
     if string.find(f[3], '"callback"', 1, true) then

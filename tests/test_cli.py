@@ -181,6 +181,13 @@ def test_submit_priority_is_stored(redis_server, prefix, sandbox):
     assert json.loads(run(env, "status", default.stdout.strip()).stdout)["priority"] == "normal"
     refused = run(env, "submit", "GET", "/Vehicles", "--priority", "asap")
     assert refused.returncode == 2 and "--priority: invalid choice: 'asap'" in refused.stderr
+    # spec 13: an identical GET waits on the first one's call, unless told not to
+    shared = json.loads(run(env, "status", default.stdout.strip()).stdout)
+    assert shared["coalesced_with"] == job_id
+    alone = run(env, "submit", "GET", "/Vehicles", "--no-coalesce")
+    assert json.loads(run(env, "status", alone.stdout.strip()).stdout)["coalesced_with"] is None
+    write = run(env, "submit", "POST", "/Persons", "--json", '{"firstName": "A", "lastName": "B"}', "--max-age", "5")
+    assert write.returncode == 2 and "max_age_s applies to a GET only (this is a POST)" in write.stderr
 
 
 class SteppedClock(Clock):

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.coalesce import read_digest
+from optimum_bridge.ingress.health import render_metrics
 from optimum_bridge.keys import CALLBACKS_QUEUE, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.schemas import Operation
@@ -237,3 +238,13 @@ def test_eight_concurrent_identical_reads_make_one_call_and_eight_callbacks(
     delivered = sorted(webhook.verify(r.body, r.headers)["data"]["id"] for r in receiver.received)
     assert delivered == sorted(ids)  # one verified callback each, none twice
     assert redis_server.client().llen(Keys(prefix).queue(CALLBACKS_QUEUE)) == 0
+
+
+def test_calls_saved_are_counted_by_account_and_how(bridge):
+    rt, client, _ = bridge()
+    first, _shared = client.submit_many([VEHICLE] * 2)
+    assert run(rt, first) == "succeeded"
+    client.submit({**VEHICLE, "max_age_s": 60})
+    metrics = render_metrics(rt.redis, Keys(rt.settings.key_prefix), ["default"]).decode()
+    assert 'optimum_bridge_account_calls_saved_total{account="default",how="shared"} 1.0' in metrics
+    assert 'optimum_bridge_account_calls_saved_total{account="default",how="cached"} 1.0' in metrics

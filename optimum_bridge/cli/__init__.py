@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", metavar="KEY")
     submit.add_argument("--priority", choices=["urgent", "normal", "bulk"], help="lane of the quota (default normal)")
     submit.add_argument("--not-before", metavar="ISO8601", help="do not start it earlier (UTC without an offset)")
+    submit.add_argument(
+        "--max-age", type=float, metavar="SECONDS", help="a GET may take an identical GET's answer this fresh"
+    )
+    submit.add_argument(
+        "--no-coalesce", action="store_true", help="a GET makes its own call, even beside an identical one"
+    )
     submit.add_argument("--wait", action="store_true", help="wait and print the outcome")
     submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
     submit.set_defaults(handler=cmd_submit)

@@ -57,6 +57,10 @@ def cmd_submit(args: argparse.Namespace, extra: list[str]) -> int:
         operation["priority"] = args.priority
     if args.not_before:
         operation["not_before"] = args.not_before
+    if args.max_age is not None:
+        operation["max_age_s"] = args.max_age
+    if args.no_coalesce:
+        operation["coalesce"] = False
     job_id = client.submit(operation)
     if not args.wait:
         print(job_id)

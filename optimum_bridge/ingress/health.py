@@ -116,7 +116,7 @@ def _counters(snap: Snapshot) -> Iterator[Metric]:
 
 
 def _account_counters(snap: Snapshot) -> Iterator[Metric]:
-    """The per-account counters (``acct:<account>:...``): calls by status, 429s, token requests."""
+    """The per-account counters (``acct:<account>:...``): calls by status, 429s, token requests, calls saved."""
     calls = CounterMetricFamily(
         "optimum_bridge_account_api_calls",
         "Calls to the Optimum API, by account and HTTP status.",
@@ -125,6 +125,12 @@ def _account_counters(snap: Snapshot) -> Iterator[Metric]:
     limited = CounterMetricFamily("optimum_bridge_account_rate_limited", "429 answers, by account.", labels=["account"])
     tokens = CounterMetricFamily(
         "optimum_bridge_account_token_requests", "Requests to the identity server, by account.", labels=["account"]
+    )
+    saved = CounterMetricFamily(
+        "optimum_bridge_account_calls_saved",
+        "Jobs served without a call of their own (spec 13), by account and how: "
+        "shared (joined an identical GET's call) or cached (a fresh answer, max_age_s).",
+        labels=["account", "how"],
     )
     for name, value in sorted(snap.counters.items()):
         if not name.startswith("acct:"):
@@ -136,7 +142,9 @@ def _account_counters(snap: Snapshot) -> Iterator[Metric]:
             limited.add_metric([account], value)
         elif counter == "token_requests":
             tokens.add_metric([account], value)
-    yield from (calls, limited, tokens)
+        elif counter in ("reads_shared", "reads_cached"):
+            saved.add_metric([account, counter.removeprefix("reads_")], value)
+    yield from (calls, limited, tokens, saved)
 
 
 def _latency(snap: Snapshot) -> HistogramMetricFamily:

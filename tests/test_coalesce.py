@@ -248,3 +248,13 @@ def test_calls_saved_are_counted_by_account_and_how(bridge):
     metrics = render_metrics(rt.redis, Keys(rt.settings.key_prefix), ["default"]).decode()
     assert 'optimum_bridge_account_calls_saved_total{account="default",how="shared"} 1.0' in metrics
     assert 'optimum_bridge_account_calls_saved_total{account="default",how="cached"} 1.0' in metrics
+
+
+def test_a_batch_answered_from_fresh_reads_is_done_when_sealed(bridge):
+    rt, client, sb = bridge()
+    first = client.submit(VEHICLE)
+    assert run(rt, first) == "succeeded"
+    batch = client.submit_batch([{**VEHICLE, "max_age_s": 60}] * 2)
+    done = client.get_batch(batch.id)
+    assert done.status == "done" and done.counts.succeeded == 2
+    assert calls_to(sb, VEHICLE["path"]) == 1

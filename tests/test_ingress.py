@@ -527,6 +527,13 @@ def test_operation_status_carries_priority_account_and_forecast(redis_server, pr
     assert status["position"] == 0 and status["estimated_start_at"] is not None, status
     refused = http.post("/v1/operations", json={**VEHICLES, "priority": "asap"}, headers=AUTH)
     assert problem_of(refused, 422)["errors"][0]["field"] == "priority"
+    # spec 13: an identical GET waits on this one's call; max_age_s is for GETs only
+    joined = http.post("/v1/operations", json={**VEHICLES, "max_age_s": 30}, headers=AUTH).json()
+    assert joined["status"] == "queued"  # nothing fresh yet: it joins the waiting call
+    assert http.get(f"/v1/operations/{joined['id']}", headers=AUTH).json()["coalesced_with"] == job_id
+    person = {"method": "POST", "path": "/Persons", "body": {"firstName": "A", "lastName": "B"}, "max_age_s": 30}
+    write = problem_of(http.post("/v1/operations", json=person, headers=AUTH), 422)
+    assert "max_age_s applies to a GET only (this is a POST)" in write["errors"][0]["message"], write
 
 
 def test_unexpected_error_is_500_without_details(redis_server, prefix, ingress):

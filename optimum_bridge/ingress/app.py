@@ -101,7 +101,9 @@ def submit_operation(
         raise invalid(str(exc).removeprefix("operations[0].")) from None
     links = {"self": f"/v1/operations/{job_id}"}
     if created:
-        content = Accepted(id=job_id, status="queued", links=links).model_dump(mode="json")
+        # A GET with max_age_s may have been answered already, from a fresh identical one (spec 13).
+        status = bridge.get(job_id).status if operation.max_age_s else "queued"
+        content = Accepted(id=job_id, status=status, links=links).model_dump(mode="json")
         return JSONResponse(content, status_code=202, headers={"Location": links["self"]})
     return JSONResponse({**bridge.get(job_id).model_dump(mode="json"), "links": links}, status_code=200)
 

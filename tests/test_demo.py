@@ -77,7 +77,9 @@ def test_demo_runs_end_to_end_without_a_reachable_redis(tmp_path: Path) -> None:
     assert rows["other"] == "0", output
     assert rows["429s"] == "0", output
     assert rows["token requests"] == "1", output
-    assert rows["API calls"] == "82", output
+    # The urgent call is for the last vehicle, whose bulk read still waits: it joins that call (spec §13).
+    assert rows["calls saved"] in ("0", "1"), output
+    assert int(rows["API calls"]) == 82 - int(rows["calls saved"]), output
     assert rows["callbacks verified"] == "82", output  # the operations' own; the batch's has its row
     assert rows["callbacks received"] == "82", output
     assert re.search(r"^urgent\s+GET /Vehicles/\S+ submitted", done.stdout, re.MULTILINE), output

@@ -218,6 +218,7 @@ def summary_table(report: Report) -> Table:
         ("failed", str(report.states["failed"]), ""),
         ("other", str(report.states["other"]), "not finished"),
         ("API calls", str(report.api_calls), "accepted by the sandbox"),
+        ("calls saved", str(_saved(report.bridge)), "identical reads served by one call (spec §13)"),
         ("429s", str(report.rate_limited), "rate-limited answers"),
         ("token requests", str(report.token_requests), "shared by every worker"),
         (
@@ -265,6 +266,11 @@ def _received(count: int) -> str:
 
 def _calls(counters: dict[str, float]) -> int:
     return int(sum(value for name, value in counters.items() if name.startswith("calls:")))
+
+
+def _saved(counters: dict[str, float]) -> int:
+    """Jobs served by another job's call or fresh answer, over every account."""
+    return int(sum(v for k, v in counters.items() if k.endswith((":reads_shared", ":reads_cached"))))
 
 
 def _bridge_detail(counters: dict[str, float]) -> str:

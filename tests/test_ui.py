@@ -75,7 +75,7 @@ def test_the_dashboard_shows_quota_lanes_chart_and_escapes_metadata(redis_server
     client = BridgeClient(settings)
     client.submit_many([{**vehicle(i, "default"), "metadata": {"note": XSS}} for i in range(3)])
     urgent = client.submit({**vehicle(9, "default"), "priority": "urgent"})
-    batch = client.submit_batch([vehicle(i, "default") for i in range(4)], metadata={"run": XSS})
+    batch = client.submit_batch([vehicle(10 + i, "default") for i in range(4)], metadata={"run": XSS})
     client.redis.zadd(Keys(prefix).limiter_log(), {"a": int(client.redis.time()[0]) * 1000})
     Metrics(client.redis, Keys(prefix)).for_account("default").observe_call(200, 0.1)
 
@@ -96,6 +96,7 @@ def test_the_dashboard_shows_quota_lanes_chart_and_escapes_metadata(redis_server
 
     job = http.get(f"/ui/operations/{client.submit({**vehicle(1, 'default'), 'metadata': {'x': XSS}})}", headers=AUTH)
     assert job.status_code == 200 and "<script" not in job.text.lower() and "&lt;script&gt;" in job.text
+    assert 'id="job-shared">Served by the call of' in job.text  # the same read as one of the first three
     assert http.get("/ui/operations/0123456789abcdef", headers=AUTH).status_code == 404
 
 

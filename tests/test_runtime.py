@@ -46,6 +46,18 @@ def child_exit_code(work) -> int | None:
     return None
 
 
+def fork_while(busy, inside: threading.Event, release: threading.Event) -> int | None:
+    """Run ``busy`` in a thread; once it is ``inside``, fork a child that reads ``runtime.current().keys``."""
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    assert inside.wait(5)
+    try:
+        return child_exit_code(lambda: runtime.current().keys)
+    finally:
+        release.set()
+        thread.join(5)
+
+
 @pytest.fixture
 def installed():
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -66,14 +78,7 @@ def test_a_child_forked_while_a_thread_builds_a_part_builds_its_own(installed, m
         return build(rt)
 
     monkeypatch.setattr(lazy_keys, "build", slow_in_parent)
-    builder = threading.Thread(target=lambda: installed.keys, daemon=True)
-    builder.start()
-    assert inside.wait(5)  # the thread is inside the build, holding what the build holds
-    try:
-        code = child_exit_code(lambda: runtime.current().keys)
-    finally:
-        release.set()
-        builder.join(5)
+    code = fork_while(lambda: installed.keys, inside, release)  # the thread is inside the build
     assert code == 0, "the forked child hung building its runtime" if code is None else f"child exited {code}"
 
 
@@ -85,14 +90,7 @@ def test_a_child_forked_while_a_thread_holds_the_runtime_lock_gets_a_runtime(ins
             held.set()
             release.wait(CHILD_TIMEOUT_S * 2)
 
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    assert held.wait(5)
-    try:
-        code = child_exit_code(lambda: runtime.current().keys)
-    finally:
-        release.set()
-        holder.join(5)
+    code = fork_while(hold, held, release)
     assert code == 0, "the forked child hung in runtime.current()" if code is None else f"child exited {code}"
 
 

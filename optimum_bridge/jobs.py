@@ -73,7 +73,7 @@ class JobStore:
         self._cancel = scripts.register(client, "cancel")
         self._reprioritize = scripts.register(client, "reprioritize")
         self._mark_sent = scripts.register(client, "mark_sent")
-        self._callback_template = message_template(DELIVER_TASK, queue=CALLBACKS_QUEUE)
+        self._callback_template: tuple[str, str] | None = None  # built by the first complete: a worker's
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
@@ -91,11 +91,8 @@ class JobStore:
             self._keys.recent_prefix,
             RECENT_JOBS,
             self._keys.followers_prefix,
-            self._keys.queue(CALLBACKS_QUEUE),
             self._keys.callbacks_watch,
-            self._callback_watch_ms,
             self._result_ttl_s,
-            *self._callback_template,
             self._keys.stats,
         ]
         for operation in operations:
@@ -220,9 +217,15 @@ class JobStore:
             batch_id or "",
             self._keys.job(""),
             self._keys.followers_prefix,
-            *self._callback_template,
+            *self._followers_template(),
         ]
         return int(self._complete(keys=keys, args=args)) == 1
+
+    def _followers_template(self) -> tuple[str, str]:
+        """The callback message template for the jobs that joined a call (Celery is imported here only)."""
+        if self._callback_template is None:
+            self._callback_template = message_template(DELIVER_TASK, queue=CALLBACKS_QUEUE)
+        return self._callback_template
 
     def reschedule(
         self,

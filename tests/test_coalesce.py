@@ -238,6 +238,12 @@ def test_eight_concurrent_identical_reads_make_one_call_and_eight_callbacks(
     delivered = sorted(webhook.verify(r.body, r.headers)["data"]["id"] for r in receiver.received)
     assert delivered == sorted(ids)  # one verified callback each, none twice
     assert redis_server.client().llen(Keys(prefix).queue(CALLBACKS_QUEUE)) == 0
+    # A fresh answer taken at submission: no call, and its callback all the same.
+    cached = client.submit({**read, "max_age_s": 60})
+    assert client.get(cached).status == "succeeded"
+    wait_until(lambda: len(receiver.received) >= 9, timeout=30, what="the cached answer's callback")
+    assert webhook.verify(receiver.received[8].body, receiver.received[8].headers)["data"]["id"] == cached
+    assert calls_to(sb, VEHICLE["path"]) == 1
 
 
 def test_calls_saved_are_counted_by_account_and_how(bridge):

@@ -1,9 +1,7 @@
--- uses: message
 -- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
 --       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
---       10 followers key prefix, 11 callbacks queue, 12 callbacks watch, 13 watch ms, 14 result ttl (s),
---       15 callback message template, 16 its body embed, 17 stats,
+--       10 followers key prefix, 11 callbacks watch, 12 result ttl (s), 13 stats,
 --       then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
 --       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
 --       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
@@ -14,7 +12,8 @@
 -- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
 -- oldest job of a lane is its lowest score.
 -- Identical reads (spec 13; coalesce.py says which): a read with a max age takes the answer of the
--- last identical read that succeeded within it (finished now, its callback queued); else one that
+-- last identical read that succeeded within it (finished now; its callback is left to the callbacks
+-- watch, due at once: a producer builds no Celery message); else one that
 -- may join an identical read still waiting or running becomes its follower (in no lane; it gets
 -- that call's answer, and lifts the call to its priority); else it leads, and is the call the next
 -- identical reads join. Returns a flat list: job id, 1 if created (0: the existing job for its
@@ -22,8 +21,7 @@
 local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
-local followers_prefix, cb_queue, watch, watch_ms = ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[13])
-local result_ttl, template, embed, stats = tonumber(ARGV[14]), ARGV[15], ARGV[16], ARGV[17]
+local followers_prefix, watch, result_ttl, stats = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local now = now_ms()
 local out = {}
 local touched = {}
@@ -49,7 +47,7 @@ local function leader_of(read)
   return leader
 end
 
-for i = 18, #ARGV, 11 do
+for i = 14, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
@@ -83,8 +81,7 @@ for i = 18, #ARGV, 11 do
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_cached', 1)
       if has_callback then
         redis.call('HSET', key, FIELD.cb, 'pending')
-        redis.call('LPUSH', cb_queue, callback_message(template, embed, jid, 1))
-        redis.call('ZADD', watch, now + watch_ms, jid)
+        redis.call('ZADD', watch, now, jid)
       end
     elseif leader then
       set_status(key, 'queued')

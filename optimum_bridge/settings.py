@@ -11,10 +11,12 @@ import base64
 import binascii
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
@@ -255,6 +257,26 @@ class Settings(BaseSettings):
         if self.callback_secret is None:
             raise ConfigError("BRIDGE_CALLBACK_SECRET: required to sign callbacks")
         return callback_key(self.callback_secret)
+
+
+def require_simulator(settings: Settings) -> None:
+    """With ``OPTIMUM_ENVIRONMENT=sandbox``, a ``ConfigError`` unless the simulator's host name resolves.
+
+    A compose stack started without its sandbox profile would otherwise retry
+    every call for hours against a name that does not exist, its workers alive
+    and its ``/readyz`` green. This only looks the name up; it sends nothing.
+    """
+    if settings.environment != "sandbox":
+        return
+    host = urlsplit(settings.token_url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        variable = "OPTIMUM_TOKEN_URL" if settings.token_url_override else "OPTIMUM_SANDBOX_URL"
+        raise ConfigError(
+            f"{variable}: the simulator's host {host!r} does not resolve; with OPTIMUM_ENVIRONMENT=sandbox it must "
+            "run (docker compose: --profile sandbox, or COMPOSE_PROFILES=sandbox in .env)"
+        ) from None
 
 
 def sandbox_endpoints(base_url: str) -> tuple[str, str]:

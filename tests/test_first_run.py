@@ -132,3 +132,13 @@ def test_an_account_with_plain_http_urls_must_be_a_sandbox_one(workdir: Path) ->
         BRIDGE_ACCOUNTS_FILE=str(accounts), OPTIMUM_SANDBOX_URL="http://sandbox:8090", environ={"ACME_SECRET": "s"}
     )
     assert sandbox.accounts["acme"].token_url == "http://sandbox:8090/connect/token"
+
+
+def test_a_sandbox_stack_without_its_simulator_says_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init-env"]) == 0
+    with (workdir / ".env").open("a") as env:
+        env.write("OPTIMUM_SANDBOX_URL=http://sandbox.invalid:8090\n")  # a compose stack without --profile sandbox
+    assert main(["config", "check"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "OPTIMUM_SANDBOX_URL: the simulator's host 'sandbox.invalid' does not resolve" in line
+    assert "--profile sandbox" in line

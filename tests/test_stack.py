@@ -286,3 +286,16 @@ def test_an_operation_through_the_ingress_comes_back_as_a_signed_callback(stack:
     assert payload["data"]["operation"]["metadata"] == {"via": "compose"}
     with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook("whsec_" + "A" * 44).verify(delivered.body, delivered.headers)
+
+
+def test_a_worker_without_its_simulator_stops_saying_why(podman: Podman, image: str) -> None:
+    """`up` without the sandbox profile, OPTIMUM_ENVIRONMENT=sandbox: one line and exit 2, not hours of retries."""
+    env = {
+        "OPTIMUM_ENVIRONMENT": "sandbox",
+        "OPTIMUM_SANDBOX_URL": "http://sandbox:8090",  # as the compose file sets it
+        "BRIDGE_REDIS_URL": "redis://:pw@redis:6379/0",
+    }
+    flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+    done = podman.podman("run", "--rm", "--network", "none", *flags, image, "worker", check=False, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "OPTIMUM_SANDBOX_URL: the simulator's host 'sandbox' does not resolve" in done.stderr

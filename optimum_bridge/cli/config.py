@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from ..errors import ConfigError
-from ..settings import Settings, describe_each, load_settings
+from ..settings import Settings, describe_each, load_settings, require_simulator
 from .commands import UsageError
 
 ENV_TEMPLATE = """\
@@ -89,6 +89,10 @@ def problems(env_file: str) -> tuple[Settings | None, list[str]]:
             account.require_credentials()
         except ConfigError as exc:
             found.append(f"account {account.name}: {exc}")
+    try:
+        require_simulator(settings)
+    except ConfigError as exc:
+        found.append(str(exc))
     if settings.callback_secret is None:
         found.append("BRIDGE_CALLBACK_SECRET: not set: callbacks cannot be signed and go to the dead-letter list")
     if not settings.api_keys and not settings.accounts.keys:

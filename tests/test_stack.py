@@ -212,6 +212,11 @@ def test_every_service_runs_and_passes_its_health_check(stack: Stack) -> None:
     for service in ("redis", "api"):  # podman 4.3 without systemd schedules none: run them as Docker would
         result = stack.podman.podman("healthcheck", "run", stack.one(service), check=False)
         assert result.returncode == 0, f"{service} is unhealthy: {result.stdout}{result.stderr}"
+    users = {
+        service: stack.podman.podman("exec", stack.one(service), "id", "-un").stdout.strip()
+        for service in ("redis", "api", "worker")
+    }
+    assert users == {"redis": "redis", "api": "bridge", "worker": "bridge"}, "nothing runs as root"
     # The Redis check answers for the password: the same probe with a wrong one fails.
     wrong = stack.podman.podman(
         "exec",
@@ -236,7 +241,19 @@ def test_redis_wants_the_password_keeps_jobs_and_listens_on_loopback(stack: Stac
     assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert int(client.config_get("maxmemory")["maxmemory"]) > 0
     assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("dir") == {"dir": "/data"}, "the AOF must land in the volume"
+    client.set("stack-test:kept", "yes")  # a key of this test's own stack, which down -v removes
+    stack.podman.podman("restart", "-t", "10", stack.one("redis"))
+    wait_until(lambda: _pings(client), timeout=60, interval=0.2, what="Redis after its restart")
+    assert client.get("stack-test:kept") == b"yes", "AOF: what Redis held survives a restart"
     client.close()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def test_flower_asks_for_its_login(stack: Stack) -> None:

@@ -18,9 +18,11 @@ echo "standin: debootstrap bookworm into $root"
 debootstrap --variant=minbase --include=python3,python3-venv,redis-server,redis-tools,ca-certificates \
   bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log"; exit 1; }
 rm -f "$root.log"
-# As in the official images: `python` on PATH (python:*-slim), /data for Redis (redis:*).
+# As in the official images: `python` on PATH (python:*-slim), /data owned by the redis user
+# that Debian's redis-server package made (redis:*).
 ln -sf python3 "$root/usr/bin/python"
 mkdir -p "$root/data"
+chroot "$root" chown redis:redis /data
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc "$root"/usr/share/man
 tar -C "$root" -c . | podman import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

@@ -234,7 +234,8 @@ def test_redis_keeps_every_job_and_hides_its_password(
     assert redis["image"] == REDIS_IMAGE
     assert redis["user"] == "redis", "not root: the image drops root only for a plain redis-server command"
     command = " ".join(redis["command"])
-    for flag in ("--dir /data", "--appendonly yes", "--maxmemory-policy noeviction", "--maxmemory ${BRIDGE_REDIS_MAXMEMORY:-"):
+    maxmemory = "--maxmemory ${BRIDGE_REDIS_MAXMEMORY:-"
+    for flag in ("--dir /data", "--appendonly yes", "--maxmemory-policy noeviction", maxmemory):
         assert flag in command
     # The password reaches redis-server on stdin, never on its command line (ps, inspect).
     assert "requirepass $$REDISCLI_AUTH" in command and "redis-server - " in command

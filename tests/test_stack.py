@@ -45,6 +45,7 @@ from optimum_bridge.harness.ports import free_port
 from optimum_bridge.harness.receiver import CallbackReceiver
 
 from .conftest import ROOT, wait_until
+from .test_compose import IMAGE_PROGRAMS, REDIS_IMAGE
 
 pytestmark = [pytest.mark.stack, pytest.mark.processes, pytest.mark.timeout(1200)]
 
@@ -316,3 +317,12 @@ def test_a_worker_without_its_simulator_stops_saying_why(podman: Podman, image: 
     done = podman.podman("run", "--rm", "--network", "none", *flags, image, "worker", check=False, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "OPTIMUM_SANDBOX_URL: the simulator's host 'sandbox' does not resolve" in done.stderr
+
+
+def test_the_programs_test_compose_counts_on_are_in_the_images(podman: Podman, image: str) -> None:
+    """tests/test_compose.py checks health checks against IMAGE_PROGRAMS; here that list meets the images."""
+    for name, programs in IMAGE_PROGRAMS.items():
+        tag = image if name == PROJECT_IMAGE else qualified(REDIS_IMAGE)
+        script = " && ".join(f"command -v {program}" for program in sorted(programs))
+        found = podman.podman("run", "--rm", "--network", "none", "--entrypoint", "sh", tag, "-c", script, check=False)
+        assert found.returncode == 0, f"{name}: missing one of {sorted(programs)}: found {found.stdout.split()}"

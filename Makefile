@@ -5,15 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install format lint types test test-fast demo bench all clean
+.PHONY: help install format lint types test test-fast test-stack constraints demo bench all clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the versions the tests ran with; the image installs the same.
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --constraint constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
@@ -29,11 +30,19 @@ lint: $(STAMP) ## ruff lint and format check
 types: $(STAMP) ## mypy --strict on the package
 	$(BIN)/mypy
 
-test: $(STAMP) ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+test: $(STAMP) ## run the whole test suite but the container stack (CI runs both)
+	$(BIN)/python -m pytest -m "not stack" --cov --cov-report=term:skip-covered
 
 test-fast: $(STAMP) ## the fast tier: no Redis, no processes (tests/tiers.py), no coverage
-	$(BIN)/python -m pytest -m "not redis and not processes"
+	$(BIN)/python -m pytest -m "not redis and not processes and not stack"
+
+test-stack: $(STAMP) ## build the image and run the compose stack in podman (tests/test_stack.py)
+	$(BIN)/python -m pytest -m stack tests/test_stack.py
+
+constraints: $(STAMP) ## pin the image to this tested environment: constraints.txt from pip freeze
+	{ echo "# Every package of the tested environment (make constraints): the Dockerfile installs with -c."; \
+	  $(BIN)/pip freeze --all --exclude-editable; } > constraints.txt
+	touch $(STAMP)
 
 demo: $(STAMP) ## the main job: a full run against the bundled sandbox
 	$(BIN)/optimum-bridge demo

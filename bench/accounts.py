@@ -83,6 +83,7 @@ def accounts_file(directory: Path, sandbox: SandboxProc) -> Path:
             [accounts.{name}]
             client_id = "{client_id(name)}"
             client_secret_env = "{name.upper()}_SECRET"
+            environment = "sandbox"
             api_url = "{sandbox.url}"
             token_url = "{sandbox.token_url}"
             rate_limit = "{quota}"

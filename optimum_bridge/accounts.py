@@ -50,6 +50,10 @@ class AccountEntry(BaseModel):
             raise ValueError("api_url and token_url go together")
         if self.environment is None and self.api_url is None:
             raise ValueError("needs environment, or api_url and token_url")
+        if self.environment != "sandbox" and any(
+            url.startswith("http://") for url in (self.api_url, self.token_url) if url
+        ):
+            raise ValueError('http:// URLs only with environment = "sandbox" (the secret would travel in clear)')
         return self
 
 
@@ -138,11 +142,13 @@ def default_account(settings: Settings) -> Account:
     )
 
 
-def _where(entry: AccountEntry) -> tuple[str, str]:
-    from .settings import ENDPOINTS
+def _where(entry: AccountEntry, settings: Settings) -> tuple[str, str]:
+    from .settings import ENDPOINTS, sandbox_endpoints
 
     if entry.api_url is not None and entry.token_url is not None:
         return entry.api_url.rstrip("/"), entry.token_url
+    if entry.environment == "sandbox":
+        return sandbox_endpoints(settings.sandbox_url)
     return ENDPOINTS[entry.environment or "preprod"]
 
 
@@ -184,7 +190,7 @@ def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
             rate = RateLimit.parse(entry.rate_limit)
         except ValueError as exc:
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
-        api_url, token_url = _where(entry)
+        api_url, token_url = _where(entry, settings)
         accounts[name] = Account(
             name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
         )

@@ -11,10 +11,12 @@ import base64
 import binascii
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
@@ -41,6 +43,19 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "sandbox": ("http://127.0.0.1:8090", "http://127.0.0.1:8090/connect/token"),
 }
 SANDBOX_CREDENTIALS = ("sandbox-client", "sandbox-secret")
+
+#: The settings without a default value: empty means unset for these.
+OPTIONAL = (
+    "client_id",
+    "client_secret",
+    "api_url_override",
+    "token_url_override",
+    "openapi_url",
+    "callback_secret",
+    "token_encryption_key",
+    "sentry_dsn",
+    "accounts_file",
+)
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 _WINDOWS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -78,6 +93,9 @@ class Settings(BaseSettings):
     client_secret: SecretStr | None = Field(None, validation_alias="OPTIMUM_CLIENT_SECRET")
     api_url_override: str | None = Field(None, validation_alias="OPTIMUM_API_URL")
     token_url_override: str | None = Field(None, validation_alias="OPTIMUM_TOKEN_URL")
+    # Where the simulator answers: used only when the environment is ``sandbox``, so a stack
+    # that points it at a ``sandbox`` container switches to the real API by OPTIMUM_ENVIRONMENT alone.
+    sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
     rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
 
@@ -154,7 +172,13 @@ class Settings(BaseSettings):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("api_url_override", "token_url_override", "openapi_url")
+    @field_validator(*OPTIONAL, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty optional value (`OPTIMUM_API_URL=`, or ${VAR:-} in docker-compose.yml) means unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_url_override", "token_url_override", "openapi_url", "sandbox_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
@@ -168,15 +192,30 @@ class Settings(BaseSettings):
             object.__setattr__(self, "client_secret", SecretStr(SANDBOX_CREDENTIALS[1]))
         return self
 
+    @model_validator(mode="after")
+    def _encrypted_outside_the_sandbox(self) -> Settings:
+        # The client secret goes to the token URL and the access token to the API URL:
+        # plain http:// only for the simulator, never for a real environment.
+        if self.environment != "sandbox":
+            for variable, url in (("OPTIMUM_TOKEN_URL", self.token_url), ("OPTIMUM_API_URL", self.api_url)):
+                if not url.startswith("https://"):
+                    raise ValueError(plain_http_refused(variable, self.environment))
+        return self
+
     @property
     def api_url(self) -> str:
         """API base URL without a trailing slash."""
-        return (self.api_url_override or ENDPOINTS[self.environment][0]).rstrip("/")
+        return (self.api_url_override or self._endpoints()[0]).rstrip("/")
 
     @property
     def token_url(self) -> str:
         """The identity server's token endpoint."""
-        return self.token_url_override or ENDPOINTS[self.environment][1]
+        return self.token_url_override or self._endpoints()[1]
+
+    def _endpoints(self) -> tuple[str, str]:
+        if self.environment == "sandbox":
+            return sandbox_endpoints(self.sandbox_url)
+        return ENDPOINTS[self.environment]
 
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The ``default`` account's client credentials, or a ``ConfigError`` naming the missing one."""
@@ -220,6 +259,37 @@ class Settings(BaseSettings):
         return callback_key(self.callback_secret)
 
 
+def require_simulator(settings: Settings) -> None:
+    """With ``OPTIMUM_ENVIRONMENT=sandbox``, a ``ConfigError`` unless the simulator's host name resolves.
+
+    A compose stack started without its sandbox profile would otherwise retry
+    every call for hours against a name that does not exist, its workers alive
+    and its ``/readyz`` green. This only looks the name up; it sends nothing.
+    """
+    if settings.environment != "sandbox":
+        return
+    host = urlsplit(settings.token_url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        variable = "OPTIMUM_TOKEN_URL" if settings.token_url_override else "OPTIMUM_SANDBOX_URL"
+        raise ConfigError(
+            f"{variable}: the simulator's host {host!r} does not resolve; with OPTIMUM_ENVIRONMENT=sandbox it must "
+            "run (docker compose: --profile sandbox, or COMPOSE_PROFILES=sandbox in .env)"
+        ) from None
+
+
+def sandbox_endpoints(base_url: str) -> tuple[str, str]:
+    """The API and token URLs of a simulator answering at ``base_url``."""
+    base = base_url.rstrip("/")
+    return base, f"{base}/connect/token"
+
+
+def plain_http_refused(variable: str, environment: str) -> str:
+    """The one line refusing a plain-http URL outside the sandbox."""
+    return f"{variable}: must be https:// with OPTIMUM_ENVIRONMENT={environment} (http:// only for sandbox)"
+
+
 def callback_key(secret: SecretStr) -> bytes:
     """Decode a Standard Webhooks secret (``whsec_`` + base64) into its key."""
     text = secret.get_secret_value()
@@ -251,10 +321,17 @@ def _variable(settings_field: str) -> str:
 
 def describe(error: ValidationError) -> str:
     """One line naming the first bad variable, without echoing its value."""
-    first = error.errors(include_input=False, include_url=False)[0]
-    name = _variable(str(first["loc"][0])) if first["loc"] else "settings"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{name}: {message}"
+    return describe_each(error)[0]
+
+
+def describe_each(error: ValidationError) -> list[str]:
+    """One line per bad variable, without echoing any value."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        # A check across fields (no location) names the variable in its message.
+        lines.append(f"{_variable(str(problem['loc'][0]))}: {message}" if problem["loc"] else message)
+    return lines
 
 
 def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ from .broker import broker_url, record_unacked_step, task_queues, transport_opti
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .observability import init_sentry, require_sentry
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, require_simulator
 from .upkeep import UpkeepStep
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def _settings() -> Settings:
         settings = load_settings()
         for account in settings.accounts.by_name.values():
             account.require_credentials()
+        require_simulator(settings)
         require_sentry(settings)
     except ConfigError as exc:
         print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ def accounts_file(directory: Path, sandbox_url: str, *, rate: str = "3/s") -> Pa
             [accounts.acme]
             client_id = "acme-client"
             client_secret_env = "ACME_SECRET"
+            environment = "sandbox"
             api_url = "{sandbox_url}"
             token_url = "{sandbox_url}/connect/token"
             rate_limit = "{rate}"
@@ -37,6 +38,7 @@ def accounts_file(directory: Path, sandbox_url: str, *, rate: str = "3/s") -> Pa
             [accounts.beta]
             client_id = "beta-client"
             client_secret_env = "BETA_SECRET"
+            environment = "sandbox"
             api_url = "{sandbox_url}"
             token_url = "{sandbox_url}/connect/token"
             rate_limit = "{rate}"

@@ -250,7 +250,7 @@ def test_openapi_url_per_account_from_the_accounts_file(redis_server, prefix, sa
     path.write_text(
         "[accounts.acme]\n"
         'client_id = "acme-client"\nclient_secret_env = "ACME_SECRET"\n'
-        f'api_url = "{sb.url}"\ntoken_url = "{sb.url}/connect/token"\n'
+        f'environment = "sandbox"\napi_url = "{sb.url}"\ntoken_url = "{sb.url}/connect/token"\n'
         f'openapi_url = "{sb.url}/docs/openapi.json"\n'
     )
     settings = settings_from(bridge_env(redis_server.url, prefix, sb, BRIDGE_ACCOUNTS_FILE=str(path), ACME_SECRET="s"))

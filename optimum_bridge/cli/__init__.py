@@ -1,4 +1,6 @@
-"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, sandbox, demo.
+"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, sandbox, demo, config.
+
+``init-env`` and ``config check`` (``config``) set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
@@ -31,6 +33,7 @@ from .commands import (
     cmd_submit,
     cmd_token,
 )
+from .config import cmd_config_check, cmd_init_env
 from .products import EXTRA_MODULES, MissingExtra, _split_pool, cmd_api, cmd_demo, cmd_sandbox, cmd_worker
 
 __all__ = ["EXTRA_MODULES", "MissingExtra", "UsageError", "_split_pool", "build_parser", "describe_failure", "main"]
@@ -93,7 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="token tools")
     token.add_argument("action", choices=["check"])
     token.set_defaults(handler=cmd_token)
+    _add_setup_commands(sub)
     return parser
+
+
+def _add_setup_commands(sub: Any) -> None:
+    init_env = sub.add_parser("init-env", help="write a first .env with fresh secrets (sandbox environment)")
+    init_env.add_argument("--path", default=".env", help="where to write it (default .env)")
+    init_env.add_argument("--force", action="store_true", help="replace an existing file")
+    init_env.set_defaults(handler=cmd_init_env)
+    config = sub.add_parser("config", help="configuration tools")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="load the settings and accounts; one line per problem, exit 2 if any")
+    check.add_argument("--env-file", default=".env", help="the .env file to read besides the environment")
+    check.set_defaults(handler=cmd_config_check)
 
 
 def _add_batch_commands(sub: Any) -> None:

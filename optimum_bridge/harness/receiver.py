@@ -54,8 +54,13 @@ class _Verdict:
 class CallbackReceiver:
     """A local HTTP endpoint for callbacks; verifies them when given the ``secret``."""
 
-    def __init__(self, secret: str | None = None, *, path: str = "/hook", keep_bodies: bool = True) -> None:
-        """``keep_bodies=False`` keeps counts and arrivals only (a benchmark's hundred thousand callbacks)."""
+    def __init__(
+        self, secret: str | None = None, *, path: str = "/hook", keep_bodies: bool = True, host: str = LOOPBACK
+    ) -> None:
+        """``keep_bodies=False`` keeps counts and arrivals only (a benchmark's hundred thousand callbacks).
+
+        ``host`` is the address to listen on: loopback, unless containers must reach it (tests/test_stack.py).
+        """
         self.path = path
         self.keep_bodies = keep_bodies
         self.cond = threading.Condition()
@@ -71,14 +76,15 @@ class CallbackReceiver:
         self.method = "not verified"
         if secret is not None:
             self._verify, self.method = make_verifier(secret)
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), _handler_for(self))
+        self.host = host
+        self._server = ThreadingHTTPServer((host, 0), _handler_for(self))
         self._server.daemon_threads = True  # keep-alive connections must not hold up stop()
         self._thread = threading.Thread(target=self._server.serve_forever, name="callback-receiver", daemon=True)
 
     @property
     def url(self) -> str:
         """Where callbacks go."""
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.path}"
+        return f"http://{self.host}:{self._server.server_address[1]}{self.path}"
 
     def start(self) -> Self:
         """Start serving in the background."""

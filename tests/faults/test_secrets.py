@@ -87,7 +87,7 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
     accounts = tmp_path / "accounts.toml"
     accounts.write_text(
         f'[accounts.second]\nclient_id = "second-client"\nclient_secret_env = "SECOND_SECRET"\n'
-        f'api_url = "{sb.url}"\ntoken_url = "{sb.token_url}"\nrate_limit = "10/s"\n'
+        f'environment = "sandbox"\napi_url = "{sb.url}"\ntoken_url = "{sb.token_url}"\nrate_limit = "10/s"\n'
     )
     issued: list[str] = []
     original = sb.state.issue_token

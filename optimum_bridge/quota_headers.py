@@ -31,7 +31,7 @@ _EPOCH_MS = 1_000_000_000_000
 #: Numbers beyond this are garbage, whatever the header (no quota counts 10^9 calls).
 _MAX_NUMBER = 1_000_000_000
 _INT = re.compile(r"^\s*(\d{1,12})\s*$")
-_NUMBER = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,6})?)\s*$")
+_NUMBER = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,6})?)\s*$")
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 
 #: AIMD after an unexplained 429: windows at the learned limit before it grows by one per window,
 #: doubled by each 429 that comes back before the limit is back, up to ``MAX_HOLD_WINDOWS``.
-HOLD_WINDOWS = 2
-MAX_HOLD_WINDOWS = 32
+HOLD_WINDOWS = 4
+MAX_HOLD_WINDOWS = 64
 #: A stated window outside this range is garbage (seconds).
 MIN_STATED_WINDOW_S, MAX_STATED_WINDOW_S = 1.0, 86_400.0
 #: A statement is trusted for this many windows (the longer of stated and configured) unless restated.
@@ -98,14 +98,40 @@ class LimiterState:
     held_s: float  # seconds until the next slot (pause, pacer, window or a used-up statement)
     learned: dict[str, str] = field(default_factory=dict)  # the learned hash, decoded
     now_ms: int = 0  # the Redis clock when read
+    log_window_ms: int = 0  # the window the limiter counts over (margin included)
+
+    def _ms(self, name: str) -> int:
+        return int(self.learned.get(name, "0"))
+
+    @property
+    def stated(self) -> bool:
+        """Whether a header statement of the limit is still trusted."""
+        return "h_limit" in self.learned and self._ms("h_until") > self.now_ms
+
+    @property
+    def learned_from_429s(self) -> bool:
+        """Whether the limit in force comes from unexplained 429s (not from headers)."""
+        return bool(self.why) and not (self.stated and self._ms("h_limit") == self.limit)
+
+    @property
+    def since_ms(self) -> int:
+        """Since when (Redis clock, ms) the learned limit is what lowers the configured one."""
+        return self._ms("a_since") if self.learned_from_429s else self._ms("h_since")
+
+    @property
+    def recovered_at_ms(self) -> int | None:
+        """When the limit learned from 429s is back at the configured one, if no 429 comes again."""
+        if not self.learned_from_429s:
+            return None
+        steps = self._ms("a_hold") + self.configured - self._ms("a_limit")
+        return self._ms("a_since") + steps * self.log_window_ms
 
     @property
     def why(self) -> str:
         """Why the limit in force is what it is (empty when it is the configured one)."""
         if self.limit >= self.configured:
             return ""
-        h_limit, h_until = self.learned.get("h_limit"), int(self.learned.get("h_until", "0"))
-        if h_limit is not None and int(h_limit) == self.limit and h_until > self.now_ms:
+        if self.stated and self._ms("h_limit") == self.limit:
             return self.learned.get("h_reason", "headers")
         return self.learned.get("a_reason", "learned from 429s")
 
@@ -245,6 +271,7 @@ class RateLimiter:
             held_s=max(0, at - now) / 1000,
             learned=learned,
             now_ms=now,
+            log_window_ms=self.quota.window_ms,
         )
 
     def paused_for(self) -> float:

@@ -77,6 +77,16 @@ def test_nothing_remaining_holds_every_slot_until_the_reset(limiter, redis_serve
     assert lim.take_slot() == 0
 
 
+def test_when_the_log_agrees_nothing_remains_its_wall_beats_a_whole_second_reset(limiter, redis_server):
+    lim, client = limiter("10/s"), redis_server.client()
+    lim.observe(Statement("x", 2))
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    client.zadd(lim.log_key, {"a": now - 600, "b": now - 500})  # two calls 0.6 and 0.5 s ago: the log is full
+    lim.observe(Statement("x", 2, None, 0, 1.0))  # "nothing remains, reset in 1 s" (whole seconds)
+    assert 0.3 < lim.take_slot() <= 0.4  # the oldest call leaves the window in 0.4 s: that, not 1 s
+
+
 def test_a_stated_reset_is_capped_to_the_window(limiter):
     lim = limiter("10/s", burst=10)
     lim.observe(Statement("x", 10, None, 0, 86_400.0))

@@ -36,8 +36,12 @@ local function effective(learned, now, limit, window, interval, tau)
   return l, iv, burst * iv
 end
 
--- When the API's statement of its remaining calls lets the next call start (0: no statement).
-local function stated_wall(log, learned, now)
+-- When the API's statement of its remaining calls lets the next call start (0: no statement, or
+-- none needed). When the log is itself full (`full`), the API and the log agree that the window is
+-- used up, and the log's wall (to the ms) is the better answer than a reset in whole seconds: the
+-- statement matters when the API counts calls the log does not know (another user of the client).
+local function stated_wall(log, learned, now, full)
+  if full then return 0 end
   local f = redis.call('HMGET', learned, 'h_remaining', 'h_seen', 'h_reset')
   local remaining, seen, reset = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   if not (remaining and seen and reset) or reset <= now then return 0 end
@@ -61,7 +65,7 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
     local wall = tonumber(nth[2]) + window
     if wall > at then at = wall end
   end
-  local stated = stated_wall(log, learned, now)
+  local stated = stated_wall(log, learned, now, n >= limit)
   if stated > at then at = stated end
   return at, limit, interval
 end

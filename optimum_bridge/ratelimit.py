@@ -26,8 +26,9 @@ hash, so every process and the dispatcher follow a lesson at once:
 - ``observe`` records what an answer's rate-limit headers state
   (``quota_headers``): a limit, capped to [1, configured] and normalised to the
   configured window, trusted for two windows unless restated; and the calls
-  remaining until a reset, after which no call starts before the reset (no
-  call wasted on a certain 429);
+  remaining until a reset: when the API counted calls the log does not know,
+  no call starts once they are used up, before the reset (no call wasted on
+  a certain 429);
 - ``learn_from_429`` handles a 429 no header explains: AIMD, with the decrease
   to what the API evidently allowed and a slow additive recovery
   (``lua/limiter_429.lua``).
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -219,8 +220,9 @@ class RateLimiter:
             reset_ms = round(min(statement.reset_s, horizon_s) * 1000) + self._margin_ms
             remaining = min(statement.remaining, self.rate.limit)
         valid_ms = round(STATEMENT_WINDOWS * max(self.rate.window_s, self._window_of(statement)) * 1000)
-        args: list[str | int] = [*self.quota.args()[:2], stated, valid_ms, reason, remaining, reset_ms]
-        return int(self._stated(keys=[self.learned_key], args=args))
+        raw = -1 if statement.limit is None else statement.limit
+        args: list[str | int] = [*self.quota.args()[:2], stated, valid_ms, reason, remaining, reset_ms, raw]
+        return int(self._stated(keys=[self.learned_key, self.log_key], args=args))
 
     def _window_of(self, statement: Statement) -> float:
         window = statement.window_s if statement.window_s is not None else self.rate.window_s
@@ -231,7 +233,7 @@ class RateLimiter:
         window = self._window_of(statement)
         per_window = int((statement.limit or 0) * self.rate.window_s // window)
         capped = max(1, min(self.rate.limit, per_window))
-        reason = f"headers: {statement.describe()}"
+        reason = f"headers: {replace(statement, remaining=None, reset_s=None).describe()}"
         if capped != per_window or window != self.rate.window_s:
             reason += f" = {capped} per {self.rate.window_s:g}s"
         if per_window > self.rate.limit:

@@ -67,7 +67,7 @@ def test_each_statement_replaces_the_last_and_none_outlives_its_validity(limiter
 
 def test_nothing_remaining_holds_every_slot_until_the_reset(limiter, redis_server):
     lim = limiter("10/s", burst=10)
-    lim.observe(Statement("x", 10, None, 2, 0.5))
+    lim.observe(Statement("x", 10, None, 2, 0.5))  # the API counted 8 calls the log never saw (another user)
     assert lim.take_slot() == 0 and lim.take_slot() == 0  # two remain
     wait = lim.take_slot()
     assert 0.3 < wait <= 0.5  # the third would be a certain 429
@@ -191,7 +191,7 @@ VEHICLES = Operation(method="GET", path="/Vehicles")
 def test_every_answer_s_headers_reach_the_limiter(api):
     client, lim, _ = api(quota="4/s", rate_limit_headers="x")
     assert client.call(VEHICLES, before_send=lambda: None).status_code == 200
-    assert lim.state().limit == 4 and lim.state().why == "headers: X-RateLimit-Limit 4, remaining 3, reset in 1s"
+    assert lim.state().limit == 4 and lim.state().why == "headers: X-RateLimit-Limit 4"
 
 
 def test_an_unexplained_429_pauses_and_teaches(api):

@@ -3,7 +3,9 @@
 -- the last `window` ms (the sliding log: exact, never more than `limit` in any window), and (3)
 -- the pacer allows it: starts come one every `interval` ms, with up to `tau` ms of burst credit
 -- (GCRA; tau = 0 gives evenly spaced slots under a backlog), and (4) the API's last statement of
--- its remaining calls, if any, is not used up.
+-- its remaining calls, if any, is not used up (recorded only when the API counted calls the log
+-- does not know, e.g. another user of the same client: otherwise the log's wall, to the ms, is the
+-- better answer than a reset stated in whole seconds).
 --
 -- The limit in force is min(configured, learned): the learned hash (``keys.limiter_learned``)
 -- holds what the API stated in its headers (h_limit until h_until, normalised to the configured
@@ -36,12 +38,9 @@ local function effective(learned, now, limit, window, interval, tau)
   return l, iv, burst * iv
 end
 
--- When the API's statement of its remaining calls lets the next call start (0: no statement, or
--- none needed). When the log is itself full (`full`), the API and the log agree that the window is
--- used up, and the log's wall (to the ms) is the better answer than a reset in whole seconds: the
--- statement matters when the API counts calls the log does not know (another user of the client).
-local function stated_wall(log, learned, now, full)
-  if full then return 0 end
+-- When the API's statement of its remaining calls lets the next call start (0: no statement).
+-- lua/limiter_stated.lua records one only when the API counted calls the log does not know.
+local function stated_wall(log, learned, now)
   local f = redis.call('HMGET', learned, 'h_remaining', 'h_seen', 'h_reset')
   local remaining, seen, reset = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   if not (remaining and seen and reset) or reset <= now then return 0 end
@@ -65,7 +64,7 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
     local wall = tonumber(nth[2]) + window
     if wall > at then at = wall end
   end
-  local stated = stated_wall(log, learned, now, n >= limit)
+  local stated = stated_wall(log, learned, now)
   if stated > at then at = stated end
   return at, limit, interval
 end

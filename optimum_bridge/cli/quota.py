@@ -1,7 +1,8 @@
 """``optimum-bridge quota``: per account, the configured quota, what was learned and why, calls, the pause.
 
-Everything is read from Redis (``RateLimiter.state``), so it shows what every
-worker follows right now, whichever host runs the command.
+Everything is read from Redis (``BridgeClient.quota_state``), so it shows what
+every worker follows right now, whichever host runs the command; it needs no
+credentials.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from ..producer import BridgeClient
 from ..ratelimit import LimiterState
 from ..settings import RateLimit, load_settings
 
@@ -26,10 +28,12 @@ def describe(name: str, state: LimiterState) -> list[str]:
         recovered = state.recovered_at_ms
         if recovered is not None:
             learned += f"; back to {configured} by {_at(recovered)} unless a 429 comes again"
+        else:
+            learned += f"; trusted until {_at(int(state.learned['h_until']))} unless restated"
         lines.append(f"  learned     {learned}")
     else:
         lines.append("  learned     — (the configured limit holds)")
-    if state.stated:
+    if state.stated and not (state.why and state.recovered_at_ms is None):
         trusted = _at(int(state.learned["h_until"]))
         lines.append(f"  stated      {state.learned.get('h_reason', '')} (trusted until {trusted} unless restated)")
     if "h_remaining" in state.learned and int(state.learned["h_reset"]) > state.now_ms:
@@ -46,9 +50,7 @@ def describe(name: str, state: LimiterState) -> list[str]:
 
 def cmd_quota(args: argparse.Namespace, extra: list[str]) -> int:
     """Print each account's quota as the limiter holds it now."""
-    from .. import runtime
-
-    rt = runtime.install(load_settings())
-    for name, account in rt.accounts.items():
-        print("\n".join(describe(name, account.limiter.state())))
+    with BridgeClient(load_settings()) as client:
+        for name in client.settings.accounts.names:
+            print("\n".join(describe(name, client.quota_state(name))))
     return 0

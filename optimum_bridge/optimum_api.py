@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 KEPT_HEADERS = ("content-type", "retry-after", "location", "etag", "last-modified", "x-total-count", "link")
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The longest pause a 429's Retry-After may impose (or two windows, when the quota's is longer).
+MAX_PAUSE_S = 3600.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
@@ -169,9 +171,11 @@ class OptimumClient:
     def _on_rate_limited(self, wait: float | None, statement: Statement | None) -> None:
         """Pause the account: Retry-After first, then the stated reset of a used-up quota, then the window."""
         self._metrics.incr("rate_limited")
+        window = self._limiter.rate.window_s
         if wait is None and statement is not None and statement.used_up and statement.reset_s is not None:
-            wait = min(statement.reset_s, self._limiter.rate.window_s) or None
-        self._limiter.pause(wait if wait is not None else self._limiter.rate.window_s)
+            wait = min(statement.reset_s, window) or None
+        # An absurd Retry-After (an epoch read as seconds, a typo) must not stop the account for days.
+        self._limiter.pause(min(wait, max(MAX_PAUSE_S, 2 * window)) if wait is not None else window)
         if self._limiter.learn and (statement is None or not statement.used_up):
             detail = "no rate-limit header" if statement is None else f"headers said {statement.describe()}"
             self._limiter.learn_from_429(detail)

@@ -221,6 +221,13 @@ def test_retry_after_beats_the_stated_reset_on_a_429(api):
     assert 2.5 < lim.state().paused_s <= 3.0
 
 
+def test_an_absurd_retry_after_is_capped(api):
+    client, lim, sb = api(quota=None)
+    sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "1800000000"}}])
+    client.call(VEHICLES, before_send=lambda: None)
+    assert 3500 < lim.state().paused_s <= 3600
+
+
 def test_learning_off_keeps_the_configured_limit(redis_server, prefix, sandbox, runtime):
     sb = sandbox(quota="4/s", rate_limit_headers="x")
     env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/s", BRIDGE_LEARN_QUOTA="false")

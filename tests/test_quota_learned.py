@@ -9,6 +9,8 @@ first window or two; with headers, after the first answers.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis
 
@@ -24,12 +26,19 @@ from .conftest import bridge_env, run_cli, settings_from, wait_finished
 
 @pytest.fixture
 def limiter(redis_server, prefix):
-    """Factory: a limiter of the test's own prefix (``10/s`` with no margin: a 1000 ms window)."""
+    """Factory: a limiter of the test's own prefix (``10/m`` with no margin: a window of ``W`` ms).
 
-    def build(rate: str = "10/s", *, burst: int = 10, margin_s: float = 0.0) -> RateLimiter:
+    A minute, so that a loaded machine's stalls between two steps of a test never move it to
+    another window; tests move time on by rewriting the learned moments (``shift_back``).
+    """
+
+    def build(rate: str = "10/m", *, burst: int = 10, margin_s: float = 0.0) -> RateLimiter:
         return RateLimiter(redis_server.client(), Keys(prefix), RateLimit.parse(rate), margin_s=margin_s, burst=burst)
 
     return build
+
+
+W = 60_000  # the window of ``limiter()``, ms
 
 
 def shift_back(client: redis.Redis, limiter: RateLimiter, field: str, ms: int) -> None:
@@ -66,36 +75,36 @@ def test_each_statement_replaces_the_last_and_none_outlives_its_validity(limiter
 
 
 def test_nothing_remaining_holds_every_slot_until_the_reset(limiter, redis_server):
-    lim = limiter("10/s", burst=10)
-    lim.observe(Statement("x", 10, None, 2, 0.5))  # the API counted 8 calls the log never saw (another user)
+    lim = limiter()
+    lim.observe(Statement("x", 10, None, 2, 5.0))  # the API counted 8 calls the log never saw (another user)
     assert lim.take_slot() == 0 and lim.take_slot() == 0  # two remain
     wait = lim.take_slot()
-    assert 0.3 < wait <= 0.5  # the third would be a certain 429
-    lim.observe(Statement("x", 10, None, 0, 0.8))
-    assert 0.6 < lim.state().held_s <= 0.8
-    lim.observe(Statement("x", 10, None, 5, 0.8))  # a later answer says calls remain again
+    assert 3 < wait <= 5  # the third would be a certain 429
+    lim.observe(Statement("x", 10, None, 0, 8.0))
+    assert 6 < lim.state().held_s <= 8
+    lim.observe(Statement("x", 10, None, 5, 8.0))  # a later answer says calls remain again
     assert lim.take_slot() == 0
 
 
 def test_when_the_log_agrees_nothing_remains_its_wall_beats_a_whole_second_reset(limiter, redis_server):
-    lim, client = limiter("10/s"), redis_server.client()
+    lim, client = limiter(), redis_server.client()
     lim.observe(Statement("x", 2))
     seconds, micros = client.time()
     now = seconds * 1000 + micros // 1000
-    client.zadd(lim.log_key, {"a": now - 600, "b": now - 500})  # two calls 0.6 and 0.5 s ago: the log is full
-    lim.observe(Statement("x", 2, None, 0, 1.0))  # "nothing remains, reset in 1 s" (whole seconds)
-    assert 0.3 < lim.take_slot() <= 0.4  # the oldest call leaves the window in 0.4 s: that, not 1 s
+    client.zadd(lim.log_key, {"a": now - 30_000, "b": now - 20_000})  # two calls 30 and 20 s ago: the log is full
+    lim.observe(Statement("x", 2, None, 0, 59.0))  # "nothing remains, reset in 59 s"
+    assert 25 < lim.take_slot() <= 30  # the oldest call leaves the window in 30 s: that, not 59
 
 
 def test_a_stated_reset_is_capped_to_the_window(limiter):
-    lim = limiter("10/s", burst=10)
+    lim = limiter()
     lim.observe(Statement("x", 10, None, 0, 86_400.0))
-    assert 0 < lim.state().held_s <= 1.0
+    assert 0 < lim.state().held_s <= 60
 
 
 def test_retry_after_takes_precedence_over_a_stated_reset(limiter):
-    lim = limiter("10/s")
-    lim.observe(Statement("x", 10, None, 0, 0.9), retry_after=True)
+    lim = limiter()
+    lim.observe(Statement("x", 10, None, 0, 30.0), retry_after=True)
     assert lim.take_slot() == 0  # the pause of Retry-After is the caller's; the reset is not applied
 
 
@@ -113,33 +122,33 @@ def take(lim: RateLimiter, n: int) -> None:
 
 
 def test_an_unexplained_429_lowers_the_limit_to_what_the_api_allowed(limiter):
-    lim = limiter("10/s")
+    lim = limiter()
     take(lim, 7)
     assert lim.learn_from_429("no rate-limit header") == 6  # the 7th was refused: 6 went through
     state = lim.state()
-    assert state.limit == 6 and state.interval_s == pytest.approx(1000 / 6 / 1000, abs=0.002)
+    assert state.limit == 6 and state.interval_s == pytest.approx(60 / 6, abs=0.002)
     assert state.why == "429 at 7 calls in the window (configured 10), no rate-limit header"
     assert lim.learn_from_429("no rate-limit header") == 6  # the same burst: one lesson
 
 
 def test_the_learned_limit_grows_back_one_per_window_after_the_hold(limiter, redis_server):
-    lim, client = limiter("10/s"), redis_server.client()
+    lim, client = limiter(), redis_server.client()
     take(lim, 5)
     assert lim.learn_from_429("no rate-limit header") == 4
-    shift_back(client, lim, "a_since", HOLD_WINDOWS * 1000)
+    shift_back(client, lim, "a_since", HOLD_WINDOWS * W)
     assert lim.state().limit == 4  # still held
-    shift_back(client, lim, "a_since", 3 * 1000)
+    shift_back(client, lim, "a_since", 3 * W)
     assert lim.state().limit == 7  # three clean windows: +3
-    shift_back(client, lim, "a_since", 10 * 1000)
+    shift_back(client, lim, "a_since", 10 * W)
     assert lim.state().limit == 10 and lim.state().learned_text == "—"  # back to the configured limit
 
 
 def test_a_429_that_comes_back_before_the_limit_doubles_the_hold(limiter, redis_server):
-    lim, client = limiter("10/s"), redis_server.client()
+    lim, client = limiter(), redis_server.client()
     take(lim, 5)
     lim.learn_from_429("no rate-limit header")
     assert client.hget(lim.learned_key, "a_hold") == str(HOLD_WINDOWS).encode()
-    shift_back(client, lim, "a_since", (HOLD_WINDOWS + 1) * 1000)  # grown to 5: probing
+    shift_back(client, lim, "a_since", (HOLD_WINDOWS + 1) * W)  # grown to 5: probing
     assert lim.state().limit == 5
     next_window(client, lim)
     take(lim, 5)
@@ -148,12 +157,12 @@ def test_a_429_that_comes_back_before_the_limit_doubles_the_hold(limiter, redis_
 
 
 def test_a_one_off_429_is_forgotten(limiter, redis_server):
-    lim, client = limiter("10/s"), redis_server.client()
+    lim, client = limiter(), redis_server.client()
     take(lim, 9)
     lim.learn_from_429("no rate-limit header")
     pttl = client.pttl(lim.learned_key)
-    assert (HOLD_WINDOWS + 2) * 1000 < pttl <= (HOLD_WINDOWS + 3) * 1000  # back at 10, then the key goes
-    shift_back(client, lim, "a_since", 60_000)
+    assert (HOLD_WINDOWS + 2) * W < pttl <= (HOLD_WINDOWS + 3) * W  # back at 10, then the key goes
+    shift_back(client, lim, "a_since", 60 * W)
     take(lim, 1)
     next_window(client, lim)
     take(lim, 9)
@@ -162,7 +171,7 @@ def test_a_one_off_429_is_forgotten(limiter, redis_server):
 
 
 def test_headers_and_429s_combine_the_lower_wins(limiter):
-    lim = limiter("10/s")
+    lim = limiter()
     lim.observe(Statement("x", 8))
     take(lim, 4)
     assert lim.learn_from_429("headers said X-RateLimit-Limit 8, remaining 3") == 3
@@ -178,7 +187,7 @@ def api(redis_server, prefix, sandbox, runtime):
 
     def build(**knobs):
         sb = sandbox(**knobs)
-        env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/s", BRIDGE_RATE_BURST="10")
+        env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/m", BRIDGE_RATE_BURST="10")
         rt = runtime(settings_from(env))
         return rt.accounts["default"].api, rt.accounts["default"].limiter, sb
 
@@ -200,25 +209,25 @@ def test_an_unexplained_429_pauses_and_teaches(api):
     take(lim, 3)
     assert client.call(VEHICLES, before_send=lambda: None).status_code == 429
     state = lim.state()
-    assert state.limit == 2 and 0.7 < state.paused_s <= 1.0  # no Retry-After: the quota's window
+    assert state.limit == 2 and 55 < state.paused_s <= 60  # no Retry-After: the quota's window
     assert state.why.endswith("no rate-limit header")
 
 
 def test_a_429_the_headers_explain_pauses_until_their_reset_and_teaches_nothing(api):
     client, lim, sb = api(quota=None)
-    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}
+    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"}
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": headers}])
     assert client.call(VEHICLES, before_send=lambda: None).status_code == 429
     state = lim.state()
-    assert 0.5 < state.paused_s <= 1.0 and state.limit == 10 and "a_limit" not in state.learned
+    assert 25 < state.paused_s <= 30 and state.limit == 10 and "a_limit" not in state.learned
 
 
 def test_retry_after_beats_the_stated_reset_on_a_429(api):
     client, lim, sb = api(quota=None)
-    headers = {"Retry-After": "3", "RateLimit-Policy": "10;w=1", "RateLimit": "limit=10, remaining=0, reset=1"}
+    headers = {"Retry-After": "30", "RateLimit-Policy": "10;w=60", "RateLimit": "limit=10, remaining=0, reset=50"}
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": headers}])
     client.call(VEHICLES, before_send=lambda: None)
-    assert 2.5 < lim.state().paused_s <= 3.0
+    assert 25 < lim.state().paused_s <= 30
 
 
 def test_an_absurd_retry_after_is_capped(api):
@@ -241,18 +250,20 @@ def test_learning_off_keeps_the_configured_limit(redis_server, prefix, sandbox, 
 
 def test_quota_command_prints_configured_learned_why_calls_and_pause(redis_server, prefix, sandbox):
     sb = sandbox(quota=None)
-    env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/s")
-    lim = RateLimiter(redis_server.client(), Keys(prefix), RateLimit.parse("10/s"), margin_s=0.25, burst=10)
+    env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/m")  # a minute: the CLI's start is no race
+    lim = RateLimiter(redis_server.client(), Keys(prefix), RateLimit.parse("10/m"), margin_s=0.25, burst=10)
     take(lim, 4)
     lim.learn_from_429("no rate-limit header")
     lim.pause(30)
     out = run_cli(env, "quota")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "default" in text and "configured  10/s" in text
-    assert "learned     3/s since " in text and "429 at 4 calls in the window (configured 10)" in text
-    assert "in window   4 calls" in text
-    assert "paused      until " in text and ("(29." in text or "(30.0 s)" in text)
+    assert text.startswith("default\n") and "configured  10/m" in text
+    assert "learned     3/m since " in text and "429 at 4 calls in the window (configured 10)" in text
+    assert "back to 10/m by " in text
+    assert "in window   4 calls (limit in force 3, one slot every 20.08 s)" in text
+    paused = re.search(r"paused      until \S+ \S+ UTC \((\d+\.\d) s\)", text)
+    assert paused and 0 < float(paused.group(1)) <= 30, text
 
 
 def test_quota_command_says_nothing_is_learned(redis_server, prefix, sandbox):

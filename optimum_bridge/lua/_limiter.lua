@@ -44,7 +44,7 @@ local function stated_wall(log, learned, now)
   local f = redis.call('HMGET', learned, 'h_remaining', 'h_seen', 'h_reset')
   local remaining, seen, reset = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   if not (remaining and seen and reset) or reset <= now then return 0 end
-  if redis.call('ZCOUNT', log, '(' .. seen, '+inf') >= remaining then return reset end
+  if redis.call('ZCOUNT', log, seen, '+inf') >= remaining then return reset end  -- started since (same ms included)
   return 0
 end
 

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "accounts": "bench.accounts",
     "ui": "bench.ui",
+    "waste": "bench.waste",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

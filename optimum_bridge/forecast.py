@@ -61,19 +61,21 @@ class Forecaster:
         self._quotas = quotas
         self._forecast = scripts.register(client, "forecast")
 
-    def _ask(self, account: str, positions: list[tuple[str, str]]) -> tuple[int, int, list[int]]:
-        """``(now, next slot, ahead of each (priority, seq))`` for ``account``, in one round trip."""
+    def _ask(self, account: str, positions: list[tuple[str, str]]) -> tuple[int, int, int, list[int]]:
+        """``(now, next slot, interval in force, ahead of each (priority, seq))`` for ``account``, in one round trip."""
         raw = self._read(account, positions)
-        return raw[0], raw[1], raw[5:]
+        return raw[0], raw[1], raw[2], raw[6:]
 
     def _read(self, account: str, positions: list[tuple[str, str]]) -> list[int]:
-        """The script's answer: now, next slot, the three lane sizes, then ahead of each position."""
+        """The script's answer: now, next slot, the interval in force (the learned limit applied), the three
+        lane sizes, then ahead of each position."""
         quota = self._quotas[account]
         keys = [
             *self._keys.lanes(account),
             self._keys.limiter_log(account),
             self._keys.limiter_pause(account),
             self._keys.limiter_tat(account),
+            self._keys.limiter_learned(account),
         ]
         args: list[str | int] = [*quota.args()]
         for priority, seq in positions:
@@ -83,8 +85,8 @@ class Forecaster:
     def backlog(self, account: str) -> Backlog:
         """The account's lanes and next slot, read in one step (``KeyError`` for an unknown account)."""
         raw = self._read(account, [])
-        sizes = dict(zip(PRIORITIES, raw[2:5], strict=True))
-        return Backlog(raw[0], raw[1], self._quotas[account].interval_ms, sizes)
+        sizes = dict(zip(PRIORITIES, raw[3:6], strict=True))
+        return Backlog(raw[0], raw[1], raw[2], sizes)
 
     def job(self, job_id: str, fields: dict[str, str]) -> Forecast | None:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""
@@ -97,9 +99,8 @@ class Forecaster:
         account = fields.get(JobField.account, "default")
         if account not in self._quotas:
             return None
-        interval = self._quotas[account].interval_ms
         dispatched = fields.get(JobField.dispatched_at)
-        _, next_slot, ahead = self._ask(account, [(fields[JobField.priority], fields[JobField.seq])])
+        _, next_slot, interval, ahead = self._ask(account, [(fields[JobField.priority], fields[JobField.seq])])
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.zscore(self._keys.dispatched, job_id)
             pipe.zscore(self._keys.delayed(account), job_id)
@@ -114,8 +115,8 @@ class Forecaster:
         if not last_seqs or account not in self._quotas:
             return None
         positions = [(priority, str(int(seq) + 1)) for priority, seq in last_seqs.items()]
-        now, next_slot, ahead = self._ask(account, positions)
+        now, next_slot, interval, ahead = self._ask(account, positions)
         last = max(ahead)
         if last == 0:  # nothing of it waits for a slot any more: it ends with the calls under way
             return _moment(now)
-        return _moment(next_slot + (last - 1) * self._quotas[account].interval_ms)
+        return _moment(next_slot + (last - 1) * interval)

@@ -138,6 +138,7 @@ class JobStore:
             self._keys.dispatched,
             self._keys.running,
             self._keys.limiter_log(account),
+            self._keys.limiter_learned(account),
         ]
         args: list[str | int] = [
             owner,
@@ -174,7 +175,7 @@ class JobStore:
         Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
         account's window: a worker slowed down since its claim must not bunch calls at the API.
         """
-        keys = [self._keys.job(job_id), self._keys.limiter_log(account)]
+        keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
         args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
         attempts = int(self._mark_sent(keys=keys, args=args))
         if attempts == 0:

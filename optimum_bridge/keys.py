@@ -98,6 +98,10 @@ class Keys:
         """String: Redis-clock ms until which no call of the account may start (after a 429)."""
         return f"{self.prefix}limiter:{account}:pause"
 
+    def limiter_learned(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Hash: what an account's API taught of its quota (headers, unexplained 429s); see ``lua/_limiter.lua``."""
+        return f"{self.prefix}limiter:{account}:learned"
+
     def limiter_tat(self, account: str = DEFAULT_ACCOUNT) -> str:
         """String: the pacer's theoretical time (ms) of the account's next slot."""
         return f"{self.prefix}limiter:{account}:tat"

@@ -6,6 +6,12 @@ token cannot leave the API host), and the one-time refresh on 401, whose
 re-send takes a second slot. It returns the answer as an
 ``ApiResponse`` and raises ``NetworkError`` when there is none; deciding what
 the answer means is the executor's job.
+
+Every answer's rate-limit headers (``quota_headers``) go to the limiter, which
+follows them (``RateLimiter.observe``). A 429 pauses the account for its
+``Retry-After`` (which takes precedence), else until the reset its headers
+state when they say nothing remains, else for the window; a 429 that no
+header explains teaches the limiter a lower limit (``learn_from_429``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pydantic import SecretStr, ValidationError
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import CredentialsRejected, Deferred, NetworkError, TokenError
 from .metrics import Metrics
+from .quota_headers import Statement, parse_rate_headers
 from .ratelimit import Quota, RateLimiter
 from .retry import retry_after
 from .schemas import ApiResponse, Operation, TokenResponse
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 
 KEPT_HEADERS = ("content-type", "retry-after", "location", "etag", "last-modified", "x-total-count", "link")
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The longest pause a 429's Retry-After may impose (or two windows, when the quota's is longer).
+MAX_PAUSE_S = 3600.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
@@ -151,11 +160,22 @@ class OptimumClient:
                 "network", f"the connection to the API failed: {type(exc).__name__}", maybe_sent=True
             ) from None
         self._metrics.observe_call(answer.status_code, self._clock.monotonic() - started)
+        statement = parse_rate_headers(answer.headers, now=self._clock.time()) if self._limiter.learn else None
+        wait = retry_after(answer.headers, now=self._clock.time())
+        if statement is not None:
+            self._limiter.observe(statement, retry_after=wait is not None and answer.status_code == 429)
         if answer.status_code == 429:
-            self._on_rate_limited(answer)
+            self._on_rate_limited(wait, statement)
         return parse_answer(answer)
 
-    def _on_rate_limited(self, answer: httpx.Response) -> None:
+    def _on_rate_limited(self, wait: float | None, statement: Statement | None) -> None:
+        """Pause the account: Retry-After first, then the stated reset of a used-up quota, then the window."""
         self._metrics.incr("rate_limited")
-        wait = retry_after(answer.headers, now=self._clock.time())
-        self._limiter.pause(wait if wait is not None else self._limiter.rate.window_s)
+        window = self._limiter.rate.window_s
+        if wait is None and statement is not None and statement.used_up and statement.reset_s is not None:
+            wait = min(statement.reset_s, window) or None
+        # An absurd Retry-After (an epoch read as seconds, a typo) must not stop the account for days.
+        self._limiter.pause(min(wait, max(MAX_PAUSE_S, 2 * window)) if wait is not None else window)
+        if self._limiter.learn and (statement is None or not statement.used_up):
+            detail = "no rate-limit header" if statement is None else f"headers said {statement.describe()}"
+            self._limiter.learn_from_429(detail)

@@ -21,6 +21,7 @@ from .forecast import Backlog, Forecaster
 from .jobs import JobStore, to_status
 from .keys import Keys
 from .openapi import DocumentStore
+from .ratelimit import LimiterState, RateLimiter
 from .runtime import redis_client
 from .schemas import (
     MAX_BATCH_OPERATIONS,
@@ -171,6 +172,19 @@ class BridgeClient:
     def backlog(self, account: str) -> Backlog:
         """An account's lanes now, its next slot and when each lane's last job should start."""
         return self._forecaster.backlog(account)
+
+    def quota_state(self, account: str) -> LimiterState:
+        """An account's limiter now: configured, learned and why, calls in the window, pause (``KeyError``: unknown)."""
+        settings = self.settings
+        limiter = RateLimiter(
+            self._redis,
+            self._keys,
+            settings.accounts[account].rate_limit,
+            margin_s=settings.rate_limit_margin_s,
+            burst=settings.rate_burst,
+            account=account,
+        )
+        return limiter.state()
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job that has not started its call (``NotWaiting`` if it has, or is finished)."""

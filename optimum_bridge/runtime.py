@@ -129,6 +129,7 @@ class Runtime:
             margin_s=self.settings.rate_limit_margin_s,
             burst=self.settings.rate_burst,
             account=name,
+            learn=self.settings.learn_quota,
         )
         return AccountRuntime(self, account, limiter)
 

@@ -68,6 +68,7 @@ class Dispatcher:
             keys.running,
             keys.capacity,
             keys.queue(OPERATIONS_QUEUE),
+            limiter.learned_key,
         ]
 
     def run(self) -> Dispatched:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from optimum_bridge.clock import Clock
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer, create_app, main
 from optimum_bridge.sandbox.fleet import generate_fleet
+from optimum_bridge.sandbox.server import _parser, config_from_args
 from optimum_bridge.sandbox.state import max_in_window
 
 CLIENT = ("sandbox-client", "sandbox-secret")
@@ -401,6 +402,35 @@ def test_quota_without_retry_after(make_sandbox: MakeSandbox, api: Api) -> None:
     refused = client.get("/Persons")
     assert refused.status_code == 429
     assert "Retry-After" not in refused.headers
+
+
+def test_the_quota_is_stated_in_either_header_style_on_every_answer(make_sandbox: MakeSandbox, api: Api) -> None:
+    other = ("erp", "erp-secret")
+    sb = make_sandbox(
+        clock=FakeClock(),
+        quota="2/m",
+        clients=dict([CLIENT, other]),
+        rate_limit_headers="x",
+        client_rate_limit_headers={"erp": "ietf"},
+    )
+    x_style, ietf = api(sb, get_token(sb)), api(sb, get_token(sb, other))
+    answers = [x_style.get("/Persons") for _ in range(3)]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["1", "0", "0"]
+    assert (
+        answers[2].status_code == 429 and answers[2].headers["X-RateLimit-Reset"] == answers[2].headers["Retry-After"]
+    )
+    assert {a.headers["X-RateLimit-Limit"] for a in answers} == {"2"} and "RateLimit" not in answers[0].headers
+    first = ietf.get("/Persons")
+    assert first.headers["RateLimit-Policy"] == '"default";q=2;w=60'
+    assert first.headers["RateLimit"] == '"default";r=1;t=60'
+    sb.configure(rate_limit_headers="none", client_rate_limit_headers={})
+    assert not any(name.lower().startswith(("ratelimit", "x-ratelimit")) for name in x_style.get("/Persons").headers)
+
+
+def test_sandbox_cli_takes_the_header_style() -> None:
+    assert config_from_args(_parser().parse_args(["--rate-limit-headers", "ietf"])).rate_limit_headers == "ietf"
+    with pytest.raises(ValidationError):
+        SandboxConfig(rate_limit_headers="y")  # type: ignore[arg-type]
 
 
 def test_max_in_window_counts_only_accepted_calls() -> None:

@@ -25,6 +25,9 @@ from optimum_bridge.ingress.ui.chart import layout
 from optimum_bridge.ingress.ui.security import csrf_token
 from optimum_bridge.keys import RECENT_BATCHES, RECENT_JOBS, Keys
 from optimum_bridge.metrics import Metrics
+from optimum_bridge.quota_headers import Statement
+from optimum_bridge.ratelimit import RateLimiter
+from optimum_bridge.settings import RateLimit
 
 from .conftest import settings_from
 from .test_accounts import two_accounts_env, vehicle
@@ -219,3 +222,15 @@ def test_the_backlog_forecast_puts_each_lane_after_the_higher_ones():
     assert backlog.last_start("urgent") == datetime.fromtimestamp(1.5, UTC)  # next slot + 1 interval
     assert backlog.last_start("normal") == datetime.fromtimestamp(3.0, UTC)  # after the 2 urgent: + 4 intervals
     assert backlog.last_start("bulk") is None
+
+
+def test_the_dashboard_and_metrics_show_the_learned_limit_and_why(redis_server, prefix, ingress):  # noqa: F811
+    settings = ui_settings(redis_server.url, prefix)
+    http = ingress(settings)
+    RateLimiter(redis_server.client(), Keys(prefix), RateLimit.parse("30/m")).observe(Statement("x", 20))
+    page = http.get("/ui", headers=AUTH).text
+    assert "30/m (configured) · learned: 20 (headers: X-RateLimit-Limit 20)" in page
+    assert re.search(r'data-test="in-window">0 / 20<', page)  # the limit in force
+    metrics = http.get("/metrics").text
+    assert 'optimum_bridge_account_rate_limit{account="default"} 20.0' in metrics
+    assert 'optimum_bridge_account_rate_limit_configured{account="default"} 30.0' in metrics

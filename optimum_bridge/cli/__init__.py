@@ -1,11 +1,12 @@
-"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, sandbox, demo, config.
+"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, quota, sandbox, demo,
+config.
 
 ``init-env`` and ``config check`` (``config``) set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
 ``products`` runs the bridge's products, ``commands`` submits and reads work,
-``progress`` draws a batch's progress. This package imports only the core at
+``progress`` draws a batch's progress, ``quota`` prints each account's limiter. This package imports only the core at
 load time: the commands that need an extra (``api``, ``sandbox``, ``demo``,
 ``worker --pool gevent``) import it when they run.
 """
@@ -35,6 +36,7 @@ from .commands import (
 )
 from .config import cmd_config_check, cmd_init_env
 from .products import EXTRA_MODULES, MissingExtra, _split_pool, cmd_api, cmd_demo, cmd_sandbox, cmd_worker
+from .quota import cmd_quota
 
 __all__ = ["EXTRA_MODULES", "MissingExtra", "UsageError", "_split_pool", "build_parser", "describe_failure", "main"]
 
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="token tools")
     token.add_argument("action", choices=["check"])
     token.set_defaults(handler=cmd_token)
+    quota = sub.add_parser("quota", help="each account's quota: configured, learned and why, calls, pause")
+    quota.set_defaults(handler=cmd_quota)
     _add_setup_commands(sub)
     return parser
 

@@ -8,7 +8,7 @@ number of ingress replicas report the same numbers and none keeps state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
 from ..metrics import LATENCY_BUCKETS
+from ..ratelimit import LimiterState
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -162,25 +163,56 @@ def _latency(snap: Snapshot) -> HistogramMetricFamily:
     )
 
 
+def _limits(limits: Mapping[str, LimiterState]) -> Iterator[Metric]:
+    """Each account's configured limit and the one in force (lower when learned, spec §13), per window."""
+    configured = GaugeMetricFamily(
+        "optimum_bridge_account_rate_limit_configured",
+        "Calls per window the account is configured for.",
+        labels=["account"],
+    )
+    in_force = GaugeMetricFamily(
+        "optimum_bridge_account_rate_limit",
+        "Calls per window the limiter allows now: min(configured, learned from headers and 429s).",
+        labels=["account"],
+    )
+    for account, state in limits.items():
+        configured.add_metric([account], state.configured)
+        in_force.add_metric([account], state.limit)
+    yield from (configured, in_force)
+
+
 class BridgeCollector(Collector):
     """Reads a fresh ``Snapshot`` at every scrape and turns it into metric families."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("default",)) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        accounts: Sequence[str] = ("default",),
+        limits: Mapping[str, LimiterState] | None = None,
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._accounts = accounts
+        self._limits = limits or {}
 
     def collect(self) -> Iterator[Metric]:
         """Every metric of the bridge (raises ``redis.RedisError`` when Redis is down)."""
         snap = read_snapshot(self._redis, self._keys, self._accounts)
         yield from _gauges(snap)
+        yield from _limits(self._limits)
         yield from _counters(snap)
         yield _latency(snap)
 
 
-def render_metrics(client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("default",)) -> bytes:
-    """The Prometheus text exposition of the bridge's metrics, read now."""
-    return generate_latest(BridgeCollector(client, keys, accounts))
+def render_metrics(
+    client: redis.Redis,
+    keys: Keys,
+    accounts: Sequence[str] = ("default",),
+    limits: Mapping[str, LimiterState] | None = None,
+) -> bytes:
+    """The Prometheus text exposition of the bridge's metrics, read now (``limits``: each account's limiter state)."""
+    return generate_latest(BridgeCollector(client, keys, accounts, limits))
 
 
 @dataclass(frozen=True)
@@ -227,5 +259,7 @@ def readyz(request: Request) -> dict[str, Any]:
 def metrics(request: Request) -> Response:
     """Prometheus metrics, read from Redis at every scrape."""
     bridge = request.app.state.bridge
-    body = render_metrics(bridge.redis, request.app.state.keys, bridge.settings.accounts.names)
+    names = bridge.settings.accounts.names
+    limits = {name: bridge.quota_state(name) for name in names}
+    body = render_metrics(bridge.redis, request.app.state.keys, names, limits)
     return Response(body, media_type=CONTENT_TYPE)

@@ -2,11 +2,57 @@
 -- A slot may start at `now` when (1) no pause is in force, (2) fewer than `limit` starts lie in
 -- the last `window` ms (the sliding log: exact, never more than `limit` in any window), and (3)
 -- the pacer allows it: starts come one every `interval` ms, with up to `tau` ms of burst credit
--- (GCRA; tau = 0 gives evenly spaced slots under a backlog).
+-- (GCRA; tau = 0 gives evenly spaced slots under a backlog), and (4) the API's last statement of
+-- its remaining calls, if any, is not used up (recorded only when the API counted calls the log
+-- does not know, e.g. another user of the same client: otherwise the log's wall, to the ms, is the
+-- better answer than a reset stated in whole seconds).
+--
+-- The limit in force is min(configured, learned): the learned hash (``keys.limiter_learned``)
+-- holds what the API stated in its headers (h_limit until h_until, normalised to the configured
+-- window; h_remaining calls after h_seen until h_reset) and what its unexplained 429s taught
+-- (a_limit since a_since; after a_hold windows it grows by one per window back to the configured
+-- limit: additive increase, computed here from the clock, so no process has to write it).
 
--- When the next slot may start (ms, Redis clock), given the log, the pause and the pacer.
-local function next_slot(log, pause_key, tat_key, now, limit, window, interval, tau)
+-- The learned limit of the account at `now` (the configured `limit` when nothing is learned).
+local function learned_limit(learned, now, limit, window)
+  local f = redis.call('HMGET', learned, 'h_limit', 'h_until', 'a_limit', 'a_since', 'a_hold')
+  local best = limit
+  local h_limit, h_until = tonumber(f[1]), tonumber(f[2])
+  if h_limit and h_until and h_until > now and h_limit < best then best = h_limit end
+  local a_limit, a_since, a_hold = tonumber(f[3]), tonumber(f[4]), tonumber(f[5] or '0')
+  if a_limit and a_since then
+    local steps = math.floor((now - a_since) / window) - a_hold
+    if steps > 0 then a_limit = a_limit + steps end
+    if a_limit < best then best = a_limit end
+  end
+  if best < 1 then best = 1 end
+  return best
+end
+
+-- The quota in force: limit, interval and burst credit, the learned limit applied.
+local function effective(learned, now, limit, window, interval, tau)
+  local l = learned_limit(learned, now, limit, window)
+  if l >= limit then return limit, interval, tau end
+  local iv = math.max(interval, math.ceil(window / l))
+  local burst = math.min(math.floor(tau / interval), l - 1)
+  return l, iv, burst * iv
+end
+
+-- When the API's statement of its remaining calls lets the next call start (0: no statement).
+-- lua/limiter_stated.lua records one only when the API counted calls the log does not know.
+local function stated_wall(log, learned, now)
+  local f = redis.call('HMGET', learned, 'h_remaining', 'h_seen', 'h_reset')
+  local remaining, seen, reset = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  if not (remaining and seen and reset) or reset <= now then return 0 end
+  if redis.call('ZCOUNT', log, seen, '+inf') >= remaining then return reset end  -- started since (same ms included)
+  return 0
+end
+
+-- When the next slot may start (ms, Redis clock), given the log, the pause, the pacer and what was
+-- learned; returns that moment and the limit and interval in force.
+local function next_slot(log, pause_key, tat_key, learned, now, limit, window, interval, tau)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+  limit, interval, tau = effective(learned, now, limit, window, interval, tau)
   local at = now
   local pause = tonumber(redis.call('GET', pause_key) or '0')
   if pause > at then at = pause end
@@ -18,14 +64,33 @@ local function next_slot(log, pause_key, tat_key, now, limit, window, interval, 
     local wall = tonumber(nth[2]) + window
     if wall > at then at = wall end
   end
-  return at
+  local stated = stated_wall(log, learned, now)
+  if stated > at then at = stated end
+  return at, limit, interval
 end
 
--- Record a start at `now` under `member`, and move the pacer on.
+-- Record a start at `now` under `member`, and move the pacer on by the `interval` in force.
 local function take(log, tat_key, now, member, window, interval)
   redis.call('ZADD', log, now, member)
   redis.call('PEXPIRE', log, window + 1000)
   local tat = tonumber(redis.call('GET', tat_key) or '0')
   if tat < now then tat = now end
   redis.call('SET', tat_key, tat + interval, 'PX', window + interval + 1000)
+end
+
+-- When the learned hash has nothing left to say (every statement expired, the learned limit grown
+-- back to the configured one): its TTL, so a forgotten lesson leaves no key behind.
+local function keep_learned(learned, now, limit, window)
+  local f = redis.call('HMGET', learned, 'h_until', 'h_reset', 'a_limit', 'a_since', 'a_hold')
+  local last = now
+  for i = 1, 2 do
+    local t = tonumber(f[i])
+    if t and t > last then last = t end
+  end
+  local a_limit, a_since, a_hold = tonumber(f[3]), tonumber(f[4]), tonumber(f[5] or '0')
+  if a_limit and a_since then
+    local back = a_since + (a_hold + math.max(0, limit - a_limit)) * window
+    if back > last then last = back end
+  end
+  redis.call('PEXPIRE', learned, last - now + window)
 end

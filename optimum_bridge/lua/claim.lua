@@ -1,5 +1,6 @@
+-- uses: limiter
 -- A worker takes a dispatched job: its lease and the running state, unless the message is stale.
--- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log.
+-- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log, 6 learned limits.
 -- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id.
 -- Returns {'ok', inflight, attempts, op, submitted_at, batch} | {'missing'} | {'final'} |
 -- {'stale'} (not this job's current dispatch) | {'late'} (its slot went by: back in its lane) |
@@ -11,7 +12,8 @@ local jid = ARGV[7]
 if f[2] ~= ARGV[3] or not redis.call('ZSCORE', KEYS[3], jid) then return {'stale'} end
 local now = now_ms()
 local member = jid .. '.' .. ARGV[3]
-local window, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local window = tonumber(ARGV[4])
+local limit = learned_limit(KEYS[6], now, tonumber(ARGV[5]), window)
 if now > tonumber(f[3]) then
   -- The call starts later than its slot: count it where it really starts, if the quota allows.
   local own = tonumber(redis.call('ZSCORE', KEYS[5], member) or '0')

@@ -5,7 +5,7 @@
 -- KEYS: 1 urgent lane, 2 normal lane, 3 bulk lane (zsets: seq -> job id), 4 delayed (zset:
 --       due ms -> job id), 5 limiter log, 6 pause, 7 pacer TAT, 8 dispatched (zset: job id ->
 --       hand-off deadline), 9 running (zset), 10 capacity (string: free threads of live
---       workers), 11 operations queue.
+--       workers), 11 operations queue, 12 learned limits.
 -- ARGV: 1 job key prefix, 2 limit, 3 window ms, 4 interval ms, 5 burst credit ms,
 --       6 hand-off ms, 7 message template, 8 body embed JSON, 9 most slots to give, 10 lane prefix,
 --       11 account.
@@ -35,7 +35,7 @@ while given < most do
     if head[1] then lane, best = KEYS[i], head[1]; break end
   end
   if not best then return {'idle', given, 0} end
-  local at = next_slot(KEYS[5], KEYS[6], KEYS[7], now, limit, window, interval, tau)
+  local at, _, spacing = next_slot(KEYS[5], KEYS[6], KEYS[7], KEYS[12], now, limit, window, interval, tau)
   if at > now then return {'wait', given, at - now} end
   local capacity = tonumber(redis.call('GET', KEYS[10]) or '-1')
   if capacity >= 0 and redis.call('ZCARD', KEYS[8]) + redis.call('ZCARD', KEYS[9]) >= capacity then
@@ -46,7 +46,7 @@ while given < most do
   local status = redis.call('HGET', key, FIELD.status)
   if status == 'queued' or status == 'retrying' then
     local dispatch = redis.call('HINCRBY', key, FIELD.dispatch, 1)
-    take(KEYS[5], KEYS[7], now, best .. '.' .. dispatch, window, interval)
+    take(KEYS[5], KEYS[7], now, best .. '.' .. dispatch, window, spacing)
     redis.call('HSET', key, FIELD.dispatched_at, now)
     redis.call('ZADD', KEYS[8], now + handoff, best)
     redis.call('LPUSH', KEYS[11], job_message(template, embed, best, dispatch, account))

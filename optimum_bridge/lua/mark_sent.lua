@@ -1,12 +1,14 @@
+-- uses: limiter
 -- Count an attempt whose request is about to leave, and count its start where it really is: the
 -- last moment before the call goes out. A worker slowed down since its claim (a loaded host)
 -- could otherwise send later than its slot, and bunch calls at the API; if the quota's window
 -- no longer has room at this moment, the call is not sent and the slot is given back.
--- KEYS: 1 job hash, 2 the account's limiter log.
+-- KEYS: 1 job hash, 2 the account's limiter log, 3 its learned limits.
 -- ARGV: 1 log member (<job id>.<dispatch>), 2 window ms, 3 limit, 4 sent at (ISO).
 -- Returns the attempt number, or 0 when the call may not start now.
 local now = now_ms()
-local window, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local window = tonumber(ARGV[2])
+local limit = learned_limit(KEYS[3], now, tonumber(ARGV[3]), window)
 local own = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')
 if own < now then
   local starts = redis.call('ZCOUNT', KEYS[2], '(' .. (now - window), '+inf')

@@ -1,10 +1,11 @@
 -- uses: limiter
 -- Take a slot now for a job already running (its call is re-sent after a 401), or say how long
--- until one is free.  KEYS: 1 limiter log, 2 pause, 3 pacer TAT.
+-- until one is free.  KEYS: 1 limiter log, 2 pause, 3 pacer TAT, 4 learned limits.
 -- ARGV: 1 limit, 2 window ms, 3 interval ms, 4 burst credit ms, 5 member.  Returns the wait ms (0: taken).
 local now = now_ms()
-local window, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
-local at = next_slot(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), window, interval, tonumber(ARGV[4]))
+local window = tonumber(ARGV[2])
+local at, _, interval = next_slot(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, tonumber(ARGV[1]), window,
+                                  tonumber(ARGV[3]), tonumber(ARGV[4]))
 if at > now then return at - now end
 take(KEYS[1], KEYS[3], now, ARGV[5], window, interval)
 return 0

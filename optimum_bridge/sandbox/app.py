@@ -3,7 +3,9 @@
 One HTTP server plays both the identity server (``POST /connect/token``) and the
 API. Every API call goes through the same pipeline, in this order: bearer token
 (401) → per-client sliding-window quota (429) → scripted faults → random errors →
-latency → the endpoint (``sandbox.endpoints``). Admin endpoints under ``/_sandbox/``
+latency → the endpoint (``sandbox.endpoints``); every answer past the token check
+states the client's quota in headers when ``rate_limit_headers`` asks (``ietf`` or ``x``;
+429s included). Admin endpoints under ``/_sandbox/``
 (no auth) let tests in other processes change knobs, script faults and read stats.
 """
 
@@ -29,12 +31,13 @@ from ..clock import Clock
 from .config import (
     FaultResponse,
     FaultSpec,
+    HeaderStyle,
     SandboxConfig,
     validation_message,
 )
 from .document import DOCUMENT_PATH, build_document
 from .endpoints import dispatch, error
-from .state import SandboxState
+from .state import QuotaDecision, SandboxState
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,27 @@ async def _pipeline(request: Request, state: SandboxState, entry: dict[str, Any]
     if client_id is None:
         return JSONResponse({"error": "invalid_token"}, status_code=401, headers=_UNAUTHORIZED_HEADERS)
     decision = state.admit(client_id, arrival)
+    response = await _admitted(request, state, entry, client_id, decision)
+    response.headers.update(rate_limit_headers(state.config.header_style(client_id), decision))
+    return response
+
+
+def rate_limit_headers(style: HeaderStyle, decision: QuotaDecision) -> dict[str, str]:
+    """The quota as an answer states it, in ``style`` (nothing for ``none`` or an unlimited client)."""
+    if style == "none" or not decision.limit:
+        return {}
+    limit, remaining, reset = decision.limit, decision.remaining, decision.reset_s
+    if style == "ietf":
+        return {
+            "RateLimit-Policy": f'"default";q={limit};w={decision.window_s:g}',
+            "RateLimit": f'"default";r={remaining};t={reset}',
+        }
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": str(reset)}
+
+
+async def _admitted(
+    request: Request, state: SandboxState, entry: dict[str, Any], client_id: str, decision: QuotaDecision
+) -> Response:
     if not decision.accepted:
         state.mark_quota_rejected(entry, client_id)
         return _too_many_requests(state, decision.retry_after_s)

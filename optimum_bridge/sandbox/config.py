@@ -8,12 +8,16 @@ queued through ``POST /_sandbox/faults``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _QUOTA_RE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+#: How the sandbox states its quota on every answer: not at all (the real API is not known to),
+#: the IETF draft's ``RateLimit-Policy`` / ``RateLimit``, or ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset``.
+HeaderStyle = Literal["none", "ietf", "x"]
 
 
 def parse_quota(quota: str) -> tuple[int, float]:
@@ -38,6 +42,8 @@ class SandboxConfig(BaseModel):
     token_lifetime_s: int = Field(default=30_734_400, ge=1)
     clients: dict[str, str] = Field(default_factory=lambda: {"sandbox-client": "sandbox-secret"})
     client_quotas: dict[str, str | None] = Field(default_factory=dict)  # a client's own quota (None: unlimited)
+    rate_limit_headers: HeaderStyle = "none"
+    client_rate_limit_headers: dict[str, HeaderStyle] = Field(default_factory=dict)  # a client's own style
     wrap_lists: bool = False
     seed: int = 42
     fleet_size: int = Field(default=60, ge=0, le=10_000)
@@ -61,6 +67,10 @@ class SandboxConfig(BaseModel):
         """The parsed quota of ``client_id`` (its own, else the shared one), or None when unlimited."""
         quota = self.client_quotas.get(client_id, self.quota) if client_id is not None else self.quota
         return None if quota is None else parse_quota(quota)
+
+    def header_style(self, client_id: str) -> HeaderStyle:
+        """How the answers to ``client_id`` state its quota."""
+        return self.client_rate_limit_headers.get(client_id, self.rate_limit_headers)
 
     def public(self) -> dict[str, Any]:
         """The knobs as JSON, with client secrets masked."""

@@ -185,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         help="token lifetime in seconds",
     )
     add("--no-retry-after", action="store_true", help="send 429 without Retry-After")
+    add(
+        "--rate-limit-headers",
+        choices=["none", "ietf", "x"],
+        default="none",
+        help="state the quota on every answer: IETF RateLimit-Policy/RateLimit, X-RateLimit-*, or not at all",
+    )
     add("--wrap-lists", action="store_true", help='wrap lists as {"items": [...]}')
     add("--client", action="append", metavar="ID:SECRET[:QUOTA]", help="API client, with its own quota (repeatable)")
     add("--log-level", default="warning")
@@ -203,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "error_status": args.error_status,
         "token_lifetime_s": args.token_lifetime,
         "retry_after": not args.no_retry_after,
+        "rate_limit_headers": args.rate_limit_headers,
         "wrap_lists": args.wrap_lists,
     }
     if args.client:
@@ -232,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         clients = ", ".join(config.clients)
         print(
             f"Optimum sandbox: API {url}  token {url}/connect/token  client_id {clients}  "
-            f"quota {config.quota or 'unlimited'}  fleet {config.fleet_size} vehicles",
+            f"quota {config.quota or 'unlimited'} (headers: {config.rate_limit_headers})  "
+            f"fleet {config.fleet_size} vehicles",
             flush=True,
         )
 

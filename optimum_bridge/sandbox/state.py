@@ -38,10 +38,14 @@ class Counters:
 
 @dataclass(frozen=True)
 class QuotaDecision:
-    """Outcome of a quota check: accepted, or rejected with seconds to wait."""
+    """Outcome of a quota check: accepted, or rejected with seconds to wait; and what the headers may state."""
 
     accepted: bool
     retry_after_s: int = 0
+    limit: int = 0  # 0: no quota
+    window_s: float = 0.0
+    remaining: int = 0
+    reset_s: int = 0  # seconds until one more call is allowed (the oldest arrival leaves the window)
 
 
 class SandboxState:
@@ -135,10 +139,11 @@ class SandboxState:
             while arrivals and arrivals[0] <= arrival - window:
                 arrivals.popleft()
             if len(arrivals) >= allowed:
-                wait = arrivals[-allowed] + window - arrival
-                return QuotaDecision(accepted=False, retry_after_s=max(1, math.ceil(wait)))
+                wait = max(1, math.ceil(arrivals[-allowed] + window - arrival))
+                return QuotaDecision(False, wait, allowed, window, 0, wait)
             arrivals.append(arrival)
-            return QuotaDecision(accepted=True)
+            reset = max(1, math.ceil(arrivals[0] + window - arrival))
+            return QuotaDecision(True, 0, allowed, window, allowed - len(arrivals), reset)
 
     # -- faults --------------------------------------------------------------
 

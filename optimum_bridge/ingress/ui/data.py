@@ -1,6 +1,7 @@
 """What the dashboard shows, read from Redis in a few round trips per account, never by scanning jobs.
 
-Each account's figures come from its limiter log and pause, its lanes (with
+Each account's figures come from its limiter (``BridgeClient.quota_state``:
+calls in the window, the limit in force and what was learned, the pause), its lanes (with
 ``forecast.Forecaster.backlog``), its per-minute call counts and the bounded
 indexes of its recent jobs and batches (``keys.recent_jobs``,
 ``keys.recent_batches``). Dead letters are sampled (at most ``LETTERS``) and
@@ -48,6 +49,7 @@ class AccountView:
     in_window: int
     paused_s: float
     interval_s: float
+    learned: str  # the learned limit and why, or "—"
     lanes: list[Lane]
     delayed: int
     chart: Chart
@@ -123,24 +125,24 @@ def _minute_counts(hours: list[dict[bytes, bytes]], now_s: int) -> list[int]:
 def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
     """The account's quota, pause, lanes with their forecast, and its last hour of calls."""
     settings = bridge.settings
-    quota, rate = settings.quota(name), settings.accounts[name].rate_limit
+    rate = settings.accounts[name].rate_limit
     backlog = bridge.backlog(name)
+    limiter = bridge.quota_state(name)
     now_s = backlog.now_ms // 1000
     with bridge.redis.pipeline(transaction=False) as pipe:
-        pipe.zcount(keys.limiter_log(name), backlog.now_ms - quota.window_ms, "+inf")
-        pipe.get(keys.limiter_pause(name))
         pipe.zcard(keys.delayed(name))
         for hour in (now_s // 3600 - 1, now_s // 3600):
             pipe.hgetall(keys.calls_per_minute(name, hour))
-        in_window, pause, delayed, *hours = pipe.execute()
+        delayed, *hours = pipe.execute()
     lanes = [Lane(p, backlog.waiting[p], backlog.last_start(p)) for p in PRIORITIES]
     return AccountView(
         name=name,
         rate=str(rate),
-        limit=quota.limit,
-        in_window=int(in_window),
-        paused_s=max(0, int(pause or 0) - backlog.now_ms) / 1000,
-        interval_s=quota.interval_s,
+        limit=limiter.limit,
+        in_window=limiter.in_window,
+        paused_s=limiter.paused_s,
+        interval_s=limiter.interval_s,
+        learned=limiter.learned_text,
         lanes=lanes,
         delayed=int(delayed),
         chart=layout(_minute_counts(hours, now_s), rate.limit * 60 / rate.window_s),

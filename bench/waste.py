@@ -13,8 +13,12 @@ quota, the drain time, and the limit each case ended on.
 
 Each section is a function ``(stack, quick) -> {"title", "table", "rows", ...}``
 listed in ``SECTIONS``; ``run`` runs them all on one Redis and one sandbox and
-writes one ``bench/results/waste-<stamp>.json``. A new section (identical reads
-sharing one call, say) is one more function in that list.
+writes one ``bench/results/waste-<stamp>.json``.
+
+**Calls a realistic batch wastes** (``wasted_calls``, in ``bench/wasted_calls.py``):
+the demo's batch with 10 % duplicated reads and 5 % malformed operations, with
+spec §13's checks and shared reads on, and off (the baseline): calls spent,
+429s, refusals, time to drain.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .report import print_table, utc_stamp, workspace, write_result
+from .wasted_calls import wasted_calls
 
 THREADS = 4
 PLATES = generate_fleet(42, 60).plates()
@@ -192,7 +197,7 @@ def _show(table: dict[str, Any]) -> str:
 
 
 #: Every section of the benchmark, in order; each returns its figures and its printed table.
-SECTIONS: list[Callable[..., dict[str, Any]]] = [convergence]
+SECTIONS: list[Callable[..., dict[str, Any]]] = [wasted_calls, convergence]
 
 
 def run(*, quick: bool) -> Path:

@@ -1,4 +1,4 @@
-"""Calls a realistic batch wastes, with spec §13 on and off (a section of ``python -m bench waste``).
+"""Calls a realistic batch wastes, with spec §13 on and off (the ``wasted_calls`` section of ``python -m bench waste``).
 
 The batch is the demo's: per vehicle of the fleet, ``GET /Vehicles/{plate}``
 and a day of ``GET /Geolocation/Trips``, in ``bulk``. Then 10 % of those reads
@@ -20,16 +20,19 @@ from __future__ import annotations
 import random
 import time
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optimum_bridge import BridgeClient, InvalidOperation
 from optimum_bridge.demo.batch import vehicle_operations
-from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
+from optimum_bridge.harness import settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import SandboxProc, bridge_settings, start_workers
+from .common import bridge_settings, start_workers
+from .report import print_table
+
+if TYPE_CHECKING:
+    from .waste import Stack
 
 QUOTA = "10/s"
 DUPLICATED, MALFORMED = 0.10, 0.05
@@ -62,20 +65,19 @@ def _finished(client: BridgeClient, ids: list[str]) -> bool:
     return sum(int(c or 0) for c in counts) >= len(ids)
 
 
-def one_side(
-    redis_proc: RedisServer, sandbox: SandboxProc, workdir: Path, ops: list[dict[str, Any]], *, on: bool
-) -> dict[str, Any]:
+def one_side(stack: Stack, ops: list[dict[str, Any]], *, on: bool) -> dict[str, Any]:
     """Run ``ops`` through a fresh bridge with §13 ``on`` or off: calls, 429s, refusals, drain time."""
-    redis_proc.flush()
-    sandbox.reset()
+    stack.redis.flush()
+    stack.sandbox.reset()
+    stack.sandbox.configure(quota=QUOTA, rate_limit_headers="none")
     values = bridge_settings(
-        redis_proc.url,
-        sandbox,
+        stack.redis.url,
+        stack.sandbox,
         OPTIMUM_RATE_LIMIT=QUOTA,
         BRIDGE_RATE_LIMIT_MARGIN_S="0.15",
         BRIDGE_VALIDATE_OPERATIONS="strict" if on else "off",
     )
-    workers = start_workers(values, count=1, concurrency=4, workdir=workdir)
+    workers = start_workers(values, count=1, concurrency=4, workdir=stack.workdir)
     try:
         client = BridgeClient(settings_from(values))
         keys = Keys(client.settings.key_prefix)
@@ -94,7 +96,7 @@ def one_side(
         client.close()
     finally:
         stop_workers(workers)
-    stats = sandbox.stats()
+    stats = stack.sandbox.stats()
     return {
         "mode": "on" if on else "off",
         "operations": len(ops),
@@ -142,27 +144,23 @@ def rows(off: dict[str, Any], on: dict[str, Any]) -> list[list[Any]]:
 HEADERS = ["spec 13", "ops", "refused", "shared", "calls", "429s", "drain s", "succeeded / failed"]
 
 
-def section(workdir: Path, *, quick: bool) -> tuple[dict[str, Any], str]:
-    """Both sides on one Redis and one sandbox (quota 10/s): the record and the printed table."""
-    from .common import start_redis, start_sandbox
-    from .report import print_table
-
+def wasted_calls(stack: Stack, *, quick: bool) -> dict[str, Any]:
+    """The demo's batch (20 vehicles quick, 60 full), §13 off then on, at 10/s: the record and its table."""
     fleet = 20 if quick else 60
     ops = batch(fleet)
-    redis_proc = start_redis(workdir)
-    sandbox = start_sandbox(workdir, quota=QUOTA)
-    try:
-        print(f"  wasted calls: {len(ops)} operations ({fleet} vehicles), off then on, quota {QUOTA}", flush=True)
-        off = one_side(redis_proc, sandbox, workdir, ops, on=False)
-        on = one_side(redis_proc, sandbox, workdir, ops, on=True)
-    finally:
-        sandbox.stop()
-        redis_proc.stop()
+    print(f"  wasted calls: {len(ops)} operations ({fleet} vehicles), off then on, quota {QUOTA}", flush=True)
+    off = one_side(stack, ops, on=False)
+    on = one_side(stack, ops, on=True)
     title = (
         f"Calls spent on the demo's batch ({fleet} vehicles: vehicles and trips, +10 % duplicated reads, "
-        f"+5 % malformed), quota {QUOTA}"
+        f"+5 % malformed), quota {QUOTA}, 1 worker x 4 threads"
     )
-    text = print_table(title, HEADERS, rows(off, on))
-    record = {"fleet": fleet, "quota": QUOTA, "off": off, "on": on, "calls_ratio": on["calls"] / off["calls"]}
-    record["drain_ratio"] = on["drain_s"] / off["drain_s"]
-    return record, text
+    return {
+        "title": "calls a realistic batch wastes, spec 13 on and off",
+        "fleet": fleet,
+        "quota": QUOTA,
+        "rows": [off, on],
+        "calls_ratio": on["calls"] / off["calls"],
+        "drain_ratio": on["drain_s"] / off["drain_s"],
+        "table": print_table(title, HEADERS, rows(off, on)),
+    }

@@ -264,3 +264,12 @@ def test_a_batch_answered_from_fresh_reads_is_done_when_sealed(bridge):
     done = client.get_batch(batch.id)
     assert done.status == "done" and done.counts.succeeded == 2
     assert calls_to(sb, VEHICLE["path"]) == 1
+
+
+def test_a_follower_without_a_callback_gets_none_whatever_its_metadata(bridge):
+    rt, client, _ = bridge()
+    leader, follower = client.submit_many([VEHICLE, {**VEHICLE, "metadata": {"callback": {"url": "x"}}}])
+    assert run(rt, leader) == "succeeded"
+    assert rt.jobs.field(follower, "cb") is None  # nothing to deliver: no callback was asked for
+    assert client.cancel(client.submit({**PERSON, "metadata": {"callback": 1}})).status == "cancelled"
+    assert rt.redis.zcard(Keys(rt.settings.key_prefix).callbacks_watch) == 0

@@ -15,6 +15,12 @@ local function release_if_owner(key, owner)
   return 0
 end
 
+-- Whether a job's operation (its JSON) has a callback (a key "callback" in its metadata is not one).
+local function has_callback(op_json)
+  local ok, op = pcall(cjson.decode, op_json)
+  return ok and type(op) == 'table' and type(op.callback) == 'table'
+end
+
 local function is_final(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end

@@ -71,7 +71,7 @@ for i = 8, #ARGV do
     set_status(key, 'cancelled')
     redis.call('HSET', key, FIELD.finished_at, ARGV[4], FIELD.inflight, '0')
     redis.call('EXPIRE', key, tonumber(ARGV[5]))
-    if string.find(f[3], '"callback"', 1, true) then
+    if has_callback(f[3]) then
       redis.call('HSET', key, FIELD.cb, 'pending')
       redis.call('ZADD', ARGV[6], now_ms(), jid)
     end

@@ -46,7 +46,7 @@ for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
     if started then redis.call('HSET', fkey, FIELD.started_at, started) end
     redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
     redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
-    if string.find(f[3], '"callback"', 1, true) then
+    if has_callback(f[3]) then
       redis.call('HSET', fkey, FIELD.cb, 'pending')
       redis.call('LPUSH', KEYS[3], callback_message(ARGV[14], ARGV[15], fid, 1))
       redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), fid)

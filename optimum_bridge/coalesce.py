@@ -4,7 +4,8 @@ The vendor states that a GET has no side effects, so two GETs of one account
 with the same path and query get the same answer from one call. The digest
 says what "the same" is:
 
-- the path without regard to case, as ASP.NET routes it;
+- the path exactly as given: ASP.NET ignores case in a route's fixed words,
+  but values in a path (a name, an id) reach the API as sent;
 - the query as it will be sent (values encoded as httpx encodes them:
   ``True`` is ``true``), its parameters in any order, a list's values in
   theirs (``a=1&a=2`` is not assumed to equal ``a=2&a=1``);
@@ -43,6 +44,6 @@ def read_digest(operation: Operation) -> str | None:
     if operation.method != "GET" or operation.not_before is not None:
         return None
     canonical = json.dumps(
-        [operation.path.lower(), _pairs(operation.query), operation.body], separators=(",", ":"), sort_keys=True
+        [operation.path, _pairs(operation.query), operation.body], separators=(",", ":"), sort_keys=True
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]

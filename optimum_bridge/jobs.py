@@ -263,13 +263,14 @@ class JobStore:
             self._result_ttl_s,
             self._keys.callbacks_watch,
             self._keys.followers_prefix,
+            self._keys.stats,
             *job_ids,
         ]
         return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
-        args = [self._keys.lane_prefix, priority, job_id, self._keys.job("")]
+        args = [self._keys.lane_prefix, priority, job_id, self._keys.job(""), self._keys.followers_prefix]
         reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes
 
@@ -285,7 +286,8 @@ def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
     return JobStatus(
         id=job_id,
         status=fields.get(JobField.status, "queued"),
-        priority=fields.get(JobField.priority, operation.priority),
+        # A call lifted to the priority of the jobs waiting on it reports the one it was given.
+        priority=fields.get(JobField.own_priority) or fields.get(JobField.priority, operation.priority),
         account=fields.get(JobField.account, operation.account),
         operation=echo(operation),
         response=ApiResponse.model_validate_json(response) if response else None,

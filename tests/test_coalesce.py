@@ -34,10 +34,15 @@ def op(**fields: object) -> Operation:
 # -- what counts as the same read ------------------------------------------------------------------
 
 
-def test_the_same_read_whatever_the_path_case_or_query_order():
+def test_the_same_read_whatever_the_query_order():
     a = op(path="/Geolocation/Trips", query={"startDate": "2026-11-01", "endDate": "2026-11-02", "all": True})
-    b = op(path="/geolocation/trips", query={"all": "true", "endDate": "2026-11-02", "startDate": "2026-11-01"})
+    b = op(path="/Geolocation/Trips", query={"all": "true", "endDate": "2026-11-02", "startDate": "2026-11-01"})
     assert read_digest(a) == read_digest(b) is not None
+
+
+def test_a_path_in_another_case_is_another_read():
+    # Route words ignore case in ASP.NET, but a value in the path (a name, an id) reaches the API as sent.
+    assert read_digest(op(path="/Persons/search/Smith")) != read_digest(op(path="/Persons/search/smith"))
 
 
 @pytest.mark.parametrize(
@@ -140,6 +145,17 @@ def test_a_failed_shared_call_fails_every_job_that_joined_it(bridge):
     assert client.get(later).status == "queued"
 
 
+def test_a_newer_failed_read_makes_the_older_answer_stale(bridge):
+    rt, client, sb = bridge()
+    first = client.submit(VEHICLE)
+    assert run(rt, first) == "succeeded"
+    sb.add_faults(path=VEHICLE["path"], responses=[{"status": 404}])
+    second = client.submit(VEHICLE)
+    assert run(rt, second) == "failed"
+    later = client.submit({**VEHICLE, "max_age_s": 60})
+    assert client.get(later).status == "queued"  # the 200 before the 404 is not handed out
+
+
 def test_an_urgent_read_lifts_the_bulk_call_it_joins(bridge):
     rt, client, _ = bridge()
     keys = Keys(rt.settings.key_prefix)
@@ -149,7 +165,47 @@ def test_an_urgent_read_lifts_the_bulk_call_it_joins(bridge):
     assert rt.redis.zscore(keys.lane("urgent"), leader) is not None
     assert rt.redis.zscore(keys.lane("bulk"), leader) is None
     assert rt.redis.zscore(keys.lane("urgent"), follower) is None  # it waits on the leader's call
-    assert client.get(leader).priority == "urgent"
+    assert client.get(leader).priority == "bulk"  # what it was submitted with; its call is urgent
+    assert client.get(leader).position == 0
+
+
+def test_the_lift_ends_with_the_follower_that_caused_it(bridge):
+    rt, client, _ = bridge()
+    keys = Keys(rt.settings.key_prefix)
+    leader = client.submit({**VEHICLE, "priority": "bulk"})
+    urgent = client.submit({**VEHICLE, "priority": "urgent"})
+    normal = client.submit({**VEHICLE, "priority": "normal"})
+    client.cancel(urgent)
+    assert rt.redis.zscore(keys.lane("normal"), leader) is not None  # the highest still waiting on it
+    client.reprioritize(normal, "bulk")
+    assert rt.redis.zscore(keys.lane("bulk"), leader) is not None
+    assert [rt.redis.zcard(keys.lane(p)) for p in ("urgent", "normal", "bulk")] == [0, 0, 1]
+
+
+def test_moving_a_call_down_keeps_it_at_its_followers_priority(bridge):
+    rt, client, _ = bridge()
+    keys = Keys(rt.settings.key_prefix)
+    leader = client.submit(VEHICLE)
+    client.submit({**VEHICLE, "priority": "urgent"})
+    client.reprioritize(leader, "bulk")
+    assert rt.redis.zscore(keys.lane("urgent"), leader) is not None
+    assert client.get(leader).priority == "bulk"
+
+
+def test_a_call_outlives_every_job_waiting_on_it(bridge):
+    rt, client, _ = bridge()
+    keys = Keys(rt.settings.key_prefix)
+    leader = client.submit(VEHICLE)
+    rt.redis.expire(keys.job(leader), 60)  # as if submitted long ago
+    follower = client.submit(VEHICLE)
+    assert rt.redis.ttl(keys.job(leader)) >= rt.redis.ttl(keys.job(follower)) - 1
+
+
+def test_a_call_takes_at_most_a_hundred_followers(bridge):
+    _, client, _ = bridge()
+    ids = client.submit_many([VEHICLE] * 102)
+    leaders = [i for i in ids if client.get(i).coalesced_with is None]
+    assert leaders == [ids[0], ids[101]]  # the 102nd read leads a call of its own
 
 
 def test_a_waiting_follower_moved_to_urgent_lifts_its_call(bridge):
@@ -248,7 +304,8 @@ def test_eight_concurrent_identical_reads_make_one_call_and_eight_callbacks(
 
 def test_calls_saved_are_counted_by_account_and_how(bridge):
     rt, client, _ = bridge()
-    first, _shared = client.submit_many([VEHICLE] * 2)
+    first, _shared, cancelled = client.submit_many([VEHICLE] * 3)
+    client.cancel(cancelled)  # it saved nothing
     assert run(rt, first) == "succeeded"
     client.submit({**VEHICLE, "max_age_s": 60})
     metrics = render_metrics(rt.redis, Keys(rt.settings.key_prefix), ["default"]).decode()

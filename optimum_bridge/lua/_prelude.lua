@@ -21,6 +21,12 @@ local function has_callback(op_json)
   return ok and type(op) == 'table' and type(op.callback) == 'table'
 end
 
+-- Make `key` live at least `ttl` more seconds (EXPIRE's GT option needs Redis 7; the demo may run 6.2).
+local function extend(key, ttl)
+  local left = redis.call('TTL', key)
+  if left >= 0 and left < ttl then redis.call('EXPIRE', key, ttl) end
+end
+
 local function is_final(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
@@ -74,10 +80,23 @@ local function move_lane(lane_prefix, job_key, jid, priority)
   end
 end
 
--- A job joined `leader`'s call with `priority`: a call shared by an urgent job is urgent.
-local function lift(lane_prefix, job_prefix, leader, priority)
-  local key = job_prefix .. leader
-  local f = redis.call('HMGET', key, FIELD.status, FIELD.priority)
+-- The lane a call belongs in is the highest of its own job's priority and those of the jobs waiting
+-- on it (spec 13): put job `jid` there, keeping its own in FIELD.own_priority while it is lifted.
+-- Run when a job joins, leaves or moves, so a lift never outlives the follower that caused it.
+local function relane(lane_prefix, job_prefix, followers_prefix, jid)
+  local key = job_prefix .. jid
+  local f = redis.call('HMGET', key, FIELD.status, FIELD.priority, FIELD.own_priority)
   if not f[1] or is_final(f[1]) or f[1] == 'running' then return end
-  if RANK[priority] < RANK[f[2]] then move_lane(lane_prefix, key, leader, priority) end
+  local own = f[3] or f[2]
+  local best = own
+  for _, fid in ipairs(redis.call('SMEMBERS', followers_prefix .. jid)) do
+    local g = redis.call('HMGET', job_prefix .. fid, FIELD.status, FIELD.priority, FIELD.coalesced_with)
+    if g[1] and not is_final(g[1]) and g[3] == jid and RANK[g[2]] < RANK[best] then best = g[2] end
+  end
+  if best ~= f[2] then move_lane(lane_prefix, key, jid, best) end
+  if best ~= own then
+    redis.call('HSET', key, FIELD.own_priority, own)
+  else
+    redis.call('HDEL', key, FIELD.own_priority)
+  end
 end

@@ -5,7 +5,7 @@
 -- A read others joined (spec 13) hands its call on: the oldest of them takes its place in its own
 -- lane and the others wait on it. A read that joined another's call just leaves it.
 -- KEYS: 1 dispatched.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
---       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, then job ids.
+--       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, 8 stats, then job ids.
 -- Returns, per job id: 'cancelled', 'running', 'final' or 'missing'.
 
 -- `jid` gives up its call: the oldest job still waiting on it leads it instead (or nobody does).
@@ -33,19 +33,25 @@ local function hand_on(jid, key)
   end
   local heir_key = ARGV[1] .. heir
   redis.call('HDEL', heir_key, FIELD.coalesced_with)
+  local account = redis.call('HGET', heir_key, FIELD.account)
+  redis.call('HINCRBY', ARGV[8], 'acct:' .. account .. ':reads_shared', -1)  -- it makes the call now
   local lane, seq = lane_of(ARGV[2], heir_key)
   redis.call('ZADD', lane, seq, heir)
+  local ttl = redis.call('TTL', heir_key)
   for _, fid in ipairs(rest) do
     redis.call('HSET', ARGV[1] .. fid, FIELD.coalesced_with, heir)
     redis.call('SADD', ARGV[7] .. heir, fid)
-    lift(ARGV[2], ARGV[1], heir, redis.call('HGET', ARGV[1] .. fid, FIELD.priority))
+    ttl = math.max(ttl, redis.call('TTL', ARGV[1] .. fid))
   end
-  if #rest > 0 then redis.call('EXPIRE', ARGV[7] .. heir, redis.call('TTL', heir_key)) end
-  if leads then redis.call('SET', read, heir, 'KEEPTTL') end
+  -- The call outlives every job waiting on it.
+  extend(heir_key, ttl)
+  if #rest > 0 then redis.call('EXPIRE', ARGV[7] .. heir, ttl) end
+  if leads then redis.call('SET', read, heir, 'EX', ttl) end
+  relane(ARGV[2], ARGV[1], ARGV[7], heir)
 end
 
 local out = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local jid = ARGV[i]
   local key = ARGV[1] .. jid
   local f = redis.call('HMGET', key, FIELD.status, FIELD.account, FIELD.op, FIELD.batch)
@@ -61,6 +67,8 @@ for i = 8, #ARGV do
     if leader then
       redis.call('SREM', ARGV[7] .. leader, jid)
       redis.call('HDEL', key, FIELD.coalesced_with)
+      redis.call('HINCRBY', ARGV[8], 'acct:' .. f[2] .. ':reads_shared', -1)
+      relane(ARGV[2], ARGV[1], ARGV[7], leader)
     else
       hand_on(jid, key)
     end

@@ -4,7 +4,7 @@
 -- A read that led a shared call (spec 13) gives its answer to every job that joined it, each
 -- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
--- answer later ones with a max age may take.
+-- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
@@ -30,8 +30,10 @@ end
 local read = redis.call('HGET', KEYS[1], FIELD.read)
 if read then
   if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
-  if ARGV[2] == 'succeeded' then
-    redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', tonumber(ARGV[6]))
+  if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
+    redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', math.min(tonumber(ARGV[6]), 86400))
+  else  -- a newer identical read failed: the older answer is no longer one to hand out
+    redis.call('DEL', read .. ':fresh')
   end
 end
 local followers = ARGV[13] .. ARGV[9]

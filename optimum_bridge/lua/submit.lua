@@ -13,11 +13,11 @@
 -- oldest job of a lane is its lowest score.
 -- Identical reads (spec 13; coalesce.py says which): a read with a max age takes the answer of the
 -- last identical read that succeeded within it (finished now; its callback is left to the callbacks
--- watch, due at once: a producer builds no Celery message); else one that
--- may join an identical read still waiting or running becomes its follower (in no lane; it gets
--- that call's answer, and lifts the call to its priority); else it leads, and is the call the next
--- identical reads join. Returns a flat list: job id, 1 if created (0: the existing job for its
--- idempotency key).
+-- watch, due at once: a producer builds no Celery message); else one that may join an identical
+-- read still waiting or running becomes its follower (in no lane; it gets that call's answer, and
+-- the call is lifted to its priority while it waits); else it leads, and is the call the next
+-- identical reads join.
+-- Returns a flat list: job id, 1 if created (0: the existing job for its idempotency key).
 local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
@@ -38,12 +38,15 @@ local function fresh_answer(read, max_age)
   return src, r[2]
 end
 
--- The identical read still waiting or running that a new one may join, or nil.
+-- The identical read still waiting or running that a new one may join, or nil (also when it has
+-- MAX_FOLLOWERS already: the next read leads a call of its own, so no finish step grows unbounded).
+local MAX_FOLLOWERS = 100
 local function leader_of(read)
   local leader = redis.call('GET', read)
   if not leader then return nil end
   local status = redis.call('HGET', job_prefix .. leader, FIELD.status)
   if not status or is_final(status) then return nil end
+  if redis.call('SCARD', followers_prefix .. leader) >= MAX_FOLLOWERS then return nil end
   return leader
 end
 
@@ -89,8 +92,11 @@ for i = 14, #ARGV, 11 do
       redis.call('EXPIRE', key, ttl)
       redis.call('SADD', followers_prefix .. leader, jid)
       redis.call('EXPIRE', followers_prefix .. leader, ttl)
+      -- The call outlives every job waiting on it.
+      extend(job_prefix .. leader, ttl)
+      extend(read, ttl)
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_shared', 1)
-      lift(lane_prefix, job_prefix, leader, priority)
+      relane(lane_prefix, job_prefix, followers_prefix, leader)
     else
       set_status(key, 'queued')
       redis.call('EXPIRE', key, ttl)

@@ -287,10 +287,13 @@ def run_backlog(redis_server, prefix, sandbox, workers, n: int, **knobs) -> dict
     env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/s", BRIDGE_MAX_ATTEMPTS="20")
     workers(env, concurrency=4)
     client = BridgeClient(settings_from(env))
-    ids = client.submit_many([{"method": "GET", "path": "/Vehicles"} for _ in range(n)])
+    # Each makes its own call (coalesce: False): identical reads would otherwise share one (spec 13).
+    ids = client.submit_many([{"method": "GET", "path": "/Vehicles", "coalesce": False} for _ in range(n)])
     wait_finished(client, ids, timeout=120)
     assert all(client.get(i).status == "succeeded" for i in ids)
-    return sb.stats()
+    stats = sb.stats()
+    assert sum(e["path"] == "/Vehicles" and e["status"] == 200 for e in stats["log"]) == n
+    return stats
 
 
 def test_without_headers_the_429s_stop_after_the_first_windows(redis_server, prefix, sandbox, workers):

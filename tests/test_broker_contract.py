@@ -29,6 +29,18 @@ def keys_of(value: Any) -> Any:
     return {k: keys_of(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
+def celery_sends(redis_server: Any, prefix: str, queue_name: str, task: str, args: list[Any]) -> dict[str, Any]:
+    """The message Celery itself writes for ``task(*args)`` on ``queue_name`` (popped back from Redis)."""
+    app = Celery("contract", broker=redis_server.url, set_as_current=False)
+    app.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_serializer="json")
+    queue = Queue(queue_name, Exchange(""), routing_key=queue_name)  # type: ignore[no-untyped-call]
+    try:
+        app.send_task(task, args=args, queue=queue)
+    finally:
+        app.close()
+    return dict(json.loads(redis_server.client().lpop(Keys(prefix).queue(queue_name))))
+
+
 def assert_same_message(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     """A message built in Lua is Celery's own, but for what differs from one message to the next."""
     assert keys_of(ours) == keys_of(theirs)
@@ -151,15 +163,9 @@ def test_the_messages_dispatch_builds_in_lua_are_what_kombu_writes(redis_server,
         ours = json.loads(rt.redis.lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
     finally:
         rt.close()
-    app = Celery("contract", broker=redis_server.url, set_as_current=False)
-    app.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_serializer="json")
-    queue = Queue(OPERATIONS_QUEUE, Exchange(""), routing_key=OPERATIONS_QUEUE)  # type: ignore[no-untyped-call]
-    try:
-        app.send_task(EXECUTE_TASK, args=[job_id, 1, "default"], queue=queue)
-    finally:
-        app.close()
-    theirs = json.loads(redis_server.client().lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
-    assert_same_message(ours, theirs)
+    assert_same_message(
+        ours, celery_sends(redis_server, prefix, OPERATIONS_QUEUE, EXECUTE_TASK, [job_id, 1, "default"])
+    )
 
 
 def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, prefix):
@@ -184,12 +190,4 @@ def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, 
         ours = json.loads(rt.redis.lpop(Keys(prefix).queue(CALLBACKS_QUEUE)))  # the last queued: the follower's
     finally:
         rt.close()
-    app = Celery("contract", broker=redis_server.url, set_as_current=False)
-    app.conf.update(broker_transport_options={"global_keyprefix": prefix}, task_serializer="json")
-    queue = Queue(CALLBACKS_QUEUE, Exchange(""), routing_key=CALLBACKS_QUEUE)  # type: ignore[no-untyped-call]
-    try:
-        app.send_task(DELIVER_TASK, args=[follower, 1], queue=queue)
-    finally:
-        app.close()
-    theirs = json.loads(redis_server.client().lpop(Keys(prefix).queue(CALLBACKS_QUEUE)))
-    assert_same_message(ours, theirs)
+    assert_same_message(ours, celery_sends(redis_server, prefix, CALLBACKS_QUEUE, DELIVER_TASK, [follower, 1]))

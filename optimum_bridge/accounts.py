@@ -143,7 +143,7 @@ def default_account(settings: Settings) -> Account:
 
 
 def _where(entry: AccountEntry, settings: Settings) -> tuple[str, str]:
-    from .settings import ENDPOINTS, sandbox_endpoints
+    from .environments import ENDPOINTS, sandbox_endpoints
 
     if entry.api_url is not None and entry.token_url is not None:
         return entry.api_url.rstrip("/"), entry.token_url

@@ -39,13 +39,10 @@ T = TypeVar("T")
 class lazy(Generic[T]):  # a decorator, named like the one it replaces
     """``functools.cached_property`` without its class-wide lock, which is not fork-safe.
 
-    On Python 3.11 that lock is one per property *for every instance*. Held by
-    the upkeep thread at the moment the prefork pool forks, it stays locked in
-    the child forever: the child's first task hangs on ``runtime.current().executor``
-    and its message is never taken (seen intermittently with
-    ``celery -A optimum_bridge.worker worker``). Here a value is built under its
-    owner's ``build_lock`` (one per ``Runtime``, so a forked child, which builds a
-    new ``Runtime``, never sees a lock held in its parent).
+    On Python 3.11 that lock is one per property *for every instance*: held by
+    the upkeep thread as the prefork pool forks, it stays locked in the child,
+    whose first task then hangs. Here a value is built under its owner's
+    ``build_lock``, one per ``Runtime``: a forked child builds a new one.
     """
 
     def __init__(self, build: Callable[[Any], T]) -> None:

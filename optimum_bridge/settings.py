@@ -11,38 +11,21 @@ import base64
 import binascii
 import os
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from .environments import ENDPOINTS, SANDBOX_CREDENTIALS, Environment, plain_http_refused, sandbox_endpoints
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .accounts import Accounts
     from .ratelimit import Quota
-
-Environment = Literal["preprod", "production", "sandbox"]
-
-#: Where each environment lives (``optimum-api.md``); ``sandbox`` is the bundled simulator.
-ENDPOINTS: dict[str, tuple[str, str]] = {
-    "production": (
-        "https://public-api.optimum-automotive.com",
-        "https://identityserver.optimum-automotive.com/connect/token",
-    ),
-    "preprod": (
-        "https://apicore-preprod.optimum-automotive.com",
-        "https://identityserver-preprod.optimum-automotive.com/connect/token",
-    ),
-    "sandbox": ("http://127.0.0.1:8090", "http://127.0.0.1:8090/connect/token"),
-}
-SANDBOX_CREDENTIALS = ("sandbox-client", "sandbox-secret")
 
 #: The settings without a default value: empty means unset for these.
 OPTIONAL = (
@@ -258,37 +241,6 @@ class Settings(BaseSettings):
         if self.callback_secret is None:
             raise ConfigError("BRIDGE_CALLBACK_SECRET: required to sign callbacks")
         return callback_key(self.callback_secret)
-
-
-def require_simulator(settings: Settings) -> None:
-    """With ``OPTIMUM_ENVIRONMENT=sandbox``, a ``ConfigError`` unless the simulator's host name resolves.
-
-    A compose stack started without its sandbox profile would otherwise retry
-    every call for hours against a name that does not exist, its workers alive
-    and its ``/readyz`` green. This only looks the name up; it sends nothing.
-    """
-    if settings.environment != "sandbox":
-        return
-    host = urlsplit(settings.token_url).hostname or ""
-    try:
-        socket.getaddrinfo(host, None)
-    except OSError:
-        variable = "OPTIMUM_TOKEN_URL" if settings.token_url_override else "OPTIMUM_SANDBOX_URL"
-        raise ConfigError(
-            f"{variable}: the simulator's host {host!r} does not resolve; with OPTIMUM_ENVIRONMENT=sandbox it must "
-            "run (docker compose: --profile sandbox, or COMPOSE_PROFILES=sandbox in .env)"
-        ) from None
-
-
-def sandbox_endpoints(base_url: str) -> tuple[str, str]:
-    """The API and token URLs of a simulator answering at ``base_url``."""
-    base = base_url.rstrip("/")
-    return base, f"{base}/connect/token"
-
-
-def plain_http_refused(variable: str, environment: str) -> str:
-    """The one line refusing a plain-http URL outside the sandbox."""
-    return f"{variable}: must be https:// with OPTIMUM_ENVIRONMENT={environment} (http:// only for sandbox)"
 
 
 def callback_key(secret: SecretStr) -> bytes:

@@ -17,10 +17,11 @@ from celery import Celery, bootsteps
 
 from . import runtime
 from .broker import broker_url, record_unacked_step, task_queues, transport_options
+from .environments import require_simulator
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .observability import init_sentry, require_sentry
-from .settings import Settings, load_settings, require_simulator
+from .settings import Settings, load_settings
 from .upkeep import UpkeepStep
 
 log = logging.getLogger(__name__)

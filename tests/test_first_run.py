@@ -14,8 +14,9 @@ import pytest
 from dotenv import dotenv_values
 
 from optimum_bridge.cli import main
+from optimum_bridge.environments import ENDPOINTS
 from optimum_bridge.errors import ConfigError
-from optimum_bridge.settings import ENDPOINTS, load_settings
+from optimum_bridge.settings import load_settings
 
 from .conftest import ROOT
 

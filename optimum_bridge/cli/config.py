@@ -19,8 +19,9 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from ..environments import require_simulator
 from ..errors import ConfigError
-from ..settings import Settings, describe_each, load_settings, require_simulator
+from ..settings import Settings, describe_each, load_settings
 from .commands import UsageError
 
 ENV_TEMPLATE = """\

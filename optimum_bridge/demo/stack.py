@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from ..environments import SANDBOX_CREDENTIALS
 from ..harness import (
     CallbackReceiver,
     WorkerProcess,
@@ -36,7 +37,7 @@ from ..harness import (
 )
 from ..keys import Keys
 from ..sandbox import SandboxConfig, SandboxServer
-from ..settings import SANDBOX_CREDENTIALS, RateLimit
+from ..settings import RateLimit
 from .receiver import start_receiver
 from .redis_server import DemoRedis, redis_for_demo
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import redis
@@ -30,6 +30,15 @@ from .ratelimit import Quota
 from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
 IDEMPOTENCY_TTL_S = 86400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms_not_before(moment: datetime) -> int:
+    """Epoch milliseconds rounded up: a job is never started before its ``not_before``, even by less than 1 ms."""
+    microseconds = (moment - _EPOCH) // timedelta(microseconds=1)
+    return -(-microseconds // 1000)
+
+
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
 
@@ -98,7 +107,7 @@ class JobStore:
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
             op = operation.model_dump_json(exclude_defaults=True)
-            not_before = "" if operation.not_before is None else int(operation.not_before.timestamp() * 1000)
+            not_before = "" if operation.not_before is None else _ms_not_before(operation.not_before)
             digest = read_digest(operation)
             read = self._keys.read(operation.account, digest) if digest else ""
             args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]

@@ -127,6 +127,15 @@ def test_not_before_holds_a_job_and_its_forecast(sched):  # noqa: F811
     assert rt.redis.zscore(keys.dispatched, job_id) is not None
 
 
+def test_not_before_is_rounded_up_to_the_millisecond(sched):  # noqa: F811
+    # Lanes keep milliseconds: rounding down let a job start up to 1 ms early (seen in CI).
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    later = (datetime.now(UTC) + timedelta(seconds=60)).replace(microsecond=917_001)
+    job_id = client.submit({**op("/Vehicles"), "not_before": later.isoformat()})
+    score = rt.redis.zscore(Keys(rt.settings.key_prefix).delayed(), job_id)
+    assert score == int(later.replace(microsecond=0).timestamp()) * 1000 + 918
+
+
 def test_cancelling_a_batch_mid_drain_stops_its_calls_and_it_completes_once(
     redis_server, prefix, sandbox, workers, receiver
 ):

@@ -130,9 +130,24 @@ class JobStore:
             raise JobNotFound(job_id)
         return {text(k): text(v) for k, v in raw.items()}
 
+    def shown(self, job_id: str) -> dict[str, str]:
+        """The fields as producers see them: a job waiting on another's call (spec §13) is running,
+        from that call's start, while the call is."""
+        fields = self.fields(job_id)
+        leader = fields.get(JobField.coalesced_with)
+        if not leader or fields.get(JobField.status) not in ("queued", "retrying"):
+            return fields
+        status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
+        if status != b"running":
+            return fields
+        shown = {**fields, JobField.status: "running"}
+        if started_at is not None:  # the call's claim comes just before it is sent
+            shown[JobField.started_at] = text(started_at)
+        return shown
+
     def status(self, job_id: str) -> JobStatus:
         """The job as producers see it (without its forecast: see ``forecast.Forecaster``)."""
-        return to_status(job_id, self.fields(job_id))
+        return to_status(job_id, self.shown(job_id))
 
     def field(self, job_id: str, name: str) -> str | None:
         """One raw field of the job record."""

@@ -160,7 +160,7 @@ class BridgeClient:
 
     def get(self, job_id: str) -> JobStatus:
         """The job's current status, with its forecast while it waits (``JobNotFound`` when unknown or expired)."""
-        fields = self._jobs.fields(job_id)
+        fields = self._jobs.shown(job_id)
         status = to_status(job_id, fields)
         forecast = self._forecaster.job(job_id, fields)
         if forecast is None:

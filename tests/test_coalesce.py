@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.coalesce import read_digest
+from optimum_bridge.errors import NotWaiting
 from optimum_bridge.ingress.health import render_metrics
 from optimum_bridge.keys import CALLBACKS_QUEUE, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
@@ -239,6 +240,27 @@ def test_a_cancelled_follower_leaves_the_call_to_the_others(bridge):
     assert client.get(follower).coalesced_with is None
     assert run(rt, leader) == "succeeded"
     assert client.get(follower).status == "cancelled" and calls_to(sb, VEHICLE["path"]) == 1
+
+
+def test_a_follower_runs_with_its_call_and_can_no_longer_be_cancelled_or_moved(bridge):
+    rt, client, sb = bridge({"latency_ms": 1500})
+    leader, follower = client.submit_many([VEHICLE] * 2)
+    outcome: list[str] = []
+    call = threading.Thread(target=lambda: outcome.append(run(rt, leader)))
+    call.start()
+    try:
+        wait_until(lambda: sb.stats()["log"], timeout=10, what="the shared call to reach the API")
+        shown = client.get(follower)
+        assert shown.status == "running" and shown.started_at == client.get(leader).started_at is not None
+        assert shown.position is None and shown.estimated_start_at is None
+        with pytest.raises(NotWaiting, match="running"):
+            client.cancel(follower)
+        with pytest.raises(NotWaiting, match="running"):
+            client.reprioritize(follower, "urgent")
+    finally:
+        call.join(timeout=30)
+    assert outcome == ["succeeded"] and client.get(follower).status == "succeeded"
+    assert calls_to(sb, VEHICLE["path"]) == 1
 
 
 def test_a_follower_is_forecast_to_start_with_its_call(bridge):

@@ -31,6 +31,12 @@ local function is_final(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
 
+-- Whether a job's call is under way: its own, or (spec 13) the call of the job it joined.
+local function call_running(job_prefix, status, leader)
+  if status == 'running' then return true end
+  return leader ~= false and leader ~= nil and redis.call('HGET', job_prefix .. leader, FIELD.status) == 'running'
+end
+
 -- When a job of a sealed batch became final: finish the batch once, and leave its callback (if it
 -- has a URL) to the callbacks watch. Returns 1 when the batch finished now.
 local function finish_batch_if_done(batch, finished_at, ttl, watch)

@@ -1,7 +1,7 @@
 -- Cancel jobs that have not started their call: each ends 'cancelled' (final), leaves its lane,
 -- delayed set or hand-off (a message already sent for it is then stale), and makes no call. Its
 -- callback and its batch's, if the batch is now final, are left to the callbacks watch to queue.
--- A job running (its call may be under way) or already final is left alone.
+-- A job running (its call may be under way), or waiting on a call that is, or already final, is left alone.
 -- A read others joined (spec 13) hands its call on: the oldest of them takes its place in its own
 -- lane and the others wait on it. A read that joined another's call just leaves it.
 -- KEYS: 1 dispatched.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
@@ -54,16 +54,15 @@ local out = {}
 for i = 9, #ARGV do
   local jid = ARGV[i]
   local key = ARGV[1] .. jid
-  local f = redis.call('HMGET', key, FIELD.status, FIELD.account, FIELD.op, FIELD.batch)
-  local status = f[1]
+  local f = redis.call('HMGET', key, FIELD.status, FIELD.account, FIELD.op, FIELD.batch, FIELD.coalesced_with)
+  local status, leader = f[1], f[5]
   if not status then
     table.insert(out, 'missing')
   elseif is_final(status) then
     table.insert(out, 'final')
-  elseif status == 'running' then
+  elseif call_running(ARGV[1], status, leader) then
     table.insert(out, 'running')
   else
-    local leader = redis.call('HGET', key, FIELD.coalesced_with)
     if leader then
       redis.call('SREM', ARGV[7] .. leader, jid)
       redis.call('HDEL', key, FIELD.coalesced_with)

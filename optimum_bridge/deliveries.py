@@ -127,8 +127,15 @@ class DeliveryStore:
                 replayed.append(subject)
         return replayed
 
-    def recover(self, *, limit: int = 100) -> list[str]:
-        """Queue again the pending callbacks whose watch expired with no delivery under way."""
+    def sweep(self, *, limit: int = 100, every_s: float = 2.0) -> float:
+        """``recover``, then the seconds until the next turn: at once while full pages come back (a batch
+        of cached answers puts all its callbacks in the watch at once), else ``every_s``."""
+        overdue, recovered = self.recover(limit=limit)
+        return 0.0 if len(overdue) == limit and recovered else every_s
+
+    def recover(self, *, limit: int = 100) -> tuple[list[str], list[str]]:
+        """Queue again the pending callbacks whose watch expired with no delivery under way: the (at most
+        ``limit``) overdue ones, and those queued again."""
         seconds, micros = self._redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         members = self._redis.zrangebyscore(self._keys.callbacks_watch, "-inf", now_ms, 0, limit)
@@ -144,7 +151,7 @@ class DeliveryStore:
             ]
             if self._recover(keys=keys, args=[subject, message_for(subject, attempt), self._watch_ms]):
                 recovered.append(subject)
-        return recovered
+        return overdue, recovered
 
     def _hash(self, subject: str) -> str:
         if subject.startswith(BATCH):

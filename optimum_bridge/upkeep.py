@@ -9,7 +9,8 @@
   or worker was lost (``scheduler.Recovery``);
 - **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
-  was lost (``deliveries.recover``);
+  was lost, or that were left to it (``deliveries.sweep``), at once again while
+  it finds 100 at a time;
 - **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
   fails), one worker of all fetches the account's OpenAPI document into Redis, in
   a thread of its own, for producers' checks (``openapi``, ``DocumentFetcher``).
@@ -150,7 +151,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         *(Timer(f"dispatch {account}", 0.05, dispatcher.run) for account, dispatcher in rt.dispatchers.items()),
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
-        Timer("callback recovery", 2.0, rt.deliveries.recover),
+        Timer("callback recovery", 2.0, rt.deliveries.sweep),
         *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
 

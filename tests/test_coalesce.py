@@ -345,6 +345,17 @@ def test_a_batch_answered_from_fresh_reads_is_done_when_sealed(bridge):
     assert calls_to(sb, VEHICLE["path"]) == 1
 
 
+def test_callbacks_of_many_cached_answers_are_queued_without_waiting_for_later_sweeps(bridge):
+    rt, client, _ = bridge()
+    first = client.submit(VEHICLE)
+    assert run(rt, first) == "succeeded"
+    cached = {**VEHICLE, "max_age_s": 60, "callback": {"url": "http://127.0.0.1:9/hook"}}
+    client.submit_batch([cached] * 250)
+    queue = Keys(rt.settings.key_prefix).queue(CALLBACKS_QUEUE)
+    turns = [(rt.deliveries.sweep(), rt.redis.llen(queue)) for _ in range(3)]
+    assert turns == [(0.0, 100), (0.0, 200), (2.0, 250)]  # a full page asks for the next at once
+
+
 def test_a_follower_without_a_callback_gets_none_whatever_its_metadata(bridge):
     rt, client, _ = bridge()
     leader, follower = client.submit_many([VEHICLE, {**VEHICLE, "metadata": {"callback": {"url": "x"}}}])

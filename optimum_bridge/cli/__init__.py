@@ -1,7 +1,7 @@
-"""The ``optimum-bridge`` command: worker, api, submit, status, batch, dead-letters, token, quota, sandbox, demo,
-config.
+"""The ``optimum-bridge`` command: the bridge's processes, its work and its set-up, one subcommand each.
 
-``init-env`` and ``config check`` (``config``) set a bridge up.
+The products are ``worker``, ``api``, ``sandbox`` and ``demo``; the work is ``submit``, ``status``, ``cancel``,
+``batch``, ``dead-letters``, ``token`` and ``quota``; ``init-env`` and ``config check`` set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.

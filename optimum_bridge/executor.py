@@ -126,6 +126,8 @@ class Executor:
                 message += "; redirects are not followed (the token stays with the API host)"
             return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
         hint = retry_after(response.headers, now=self._clock.time())
+        if hint is not None:  # no longer than the account's pause: the retry is due when the pause ends
+            hint = min(hint, self._apis[run.account].longest_pause_s)
         kind = "rate_limited" if response.status_code == 429 else "server_error"
         error = RetryableError(kind, f"the API answered {response.status_code}", delay=hint)
         return self._retry_or_fail(run, attempt, error, response=response)

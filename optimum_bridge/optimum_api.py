@@ -122,6 +122,12 @@ class OptimumClient:
         """The quota of the account this client calls for."""
         return self._limiter.quota
 
+    @property
+    def longest_pause_s(self) -> float:
+        """The most a ``Retry-After`` is obeyed: an absurd one (an epoch read as seconds, a typo) must not
+        stop the account, nor park a job, for days."""
+        return max(MAX_PAUSE_S, 2 * self._limiter.rate.window_s)
+
     def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
         """One attempt, sent at once; ``before_send`` runs once, right before the first request leaves."""
         token = self._tokens.get()
@@ -174,8 +180,7 @@ class OptimumClient:
         window = self._limiter.rate.window_s
         if wait is None and statement is not None and statement.used_up and statement.reset_s is not None:
             wait = min(statement.reset_s, window) or None
-        # An absurd Retry-After (an epoch read as seconds, a typo) must not stop the account for days.
-        self._limiter.pause(min(wait, max(MAX_PAUSE_S, 2 * window)) if wait is not None else window)
+        self._limiter.pause(min(wait, self.longest_pause_s) if wait is not None else window)
         if self._limiter.learn and (statement is None or not statement.used_up):
             detail = "no rate-limit header" if statement is None else f"headers said {statement.describe()}"
             self._limiter.learn_from_429(detail)

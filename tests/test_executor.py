@@ -80,6 +80,16 @@ def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
     assert client.get(job_id).error.kind == "rate_limited"
 
 
+def test_an_absurd_retry_after_delays_the_retry_no_longer_than_it_pauses_the_account(bridge):
+    rt, client, sb = bridge()
+    sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "1764700000"}}])
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    assert run(rt, job_id) == "retrying"  # an epoch read as seconds neither fails the job nor parks it for years
+    due = rt.redis.zrange(Keys(client.settings.key_prefix).delayed(), 0, -1, withscores=True)
+    seconds, micros = rt.redis.time()
+    assert 0 < due[0][1] - (seconds * 1000 + micros // 1000) <= rt.limiter.paused_for() * 1000 + 1000
+
+
 def test_retries_stop_at_max_attempts(bridge):
     rt, client, sb = bridge({"error_rate": 1.0}, BRIDGE_MAX_ATTEMPTS="3")
     job_id = client.submit({"method": "GET", "path": "/Persons"})

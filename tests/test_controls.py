@@ -188,7 +188,12 @@ def test_controls_over_http_and_the_cli(redis_server, prefix, sandbox, ingress):
     cancelled = http.delete(f"/v1/batches/{batch.id}", headers=AUTH)
     assert cancelled.status_code == 200 and cancelled.json()["counts"]["cancelled"] == 2
     assert cancelled.json()["status"] == "done"
+    by_cli = run_cli(env, "move", other, "urgent")
+    assert by_cli.returncode == 0 and '"priority": "urgent"' in by_cli.stdout
+    assert run_cli(env, "move", other, "asap").returncode == 2
     by_cli = run_cli(env, "cancel", other)
     assert by_cli.returncode == 0 and '"status": "cancelled"' in by_cli.stdout
     refused = run_cli(env, "cancel", other)
     assert refused.returncode == 1 and refused.stderr.strip().endswith("is finished: not cancelled")
+    unmoved = run_cli(env, "move", other, "bulk")
+    assert unmoved.returncode == 1 and unmoved.stderr.strip().endswith("is finished: not moved")

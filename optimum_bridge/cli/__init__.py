@@ -1,7 +1,7 @@
 """The ``optimum-bridge`` command: the bridge's processes, its work and its set-up, one subcommand each.
 
 The products are ``worker``, ``api``, ``sandbox`` and ``demo``; the work is ``submit``, ``status``, ``cancel``,
-``batch``, ``dead-letters``, ``token`` and ``quota``; ``init-env`` and ``config check`` set a bridge up.
+``move``, ``batch``, ``dead-letters``, ``token`` and ``quota``; ``init-env`` and ``config check`` set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
@@ -22,6 +22,7 @@ import redis
 
 from ..batches import BatchNotFound
 from ..errors import BridgeError, ConfigError, JobNotFound
+from ..keys import PRIORITIES
 from ..producer import InvalidOperation
 from .commands import (
     UsageError,
@@ -30,6 +31,7 @@ from .commands import (
     cmd_batch_submit,
     cmd_cancel,
     cmd_dead_letters,
+    cmd_move,
     cmd_status,
     cmd_submit,
     cmd_token,
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", metavar="JSON|@FILE", help="request body")
     submit.add_argument("--callback", metavar="URL", help="where to POST the signed outcome")
     submit.add_argument("--idempotency-key", metavar="KEY")
-    submit.add_argument("--priority", choices=["urgent", "normal", "bulk"], help="lane of the quota (default normal)")
+    submit.add_argument("--priority", choices=PRIORITIES, help="lane of the quota (default normal)")
     submit.add_argument("--not-before", metavar="ISO8601", help="do not start it earlier (UTC without an offset)")
     submit.add_argument(
         "--max-age", type=float, metavar="SECONDS", help="a GET may take an identical GET's answer this fresh"
@@ -87,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a job that has not started its call")
     cancel.add_argument("job_id")
     cancel.set_defaults(handler=cmd_cancel)
+
+    move = sub.add_parser("move", help="move a waiting job to another priority's lane, keeping its age")
+    move.add_argument("job_id")
+    move.add_argument("priority", choices=PRIORITIES)
+    move.set_defaults(handler=cmd_move)
 
     _add_batch_commands(sub)
 

@@ -139,6 +139,14 @@ def cmd_cancel(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_move(args: argparse.Namespace, extra: list[str]) -> int:
+    """Move a waiting job to another priority's lane, keeping its age; print its status (exit 1 once it runs)."""
+    with BridgeClient(load_settings()) as client:
+        status = client.reprioritize(args.job_id, args.priority)
+    print(status.model_dump_json(indent=2))
+    return 0
+
+
 def cmd_batch_cancel(args: argparse.Namespace, extra: list[str]) -> int:
     """Cancel every waiting job of a batch; print the batch's status."""
     with BridgeClient(load_settings()) as client:

@@ -180,6 +180,7 @@ class FakeApi:
     script: list[Answer] = field(default_factory=list)
     sent: list[Operation] = field(default_factory=list)
     quota: Any = None
+    longest_pause_s: float = 3600.0  # what OptimumApi obeys of a Retry-After at most
     leases_during_call: list[set[str]] = field(default_factory=list)
     leases: FakeLeases | None = None
 

@@ -22,6 +22,7 @@ from optimum_bridge.deliveries import DeliveryStore
 from optimum_bridge.forecast import Backlog
 from optimum_bridge.ingress.app import create_app
 from optimum_bridge.ingress.ui.chart import layout
+from optimum_bridge.ingress.ui.data import recent_jobs
 from optimum_bridge.ingress.ui.security import csrf_token
 from optimum_bridge.keys import RECENT_BATCHES, RECENT_JOBS, Keys
 from optimum_bridge.metrics import Metrics
@@ -206,6 +207,20 @@ def test_the_indexes_of_recent_jobs_and_batches_are_bounded(redis_server, prefix
     batches = [client.submit_batch([vehicle(i, "default")]).id for i in range(RECENT_BATCHES + 5)]
     indexed = {member.decode() for member in client.redis.zrange(Keys(prefix).recent_batches(), 0, -1)}
     assert indexed == set(batches[-RECENT_BATCHES:])
+
+
+def test_a_job_waiting_on_a_shared_call_is_listed_running_while_the_call_runs(redis_server, prefix):
+    client = BridgeClient(ui_settings(redis_server.url, prefix))
+    keys = Keys(prefix)
+    leader, follower = client.submit_many([vehicle(1, "default")] * 2)
+
+    def listed() -> dict[str, str]:
+        return {row.id: state for state, rows in recent_jobs(client.redis, keys, ["default"]).items() for row in rows}
+
+    assert listed() == {leader: "queued", follower: "queued"} and client.get(follower).coalesced_with == leader
+    client.redis.hset(keys.job(leader), "status", "running")  # what a worker's claim writes
+    assert listed() == {leader: "running", follower: "running"}
+    assert not any(row.waiting for row in recent_jobs(client.redis, keys, ["default"])["running"])  # no buttons
 
 
 @pytest.mark.parametrize(("counts", "quota"), [([0] * 60, 30.0), ([5, 40, 0] + [10] * 57, 30.0), ([], 1.0)])

@@ -27,7 +27,14 @@ from .security import Viewer
 JOBS, BATCHES, LETTERS = 50, 20, 50
 STATES = ("queued", "retrying", "running", "succeeded", "failed", "cancelled")
 WAITING = frozenset({"queued", "retrying"})
-_JOB_FIELDS = (JobField.status, JobField.priority, JobField.op, JobField.submitted_at, JobField.finished_at)
+_JOB_FIELDS = (
+    JobField.status,
+    JobField.priority,
+    JobField.op,
+    JobField.submitted_at,
+    JobField.finished_at,
+    JobField.coalesced_with,
+)
 
 
 @dataclass(frozen=True)
@@ -149,10 +156,12 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
     )
 
 
-def _job_row(job_id: str, account: str, values: list[bytes | None]) -> JobRow | None:
-    status, priority, op, submitted, finished = (text(v) if v is not None else "" for v in values)
+def _job_row(job_id: str, account: str, values: list[bytes | None], running: set[str]) -> JobRow | None:
+    status, priority, op, submitted, finished, leader = (text(v) if v is not None else "" for v in values)
     if not op:
         return None  # expired since it entered the index
+    if leader in running and status in WAITING:
+        status = "running"  # as ``get`` says
     operation = json.loads(op)
     metadata = operation.get("metadata") or {}
     return JobRow(
@@ -178,9 +187,17 @@ def recent_jobs(client: redis.Redis, keys: Keys, accounts: list[str], *, limit: 
     with client.pipeline(transaction=False) as pipe:
         for _, job_id in listed:
             pipe.hmget(keys.job(job_id), list(_JOB_FIELDS))
-        rows = [
-            _job_row(job_id, account, values) for (account, job_id), values in zip(listed, pipe.execute(), strict=True)
-        ]
+        fetched = pipe.execute()
+    # A waiting job that joined a shared call (spec §13) is running while that call is.
+    joined = [values for values in fetched if values[-1] is not None and text(values[0] or b"queued") in WAITING]
+    leaders = sorted({text(values[-1]) for values in joined})
+    with client.pipeline(transaction=False) as pipe:
+        for leader in leaders:
+            pipe.hget(keys.job(leader), JobField.status)
+        running = {leader for leader, status in zip(leaders, pipe.execute(), strict=True) if status == b"running"}
+    rows = [
+        _job_row(job_id, account, values, running) for (account, job_id), values in zip(listed, fetched, strict=True)
+    ]
     grouped: dict[str, list[JobRow]] = {state: [] for state in STATES}
     for row in rows:
         if row is not None:

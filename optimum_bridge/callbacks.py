@@ -22,10 +22,10 @@ from .batches import to_batch_status
 from .clock import SYSTEM_CLOCK, Clock, isoformat
 from .deliveries import BATCH, DeliveryStore
 from .errors import CallbackURLRefused
-from .jobs import to_status
 from .keys import JobField
 from .schemas import BatchEvent, CallbackEvent, JobStatus, Operation
 from .ssrf import Target, resolve_pinned
+from .status import to_status
 
 log = logging.getLogger(__name__)
 

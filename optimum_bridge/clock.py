@@ -9,7 +9,14 @@ clock instead, so hosts with skewed clocks agree.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms_ceil(moment: datetime) -> int:
+    """Epoch milliseconds, rounded up (in integers: no float error): what the Redis clock, rounded down, must reach."""
+    return -(-((moment - _EPOCH) // timedelta(microseconds=1)) // 1000)
 
 
 class Clock:

@@ -15,29 +15,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 import redis
 
 from . import scripts
 from .broker import build_message, message_template
-from .clock import SYSTEM_CLOCK, Clock
+from .clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
 from .coalesce import read_digest
 from .errors import Deferred, JobNotFound
 from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from .ratelimit import Quota
-from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
+from .schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+from .status import to_status
 
 IDEMPOTENCY_TTL_S = 86400
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms_not_before(moment: datetime) -> int:
-    """Epoch milliseconds rounded up: a job is never started before its ``not_before``, even by less than 1 ms."""
-    microseconds = (moment - _EPOCH) // timedelta(microseconds=1)
-    return -(-microseconds // 1000)
-
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
@@ -107,7 +100,7 @@ class JobStore:
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
             op = operation.model_dump_json(exclude_defaults=True)
-            not_before = "" if operation.not_before is None else _ms_not_before(operation.not_before)
+            not_before = "" if operation.not_before is None else epoch_ms_ceil(operation.not_before)
             digest = read_digest(operation)
             read = self._keys.read(operation.account, digest) if digest else ""
             args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
@@ -297,28 +290,3 @@ class JobStore:
         args = [self._keys.lane_prefix, priority, job_id, self._keys.job(""), self._keys.followers_prefix]
         reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes
-
-
-def _moment(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:
-    """Build a ``JobStatus`` from a job hash's decoded fields."""
-    operation = Operation.model_validate_json(fields[JobField.op])
-    response, error = fields.get(JobField.response), fields.get(JobField.error)
-    return JobStatus(
-        id=job_id,
-        status=fields.get(JobField.status, "queued"),
-        # A call lifted to the priority of the jobs waiting on it reports the one it was given.
-        priority=fields.get(JobField.own_priority) or fields.get(JobField.priority, operation.priority),
-        account=fields.get(JobField.account, operation.account),
-        operation=echo(operation),
-        response=ApiResponse.model_validate_json(response) if response else None,
-        error=ErrorInfo.model_validate_json(error) if error else None,
-        attempts=int(fields.get(JobField.attempts, 0)),
-        submitted_at=datetime.fromisoformat(fields[JobField.submitted_at]),
-        started_at=_moment(fields.get(JobField.started_at)),
-        finished_at=_moment(fields.get(JobField.finished_at)),
-        coalesced_with=fields.get(JobField.coalesced_with),
-    )

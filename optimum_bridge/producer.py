@@ -18,7 +18,7 @@ from .batches import BatchStore
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import BridgeError, JobNotFound, NotWaiting
 from .forecast import Backlog, Forecaster
-from .jobs import JobStore, to_status
+from .jobs import JobStore
 from .keys import Keys
 from .openapi import DocumentStore
 from .ratelimit import LimiterState, RateLimiter
@@ -36,6 +36,7 @@ from .schemas import (
 )
 from .settings import Settings, load_settings
 from .ssrf import check_callback_url
+from .status import to_status
 
 log = logging.getLogger(__name__)
 

@@ -76,8 +76,7 @@ class Settings(BaseSettings):
     client_secret: SecretStr | None = Field(None, validation_alias="OPTIMUM_CLIENT_SECRET")
     api_url_override: str | None = Field(None, validation_alias="OPTIMUM_API_URL")
     token_url_override: str | None = Field(None, validation_alias="OPTIMUM_TOKEN_URL")
-    # Where the simulator answers: used only when the environment is ``sandbox``, so a stack
-    # that points it at a ``sandbox`` container switches to the real API by OPTIMUM_ENVIRONMENT alone.
+    # The simulator, used only in the ``sandbox`` environment: OPTIMUM_ENVIRONMENT alone switches a stack.
     sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
     rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)

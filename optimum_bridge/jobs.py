@@ -96,6 +96,8 @@ class JobStore:
             self._keys.callbacks_watch,
             self._result_ttl_s,
             self._keys.stats,
+            self._keys.ready,
+            self._keys.wake,
         ]
         for operation in operations:
             idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
@@ -156,6 +158,8 @@ class JobStore:
             self._keys.running,
             self._keys.limiter_log(account),
             self._keys.limiter_learned(account),
+            self._keys.ready,
+            self._keys.wake,
         ]
         args: list[str | int] = [
             owner,
@@ -165,6 +169,7 @@ class JobStore:
             quota.limit,
             self._keys.lane_prefix,
             job_id,
+            account,
         ]
         reply = self._claim(keys=keys, args=args)
         kind = text(reply[0])
@@ -220,6 +225,8 @@ class JobStore:
             self._keys.stats,
             self._keys.callbacks_watch,
             self._keys.running,
+            self._keys.ready,
+            self._keys.wake,
         ]
         args: list[str | int] = [
             owner,
@@ -257,7 +264,14 @@ class JobStore:
         response: ApiResponse | None = None,
     ) -> bool:
         """Park the job for ``delay_s``, then back in its lane; releases its lease."""
-        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.delayed(account), self._keys.running]
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.delayed(account),
+            self._keys.running,
+            self._keys.ready,
+            self._keys.wake,
+        ]
         args: list[str | int] = [
             owner,
             status,
@@ -265,6 +279,7 @@ class JobStore:
             int(delay_s * 1000),
             job_id,
             response.model_dump_json() if response else "",
+            account,
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
 
@@ -283,7 +298,8 @@ class JobStore:
             self._keys.stats,
             *job_ids,
         ]
-        return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
+        keys = [self._keys.dispatched, self._keys.ready, self._keys.wake]
+        return [text(outcome) for outcome in self._cancel(keys=keys, args=args)]  # type: ignore[misc]
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""

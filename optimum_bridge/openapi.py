@@ -7,7 +7,9 @@ case-insensitively (ASP.NET routes do) and ``format: date-time`` accepts
 ``2026-11-26T00:00:00`` without an offset (ASP.NET binds it; Swashbuckle
 documents every ``DateTime`` so). ``DocumentStore`` keeps each account's
 document in Redis, where the workers' upkeep puts it (``fetch_document``) and
-producers read it, cached per process behind a short check of its version.
+producers read it, cached per process behind a short check of its version;
+that check asks for the document (``keys.openapi_due``) when none was ever
+fetched, so an account is fetched once someone submits to it, then daily.
 """
 
 from __future__ import annotations
@@ -208,7 +210,12 @@ class DocumentStore:
         cached = self._cache.get(account)
         if cached is not None and now - cached[2] < RECHECK_S:
             return cached[1]
-        version = self._redis.get(self._keys.openapi_version(account))
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._keys.openapi_version(account))
+            # Ask the workers for the document, unless it is asked for or fetched already (spec §13:
+            # fetched on demand, then daily; an account nobody submits to costs nothing).
+            pipe.zadd(self._keys.openapi_due, {account: self._clock.time()}, nx=True)
+            version, _ = pipe.execute()
         if version is None:
             self._cache.pop(account, None)
             return None

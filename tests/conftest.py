@@ -176,12 +176,12 @@ def run(rt: Runtime, job_id: str) -> str:
     keys = Keys(rt.settings.key_prefix)
     deadline = time.monotonic() + 5
     while not rt.jobs.status(job_id).finished:
-        next_in = rt.dispatchers["default"].run().next_in_s
+        next_in = rt.dispatcher.run("default").next_in_s
         if rt.redis.zscore(keys.dispatched, job_id) is not None:
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} was never given a slot")
-        time.sleep(next_in)
+        time.sleep(0.05 if next_in is None else next_in)
     return rt.executor.run(job_id, int(rt.jobs.field(job_id, "dispatch") or 0))
 
 

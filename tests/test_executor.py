@@ -117,7 +117,7 @@ def test_a_stale_message_makes_no_call(bridge):
     """A message of an earlier dispatch (a redelivery, or one that turned up after its job went back to its lane)."""
     rt, client, sb = bridge()
     job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     assert rt.executor.run(job_id, 0) == "stale"
     assert rt.executor.run(job_id, 1) == "succeeded"
     assert rt.executor.run(job_id, 1) == "final"

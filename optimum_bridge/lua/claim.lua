@@ -1,7 +1,8 @@
 -- uses: limiter
 -- A worker takes a dispatched job: its lease and the running state, unless the message is stale.
--- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log, 6 learned limits.
--- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id.
+-- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log, 6 learned limits, 7 ready,
+--       8 wake.
+-- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id, 8 account.
 -- Returns {'ok', inflight, attempts, op, submitted_at, batch} | {'missing'} | {'final'} |
 -- {'stale'} (not this job's current dispatch) | {'late'} (its slot went by: back in its lane) |
 -- {'leased', pttl}.
@@ -24,6 +25,8 @@ if now > tonumber(f[3]) then
     redis.call('ZREM', KEYS[3], jid)
     local lane, seq = lane_of(ARGV[6], KEYS[1])
     redis.call('ZADD', lane, seq, jid)
+    make_ready(KEYS[7], KEYS[8], ARGV[8], now)
+    wake_if_due(KEYS[7], KEYS[8], now)
     return {'late'}
   end
   redis.call('ZADD', KEYS[5], now, member)

@@ -5,7 +5,9 @@
 -- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
--- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running.
+-- Its worker thread is free again: a dispatcher waiting for one is woken.
+-- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
+--       8 wake.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
@@ -22,6 +24,7 @@ release_if_owner(KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
 local now = now_ms()
+wake_if_due(KEYS[7], KEYS[8], now)
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], FIELD.cb, 'pending')
   redis.call('LPUSH', KEYS[3], ARGV[7])

@@ -21,7 +21,7 @@ from optimum_bridge.jobs.batches import BatchStore
 from optimum_bridge.jobs.status import to_status
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import Keys
-from optimum_bridge.process.runtime import redis_client
+from optimum_bridge.process.redis import redis_client
 from optimum_bridge.quota.forecast import Backlog, Forecaster
 from optimum_bridge.quota.limiter import LimiterState, RateLimiter
 from optimum_bridge.schemas import (
@@ -36,7 +36,7 @@ from optimum_bridge.schemas import (
     first_error,
 )
 from optimum_bridge.settings import Settings, load_settings
-from optimum_bridge.upstream.openapi import DocumentStore
+from optimum_bridge.upstream.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process.metrics import Metrics
+from optimum_bridge.process.redis import redis_client
 from optimum_bridge.quota.dispatcher import Dispatcher, Recovery
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
@@ -67,17 +68,6 @@ class lazy(Generic[T]):  # a decorator, named like the one it replaces
                     cache[self.name] = self.build(instance)
         value: T = cache[self.name]
         return value
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for the bridge's own keys (health-checked, retried on blips)."""
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        health_check_interval=30,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        retry_on_timeout=True,
-    )
 
 
 @dataclass

@@ -40,7 +40,8 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.quota.dispatcher import Dispatched
-from optimum_bridge.upstream.openapi import DocumentStore, fetch_document
+from optimum_bridge.upstream.documents import DocumentStore
+from optimum_bridge.upstream.openapi import fetch_document
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,8 @@ or one line naming the field (``path: GET /Vehicle is not in the API (did you
 mean /Vehicles?)``). It is no stricter than the API: paths match
 case-insensitively (ASP.NET routes do) and ``format: date-time`` accepts
 ``2026-11-26T00:00:00`` without an offset (ASP.NET binds it; Swashbuckle
-documents every ``DateTime`` so). ``DocumentStore`` keeps each account's
-document in Redis, where the workers' upkeep puts it (``fetch_document``) and
-producers read it, cached per process behind a short check of its version.
+documents every ``DateTime`` so). ``fetch_document`` is how a worker
+gets it; ``documents.DocumentStore`` keeps it in Redis for producers.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import redis
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
@@ -34,8 +32,6 @@ from openapi_core.validation.request.exceptions import (
     MissingRequiredParameter,
 )
 
-from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.keys import Keys
 from optimum_bridge.schemas import Operation
 from optimum_bridge.upstream.tokens import TokenStore
 
@@ -43,8 +39,6 @@ log = logging.getLogger(__name__)
 
 _HOST = "http://api.invalid"  # openapi-core matches a server; the document's own servers are not ours to trust
 _OFFSETLESS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
-#: How long a producer trusts its in-memory copy before checking the version key again.
-RECHECK_S = 5.0
 
 
 def _date_time(value: object) -> bool:
@@ -182,57 +176,6 @@ def _cause(exc: BaseException, *, body: bool = False) -> str:
         return f"{where}: {message}" if body else f"{message}"
     text = str(cause or exc)
     return f": {text}" if body else text
-
-
-class DocumentStore:
-    """Each account's document in Redis (one key, and a version key), cached per process."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._redis = client
-        self._keys = keys
-        self._clock = clock
-        self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
-        self._unreadable: set[tuple[str, str]] = set()
-
-    def put(self, account: str, document: dict[str, Any]) -> None:
-        """Store an account's document (a new version for every producer)."""
-        text = json.dumps(document, sort_keys=True)
-        with self._redis.pipeline() as pipe:
-            pipe.set(self._keys.openapi(account), text)
-            pipe.incr(self._keys.openapi_version(account))
-            pipe.execute()
-
-    def checker(self, account: str) -> OperationChecker | None:
-        """The account's checker, None when no document was stored."""
-        now = self._clock.monotonic()
-        cached = self._cache.get(account)
-        if cached is not None and now - cached[2] < RECHECK_S:
-            return cached[1]
-        version = self._redis.get(self._keys.openapi_version(account))
-        if version is None:
-            self._cache.pop(account, None)
-            return None
-        tag = version.decode() if isinstance(version, bytes) else str(version)
-        if cached is not None and cached[0] == tag:
-            self._cache[account] = (tag, cached[1], now)
-            return cached[1]
-        checker = self._load(account, tag)
-        if checker is None:
-            return None
-        self._cache[account] = (tag, checker, now)
-        return checker
-
-    def _load(self, account: str, tag: str) -> OperationChecker | None:
-        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
-        text = self._redis.get(self._keys.openapi(account))
-        if text is None or (account, tag) in self._unreadable:
-            return None
-        try:
-            return OperationChecker(json.loads(text))
-        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
-            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
-            self._unreadable.add((account, tag))
-            return None
 
 
 def fetch_document(http: httpx.Client, url: str, *, api_url: str, tokens: TokenStore | None) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from optimum_bridge.producer import InvalidOperation
 from optimum_bridge.sandbox.document import DOCUMENT_PATH, build_document
 from optimum_bridge.sandbox.endpoints import ROUTE_DOCS, ROUTES
 from optimum_bridge.schemas import Operation
-from optimum_bridge.upstream.openapi import DocumentStore, OperationChecker, fetch_document
+from optimum_bridge.upstream.documents import DocumentStore
+from optimum_bridge.upstream.openapi import OperationChecker, fetch_document
 from optimum_bridge.upstream.tokens import Token
 from tests.support import bridge_env, run_cli, settings_from, wait_until
 from tests.system.test_ingress import AUTH, InProcess, local_settings, problem_of

@@ -1,0 +1,294 @@
+"""The worker's background work: every timer in one loop, in one thread per worker process.
+
+- **heartbeat**, every 1 s: this worker is alive, with its threads for operations
+  (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
+- **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
+  or worker was lost (``scheduler.Recovery``);
+- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
+- **callback recovery**, every 2 s: queues again pending callbacks whose message
+  was lost, or that were left to it (``deliveries.sweep``), at once again while
+  it finds 100 at a time;
+- **openapi**, every 5 s: the accounts whose OpenAPI document is due
+  (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
+  while it fails): one worker of all fetches each into Redis, in a thread of its
+  own, for producers' checks (``openapi``, ``DocumentFetcher``). One command a
+  tick, whatever the number of accounts.
+
+Dispatch is not a timer: ``scheduler.DispatchLoop`` serves the accounts as
+their slots fall due and as work arrives, in threads of its own, started and
+stopped with this loop.
+
+Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
+again at its next turn, and never stops the others. ``UpkeepStep`` is the
+Celery worker bootstep that starts the loop with the worker and stops it at
+shutdown; every worker runs one, any one of them is enough, none is special.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+from celery import bootsteps
+
+from optimum_bridge.errors import BridgeError, ConfigError
+from optimum_bridge.keys import Keys, text
+from optimum_bridge.lua import scripts
+from optimum_bridge.process import kombu as broker
+from optimum_bridge.quota.dispatcher import DispatchLoop
+from optimum_bridge.upstream.documents import DocumentStore
+from optimum_bridge.upstream.openapi import fetch_document
+
+log = logging.getLogger(__name__)
+
+#: A worker silent for this long is forgotten by the heartbeat set (it no longer grows with restarts).
+FORGET_AFTER_S = 86400
+
+
+#: How often the API's OpenAPI document is fetched again, and again after a failure.
+DOCUMENT_EVERY_S = 86400.0
+DOCUMENT_RETRY_S = 3600.0
+#: How often a worker looks for due documents, and how many it takes at a time.
+DOCUMENT_TICK_S = 5.0
+DOCUMENTS_PER_TICK = 10
+
+#: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
+ALIVE_S = 5
+
+
+class Heartbeat:
+    """Records worker ``name`` as alive, with the threads it gives to operations, on the Redis clock."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, name: str, *, threads: int) -> None:
+        self._keys = keys
+        self.name = name
+        self.threads = threads
+        self._beat = scripts.register(client, "heartbeat")
+
+    def beat(self) -> int:
+        """Say we are alive now; returns the threads of every live worker (the capacity)."""
+        keys = [self._keys.workers, self._keys.worker_threads, self._keys.capacity, self._keys.ready, self._keys.wake]
+        return int(self._beat(keys=keys, args=[self.name, self.threads, ALIVE_S, FORGET_AFTER_S]))
+
+
+@dataclass
+class Timer:
+    """One piece of background work and how often it runs.
+
+    ``run`` may return the seconds until it wants to run again (a float); any other
+    value keeps ``every_s``.
+    """
+
+    name: str
+    every_s: float
+    run: Callable[[], object]
+    due: float = 0.0
+    failing: bool = field(default=False, repr=False)
+
+
+class Upkeep:
+    """Runs its timers, each in turn when due, until stopped."""
+
+    def __init__(self, timers: list[Timer], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timers = timers
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_due(self) -> float:
+        """Run every timer that is due; returns the seconds until the next one is."""
+        for timer in self.timers:
+            now = self._clock()
+            if now >= timer.due:
+                timer.due = now + self._run(timer)
+        return max(0.0, min(timer.due for timer in self.timers) - self._clock())
+
+    def _run(self, timer: Timer) -> float:
+        """Run one timer; returns the seconds until its next turn."""
+        try:
+            wanted = timer.run()
+        except redis.RedisError as exc:
+            log.warning("upkeep %s: Redis unavailable (%s); retrying", timer.name, type(exc).__name__)
+            timer.failing = True
+            return max(timer.every_s, 0.5)
+        except Exception:
+            log.exception("upkeep %s failed; the other timers go on", timer.name)
+            timer.failing = True
+            return max(timer.every_s, 0.5)
+        if timer.failing:
+            log.info("upkeep %s: working again", timer.name)
+        timer.failing = False
+        if isinstance(wanted, float):
+            return wanted
+        return timer.every_s
+
+    def run_forever(self) -> None:
+        """The loop; returns once ``stop`` is called."""
+        while not self._stop.is_set():
+            self._stop.wait(self.run_due())
+
+    def start(self) -> None:
+        """Run the loop in a daemon thread."""
+        self._thread = threading.Thread(target=self.run_forever, name="bridge-upkeep", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout_s: float = 5.0) -> None:
+        """Stop the loop and wait for its current turn to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+def worker_timers(name: str, *, threads: int) -> list[Timer]:
+    """The timers of a worker process, built on this process's runtime."""
+    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
+
+    rt = runtime.current()
+    heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
+    return [
+        Timer("heartbeat", 1.0, heartbeat.beat),
+        Timer("job recovery", 0.5, rt.recovery.run),
+        Timer("due pump", 0.25, rt.due.pump),
+        Timer("callback recovery", 2.0, rt.deliveries.sweep),
+        Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
+    ]
+
+
+def dispatch_loop() -> DispatchLoop:
+    """The dispatch of a worker process, built (not started) on this process's runtime."""
+    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
+
+    rt = runtime.current()
+    return DispatchLoop(rt.redis, rt.keys, rt.dispatcher)
+
+
+class DocumentFetchers:
+    """Fetches the OpenAPI documents that are due (``keys.openapi_due``), each by a ``DocumentFetcher``."""
+
+    def __init__(self, rt: Any) -> None:
+        self._rt = rt
+        self._store = DocumentStore(rt.redis, rt.keys)
+        self._fetchers: dict[str, DocumentFetcher] = {}
+
+    def run(self) -> None:
+        """Start a fetch of each due document this worker's accounts file names (one command when none is due)."""
+        rt = self._rt
+        due = rt.redis.zrangebyscore(rt.keys.openapi_due, "-inf", time.time(), start=0, num=DOCUMENTS_PER_TICK)
+        for raw in due:
+            name = text(raw)
+            if name not in rt.settings.accounts:  # not ours: a worker that knows it will fetch it
+                rt.redis.zadd(rt.keys.openapi_due, {name: time.time() + DOCUMENT_RETRY_S})
+                continue
+            if name not in self._fetchers:
+                self._fetchers[name] = DocumentFetcher(rt, self._store, name)
+            self._fetchers[name].run()
+
+
+class DocumentFetcher:
+    """Fetches one account's OpenAPI document into Redis, once a day for every worker sharing the Redis.
+
+    ``run`` (when the document is due) never waits on the network: the fetch runs in a thread of its
+    own, so a slow document cannot delay heartbeats. A claim key with a day's TTL (an hour after a
+    failure) says a fetch is fresh, so one worker fetches and the others skip; the fetch, or a skip,
+    sets when the document is due next.
+    """
+
+    def __init__(self, rt: Any, store: DocumentStore, account: str) -> None:
+        self._rt = rt
+        self._store = store
+        self.account = account
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Start a fetch in the background when none is fresh (claimed) and none is running here."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        claim = self._rt.keys.openapi_claim(self.account)
+        if not self._rt.redis.set(claim, os.getpid(), nx=True, ex=int(DOCUMENT_EVERY_S)):
+            fresh_s = max(60, int(self._rt.redis.ttl(claim)))  # fetched (or being fetched) by another
+            self._rt.redis.zadd(self._rt.keys.openapi_due, {self.account: time.time() + fresh_s})
+            return
+        self._thread = threading.Thread(target=self._fetch_claimed, name=f"openapi-{self.account}", daemon=True)
+        self._thread.start()
+
+    def _fetch_claimed(self) -> None:
+        try:
+            wait_s = self.fetch_now()
+            if wait_s != DOCUMENT_EVERY_S:
+                self._rt.redis.expire(self._rt.keys.openapi_claim(self.account), int(wait_s))
+        except Exception:  # a thread of its own: log, never die silently
+            log.exception("openapi %s: fetch failed", self.account)
+
+    def fetch_now(self) -> float:
+        """Fetch and store the document now; the seconds until the next fetch is due (set in Redis too)."""
+        wait_s = self._fetch()
+        self._rt.redis.zadd(self._rt.keys.openapi_due, {self.account: time.time() + wait_s})
+        return wait_s
+
+    def _fetch(self) -> float:
+        account = self._rt.settings.accounts[self.account]
+        try:
+            tokens = self._rt.accounts[self.account].tokens
+        except ConfigError:
+            tokens = None
+        try:
+            document = fetch_document(self._rt.api_http, account.document_url, api_url=account.api_url, tokens=tokens)
+        except (httpx.HTTPError, ValueError, BridgeError) as exc:
+            log.warning(
+                "openapi %s: no document from %s (%s); retrying in 1 h", self.account, account.document_url, exc
+            )
+            return DOCUMENT_RETRY_S
+        self._store.put(self.account, document)
+        log.info("openapi %s: document stored (%d paths)", self.account, len(document["paths"]))
+        return DOCUMENT_EVERY_S
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for a background fetch (tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+def operation_threads(worker: Any) -> int:
+    """The threads a Celery worker gives to operations: its concurrency, or 0 if ``-Q`` leaves them out."""
+    from optimum_bridge.keys import OPERATIONS_QUEUE
+
+    consumes = worker.app.amqp.queues.consume_from
+    return int(worker.concurrency) if OPERATIONS_QUEUE in consumes else 0
+
+
+class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+    """Worker bootstep: the upkeep loop lives as long as the worker.
+
+    It starts after the pool, so a prefork pool's first children are forked
+    before the upkeep thread exists, and prepares in this (the main) thread what
+    the loop would otherwise build first (see ``runtime.lazy`` and
+    ``broker.prepare``), so a child forked later finds no lock held.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.upkeep: Upkeep | None = None
+        self.dispatch: DispatchLoop | None = None
+
+    def start(self, worker: Any) -> None:
+        name = f"{worker.hostname}:{os.getpid()}"
+        broker.prepare()
+        self.upkeep = Upkeep(worker_timers(name, threads=operation_threads(worker)))
+        self.dispatch = dispatch_loop()
+        self.upkeep.start()
+        self.dispatch.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.dispatch is not None:
+            self.dispatch.stop()
+        if self.upkeep is not None:
+            self.upkeep.stop()

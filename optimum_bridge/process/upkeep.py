@@ -1,10 +1,11 @@
 """The worker's background work: every timer in one loop, in one thread per worker process.
 
-- **heartbeat**, every 1 s: this worker is alive, with its threads for operations
+- **heartbeat**, every 2 s: this worker is alive, with its threads for operations
   (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
-- **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
-  or worker was lost (``scheduler.Recovery``);
-- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
+- **job recovery**, every second: puts back in their lane the jobs whose message
+  or worker was lost (``quota.dispatcher.Recovery``);
+- **due pump**, when the earliest entry is due, at least every 2 s: moves due
+  callback redeliveries to their queue (``jobs.due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``deliveries.sweep``), at once again while
   it finds 100 at a time;
@@ -14,9 +15,11 @@
   own, for producers' checks (``openapi``, ``DocumentFetcher``). One command a
   tick, whatever the number of accounts.
 
-Dispatch is not a timer: ``scheduler.DispatchLoop`` serves the accounts as
-their slots fall due and as work arrives, in threads of its own, started and
-stopped with this loop.
+Dispatch is not a timer: ``quota.dispatcher.DispatchLoop`` serves the
+accounts as their slots fall due and as work arrives, in threads of its own,
+started and stopped with this loop. With nothing queued a worker costs Redis
+under 20 commands a second, whatever the number of accounts (``python -m
+bench idle``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -61,6 +64,8 @@ DOCUMENTS_PER_TICK = 10
 
 #: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
 ALIVE_S = 5
+#: How often a worker says it is alive (at most 2.5 beats per ``ALIVE_S``: one missed beat is no death).
+HEARTBEAT_S = 2.0
 
 
 class Heartbeat:
@@ -153,9 +158,9 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
     rt = runtime.current()
     heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
-        Timer("heartbeat", 1.0, heartbeat.beat),
-        Timer("job recovery", 0.5, rt.recovery.run),
-        Timer("due pump", 0.25, rt.due.pump),
+        Timer("heartbeat", HEARTBEAT_S, heartbeat.beat),
+        Timer("job recovery", 1.0, rt.recovery.run),
+        Timer("due pump", 1.0, rt.due.run),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
         Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
     ]

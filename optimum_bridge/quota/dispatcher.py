@@ -50,7 +50,7 @@ BATCH = 50
 ACCOUNTS_PER_CALL = 100
 #: Longest a dispatcher waits without a wake-up before it looks anyway: a wake-up taken by a worker
 #: that died, a capacity that grew without a finished job. The only timer, and not per account.
-SAFETY_WAIT_S = 1.0
+SAFETY_WAIT_S = 2.0
 #: How long one ``BLPOP`` on the wake list blocks (whole seconds: Redis times blocking commands out
 #: at its ``hz`` granularity, 100 ms by default, too coarse for slots; so timed waits are in Python).
 WAKE_BLOCK_S = 2
@@ -217,11 +217,14 @@ class Recovery:
     """Puts back in their lane the jobs whose hand-off or whose worker was lost."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
         self._keys = keys
         self._recover = scripts.register(client, "recover")
 
     def run(self) -> list[tuple[str, str]]:
         """Recover what is overdue; returns ``(job id, why)`` for each job put back."""
+        if not self._redis.exists(self._keys.dispatched, self._keys.running):  # idle: one command, no script
+            return []
         keys = [self._keys.dispatched, self._keys.running, self._keys.ready, self._keys.wake]
         args: list[str | int] = [self._keys.job(""), self._keys.lease_prefix, self._keys.lane_prefix, 500]
         raw = self._recover(keys=keys, args=args)

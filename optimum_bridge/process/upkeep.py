@@ -36,9 +36,10 @@ import redis
 from celery import bootsteps
 
 from optimum_bridge.errors import BridgeError, ConfigError
-from optimum_bridge.keys import Keys
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
 from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import runtime
 from optimum_bridge.quota.dispatcher import Dispatched
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
@@ -144,8 +145,6 @@ class Upkeep:
 
 def worker_timers(name: str, *, threads: int) -> list[Timer]:
     """The timers of a worker process, built on this process's runtime."""
-    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
-
     rt = runtime.current()
     heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
@@ -221,8 +220,6 @@ class DocumentFetcher:
 
 def operation_threads(worker: Any) -> int:
     """The threads a Celery worker gives to operations: its concurrency, or 0 if ``-Q`` leaves them out."""
-    from optimum_bridge.keys import OPERATIONS_QUEUE
-
     consumes = worker.app.amqp.queues.consume_from
     return int(worker.concurrency) if OPERATIONS_QUEUE in consumes else 0
 

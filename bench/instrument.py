@@ -4,7 +4,7 @@ Used by the ``latency`` benchmark (``bench.worker_entry --kind instrumented``).
 Celery's ``task_prerun``/``task_postrun`` signals mark when the execute and
 callback tasks start and end; the worker's ``Runtime`` objects are wrapped in
 place (instance attributes shadowing methods: ``tokens.get``,
-``limiter.acquire``, the API ``httpx.Client.request`` and ``jobs.complete``),
+``limiter.acquire``, the API ``httpx.Client.request`` and ``jobs.store.JobStore.complete``),
 so the executor's own code path runs unchanged and only gains clock reads.
 Times are ``time.monotonic()`` (one clock for every process on the machine)
 and are written once per task, after it ends, to the hash ``benchlat:<job id>``.

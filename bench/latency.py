@@ -11,7 +11,7 @@ call), no API latency. Two passes over the same load:
    hash, wall clock mapped to monotonic), callback arrival (receiver);
 2. instrumented worker (``bench.instrument``: Celery task signals plus timers
    wrapped around the worker's ``tokens.get``, ``limiter.acquire``, API
-   ``httpx`` request and ``jobs.complete``): the full breakdown -- broker,
+   ``httpx`` request and ``jobs.store.JobStore.complete``): the full breakdown -- broker,
    token, limiter, API call, bridge bookkeeping, callback queue, callback
    delivery -- per operation, which sums to the end-to-end time.
 """

@@ -22,12 +22,13 @@ from optimum_bridge.jobs.batches import BatchStore
 from optimum_bridge.jobs.due import DueSet
 from optimum_bridge.jobs.executor import Executor, Policy
 from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.recovery import Recovery
 from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
-from optimum_bridge.quota.dispatcher import Dispatcher, Recovery
+from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.settings import Settings

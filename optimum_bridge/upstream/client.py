@@ -9,7 +9,7 @@ call is sent. ``send`` returns an ``Attempt`` (the answer, and its Retry-After
 capped here, once) and raises ``NetworkError`` when there is no answer;
 deciding what the answer means is the executor's job.
 
-Every answer's rate-limit headers (``quota_headers``) go to the limiter, which
+Every answer's rate-limit headers (``quota.headers``) go to the limiter, which
 follows them (``RateLimiter.observe``). A 429 pauses the account for its
 ``Retry-After`` (which takes precedence), else until the reset its headers
 state when they say nothing remains, else for the window; a 429 that no

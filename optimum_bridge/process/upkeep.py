@@ -3,16 +3,16 @@
 - **heartbeat**, every 2 s: this worker is alive, with its threads for operations
   (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
 - **job recovery**, every second: puts back in their lane the jobs whose message
-  or worker was lost (``quota.dispatcher.Recovery``);
+  or worker was lost (``jobs.recovery``);
 - **due pump**, when the earliest entry is due, at least every 2 s: moves due
   callback redeliveries to their queue (``jobs.due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
-  was lost, or that were left to it (``deliveries.sweep``), at once again while
+  was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
 - **openapi**, every 5 s: the accounts whose OpenAPI document is due
   (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
   while it fails): one worker of all fetches each into Redis, in a thread of its
-  own, for producers' checks (``openapi``, ``DocumentFetcher``). One command a
+  own, for producers' checks (``upstream.documents``, ``DocumentFetcher``). One command a
   tick, whatever the number of accounts.
 
 Dispatch is not a timer: ``quota.dispatcher.DispatchLoop`` serves the
@@ -42,9 +42,10 @@ import redis
 from celery import bootsteps
 
 from optimum_bridge.errors import BridgeError, ConfigError
-from optimum_bridge.keys import Keys, text
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import runtime
 from optimum_bridge.quota.dispatcher import DispatchLoop
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
@@ -153,8 +154,6 @@ class Upkeep:
 
 def worker_timers(name: str, *, threads: int) -> list[Timer]:
     """The timers of a worker process, built on this process's runtime."""
-    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
-
     rt = runtime.current()
     heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
@@ -168,8 +167,6 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
 
 def dispatch_loop() -> DispatchLoop:
     """The dispatch of a worker process, built (not started) on this process's runtime."""
-    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
-
     rt = runtime.current()
     return DispatchLoop(rt.redis, rt.keys, rt.dispatcher)
 
@@ -177,7 +174,7 @@ def dispatch_loop() -> DispatchLoop:
 class DocumentFetchers:
     """Fetches the OpenAPI documents that are due (``keys.openapi_due``), each by a ``DocumentFetcher``."""
 
-    def __init__(self, rt: Any) -> None:
+    def __init__(self, rt: runtime.Runtime) -> None:
         self._rt = rt
         self._store = DocumentStore(rt.redis, rt.keys)
         self._fetchers: dict[str, DocumentFetcher] = {}
@@ -186,8 +183,7 @@ class DocumentFetchers:
         """Start a fetch of each due document this worker's accounts file names (one command when none is due)."""
         rt = self._rt
         due = rt.redis.zrangebyscore(rt.keys.openapi_due, "-inf", time.time(), start=0, num=DOCUMENTS_PER_TICK)
-        for raw in due:
-            name = text(raw)
+        for name in (text(raw) for raw in due if isinstance(raw, bytes | str)):  # members, without scores
             if name not in rt.settings.accounts:  # not ours: a worker that knows it will fetch it
                 rt.redis.zadd(rt.keys.openapi_due, {name: time.time() + DOCUMENT_RETRY_S})
                 continue
@@ -205,7 +201,7 @@ class DocumentFetcher:
     sets when the document is due next.
     """
 
-    def __init__(self, rt: Any, store: DocumentStore, account: str) -> None:
+    def __init__(self, rt: runtime.Runtime, store: DocumentStore, account: str) -> None:
         self._rt = rt
         self._store = store
         self.account = account
@@ -262,8 +258,6 @@ class DocumentFetcher:
 
 def operation_threads(worker: Any) -> int:
     """The threads a Celery worker gives to operations: its concurrency, or 0 if ``-Q`` leaves them out."""
-    from optimum_bridge.keys import OPERATIONS_QUEUE
-
     consumes = worker.app.amqp.queues.consume_from
     return int(worker.concurrency) if OPERATIONS_QUEUE in consumes else 0
 
@@ -273,8 +267,8 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
 
     It starts after the pool, so a prefork pool's first children are forked
     before the upkeep thread exists, and prepares in this (the main) thread what
-    the loop would otherwise build first (see ``runtime.lazy`` and
-    ``broker.prepare``), so a child forked later finds no lock held.
+    the loop would otherwise build first (see ``process.runtime.lazy`` and
+    ``process.kombu.prepare``), so a child forked later finds no lock held.
     """
 
     requires = ("celery.worker.components:Pool",)

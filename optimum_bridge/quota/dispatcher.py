@@ -24,8 +24,8 @@ wake-up lost with a worker is made up by the others within ``SAFETY_WAIT_S``.
 
 Slots are given only while the live workers have a free thread
 (``capacity``), so a dispatched job never queues behind others in Celery.
-``Recovery`` puts back in their lane the jobs whose message or whose worker
-was lost (``lua/recover.lua``).
+``jobs.recovery`` puts back in their lane the jobs whose message or whose
+worker was lost.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import redis
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import message_template
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Dispatcher:
         if not self._published:
             self.publish()
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.lane_prefix,
             self._keys.delayed(""),
             self._keys.limiter_prefix,
@@ -211,27 +211,3 @@ def _recovered(what: str, failing: bool) -> bool:
     if failing:
         log.info("%s: working again", what)
     return False
-
-
-class Recovery:
-    """Puts back in their lane the jobs whose hand-off or whose worker was lost."""
-
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self._redis = client
-        self._keys = keys
-        self._recover = scripts.register(client, "recover")
-
-    def run(self) -> list[tuple[str, str]]:
-        """Recover what is overdue; returns ``(job id, why)`` for each job put back."""
-        if not self._redis.exists(self._keys.dispatched, self._keys.running):  # idle: one command, no script
-            return []
-        keys = [self._keys.dispatched, self._keys.running, self._keys.ready, self._keys.wake]
-        args: list[str | int] = [self._keys.job(""), self._keys.lease_prefix, self._keys.lane_prefix, 500]
-        raw = self._recover(keys=keys, args=args)
-        back = [(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]
-        for job_id, why in back:
-            if why == "handoff":
-                log.warning("job %s: its message was not taken by a worker in time; back in its lane", job_id)
-            else:
-                log.warning("job %s: its worker stopped renewing the lease (died?); back in its lane", job_id)
-        return back

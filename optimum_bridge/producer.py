@@ -139,7 +139,9 @@ class BridgeClient:
 
     def submit(self, operation: Operation | Mapping[str, Any]) -> str:
         """Queue one operation; returns its job id (the existing one for a repeated idempotency key)."""
-        return self._jobs.submit_many([self.validate(operation)])[0][0]
+        job_id = self._jobs.submit_many([self.validate(operation)])[0][0]
+        self._documents.ask()
+        return job_id
 
     def submit_many(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[str]:
         """Queue operations, one Redis round trip per batch of up to 1,000; all are checked first."""
@@ -151,6 +153,7 @@ class BridgeClient:
         results: list[tuple[str, bool]] = []
         for start in range(0, len(checked), MAX_BATCH):
             results += self._jobs.submit_many(checked[start : start + MAX_BATCH])
+        self._documents.ask()
         return results
 
     def _check_all(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[Operation]:
@@ -229,7 +232,9 @@ class BridgeClient:
             meta = BatchMeta.model_validate({"metadata": dict(metadata or {})}).metadata
         except ValidationError as exc:
             raise InvalidOperation(first_error(exc)) from None
-        return self._batches.create(checked, callback=hook, metadata=meta)
+        batch = self._batches.create(checked, callback=hook, metadata=meta)
+        self._documents.ask()
+        return batch
 
     def get_batch(self, batch_id: str) -> BatchStatus:
         """The batch's status and forecast (``BatchNotFound`` when unknown or expired)."""

@@ -36,6 +36,7 @@ class DocumentStore:
         self._clock = clock
         self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
         self._unreadable: set[tuple[str, str]] = set()
+        self._unasked: set[str] = set()
 
     def put(self, account: str, document: dict[str, Any]) -> None:
         """Store an account's document (a new version for every producer)."""
@@ -51,12 +52,8 @@ class DocumentStore:
         cached = self._cache.get(account)
         if cached is not None and now - cached[2] < RECHECK_S:
             return cached[1]
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(self._keys.openapi_version(account))
-            # Ask the workers for the document, unless it is asked for or fetched already (spec §13:
-            # fetched on demand, then daily; an account nobody submits to costs nothing).
-            pipe.zadd(self._keys.openapi_due, {account: self._clock.time()}, nx=True)
-            version, _ = pipe.execute()
+        version = self._redis.get(self._keys.openapi_version(account))
+        self._unasked.add(account)  # asked for by ``ask``, once the submission it checks is queued
         if version is None:
             self._cache.pop(account, None)
             return None
@@ -69,6 +66,15 @@ class DocumentStore:
             return None
         self._cache[account] = (tag, checker, now)
         return checker
+
+    def ask(self) -> None:
+        """Ask the workers for the documents of the accounts checked since the last call (spec §13: fetched on
+        demand, then daily): each is due now unless it is asked for or fetched already. Called once a
+        submission is queued (a refused one leaves nothing in Redis); one command per account every
+        ``RECHECK_S`` at most, since a cached checker asks nothing."""
+        unasked, self._unasked = self._unasked, set()  # swapped, not cleared: checks may run in other threads
+        if unasked:
+            self._redis.zadd(self._keys.openapi_due, dict.fromkeys(unasked, self._clock.time()), nx=True)
 
     def _load(self, account: str, tag: str) -> OperationChecker | None:
         """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""

@@ -93,4 +93,5 @@ def test_200_idle_accounts_put_a_bounded_load_on_redis(private_redis, sandbox, w
     after, elapsed = server.command_calls(), time.monotonic() - started
     per_s = (sum(after.values()) - sum(before.values()) - 1) / elapsed  # less the INFO of ``before``
     print(f"\none worker, 200 accounts, nothing queued: {per_s:.1f} Redis commands/s")
+    assert server.client().zcard("idle:openapi:due") == 0  # no document fetched for accounts nobody uses
     assert per_s <= 30  # spec: <= 20 per worker process; polling each account cost ~12,000/s at 100

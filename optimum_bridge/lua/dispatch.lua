@@ -65,6 +65,10 @@ local function serve(account)
 
   local given = 0
   while true do
+    if given > 0 and free == 0 then  -- no thread for another: stays due, a finished job wakes a dispatcher
+      redis.call('ZADD', KEYS[1], 'LT', now, account)
+      return 'busy', given
+    end
     local lane, best = nil, nil
     for n = 1, 3 do
       local head = redis.call('ZRANGE', lanes[n], 0, 0)
@@ -83,7 +87,7 @@ local function serve(account)
       redis.call('ZADD', KEYS[1], 'LT', now, account)
       return 'busy', given
     end
-    local at, _, spacing = next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
+    local at, _, spacing, tat_ms = next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
     if at > now then
       redis.call('ZADD', KEYS[1], at, account)
       return 'wait', given
@@ -97,7 +101,7 @@ local function serve(account)
     local status = redis.call('HGET', key, FIELD.status)
     if status == 'queued' or status == 'retrying' then
       local dispatch = redis.call('HINCRBY', key, FIELD.dispatch, 1)
-      take(log, tat, now, best .. '.' .. dispatch, window, spacing)
+      take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
       redis.call('HSET', key, FIELD.dispatched_at, now)
       redis.call('ZADD', KEYS[4], now + handoff, best)
       redis.call('LPUSH', KEYS[7], job_message(template, embed, best, dispatch, account))

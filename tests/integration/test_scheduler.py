@@ -180,3 +180,39 @@ def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is
     assert (status.status, status.attempts, status.started_at) == ("queued", 0, None)
     assert rt.redis.zscore(keys.delayed(), job_id) is not None  # back to its lane when due, age kept
     assert rt.redis.zscore(keys.limiter_log(), f"{job_id}.1") is None  # its slot given back
+
+
+def test_an_account_is_ready_while_it_has_work_and_scored_by_when_it_is_due(sched):
+    """Spec §10a: the ready set holds the accounts with waiting work, at the time their next slot is due."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="2/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    assert rt.redis.zscore(keys.ready, "default") is None  # nothing waits: not there, nothing to look at
+    _, second = client.submit_many([op("/Vehicles/A"), op("/Vehicles/B")])
+    assert rt.redis.llen(keys.wake) == 1  # the submission woke a dispatcher, once
+    due_at = rt.redis.zscore(keys.ready, "default")
+    assert due_at is not None and due_at <= time.time() * 1000 + 1
+    result = rt.dispatcher.run()  # the due accounts, as a worker's dispatch loop serves them
+    assert (result.outcome, result.given) == ("wait", 1)
+    assert rt.redis.llen(keys.wake) == 0  # the call served every wake-up pushed before it
+    assert result.next_in_s is not None and 0.4 < result.next_in_s <= 0.5  # the next slot: 1 s / 2
+    next_at = rt.redis.zscore(keys.ready, "default")
+    assert next_at is not None and next_at - due_at >= 400
+    time.sleep(result.next_in_s)
+    assert rt.dispatcher.run().given == 1 and rt.redis.zscore(keys.ready, "default") is None  # none left
+    job = rt.jobs.claim(second, 1, "w", quota=rt.limiter.quota, account="default", lease_ms=5000)
+    assert job.outcome == "ok"
+    rt.jobs.reschedule(second, "w", account="default", delay_s=30.0, status="retrying")
+    retry_at = rt.redis.zscore(keys.ready, "default")
+    assert retry_at is not None and 29_000 < retry_at - time.time() * 1000 <= 30_000  # back at its retry's time
+
+
+def test_an_account_whose_quota_redis_lost_is_served_once_stored_again(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    rt.dispatcher.run()  # publishes the quotas
+    rt.redis.delete(keys.quotas)  # e.g. a Redis restored from a snapshot older than the workers' start
+    job_id = client.submit(op("/Vehicles"))
+    assert rt.dispatcher.run().outcome == "more"  # stored again, and the account put back
+    assert rt.redis.hexists(keys.quotas, "default")
+    rt.dispatcher.run()
+    assert rt.redis.zscore(keys.dispatched, job_id) is not None

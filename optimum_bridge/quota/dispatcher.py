@@ -149,7 +149,6 @@ class DispatchLoop:
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.calls = 0  # dispatcher calls made (tests, the idle benchmark)
 
     def start(self) -> None:
         """Start both threads."""
@@ -182,7 +181,6 @@ class DispatchLoop:
             self._poke.clear()
             try:
                 result = self.dispatcher.run()
-                self.calls += 1
                 failing = _recovered("dispatch", failing)
             except redis.RedisError as exc:
                 failing = _failed("dispatch", exc, failing)

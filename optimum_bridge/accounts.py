@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
 from .errors import ConfigError
+from .schedules.model import SCHEDULE_NAME, Schedule
 from .schemas import ACCOUNT_NAME
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class KeyEntry(BaseModel):
 
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     accounts: list[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)]] | None = None
+    admin: bool = False  # spec §12a: may manage schedules (and accounts)
 
 
 class AccountsFile(BaseModel):
@@ -73,6 +75,7 @@ class AccountsFile(BaseModel):
 
     accounts: dict[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)], AccountEntry] = Field(min_length=1)
     api_keys: dict[str, KeyEntry] = Field(default_factory=dict)
+    schedules: dict[Annotated[str, StringConstraints(pattern=SCHEDULE_NAME)], Schedule] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class ApiKey:
     name: str
     digest: bytes
     accounts: frozenset[str] | None
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Accounts:
 
     by_name: dict[str, Account]
     keys: tuple[ApiKey, ...] = ()
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # spec §15: [schedules.NAME]
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
@@ -200,5 +205,9 @@ def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
         if unknown:
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: api_keys.{key_name}.accounts: unknown account {unknown[0]!r}")
         allowed = frozenset(key.accounts) if key.accounts is not None else None
-        keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed))
-    return Accounts(accounts, tuple(keys))
+        keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed, key.admin))
+    for schedule_name, schedule in parsed.schedules.items():
+        if schedule.account not in accounts:
+            where = f"schedules.{schedule_name}.account"
+            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: unknown account {schedule.account!r}")
+    return Accounts(accounts, tuple(keys), parsed.schedules)

@@ -11,6 +11,8 @@
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``deliveries.sweep``), at once again while
   it finds 100 at a time;
+- **schedules**, every second or at the next tick: claims the due ticks of every
+  schedule in one script and makes their batches (``schedules.runner``);
 - **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
   fails), one worker of all fetches the account's OpenAPI document into Redis, in
   a thread of its own, for producers' checks (``openapi``, ``DocumentFetcher``).
@@ -40,6 +42,7 @@ from .errors import BridgeError, ConfigError
 from .keys import Keys
 from .openapi import DocumentStore, fetch_document
 from .scheduler import Dispatched
+from .schedules.runner import worker_runner
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
+        Timer("schedules", 1.0, worker_runner(rt).run),
         *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
 

@@ -56,6 +56,8 @@ from .http import (
     invalid,
     rejected,
 )
+from .schedules import router as schedules
+from .schedules import schedule_runner
 from .ui import router as dashboard
 from .ui import static as dashboard_static
 
@@ -163,12 +165,14 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_ring = KeyRing.of(settings)
+    app.state.schedules = schedule_runner(bridge)
     for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)
     app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(controls, dependencies=[Depends(require_key)], responses=ERRORS)
+    app.include_router(schedules, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
     app.include_router(dashboard)
     app.mount("/ui/static", dashboard_static, name="ui-static")

@@ -17,16 +17,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
-from ..errors import BridgeError
-from ..keys import Keys
-from ..producer import BridgeClient
-from ..schedules.model import SCHEDULE_NAME, Schedule, one_line
-from ..schedules.outlook import ScheduleView, describe
-from ..schedules.runner import ScheduleRunner
-from ..schedules.store import Defined, ScheduleStore
-from ..ssrf import check_callback_url
-from .auth import AdminDep, Caller, CallerDep
-from .http import Bridge, JsonBody, Problem, ProblemError, invalid
+from optimum_bridge.callbacks.ssrf import check_callback_url
+from optimum_bridge.errors import BridgeError
+from optimum_bridge.ingress.auth import AdminDep, Caller, CallerDep
+from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, invalid
+from optimum_bridge.keys import Keys
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, one_line
+from optimum_bridge.schedules.outlook import ScheduleView, describe
+from optimum_bridge.schedules.runner import ScheduleRunner
+from optimum_bridge.schedules.store import Defined, ScheduleStore
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 ANSWERS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (403, 404, 409)}

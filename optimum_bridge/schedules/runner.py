@@ -24,13 +24,16 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from optimum_bridge.clock import isoformat
 from optimum_bridge.errors import BridgeError, JobNotFound
+from optimum_bridge.keys import Keys
 from optimum_bridge.producer import BridgeClient
-from optimum_bridge.runtime import Runtime
 from optimum_bridge.schedules.model import Schedule
 from optimum_bridge.schedules.store import Due, ScheduleStore, from_ms, to_ms
 from optimum_bridge.schemas import Operation
+from optimum_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +242,11 @@ class ScheduleRunner:
         self.store.clear(name, "source_job")
 
 
-def worker_runner(rt: Runtime) -> ScheduleRunner:
+def worker_runner(settings: Settings, client: redis.Redis, keys: Keys) -> ScheduleRunner:
     """A worker's runner: the accounts file's schedules, and a pool of two threads to make batches in
     (a big batch does not hold up the next schedule's, nor the upkeep loop)."""
-    bridge = BridgeClient(rt.settings, client=rt.redis)
-    store = ScheduleStore(rt.redis, rt.keys)
+    bridge = BridgeClient(settings, client=client)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schedules")
-    return ScheduleRunner(store, bridge, file_schedules=dict(rt.settings.accounts.schedules), pool=pool)
+    return ScheduleRunner(
+        ScheduleStore(client, keys), bridge, file_schedules=dict(settings.accounts.schedules), pool=pool
+    )

@@ -23,8 +23,8 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from optimum_bridge import scripts
 from optimum_bridge.keys import Keys, text
+from optimum_bridge.lua import scripts
 from optimum_bridge.schedules.model import Schedule
 
 Origin = Literal["file", "api"]

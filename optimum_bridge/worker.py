@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.config.checks import require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime

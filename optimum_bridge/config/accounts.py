@@ -16,16 +16,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
+from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
 from optimum_bridge.errors import ConfigError
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule
 from optimum_bridge.schemas import ACCOUNT_NAME
-
-if TYPE_CHECKING:
-    from optimum_bridge.settings import RateLimit, Settings
 
 DEFAULT = "default"
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -134,26 +133,11 @@ class Accounts:
         return sorted(self.by_name, key=lambda name: (name != DEFAULT, name))
 
 
-def default_account(settings: Settings) -> Account:
-    """The account the ``OPTIMUM_*`` variables describe."""
-    return Account(
-        DEFAULT,
-        settings.client_id,
-        settings.client_secret,
-        settings.api_url,
-        settings.token_url,
-        settings.rate_limit,
-        settings.openapi_url or "",
-    )
-
-
-def _where(entry: AccountEntry, settings: Settings) -> tuple[str, str]:
-    from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
-
+def _where(entry: AccountEntry, sandbox_url: str) -> tuple[str, str]:
     if entry.api_url is not None and entry.token_url is not None:
         return entry.api_url.rstrip("/"), entry.token_url
     if entry.environment == "sandbox":
-        return sandbox_endpoints(settings.sandbox_url)
+        return sandbox_endpoints(sandbox_url)
     return ENDPOINTS[entry.environment or "preprod"]
 
 
@@ -176,16 +160,18 @@ def _read(path: Path) -> AccountsFile:
         raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {_first_error(exc)}") from None
 
 
-def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
-    """The accounts of ``settings``; ``ConfigError`` with one line naming the account and field."""
-    from optimum_bridge.settings import RateLimit
+def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, environ: Mapping[str, str]) -> Accounts:
+    """The accounts of ``file`` beside ``default`` (the ``OPTIMUM_*`` one); ``ConfigError`` naming account and field.
 
-    if settings.accounts_file is None:
-        return Accounts({DEFAULT: default_account(settings)})
-    parsed = _read(settings.accounts_file)
+    Without a file, ``default`` is the only account, credentials or not (they are
+    checked when a call needs them); with one, it joins the file's when it has a client id.
+    """
+    if file is None:
+        return Accounts({DEFAULT: default})
+    parsed = _read(file)
     accounts: dict[str, Account] = {}
-    if settings.client_id and DEFAULT not in parsed.accounts:
-        accounts[DEFAULT] = default_account(settings)
+    if default.client_id and DEFAULT not in parsed.accounts:
+        accounts[DEFAULT] = default
     for name, entry in parsed.accounts.items():
         secret = environ.get(entry.client_secret_env)
         if not secret:
@@ -195,7 +181,7 @@ def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
             rate = RateLimit.parse(entry.rate_limit)
         except ValueError as exc:
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
-        api_url, token_url = _where(entry, settings)
+        api_url, token_url = _where(entry, sandbox_url)
         accounts[name] = Account(
             name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
         )

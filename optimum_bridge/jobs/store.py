@@ -27,7 +27,7 @@ from optimum_bridge.jobs.status import to_status
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
 
 IDEMPOTENCY_TTL_S = 86400

@@ -18,7 +18,7 @@ import redis
 
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
 from optimum_bridge.lua import scripts
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota
 
 WAITING = frozenset({"queued", "retrying"})
 

@@ -28,7 +28,8 @@ from optimum_bridge.errors import CredentialsRejected, Deferred, NetworkError, T
 from optimum_bridge.jobs.retry import retry_after
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.quota.headers import Statement, parse_rate_headers
-from optimum_bridge.quota.limiter import Quota, RateLimiter
+from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import ApiResponse, Operation, TokenResponse
 from optimum_bridge.upstream.tokens import Token, TokenStore
 

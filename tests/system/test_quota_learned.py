@@ -18,8 +18,8 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.headers import Statement
 from optimum_bridge.quota.limiter import HOLD_WINDOWS, RateLimiter
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import Operation
-from optimum_bridge.settings import RateLimit
 from tests.support import bridge_env, run_cli, settings_from, wait_finished
 
 

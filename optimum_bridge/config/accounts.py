@@ -16,14 +16,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
 from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.quota.rate import RateLimit
-from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule
 from optimum_bridge.schemas import ACCOUNT_NAME
 
 DEFAULT = "default"
@@ -74,7 +73,9 @@ class AccountsFile(BaseModel):
 
     accounts: dict[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)], AccountEntry] = Field(min_length=1)
     api_keys: dict[str, KeyEntry] = Field(default_factory=dict)
-    schedules: dict[Annotated[str, StringConstraints(pattern=SCHEDULE_NAME)], Schedule] = Field(default_factory=dict)
+    # spec §15, checked whole by schedules.model.file_schedules (at a worker's start, and the ingress's): a
+    # producer reading this file loads no template engine.
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Accounts:
 
     by_name: dict[str, Account]
     keys: tuple[ApiKey, ...] = ()
-    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # spec §15: [schedules.NAME]
+    schedules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # spec §15: [schedules.NAME], as read
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
@@ -192,8 +193,4 @@ def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, envi
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: api_keys.{key_name}.accounts: unknown account {unknown[0]!r}")
         allowed = frozenset(key.accounts) if key.accounts is not None else None
         keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed, key.admin))
-    for schedule_name, schedule in parsed.schedules.items():
-        if schedule.account not in accounts:
-            where = f"schedules.{schedule_name}.account"
-            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: unknown account {schedule.account!r}")
     return Accounts(accounts, tuple(keys), parsed.schedules)

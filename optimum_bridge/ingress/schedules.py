@@ -23,7 +23,7 @@ from optimum_bridge.ingress.auth import AdminDep, Caller, CallerDep
 from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, invalid
 from optimum_bridge.keys import Keys
 from optimum_bridge.producer import BridgeClient
-from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, one_line
+from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, file_schedules, one_line
 from optimum_bridge.schedules.outlook import ScheduleView, describe
 from optimum_bridge.schedules.runner import ScheduleRunner
 from optimum_bridge.schedules.store import Defined, ScheduleStore
@@ -52,7 +52,7 @@ class RunStarted(BaseModel):
 def schedule_runner(bridge: BridgeClient) -> ScheduleRunner:
     """The ingress's runner (manual runs only: the workers run the ticks)."""
     store = ScheduleStore(bridge.redis, Keys(bridge.settings.key_prefix))
-    return ScheduleRunner(store, bridge, file_schedules=dict(bridge.settings.accounts.schedules))
+    return ScheduleRunner(store, bridge, file_schedules=file_schedules(bridge.settings.accounts))
 
 
 def _runner(request: Request) -> ScheduleRunner:

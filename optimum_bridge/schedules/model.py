@@ -13,6 +13,7 @@ now, in one line naming it (``operation.query.startDate: 'tik' is undefined``).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -32,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from optimum_bridge.config.accounts import Accounts
+from optimum_bridge.errors import ConfigError
 from optimum_bridge.schedules.templates import OperationTemplate, TemplateFailed
 from optimum_bridge.schedules.ticks import Ticks, parse_every
 from optimum_bridge.schemas import ACCOUNT_NAME, MAX_BATCH_OPERATIONS, Callback, Operation, Priority, ShortText
@@ -185,3 +188,20 @@ def one_line(exc: ValidationError) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {message}" if where else message
+
+
+def file_schedules(accounts: Accounts) -> dict[str, Schedule]:
+    """The accounts file's ``[schedules.NAME]``, checked whole; ``ConfigError`` in one line naming the field."""
+    found = {}
+    for name, table in accounts.schedules.items():
+        where = f"BRIDGE_ACCOUNTS_FILE: schedules.{name}"
+        if not re.fullmatch(SCHEDULE_NAME, name):
+            raise ConfigError(f"{where}: the name must match {SCHEDULE_NAME}")
+        try:
+            schedule = Schedule.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}.{one_line(exc)}") from None
+        if schedule.account not in accounts:
+            raise ConfigError(f"{where}.account: unknown account {schedule.account!r}")
+        found[name] = schedule
+    return found

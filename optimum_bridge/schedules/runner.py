@@ -30,7 +30,7 @@ from optimum_bridge.clock import isoformat
 from optimum_bridge.errors import BridgeError, JobNotFound
 from optimum_bridge.keys import Keys
 from optimum_bridge.producer import BridgeClient
-from optimum_bridge.schedules.model import Schedule
+from optimum_bridge.schedules.model import Schedule, file_schedules
 from optimum_bridge.schedules.store import Due, ScheduleStore, from_ms, to_ms
 from optimum_bridge.schemas import Operation
 from optimum_bridge.settings import Settings
@@ -248,5 +248,5 @@ def worker_runner(settings: Settings, client: redis.Redis, keys: Keys) -> Schedu
     bridge = BridgeClient(settings, client=client)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schedules")
     return ScheduleRunner(
-        ScheduleStore(client, keys), bridge, file_schedules=dict(settings.accounts.schedules), pool=pool
+        ScheduleStore(client, keys), bridge, file_schedules=file_schedules(settings.accounts), pool=pool
     )

@@ -46,8 +46,12 @@ operations = [{{ method = "GET", path = "/Vehicles" }}]
 
 
 @pytest.fixture
-def http(  # noqa: F811  (served_ingress: the fixture imported above)
-    redis_server: Any, prefix: str, served_ingress: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def http(
+    redis_server: Any,
+    prefix: str,
+    served_ingress: Any,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Any:
     monkeypatch.setenv("ACME_SECRET", "acme-secret")
     (tmp_path / "accounts.toml").write_text(ACCOUNTS)

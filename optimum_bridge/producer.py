@@ -58,9 +58,12 @@ class BridgeClient:
         self._owns_redis = client is None
         self._redis = client or redis_client(settings)
         self._keys = Keys(settings.key_prefix)
-        pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
         self._jobs = JobStore(
-            self._redis, self._keys, result_ttl_s=settings.result_ttl_s, pending_ttl_s=pending_ttl, clock=clock
+            self._redis,
+            self._keys,
+            result_ttl_s=settings.result_ttl_s,
+            pending_ttl_s=settings.pending_ttl_s,
+            clock=clock,
         )
         self._forecaster = Forecaster(self._redis, self._keys, settings.quotas())
         self._batches = BatchStore(
@@ -69,7 +72,7 @@ class BridgeClient:
             self._jobs,
             self._forecaster,
             result_ttl_s=settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=settings.pending_ttl_s,
             clock=clock,
         )
         self._clock = clock

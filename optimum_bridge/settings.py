@@ -27,8 +27,8 @@ from optimum_bridge.config.environments import (
     plain_http_refused,
     sandbox_endpoints,
 )
-from optimum_bridge.errors import ConfigError
-from optimum_bridge.quota.rate import Quota, RateLimit
+from optimum_bridge.errors import ConfigError, field_problems, one_line
+from optimum_bridge.quota.rate import Quota, RateLimit, RateLimitField
 
 #: The settings without a default value: empty means unset for these.
 OPTIONAL = (
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     token_url_override: str | None = Field(None, validation_alias="OPTIMUM_TOKEN_URL")
     # The simulator, used only in the ``sandbox`` environment: OPTIMUM_ENVIRONMENT alone switches a stack.
     sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
-    rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
+    rate_limit: Annotated[RateLimitField, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
@@ -89,11 +89,6 @@ class Settings(BaseSettings):
         "strict", validation_alias="BRIDGE_VALIDATE_OPERATIONS"
     )
     _accounts: Accounts | None = PrivateAttr(None)
-
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _parse_rate(cls, value: object) -> object:
-        return RateLimit.parse(value) if isinstance(value, str) else value
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
@@ -213,6 +208,11 @@ class Settings(BaseSettings):
         return {name: self.quota(name) for name in self.accounts.names}
 
     @property
+    def pending_ttl_s(self) -> int:
+        """How long a job's record may wait for its end: every retry it may still make, then its result's time."""
+        return int(self.max_retry_duration_s) + self.result_ttl_s
+
+    @property
     def handoff_s(self) -> float:
         """How long a dispatched job may wait for a worker to take it before it goes back to its lane."""
         return min(10.0, self.redelivery_timeout_s)
@@ -266,12 +266,9 @@ def describe(error: ValidationError) -> str:
 
 def describe_each(error: ValidationError) -> list[str]:
     """One line per bad variable, without echoing any value."""
-    lines = []
-    for problem in error.errors(include_input=False, include_url=False):
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        # A check across fields (no location) names the variable in its message.
-        lines.append(f"{_variable(str(problem['loc'][0]))}: {message}" if problem["loc"] else message)
-    return lines
+    # A check across fields (no location) names the variable in its message.
+    problems = field_problems(error.errors(include_input=False, include_url=False), name=lambda loc: _variable(loc[0]))
+    return [one_line(problem) for problem in problems]
 
 
 def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

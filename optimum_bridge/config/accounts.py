@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
 from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
-from optimum_bridge.errors import ConfigError
-from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.errors import ConfigError, first_problem
+from optimum_bridge.quota.rate import RateLimit, RateLimitField
 from optimum_bridge.schemas import ACCOUNT_NAME
 
 DEFAULT = "default"
@@ -41,7 +41,7 @@ class AccountEntry(BaseModel):
     api_url: Url | None = None
     token_url: Url | None = None
     openapi_url: Url | None = None  # default: <api_url>/swagger/v1/swagger.json
-    rate_limit: str = "30/m"
+    rate_limit: RateLimitField = RateLimit(30, 60.0)
 
     @model_validator(mode="after")
     def _where(self) -> AccountEntry:
@@ -142,12 +142,6 @@ def _where(entry: AccountEntry, sandbox_url: str) -> tuple[str, str]:
     return ENDPOINTS[entry.environment or "preprod"]
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "file"
-    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
-
-
 def _read(path: Path) -> AccountsFile:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -158,7 +152,7 @@ def _read(path: Path) -> AccountsFile:
     try:
         return AccountsFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {_first_error(exc)}") from None
+        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {first_problem(exc, whole='file')}") from None
 
 
 def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, environ: Mapping[str, str]) -> Accounts:
@@ -178,13 +172,9 @@ def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, envi
         if not secret:
             where = f"accounts.{name}.client_secret_env"
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: {entry.client_secret_env} is not set")
-        try:
-            rate = RateLimit.parse(entry.rate_limit)
-        except ValueError as exc:
-            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
         api_url, token_url = _where(entry, sandbox_url)
         accounts[name] = Account(
-            name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
+            name, entry.client_id, SecretStr(secret), api_url, token_url, entry.rate_limit, entry.openapi_url or ""
         )
     keys = []
     for key_name, key in parsed.api_keys.items():

@@ -23,12 +23,12 @@ import redis
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
 from optimum_bridge.errors import Deferred, JobNotFound
 from optimum_bridge.jobs.coalesce import read_digest
-from optimum_bridge.jobs.status import to_status
+from optimum_bridge.jobs.status import shown_status, to_status
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
 from optimum_bridge.quota.rate import Quota
-from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+from optimum_bridge.schemas import WAITING_STATES, ApiResponse, ErrorInfo, JobStatus, Operation
 
 IDEMPOTENCY_TTL_S = 86400
 
@@ -83,7 +83,7 @@ class JobStore:
             return []
         submitted = self._clock.now().isoformat()
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.lane_prefix,
             self._keys.seq_prefix,
             self._pending_ttl_s,
@@ -127,11 +127,11 @@ class JobStore:
         """The fields as producers see them: a job waiting on another's call (spec §13) is running,
         from that call's start, while the call is."""
         fields = self.fields(job_id)
-        leader = fields.get(JobField.coalesced_with)
-        if not leader or fields.get(JobField.status) not in ("queued", "retrying"):
+        leader, status = fields.get(JobField.coalesced_with), fields.get(JobField.status, "queued")
+        if not leader or status not in WAITING_STATES:
             return fields
-        status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
-        if status != b"running":
+        call_status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
+        if shown_status(status, text(call_status) if call_status else None) == status:
             return fields
         shown = {**fields, JobField.status: "running"}
         if started_at is not None:  # the call's claim comes just before it is sent
@@ -179,7 +179,7 @@ class JobStore:
             attempts=int(reply[2] or 0),
             operation=Operation.model_validate_json(reply[3]),
             submitted_at=datetime.fromisoformat(text(reply[4])),
-            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+            batch_id=self._keys.batch_id(batch) if batch else None,
         )
 
     def lease_key(self, job_id: str) -> str:
@@ -233,7 +233,7 @@ class JobStore:
             job_id,
             batch_message,
             batch_id or "",
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
         ]
@@ -273,7 +273,7 @@ class JobStore:
         if not job_ids:
             return []
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.lane_prefix,
             self._keys.delayed(""),
             self._clock.now().isoformat(),
@@ -287,6 +287,6 @@ class JobStore:
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
-        args = [self._keys.lane_prefix, priority, job_id, self._keys.job(""), self._keys.followers_prefix]
+        args = [self._keys.lane_prefix, priority, job_id, self._keys.job_prefix, self._keys.followers_prefix]
         reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes

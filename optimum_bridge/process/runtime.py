@@ -93,12 +93,11 @@ class Runtime:
 
     @lazy
     def jobs(self) -> JobStore:
-        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return JobStore(
             self.redis,
             self.keys,
             result_ttl_s=self.settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=self.settings.pending_ttl_s,
             callback_watch_s=self.settings.redelivery_timeout_s,
         )
 
@@ -140,14 +139,13 @@ class Runtime:
 
     @lazy
     def batches(self) -> BatchStore:
-        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return BatchStore(
             self.redis,
             self.keys,
             self.jobs,
             self.forecaster,
             result_ttl_s=self.settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=self.settings.pending_ttl_s,
         )
 
     @lazy

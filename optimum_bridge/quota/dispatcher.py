@@ -75,7 +75,7 @@ class Dispatcher:
         """Give every slot free now; returns what happened and when the next slot is due."""
         quota = self._limiter.quota
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             *quota.args(),
             self._handoff_ms,
             self._template,
@@ -107,7 +107,7 @@ class Recovery:
     def run(self) -> list[tuple[str, str]]:
         """Recover what is overdue; returns ``(job id, why)`` for each job put back."""
         keys = [self._keys.dispatched, self._keys.running]
-        args: list[str | int] = [self._keys.job(""), self._keys.lease_prefix, self._keys.lane_prefix, 500]
+        args: list[str | int] = [self._keys.job_prefix, self._keys.lease_prefix, self._keys.lane_prefix, 500]
         raw = self._recover(keys=keys, args=args)
         back = [(_text(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
         for job_id, why in back:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 _WINDOWS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -57,3 +60,12 @@ class Quota:
     def args(self) -> list[int]:
         """The quota as the scripts take it: limit, window, interval, burst credit."""
         return [self.limit, self.window_ms, self.interval_ms, self.burst_ms]
+
+
+def _parse(value: object) -> object:
+    """Text as a ``RateLimit``; anything else is left for pydantic to check."""
+    return RateLimit.parse(value) if isinstance(value, str) else value
+
+
+#: A rate limit field of a pydantic model (settings, the accounts file): ``30/m`` parsed in one place.
+RateLimitField = Annotated[RateLimit, BeforeValidator(_parse)]

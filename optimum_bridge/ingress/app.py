@@ -52,13 +52,13 @@ from optimum_bridge.ingress.http import (
     rejected,
 )
 from optimum_bridge.ingress.schedules import router as schedules
-from optimum_bridge.ingress.schedules import schedule_runner
 from optimum_bridge.ingress.ui import router as dashboard
 from optimum_bridge.ingress.ui import static as dashboard_static
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.asgi import Listening, listening_server
 from optimum_bridge.process.observability import init_sentry
 from optimum_bridge.producer import MAX_BATCH, BridgeClient, InvalidOperation
+from optimum_bridge.schedules.runner import manual_runner
 from optimum_bridge.schemas import JobStatus, Operation
 from optimum_bridge.settings import Settings
 
@@ -166,7 +166,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_ring = KeyRing.of(settings)
-    app.state.schedules = schedule_runner(bridge)
+    app.state.schedules = manual_runner(bridge)
     for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)

@@ -21,12 +21,10 @@ from optimum_bridge.callbacks.ssrf import check_callback_url
 from optimum_bridge.errors import BridgeError
 from optimum_bridge.ingress.auth import AdminDep, Caller, CallerDep
 from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, invalid
-from optimum_bridge.keys import Keys
-from optimum_bridge.producer import BridgeClient
-from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, file_schedules, one_line
-from optimum_bridge.schedules.outlook import ScheduleView, describe
+from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, one_line
+from optimum_bridge.schedules.outlook import ScheduleView, show
 from optimum_bridge.schedules.runner import ScheduleRunner
-from optimum_bridge.schedules.store import Defined, ScheduleStore
+from optimum_bridge.schedules.store import Defined
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 ANSWERS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (403, 404, 409)}
@@ -49,27 +47,10 @@ class RunStarted(BaseModel):
     outcome: str
 
 
-def schedule_runner(bridge: BridgeClient) -> ScheduleRunner:
-    """The ingress's runner (manual runs only: the workers run the ticks)."""
-    store = ScheduleStore(bridge.redis, Keys(bridge.settings.key_prefix))
-    return ScheduleRunner(store, bridge, file_schedules=file_schedules(bridge.settings.accounts))
-
-
 def _runner(request: Request) -> ScheduleRunner:
     runner: ScheduleRunner = request.app.state.schedules
     runner.sync()  # the accounts file's schedules are listed before any worker has started
     return runner
-
-
-def view(runner: ScheduleRunner, bridge: BridgeClient, name: str, defined: Defined) -> ScheduleView:
-    """A schedule's view, with the account's slot interval for its estimate."""
-    store = runner.store
-    account = defined.schedule.account
-    quotas = bridge.settings.quotas()
-    interval_s = quotas[account].interval_s if account in quotas else 0.0
-    return describe(
-        name, defined, store.state(name), now=store.now(), next_ms=store.next_tick_ms(name), interval_s=interval_s
-    )
 
 
 def _visible(runner: ScheduleRunner, caller: Caller, name: str) -> Defined:
@@ -88,7 +69,7 @@ def list_schedules(request: Request, bridge: Bridge, caller: CallerDep) -> JSONR
     """Every schedule the key may see, by name, with its next ticks."""
     runner = _runner(request)
     views = [
-        view(runner, bridge, name, defined).model_dump(mode="json")
+        show(runner.store, bridge.settings, name, defined).model_dump(mode="json")
         for name, defined in runner.store.all().items()
         if caller.may_use(defined.schedule.account)
     ]
@@ -99,7 +80,7 @@ def list_schedules(request: Request, bridge: Bridge, caller: CallerDep) -> JSONR
 def get_schedule(name: str, request: Request, bridge: Bridge, caller: CallerDep) -> Response:
     """A schedule: its next 5 ticks (UTC and local), the next run's ``estimated_done_at``, any warning."""
     runner = _runner(request)
-    return _json(view(runner, bridge, name, _visible(runner, caller, name)))
+    return _json(show(runner.store, bridge.settings, name, _visible(runner, caller, name)))
 
 
 @router.put("/{name}", response_model=ScheduleView, responses={**ANSWERS, 422: {"model": Problem}})
@@ -124,7 +105,7 @@ def put_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge,
         raise ProblemError(409, READ_ONLY.format(name=name))
     runner.store.put(name, schedule)
     defined = Defined(schedule=schedule)
-    return _json(view(runner, bridge, name, defined), 201 if current is None else 200)
+    return _json(show(runner.store, bridge.settings, name, defined), 201 if current is None else 200)
 
 
 @router.patch("/{name}", response_model=ScheduleView, responses={**ANSWERS, 422: {"model": Problem}})
@@ -137,7 +118,7 @@ def pause_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridg
     except ValidationError as exc:
         raise invalid(one_line(exc)) from None
     runner.store.set_paused(name, pause.paused)
-    return _json(view(runner, bridge, name, defined))
+    return _json(show(runner.store, bridge.settings, name, defined))
 
 
 @router.post("/{name}:run", status_code=202, response_model=RunStarted, responses=ANSWERS)

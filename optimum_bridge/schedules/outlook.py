@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from optimum_bridge.schedules.store import Defined, from_ms
+from optimum_bridge.schedules.store import Defined, ScheduleStore, from_ms
+from optimum_bridge.settings import Settings
 
 UPCOMING = 5
 
@@ -104,3 +105,13 @@ def _span(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def show(store: ScheduleStore, settings: Settings, name: str, defined: Defined) -> ScheduleView:
+    """The view of a stored schedule, on the Redis clock, with its account's slot interval."""
+    quotas = settings.quotas()
+    account = defined.schedule.account
+    interval_s = quotas[account].interval_s if account in quotas else 0.0
+    return describe(
+        name, defined, store.state(name), now=store.now(), next_ms=store.next_tick_ms(name), interval_s=interval_s
+    )

@@ -250,3 +250,9 @@ def worker_runner(settings: Settings, client: redis.Redis, keys: Keys) -> Schedu
     return ScheduleRunner(
         ScheduleStore(client, keys), bridge, file_schedules=file_schedules(settings.accounts), pool=pool
     )
+
+
+def manual_runner(bridge: BridgeClient) -> ScheduleRunner:
+    """A runner for manual runs and for reading schedules (the ingress, the CLI): the workers run the ticks."""
+    store = ScheduleStore(bridge.redis, Keys(bridge.settings.key_prefix))
+    return ScheduleRunner(store, bridge, file_schedules=file_schedules(bridge.settings.accounts))

@@ -4,6 +4,7 @@ missed and overlap policies, and the nightly sync (source + for_each) against th
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from optimum_bridge.keys import Keys, text
 from optimum_bridge.schedules.model import Schedule
 from optimum_bridge.schedules.runner import OUTAGE_S, ScheduleRunner
 from optimum_bridge.schedules.store import ScheduleStore, from_ms, to_ms
-from tests.support import bridge_env, settings_from, wait_until
+from tests.support import bridge_env, run_cli, settings_from, wait_until
 
 VEHICLES = {"method": "GET", "path": "/Vehicles"}
 NIGHTLY_TRIPS = {
@@ -159,3 +160,26 @@ def test_the_nightly_sync_fetches_yesterdays_trips_of_every_vehicle_in_the_fleet
     assert windows == {(f"{yesterday}T00:00:00", f"{today}T00:00:00")}
     assert (batch.counts.succeeded, batch.total) == (len(in_fleet), len(in_fleet))  # the sandbox took each window
     assert batch.metadata["tick"] == datetime.fromtimestamp(tick / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.processes
+def test_the_cli_lists_shows_runs_pauses_and_resumes(stack: Any) -> None:
+    s = stack()
+    hourly = {"cron": "0 * * * *", "timezone": "Europe/Paris", "operations": [VEHICLES]}
+    s.store.put("hourly", Schedule.model_validate(hourly))
+    listed = run_cli(s.env, "schedules", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("hourly (api, 0 * * * *, account default): next ")
+    assert "never ran" in listed.stdout
+    ran = run_cli(s.env, "schedules", "run", "hourly")
+    assert ran.returncode == 0, ran.stderr
+    batch_id = ran.stdout.strip()
+    assert s.client.get_batch(batch_id).metadata["schedule"] == "hourly"
+    shown = json.loads(run_cli(s.env, "schedules", "show", "hourly").stdout)
+    assert shown["last_run"]["batch_id"] == batch_id and len(shown["next_ticks"]) == 5
+    assert run_cli(s.env, "schedules", "pause", "hourly").stdout == "hourly: paused\n"
+    assert ": paused;" in run_cli(s.env, "schedules", "list").stdout
+    assert run_cli(s.env, "schedules", "resume", "hourly").returncode == 0
+    assert s.store.state("hourly").get("paused") is None
+    missing = run_cli(s.env, "schedules", "show", "nope")
+    assert (missing.returncode, missing.stderr) == (1, "optimum-bridge: no schedule 'nope'\n")

@@ -3,6 +3,7 @@ a manual run's batch, the next ticks and the finish forecast. Real HTTP over loo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from optimum_bridge.ingress.ui.security import csrf_token
 from tests.system.test_ingress import local_settings, problem_of, served_ingress  # noqa: F401  (the fixture)
 
 ADMIN = {"Authorization": "Bearer admin-key"}
@@ -134,3 +136,28 @@ def test_the_accounts_file_schedules_are_listed_and_read_only(http: httpx.Client
     http.put("/v1/schedules/hourly", json=HOURLY, headers=ADMIN)  # on the default account
     assert [s["name"] for s in http.get("/v1/schedules", headers=LIMITED).json()] == ["nightly"]
     assert http.get("/v1/schedules/hourly", headers=LIMITED).status_code == 404
+
+
+def _basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"ops:{key}".encode()).decode()}
+
+
+def test_ui_shows_schedules_with_their_forecast_and_an_admin_steers_them(http: httpx.Client) -> None:
+    often = {"every": "5s", "operations": [{"method": "GET", "path": f"/Vehicles/AB-{i:03d}-CD"} for i in range(10)]}
+    http.put("/v1/schedules/often", json=often, headers=ADMIN)
+    page = http.get("/ui", headers=_basic("key-two")).text
+    assert 'id="schedule-nightly"' in page and 'id="schedule-often"' in page
+    assert "<code>0 2 * * *</code>" in page and "Europe/Paris" in page
+    assert 'action="/ui/schedules/often/run"' not in page  # not an admin key: no buttons
+    admin = {**_basic("admin-key")}
+    token = csrf_token("admin-key")
+    assert 'action="/ui/schedules/often/run"' in http.get("/ui", headers=admin).text
+    ran = http.post("/ui/schedules/often/run", data={"csrf": token}, headers=admin, follow_redirects=False)
+    assert ran.headers["location"] == "/ui?note=schedule-run&id=often"
+    page = http.get("/ui", headers=admin).text
+    assert "longer than the 5 s between ticks" in page  # the warning, from the run's size at 30/m
+    paused = http.post("/ui/schedules/often/pause", data={"csrf": token}, headers=admin, follow_redirects=False)
+    assert paused.status_code == 303
+    assert 'id="schedule-often" data-paused="true"' in http.get("/ui", headers=admin).text
+    plain = http.post("/ui/schedules/often/resume", data={"csrf": csrf_token("key-two")}, headers=_basic("key-two"))
+    assert plain.status_code == 403

@@ -75,12 +75,22 @@ class ScheduleRunner:
         self.sync()
         due = self.store.due(outage_ms=self._outage_ms)
         for name, expected_ms in due.ticks:
-            self._advance(name, expected_ms, due)
+            self._isolated(self._advance, name, expected_ms, due)
         for member in due.sources:
-            self._check_source(member, due.now_ms)
+            self._isolated(self._check_source, member, due.now_ms)
         if due.first_ms is None:
             return LOOK_EVERY_S
         return min(LOOK_EVERY_S, max(0.01, (due.first_ms - due.now_ms) / 1000 + 0.005))
+
+    @staticmethod
+    def _isolated(step: Callable[..., None], what: str, *args: Any) -> None:
+        """One schedule's step; a failure (a definition that no longer loads, a bug) leaves the others going."""
+        try:
+            step(what, *args)
+        except redis.RedisError:
+            raise  # the whole turn is retried (the upkeep logs it once)
+        except Exception:
+            log.exception("schedule %s: its turn failed; the other schedules go on", what)
 
     def sync(self) -> None:
         """Write the accounts file's schedules to Redis, once per process."""
@@ -190,13 +200,22 @@ class ScheduleRunner:
         """Whether the schedule's last run (its source job, or its batch) is not finished."""
         state = self.store.state(name)
         try:
-            if state.get("source_job"):
-                return True  # cleared once its batch is made
+            if state.get("source_job") and self._source_running(name, state):
+                return True
             if state.get("last_batch"):
                 return not self._bridge.get_batch(state["last_batch"]).finished
         except JobNotFound:  # expired: long finished
             return False
         return False
+
+    def _source_running(self, name: str, state: dict[str, str]) -> bool:
+        """Whether a tick's source job, or the wait for it, is under way (a fan-out whose worker died is not)."""
+        try:
+            if not self._bridge.get(state["source_job"]).finished:
+                return True
+        except JobNotFound:
+            return False
+        return self.store.source_waiting(name, int(state.get("last_tick") or 0))
 
     # -- sources ------------------------------------------------------------------------------
 

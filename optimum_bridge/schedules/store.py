@@ -199,6 +199,10 @@ class ScheduleStore:
         """Look at a waiting source again at ``at_ms``."""
         self._redis.zadd(self._keys.schedules_sources, {member: at_ms}, xx=True)
 
+    def source_waiting(self, name: str, tick_ms: int) -> bool:
+        """Whether the tick still waits on its source job (no worker has taken it for its batch yet)."""
+        return self._redis.zscore(self._keys.schedules_sources, f"{name}|{tick_ms}") is not None
+
     def take_source(self, member: str) -> bool:
         """Take a finished source's tick for its batch; only one caller gets True."""
         return bool(self._redis.zrem(self._keys.schedules_sources, member))

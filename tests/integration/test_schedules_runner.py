@@ -149,3 +149,14 @@ def test_the_outlook_forecasts_the_next_run_from_the_last_runs_size() -> None:
         view.warning
         == "a run of 301 calls takes 10 min at account 'default''s quota, longer than the 5 min between ticks"
     )
+
+
+def test_a_schedule_that_no_longer_loads_leaves_the_others_ticking(runners: Any) -> None:
+    rt, _, build = runners
+    runner = build()
+    runner.store.put("good", every("1s", overlap="queue"))
+    keys = Keys(rt.settings.key_prefix)
+    rt.redis.hset(keys.schedules, "broken", '{"schedule": {"every": "1s"}}')  # e.g. written by another version
+    rt.redis.zadd(keys.schedules_due, {"broken": 0})
+    wait_until(lambda: runner.run() and len(outcomes(rt, "good")) >= 2, timeout=10, what="2 ticks of the good one")
+    assert outcomes(rt, "broken") == {}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
-from optimum_bridge.schedules.model import Schedule, one_line
+from optimum_bridge.config.accounts import Account, load_accounts
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.schedules.model import Schedule, file_schedules, one_line
 from optimum_bridge.schedules.ticks import Ticks, parse_every
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -134,3 +138,21 @@ def test_a_bad_schedule_is_refused_in_one_line_naming_the_field(change: dict[str
     line = one_line(caught.value)
     assert line.startswith(message), line
     assert "\n" not in line
+
+
+def test_a_wrong_schedule_of_the_accounts_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text(
+        '[accounts.acme]\nclient_id = "acme"\nclient_secret_env = "ACME_SECRET"\nenvironment = "sandbox"\n\n'
+        '[schedules.nightly]\ncron = "0 2 * * *"\naccount = "acme"\n'
+        'operations = [{ method = "GET", path = "/Vehicles", query = { d = "{{ tik }}" } }]\n'
+    )
+    default = Account("default", None, None, "http://127.0.0.1:9", "http://127.0.0.1:9/token", RateLimit(30, 60.0))
+    accounts = load_accounts(path, default=default, sandbox_url="http://127.0.0.1:9", environ={"ACME_SECRET": "s"})
+    with pytest.raises(ConfigError) as caught:
+        file_schedules(accounts)
+    assert str(caught.value) == "BRIDGE_ACCOUNTS_FILE: schedules.nightly.operations[0].query.d: 'tik' is undefined"
+    path.write_text(path.read_text().replace('account = "acme"', 'account = "beta"').replace("tik", "tick"))
+    accounts = load_accounts(path, default=default, sandbox_url="http://127.0.0.1:9", environ={"ACME_SECRET": "s"})
+    with pytest.raises(ConfigError, match=r"^BRIDGE_ACCOUNTS_FILE: schedules.nightly.account: unknown account 'beta'$"):
+        file_schedules(accounts)

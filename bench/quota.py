@@ -108,7 +108,7 @@ def margin_s(quota: str) -> float:
 
 
 def interval_s(quota: str) -> float:
-    """The scheduler's slot interval: (window + margin) / limit, rounded up to the ms (``ratelimit.Quota``)."""
+    """The scheduler's slot interval: (window + margin) / limit, rounded up to the ms (``quota.rate.Quota``)."""
     rate = RateLimit.parse(quota)
     return -(-round((rate.window_s + margin_s(quota)) * 1000) // rate.limit) / 1000
 

@@ -72,7 +72,7 @@ def check_path(path: str) -> str:
 
 
 class Callback(BaseModel):
-    """Where to POST the outcome. Reachability rules are checked by ``ssrf``."""
+    """Where to POST the outcome. Reachability rules are checked by ``callbacks.ssrf``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

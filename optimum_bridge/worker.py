@@ -4,7 +4,7 @@ Importing this module reads the settings (a bad one stops the process with
 one line) and builds the app; nothing starts until a worker does. A worker
 then consumes both queues (operations and callbacks) unless ``-Q`` narrows
 it, initialises Sentry before its pool forks (``WorkerStart``), and runs the
-upkeep loop (``upkeep.UpkeepStep``) for as long as it lives.
+upkeep loop (``process.upkeep.UpkeepStep``) for as long as it lives.
 """
 
 from __future__ import annotations

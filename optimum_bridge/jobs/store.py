@@ -3,7 +3,7 @@
 A job is a hash (``keys.job``): the operation, its state, lane and place,
 attempts, the last answer and error. ``submit_many`` creates jobs in their
 priority lanes in one Lua call per batch, honouring idempotency keys. Then
-the scheduler gives a job a slot and its message (``scheduler``); ``claim``
+the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
 takes it for one worker, refusing stale messages (a dispatch that is not the
 job's current one), finished jobs (a redelivery never runs one again) and a
 slot that went by. ``complete`` moves a job to its final state once -- and
@@ -139,7 +139,7 @@ class JobStore:
         return shown
 
     def status(self, job_id: str) -> JobStatus:
-        """The job as producers see it (without its forecast: see ``forecast.Forecaster``)."""
+        """The job as producers see it (without its forecast: see ``quota.forecast.Forecaster``)."""
         return to_status(job_id, self.shown(job_id))
 
     def field(self, job_id: str, name: str) -> str | None:

@@ -22,16 +22,18 @@ from optimum_bridge.jobs.batches import BatchStore
 from optimum_bridge.jobs.due import DueSet
 from optimum_bridge.jobs.executor import Executor, Policy
 from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.recovery import Recovery
 from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
-from optimum_bridge.quota.dispatcher import Dispatcher, Recovery
+from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.settings import Settings
-from optimum_bridge.upstream.client import IdentityClient, OptimumClient
+from optimum_bridge.upstream.client import OptimumClient
+from optimum_bridge.upstream.identity import IdentityClient
 from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
 
 T = TypeVar("T")
@@ -234,7 +236,7 @@ class AccountRuntime:
             metrics=rt.metrics.for_account(self.account.name),
         )
         cipher = TokenCipher(rt.settings.token_encryption_key)
-        return TokenStore(rt.redis, rt.keys, identity.fetch, cipher=cipher, account=self.account.name)
+        return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
 
     @lazy
     def api(self) -> OptimumClient:

@@ -3,19 +3,19 @@
 - **heartbeat**, every 1 s: this worker is alive, with its threads for operations
   (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
 - **dispatch**, at each slot: gives the free quota slots to the best waiting
-  jobs (``scheduler.Dispatcher``), which says when the next slot is due so the
+  jobs (``quota.dispatcher.Dispatcher``), which says when the next slot is due so the
   loop wakes right then; every 50 ms when nothing waits;
 - **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
-  or worker was lost (``scheduler.Recovery``);
-- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
+  or worker was lost (``jobs.recovery``);
+- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``jobs.due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
-  was lost, or that were left to it (``deliveries.sweep``), at once again while
+  was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
 - **schedules**, every second or at the next tick: claims the due ticks of every
   schedule in one script and makes their batches (``schedules.runner``);
 - **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
   fails), one worker of all fetches the account's OpenAPI document into Redis, in
-  a thread of its own, for producers' checks (``openapi``, ``DocumentFetcher``).
+  a thread of its own, for producers' checks (``upstream.documents``, ``DocumentFetcher``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -233,8 +233,8 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
 
     It starts after the pool, so a prefork pool's first children are forked
     before the upkeep thread exists, and prepares in this (the main) thread what
-    the loop would otherwise build first (see ``runtime.lazy`` and
-    ``broker.prepare``), so a child forked later finds no lock held.
+    the loop would otherwise build first (see ``process.runtime.lazy`` and
+    ``process.kombu.prepare``), so a child forked later finds no lock held.
     """
 
     requires = ("celery.worker.components:Pool",)

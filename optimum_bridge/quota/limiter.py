@@ -13,7 +13,7 @@ Two rules, both on the Redis server's clock (``lua/_limiter.lua``):
   start at once after the API has been idle, at the cost of a gap later when
   a backlog keeps coming (see the README).
 
-Slots are not reserved ahead: ``scheduler.Dispatcher`` gives one to the best
+Slots are not reserved ahead: ``quota.dispatcher.Dispatcher`` gives one to the best
 waiting job at the moment the call may start. ``take_slot`` serves the one
 case where a running job needs a second slot (its call is re-sent after a
 401). A 429 calls ``pause``: no slot starts before ``Retry-After`` (or the
@@ -24,7 +24,7 @@ min(configured, learned), read inside the scripts from the account's learned
 hash, so every process and the dispatcher follow a lesson at once:
 
 - ``observe`` records what an answer's rate-limit headers state
-  (``quota_headers``): a limit, capped to [1, configured] and normalised to the
+  (``quota.headers``): a limit, capped to [1, configured] and normalised to the
   configured window, trusted for two windows unless restated; and the calls
   remaining until a reset: when the API counted calls the log does not know,
   no call starts once they are used up, before the reset (no call wasted on

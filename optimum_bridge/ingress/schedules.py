@@ -83,7 +83,15 @@ def get_schedule(name: str, request: Request, bridge: Bridge, caller: CallerDep)
     return _json(show(runner.store, bridge.settings, name, _visible(runner, caller, name)))
 
 
-@router.put("/{name}", response_model=ScheduleView, responses={**ANSWERS, 422: {"model": Problem}})
+def _body(name: str) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+REFUSALS: dict[int | str, dict[str, Any]] = {**ANSWERS, 422: {"model": Problem}}
+
+
+@router.put("/{name}", response_model=ScheduleView, responses=REFUSALS, openapi_extra=_body("Schedule"))
 def put_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge, caller: AdminDep) -> Response:
     """Create or replace a schedule (admin key): 201 when new, 200 when replaced."""
     if not re.fullmatch(SCHEDULE_NAME, name):
@@ -108,7 +116,7 @@ def put_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge,
     return _json(show(runner.store, bridge.settings, name, defined), 201 if current is None else 200)
 
 
-@router.patch("/{name}", response_model=ScheduleView, responses={**ANSWERS, 422: {"model": Problem}})
+@router.patch("/{name}", response_model=ScheduleView, responses=REFUSALS, openapi_extra=_body("Pause"))
 def pause_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge, caller: AdminDep) -> Response:
     """Pause (``{"paused": true}``: its ticks pass without a batch) or resume a schedule (admin key)."""
     runner = _runner(request)

@@ -263,6 +263,11 @@ class Keys:
         """Sorted set: ``<name>|<tick ms>`` whose source job a tick waits on -> when to look at it again (ms)."""
         return f"{self.prefix}schedules:sources"
 
+    @property
+    def schedules_making(self) -> str:
+        """Sorted set: ``<name>|<tick ms>`` claimed by a worker, its batch not yet made -> when claimed (ms)."""
+        return f"{self.prefix}schedules:making"
+
     def schedule(self, name: str) -> str:
         """Hash: a schedule's state (paused, last run's tick, batch, size, error, source job)."""
         return f"{self.prefix}schedule:{name}"

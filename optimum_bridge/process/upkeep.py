@@ -156,7 +156,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
-        Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys).run),
+        Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
         *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
 

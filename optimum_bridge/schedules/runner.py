@@ -31,7 +31,7 @@ from optimum_bridge.errors import BridgeError, JobNotFound
 from optimum_bridge.keys import Keys
 from optimum_bridge.producer import BridgeClient
 from optimum_bridge.schedules.model import Schedule, file_schedules
-from optimum_bridge.schedules.store import Due, ScheduleStore, from_ms, to_ms
+from optimum_bridge.schedules.store import MANUAL, Due, ScheduleStore, from_ms, to_ms
 from optimum_bridge.schemas import Operation
 from optimum_bridge.settings import Settings
 
@@ -43,6 +43,8 @@ OUTAGE_S = 10.0
 LOOK_EVERY_S = 1.0
 #: How soon a waiting source job is looked at again.
 SOURCE_EVERY_MS = 500
+#: A tick claimed this long ago without its batch recorded: is the worker that claimed it still alive?
+STALE_MS = 2000
 
 
 def tick_ttl_s(tick: datetime, next_tick: datetime) -> int:
@@ -61,23 +63,29 @@ class ScheduleRunner:
         file_schedules: dict[str, Schedule] | None = None,
         outage_s: float = OUTAGE_S,
         pool: Executor | None = None,
+        owner: str = MANUAL,
+        alive_s: float = 5.0,
     ) -> None:
         self.store = store
         self._bridge = bridge
         self._file = file_schedules
         self._outage_ms = int(outage_s * 1000)
         self._pool = pool
+        self._owner = owner  # the worker's heartbeat name: another worker takes its claims over if it dies
+        self._alive_s = alive_s
 
     # -- the upkeep timer ---------------------------------------------------------------------
 
     def run(self) -> float:
         """One turn: claim the due ticks, look at waiting sources; the seconds until the next turn."""
         self.sync()
-        due = self.store.due(outage_ms=self._outage_ms)
+        due = self.store.due(outage_ms=self._outage_ms, stale_ms=STALE_MS)
         for name, expected_ms in due.ticks:
             self._isolated(self._advance, name, expected_ms, due)
         for member in due.sources:
             self._isolated(self._check_source, member, due.now_ms)
+        for member in due.making:
+            self._isolated(self._recover, member, due.now_ms)
         if due.first_ms is None:
             return LOOK_EVERY_S
         return min(LOOK_EVERY_S, max(0.01, (due.first_ms - due.now_ms) / 1000 + 0.005))
@@ -119,9 +127,29 @@ class ScheduleRunner:
             run = None
         ttl_s = tick_ttl_s(run or expected, next_tick)
         run_ms = to_ms(run) if run is not None else None
-        claimed = self.store.claim(name, expected_ms=expected_ms, tick_ms=run_ms, next_ms=to_ms(next_tick), ttl_s=ttl_s)
+        next_ms = to_ms(next_tick)
+        claimed = self.store.claim(
+            name, expected_ms=expected_ms, tick_ms=run_ms, next_ms=next_ms, ttl_s=ttl_s, owner=self._owner
+        )
         if claimed and run is not None:
             self._later(self.make, name, schedule, run, ttl_s)
+
+    def _recover(self, member: str, now_ms: int) -> None:
+        """A tick claimed a while ago without its batch: if the worker that claimed it died, make it here."""
+        name, _, tick_text = member.rpartition("|")
+        outcome = self.store.outcome(name, int(tick_text)) or ""
+        defined = self.store.get(name)
+        if not outcome.startswith("claimed:") or defined is None:  # made (or expired, or removed): done
+            self.store.made(member)
+            return
+        owner = outcome.removeprefix("claimed:")
+        beat_s = self.store.heartbeat_s(owner)
+        if owner in (self._owner, MANUAL) or (beat_s is not None and now_ms / 1000 - beat_s <= self._alive_s):
+            return  # still making it
+        if self.store.take_over(member, dead=owner, owner=self._owner):
+            tick = from_ms(int(tick_text))
+            log.warning("schedule %s: worker %s died before making tick %s's batch; making it here", name, owner, tick)
+            self._later(self.make, name, defined.schedule, tick, tick_ttl_s(tick, defined.schedule.ticks.after(tick)))
 
     def _later(self, work: Callable[..., None], *args: Any) -> None:
         """Run ``work`` in the pool (the upkeep timer) or now (a manual run)."""
@@ -261,14 +289,15 @@ class ScheduleRunner:
         self.store.clear(name, "source_job")
 
 
-def worker_runner(settings: Settings, client: redis.Redis, keys: Keys) -> ScheduleRunner:
+def worker_runner(settings: Settings, client: redis.Redis, keys: Keys, *, owner: str, alive_s: float) -> ScheduleRunner:
     """A worker's runner: the accounts file's schedules, and a pool of two threads to make batches in
-    (a big batch does not hold up the next schedule's, nor the upkeep loop)."""
+    (a big batch does not hold up the next schedule's, nor the upkeep loop). ``owner`` is the worker's
+    heartbeat name; a worker silent for ``alive_s`` is dead, and its claimed ticks are made by another."""
     bridge = BridgeClient(settings, client=client)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schedules")
-    return ScheduleRunner(
-        ScheduleStore(client, keys), bridge, file_schedules=file_schedules(settings.accounts), pool=pool
-    )
+    store = ScheduleStore(client, keys)
+    schedules = file_schedules(settings.accounts)
+    return ScheduleRunner(store, bridge, file_schedules=schedules, pool=pool, owner=owner, alive_s=alive_s)
 
 
 def manual_runner(bridge: BridgeClient) -> ScheduleRunner:

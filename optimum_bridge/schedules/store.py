@@ -12,6 +12,10 @@
 - ``keys.schedule`` (hash): a schedule's state: ``paused``, and the last run's
   ``last_tick``, ``last_batch``, ``last_size``, ``last_error``, ``source_job``.
 - ``keys.schedules_sources`` (sorted set): ticks waiting on their source job.
+- ``keys.schedules_making`` (sorted set): ticks claimed by a worker whose batch
+  is not recorded yet; if that worker's heartbeat stops, another worker takes
+  the tick over (``lua/schedule_takeover.lua``), so a SIGKILL between the
+  claim and the batch loses no tick.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from optimum_bridge.lua import scripts
 from optimum_bridge.schedules.model import Schedule
 
 Origin = Literal["file", "api"]
+#: Who claims a manual run's tick (and a runner outside a worker's): never taken over, its caller answers for it.
+MANUAL = "manual"
 #: The most due ticks (and waiting sources) one look returns; the rest come at the next look, moments later.
 DUE_LIMIT = 200
 
@@ -50,6 +56,7 @@ class Due:
     first_ms: int | None
     ticks: list[tuple[str, int]]
     sources: list[str]
+    making: list[str]  # ticks claimed a while ago whose batch is not recorded: is their worker alive?
 
 
 def to_ms(moment: datetime) -> int:
@@ -70,6 +77,7 @@ class ScheduleStore:
         self._keys = keys
         self._due = scripts.register(client, "schedules_due")
         self._claim = scripts.register(client, "schedule_claim")
+        self._takeover = scripts.register(client, "schedule_takeover")
 
     def now(self) -> datetime:
         """The Redis server's clock (every process agrees on it)."""
@@ -151,6 +159,7 @@ class ScheduleStore:
         """Note what a tick made, on the tick's key and in the schedule's state."""
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._keys.schedule_tick(name, tick_ms), outcome, ex=ttl_s)
+            pipe.zrem(self._keys.schedules_making, f"{name}|{tick_ms}")
             if fields:
                 mapping: dict[str, str | int] = {"last_tick": tick_ms, **fields}
                 pipe.hset(self._keys.schedule(name), mapping=mapping)  # type: ignore[arg-type]  # redis-py's invariant Mapping
@@ -162,30 +171,50 @@ class ScheduleStore:
 
     # -- ticks ------------------------------------------------------------------------------
 
-    def due(self, *, outage_ms: int, limit: int = DUE_LIMIT) -> Due:
-        """One look: due ticks, waiting sources, the last outage (one script, one round trip)."""
+    def due(self, *, outage_ms: int, stale_ms: int, limit: int = DUE_LIMIT) -> Due:
+        """One look: due ticks, waiting sources, claims older than ``stale_ms``, the last outage (one script)."""
         keys = [
             self._keys.schedules_due,
             self._keys.schedules_seen,
             self._keys.schedules_outage,
             self._keys.schedules_sources,
+            self._keys.schedules_making,
         ]
-        reply = self._due(keys=keys, args=[outage_ms, limit])
-        now, outage_from, outage_to, first, count = (int(value) for value in reply[:5])
-        pairs = reply[5 : 5 + 2 * count]
+        reply = self._due(keys=keys, args=[outage_ms, limit, stale_ms])
+        now, outage_from, outage_to, first, due_count, source_count = (int(value) for value in reply[:6])
+        pairs = reply[6 : 6 + 2 * due_count]
         ticks = [(text(pairs[i]), int(pairs[i + 1])) for i in range(0, len(pairs), 2)]
-        sources = [text(member) for member in reply[5 + 2 * count :]]
-        return Due(now, (outage_from, outage_to), first if first >= 0 else None, ticks, sources)
+        rest = [text(member) for member in reply[6 + 2 * due_count :]]
+        first_ms = first if first >= 0 else None
+        return Due(now, (outage_from, outage_to), first_ms, ticks, rest[:source_count], rest[source_count:])
 
-    def claim(self, name: str, *, expected_ms: int, tick_ms: int | None, next_ms: int, ttl_s: int) -> bool:
-        """Move ``name`` from ``expected_ms`` to ``next_ms`` and claim ``tick_ms``, atomically; whether we own it."""
+    def claim(self, name: str, *, expected_ms: int, tick_ms: int | None, next_ms: int, ttl_s: int, owner: str) -> bool:
+        """Move ``name`` from ``expected_ms`` to ``next_ms`` and claim ``tick_ms`` for ``owner``, atomically;
+        whether ``owner`` now has the tick."""
         tick_key = self._keys.schedule_tick(name, tick_ms if tick_ms is not None else 0)
-        args: list[str | int] = [name, expected_ms, "" if tick_ms is None else tick_ms, next_ms, ttl_s]
-        return bool(self._claim(keys=[self._keys.schedules_due, tick_key], args=args))
+        keys = [self._keys.schedules_due, tick_key, self._keys.schedules_making]
+        args: list[str | int] = [name, expected_ms, "" if tick_ms is None else tick_ms, next_ms, ttl_s, owner]
+        return bool(self._claim(keys=keys, args=args))
+
+    def take_over(self, member: str, *, dead: str, owner: str) -> bool:
+        """Take a tick claimed by ``dead`` (its batch not made) for ``owner``; only one caller gets True."""
+        name, _, tick = member.rpartition("|")
+        keys = [self._keys.schedule_tick(name, int(tick)), self._keys.schedules_making]
+        return bool(self._takeover(keys=keys, args=[f"claimed:{dead}", owner, member]))
+
+    def heartbeat_s(self, worker: str) -> float | None:
+        """When (epoch s, Redis clock) ``worker`` last said it was alive (the upkeep's heartbeat), or None."""
+        score = self._redis.zscore(self._keys.workers, worker)
+        return float(score) if score is not None else None
+
+    def made(self, member: str) -> None:
+        """A claimed tick no longer needs watching (recorded, or its schedule is gone)."""
+        self._redis.zrem(self._keys.schedules_making, member)
 
     def claim_now(self, name: str, tick_ms: int, *, ttl_s: int) -> bool:
         """Claim a tick out of the schedule's own (a manual run); the schedule's next tick is unchanged."""
-        return bool(self._redis.set(self._keys.schedule_tick(name, tick_ms), "claimed", nx=True, ex=ttl_s))
+        tick_key = self._keys.schedule_tick(name, tick_ms)
+        return bool(self._redis.set(tick_key, f"claimed:{MANUAL}", nx=True, ex=ttl_s))
 
     def wait_source(self, name: str, tick_ms: int, job_id: str, *, ttl_s: int) -> None:
         """The tick's source job is submitted: note it, and look at it at the next turn."""
@@ -193,6 +222,7 @@ class ScheduleStore:
             pipe.set(self._keys.schedule_tick(name, tick_ms), f"source:{job_id}", ex=ttl_s)
             pipe.hset(self._keys.schedule(name), mapping={"last_tick": tick_ms, "source_job": job_id})
             pipe.zadd(self._keys.schedules_sources, {f"{name}|{tick_ms}": 0})
+            pipe.zrem(self._keys.schedules_making, f"{name}|{tick_ms}")
             pipe.execute()
 
     def look_again(self, member: str, at_ms: int) -> None:

@@ -160,3 +160,29 @@ def test_a_schedule_that_no_longer_loads_leaves_the_others_ticking(runners: Any)
     rt.redis.zadd(keys.schedules_due, {"broken": 0})
     wait_until(lambda: runner.run() and len(outcomes(rt, "good")) >= 2, timeout=10, what="2 ticks of the good one")
     assert outcomes(rt, "broken") == {}
+
+
+def test_a_tick_whose_worker_died_before_its_batch_is_made_by_another(runners: Any) -> None:
+    rt, client, _ = runners
+    keys = Keys(rt.settings.key_prefix)
+    store = ScheduleStore(rt.redis, rt.keys)
+    store.put("sync", every("1h"))
+    next_ms = store.next_tick_ms("sync")
+    assert next_ms is not None
+    now_s = store.now().timestamp()
+    rt.redis.zadd(keys.workers, {"dead@host:1": now_s - 60, "alive@host:2": now_s})
+    for worker in ("dead@host:1", "alive@host:2"):  # each claims a tick, then makes nothing (SIGKILL, or still busy)
+        expected = store.next_tick_ms("sync") or 0
+        assert store.claim(
+            "sync", expected_ms=expected, tick_ms=expected, next_ms=expected + 3_600_000, ttl_s=60, owner=worker
+        )
+    dead_tick, alive_tick = next_ms, next_ms + 3_600_000
+    rescuer = ScheduleRunner(store, client, owner="rescuer@host:3")
+    rt.redis.zadd(keys.schedules_making, {f"sync|{dead_tick}": 0, f"sync|{alive_tick}": 0})  # claimed long ago
+    rescuer.run()
+    made = outcomes(rt, "sync")
+    assert client.get_batch(made[dead_tick]).metadata["schedule"] == "sync"  # taken over, made once
+    assert made[alive_tick] == "claimed:alive@host:2"  # its worker is alive: left to it
+    rescuer.run()
+    assert outcomes(rt, "sync")[dead_tick] == made[dead_tick]  # not made twice
+    assert rt.redis.zrange(keys.schedules_making, 0, -1) == [f"sync|{alive_tick}".encode()]

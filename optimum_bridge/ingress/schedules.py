@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
 from optimum_bridge.callbacks.ssrf import check_callback_url
-from optimum_bridge.errors import BridgeError
+from optimum_bridge.errors import BridgeError, first_problem
 from optimum_bridge.ingress.auth import AdminDep, Caller, CallerDep
 from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, invalid
-from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule, one_line
+from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule
 from optimum_bridge.schedules.outlook import ScheduleView, show
 from optimum_bridge.schedules.runner import ScheduleRunner
 from optimum_bridge.schedules.store import Defined
@@ -99,7 +99,7 @@ def put_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge,
     try:
         schedule = Schedule.model_validate(payload)
     except ValidationError as exc:
-        raise invalid(one_line(exc)) from None
+        raise invalid(first_problem(exc)) from None
     if schedule.account not in bridge.settings.accounts:
         raise invalid(f"account: unknown account {schedule.account!r}")
     if schedule.callback is not None:
@@ -124,7 +124,7 @@ def pause_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridg
     try:
         pause = Pause.model_validate(payload)
     except ValidationError as exc:
-        raise invalid(one_line(exc)) from None
+        raise invalid(first_problem(exc)) from None
     runner.store.set_paused(name, pause.paused)
     return _json(show(runner.store, bridge.settings, name, defined))
 

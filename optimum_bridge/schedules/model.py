@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from optimum_bridge.config.accounts import Accounts
-from optimum_bridge.errors import ConfigError
+from optimum_bridge.errors import ConfigError, first_problem
 from optimum_bridge.schedules.templates import OperationTemplate, TemplateFailed
 from optimum_bridge.schedules.ticks import Ticks, parse_every
 from optimum_bridge.schemas import ACCOUNT_NAME, MAX_BATCH_OPERATIONS, Callback, Operation, Priority, ShortText
@@ -177,17 +177,7 @@ class Schedule(BaseModel):
         try:
             return Operation.model_validate(rendered)
         except ValidationError as exc:
-            error = exc.errors(include_input=False, include_url=False)[0]
-            field = ".".join(str(part) for part in error["loc"])
-            raise TemplateFailed(f"{where}.{field}: {str(error['msg']).removeprefix('Value error, ')}") from None
-
-
-def one_line(exc: ValidationError) -> str:
-    """A schedule's ``ValidationError`` in one line naming the field (a whole-schedule check names its own)."""
-    error = exc.errors(include_input=False, include_url=False)[0]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {message}" if where else message
+            raise TemplateFailed(first_problem(exc, prefix=where)) from None
 
 
 def file_schedules(accounts: Accounts) -> dict[str, Schedule]:
@@ -200,7 +190,7 @@ def file_schedules(accounts: Accounts) -> dict[str, Schedule]:
         try:
             schedule = Schedule.model_validate(table)
         except ValidationError as exc:
-            raise ConfigError(f"{where}.{one_line(exc)}") from None
+            raise ConfigError(f"{where}.{first_problem(exc)}") from None
         if schedule.account not in accounts:
             raise ConfigError(f"{where}.account: unknown account {schedule.account!r}")
         found[name] = schedule

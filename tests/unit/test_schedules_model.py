@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from optimum_bridge.config.accounts import Account, load_accounts
-from optimum_bridge.errors import ConfigError
+from optimum_bridge.errors import ConfigError, first_problem
 from optimum_bridge.quota.rate import RateLimit
-from optimum_bridge.schedules.model import Schedule, file_schedules, one_line
+from optimum_bridge.schedules.model import Schedule, file_schedules
 from optimum_bridge.schedules.ticks import Ticks, parse_every
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -135,7 +135,7 @@ def test_for_each_renders_one_operation_per_item_with_yesterdays_window() -> Non
 def test_a_bad_schedule_is_refused_in_one_line_naming_the_field(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Schedule.model_validate({**NIGHTLY, **change})
-    line = one_line(caught.value)
+    line = first_problem(caught.value)
     assert line.startswith(message), line
     assert "\n" not in line
 

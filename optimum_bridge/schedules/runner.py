@@ -259,8 +259,14 @@ class ScheduleRunner:
         if not finished:
             self.store.look_again(member, now_ms + SOURCE_EVERY_MS)
             return
-        if self.store.take_source(member):
-            self._later(self.fan_out, name, job_id, from_ms(int(tick_text)))
+        defined = self.store.get(name)
+        if defined is None:
+            self.store.take_source(member, owner=MANUAL, ttl_s=60)  # removed meanwhile: stop waiting
+            return
+        tick = from_ms(int(tick_text))
+        ttl_s = tick_ttl_s(tick, defined.schedule.ticks.after(tick))
+        if self.store.take_source(member, owner=self._owner, ttl_s=ttl_s):
+            self._later(self.fan_out, name, job_id, tick)
 
     def fan_out(self, name: str, job_id: str, tick: datetime) -> None:
         """The source job is final: one operation per ``for_each`` item, as the tick's batch."""

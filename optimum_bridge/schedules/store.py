@@ -230,9 +230,21 @@ class ScheduleStore:
         self._redis.zadd(self._keys.schedules_sources, {member: at_ms}, xx=True)
 
     def source_waiting(self, name: str, tick_ms: int) -> bool:
-        """Whether the tick still waits on its source job (no worker has taken it for its batch yet)."""
-        return self._redis.zscore(self._keys.schedules_sources, f"{name}|{tick_ms}") is not None
+        """Whether the tick still waits on its source job, or a worker is making its batch from it."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(self._keys.schedules_sources, f"{name}|{tick_ms}")
+            pipe.zscore(self._keys.schedules_making, f"{name}|{tick_ms}")
+            return any(score is not None for score in pipe.execute())
 
-    def take_source(self, member: str) -> bool:
-        """Take a finished source's tick for its batch; only one caller gets True."""
-        return bool(self._redis.zrem(self._keys.schedules_sources, member))
+    def take_source(self, member: str, *, owner: str, ttl_s: int) -> bool:
+        """Take a finished source's tick for its batch; only one caller gets True. The tick is then claimed by
+        ``owner`` as a scheduled one is, so if ``owner`` dies before the batch, another runs the tick again."""
+        if not self._redis.zrem(self._keys.schedules_sources, member):
+            return False
+        name, _, tick = member.rpartition("|")
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.schedule_tick(name, int(tick)), f"claimed:{owner}", ex=ttl_s)
+            if owner != MANUAL:
+                pipe.zadd(self._keys.schedules_making, {member: int(self.now().timestamp() * 1000)})
+            pipe.execute()
+        return True

@@ -11,9 +11,11 @@ from pydantic import ValidationError
 
 from optimum_bridge.config.accounts import Account, load_accounts
 from optimum_bridge.errors import ConfigError, first_problem
+from optimum_bridge.process.observability import secret_values
 from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schedules.model import Schedule, file_schedules
 from optimum_bridge.schedules.ticks import Ticks, parse_every
+from optimum_bridge.settings import Settings
 
 PARIS = ZoneInfo("Europe/Paris")
 GET = {"method": "GET", "path": "/Vehicles"}
@@ -156,3 +158,10 @@ def test_a_wrong_schedule_of_the_accounts_file_is_one_line_naming_it(tmp_path: P
     accounts = load_accounts(path, default=default, sandbox_url="http://127.0.0.1:9", environ={"ACME_SECRET": "s"})
     with pytest.raises(ConfigError, match=r"^BRIDGE_ACCOUNTS_FILE: schedules.nightly.account: unknown account 'beta'$"):
         file_schedules(accounts)
+
+
+def test_admin_keys_are_secrets_never_shown() -> None:
+    settings = Settings(_env_file=None, BRIDGE_ADMIN_KEYS="admin-key-0123, admin-key-4567")  # type: ignore[call-arg]
+    assert [key.get_secret_value() for key in settings.admin_keys] == ["admin-key-0123", "admin-key-4567"]
+    assert "admin-key-0123" not in repr(settings)
+    assert {"admin-key-0123", "admin-key-4567"} <= set(secret_values(settings))  # scrubbed from logs and Sentry

@@ -258,6 +258,7 @@ class AccountRuntime:
             limiter=self.limiter,
             metrics=rt.metrics.for_account(self.account.name),
             max_wait_s=rt.max_wait_s,
+            max_response_bytes=rt.settings.max_response_bytes,
         )
 
     @lazy

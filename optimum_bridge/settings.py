@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
     rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
+    max_response_bytes: int = Field(16 * 2**20, validation_alias="BRIDGE_MAX_RESPONSE_BYTES", ge=1024, le=2**30)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
     key_prefix: str = Field("obr:", validation_alias="BRIDGE_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")

@@ -15,14 +15,14 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from . import runtime
-from .broker import broker_url, record_unacked_step, task_queues, transport_options
-from .environments import require_simulator
-from .errors import ConfigError
-from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
-from .observability import init_sentry, require_sentry
-from .settings import Settings, load_settings
-from .upkeep import UpkeepStep
+from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
+from optimum_bridge.process import runtime
+from optimum_bridge.process.kombu import broker_url, record_unacked_step, task_queues, transport_options
+from optimum_bridge.process.observability import init_sentry, require_sentry
+from optimum_bridge.process.upkeep import UpkeepStep
+from optimum_bridge.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

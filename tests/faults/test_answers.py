@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import CallbackReceiver
-
-from ..conftest import CALLBACK_SECRET, bridge_env, settings_from, wait_until
+from optimum_bridge.devstack import CallbackReceiver
+from tests.support import CALLBACK_SECRET, bridge_env, settings_from, wait_until
 
 MIB = 1024 * 1024
 

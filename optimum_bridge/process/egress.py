@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ssl
 
-import certifi
 import httpx
 from pydantic import SecretStr
 
@@ -20,8 +19,8 @@ from optimum_bridge.settings import Settings
 
 
 def trust_store(ca_bundle: str | None) -> ssl.SSLContext:
-    """The public CAs (certifi's, as httpx trusts by default), plus the PEM certificates of ``ca_bundle``."""
-    context = ssl.create_default_context(cafile=certifi.where())
+    """The public CAs httpx trusts (certifi's; never ``SSL_CERT_FILE``), plus the PEM certificates of ``ca_bundle``."""
+    context = httpx.create_ssl_context(trust_env=False)
     if ca_bundle is not None:
         context.load_verify_locations(cafile=ca_bundle)
     return context

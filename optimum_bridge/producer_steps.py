@@ -88,7 +88,7 @@ class ProducerSteps:
         self.settings = settings
         self.clock = clock
         keys = Keys(settings.key_prefix)
-        pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
+        pending_ttl = settings.pending_ttl_s
         self.jobs = JobSteps(keys, settings.result_ttl_s, pending_ttl, clock)
         self.forecast = ForecastSteps(keys, settings.quotas())
         self.batches = BatchSteps(keys, self.jobs, self.forecast, settings.result_ttl_s, pending_ttl, clock)

@@ -14,9 +14,9 @@ from typing import Literal
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
 from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.coalesce import read_digest
-from optimum_bridge.jobs.status import to_status
+from optimum_bridge.jobs.status import shown_status, to_status
 from optimum_bridge.keys import RECENT_JOBS, JobField, Keys, text
-from optimum_bridge.schemas import JobStatus, Operation
+from optimum_bridge.schemas import WAITING_STATES, JobStatus, Operation
 from optimum_bridge.steps import Command, Script, Steps
 
 IDEMPOTENCY_TTL_S = 86400
@@ -45,7 +45,7 @@ class JobSteps:
         keys = self.keys
         submitted = self.clock.now().isoformat()
         args: list[str | int] = [
-            keys.job(""),
+            keys.job_prefix,
             keys.lane_prefix,
             keys.seq_prefix,
             self.pending_ttl_s,
@@ -81,11 +81,12 @@ class JobSteps:
         """The fields as producers see them: a job waiting on another's call (spec §13) is running,
         from that call's start, while the call is."""
         fields = yield from self.fields(job_id)
-        leader = fields.get(JobField.coalesced_with)
-        if not leader or fields.get(JobField.status) not in ("queued", "retrying"):
+        leader, status = fields.get(JobField.coalesced_with), fields.get(JobField.status, "queued")
+        if not leader or status not in WAITING_STATES:
             return fields
-        status, started_at = yield Command("HMGET", (self.keys.job(leader), JobField.status, JobField.started_at))
-        if status != b"running":
+        reply = yield Command("HMGET", (self.keys.job(leader), JobField.status, JobField.started_at))
+        call_status, started_at = reply
+        if shown_status(status, text(call_status) if call_status else None) == status:
             return fields
         shown = {**fields, JobField.status: "running"}
         if started_at is not None:  # the call's claim comes just before it is sent
@@ -102,7 +103,7 @@ class JobSteps:
             return []
         keys = self.keys
         args: list[str | int] = [
-            keys.job(""),
+            keys.job_prefix,
             keys.lane_prefix,
             keys.delayed(""),
             self.clock.now().isoformat(),
@@ -118,6 +119,6 @@ class JobSteps:
     def reprioritize(self, job_id: str, priority: str) -> Steps[ControlOutcome]:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
         keys = self.keys
-        args = [keys.lane_prefix, priority, job_id, keys.job(""), keys.followers_prefix]
+        args = [keys.lane_prefix, priority, job_id, keys.job_prefix, keys.followers_prefix]
         reply = yield Script("reprioritize", (keys.job(job_id),), args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes

@@ -5,7 +5,7 @@ attempts, the last answer and error. ``submit_many`` creates jobs in their
 priority lanes in one Lua call per batch, honouring idempotency keys (its
 steps, and those of the other reads and controls a producer makes, are
 ``jobs.steps``, shared with the asyncio client). Then
-the scheduler gives a job a slot and its message (``scheduler``); ``claim``
+the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
 takes it for one worker, refusing stale messages (a dispatch that is not the
 job's current one), finished jobs (a redelivery never runs one again) and a
 slot that went by. ``complete`` moves a job to its final state once -- and
@@ -27,7 +27,7 @@ from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
 from optimum_bridge.steps import SyncDriver
 
@@ -134,7 +134,7 @@ class JobStore:
             attempts=int(reply[2] or 0),
             operation=Operation.model_validate_json(reply[3]),
             submitted_at=datetime.fromisoformat(text(reply[4])),
-            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+            batch_id=self._keys.batch_id(batch) if batch else None,
         )
 
     def lease_key(self, job_id: str) -> str:
@@ -188,7 +188,7 @@ class JobStore:
             job_id,
             batch_message,
             batch_id or "",
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
         ]

@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 import redis
 
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota
+from optimum_bridge.schemas import WAITING_STATES
 from optimum_bridge.steps import Command, Pipeline, Script, Steps, SyncDriver
-
-WAITING = frozenset({"queued", "retrying"})
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class ForecastSteps:
 
     def job(self, job_id: str, fields: dict[str, str]) -> Steps[Forecast | None]:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""
-        if fields.get(JobField.status) not in WAITING:
+        if fields.get(JobField.status) not in WAITING_STATES:
             return None
         leader = fields.get(JobField.coalesced_with)
         if leader:  # it waits on another job's call: it starts when that one does

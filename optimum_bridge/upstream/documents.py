@@ -60,7 +60,7 @@ class DocumentCache:
         text = yield Command("GET", (self._keys.openapi(account),))
         if text is None or (account, tag) in self._unreadable:
             return None
-        from optimum_bridge.upstream.openapi import OperationChecker  # openapi-core: loaded only when used
+        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
 
         document = json.loads(text)
         try:  # building it takes a while: the asyncio client does it in a thread

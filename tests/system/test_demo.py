@@ -26,8 +26,8 @@ from optimum_bridge.demo.redis_server import delete_prefix, redis_for_demo, star
 from optimum_bridge.demo.report import Report, failures
 from optimum_bridge.demo.run import DEFAULT_FLEET_SIZE, _plan, build_parser
 from optimum_bridge.devstack import CallbackReceiver
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import Operation
-from optimum_bridge.settings import RateLimit
 from tests.support import ROOT, free_port
 
 ROW = re.compile(r"^\s*[│|]\s*(?P<name>[A-Za-z0-9 ]+?)\s*[│|]\s*(?P<value>[^│|]+?)\s*[│|]\s*(?P<detail>[^│|]*?)\s*[│|]")

@@ -2,15 +2,15 @@
 
 ``FakeJobs`` keeps job records the way the Lua scripts of ``JobStore`` do
 (finished jobs are never claimed or moved again, a stale dispatch or a lease
-refuses a claim); ``FakeApi`` answers from a script, calling ``before_send``
-where the real client does (a token refused or no slot to re-send: nothing leaves);
+refuses a claim); ``FakeApi`` answers from a script as the real client's
+``token`` and ``send`` do (a token refused or no slot: nothing leaves);
 ``FakeLeases.hold`` only records which lease is held. ``tests/integration/test_executor.py``
 runs the same rules against Redis and the sandbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,9 +22,10 @@ import pytest
 from optimum_bridge.clock import Clock
 from optimum_bridge.errors import CredentialsRejected, Deferred, FinalError, NetworkError
 from optimum_bridge.jobs.executor import UNKNOWN_OUTCOME, Executor, Policy
-from optimum_bridge.jobs.retry import Backoff
+from optimum_bridge.jobs.retry import Backoff, retry_after
 from optimum_bridge.jobs.store import Claim
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
+from optimum_bridge.upstream.client import Attempt
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 LEASE_MS = 6000
@@ -175,7 +176,7 @@ Answer = ApiResponse | Exception
 
 @dataclass
 class FakeApi:
-    """``OptimumClient.call`` from a script of answers (an ``ApiResponse``, or an error to raise)."""
+    """``OptimumClient.token`` and ``send`` from a script of answers (an ``ApiResponse``, or an error to raise)."""
 
     script: list[Answer] = field(default_factory=list)
     sent: list[Operation] = field(default_factory=list)
@@ -184,16 +185,19 @@ class FakeApi:
     leases_during_call: list[set[str]] = field(default_factory=list)
     leases: FakeLeases | None = None
 
-    def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-        answer = self.script.pop(0) if self.script else ApiResponse(status_code=200, body=[])
+    def token(self) -> object:
         self.leases_during_call.append(set(self.leases.held) if self.leases else set())
-        if isinstance(answer, Deferred | CredentialsRejected):  # no slot / no token: nothing leaves
-            raise answer
-        before_send()
+        if self.script and isinstance(self.script[0], Deferred | CredentialsRejected):  # no slot / no token
+            raise self.script.pop(0)  # nothing leaves
+        return "token"
+
+    def send(self, operation: Operation, token: object) -> Attempt:
+        answer = self.script.pop(0) if self.script else ApiResponse(status_code=200, body=[])
         self.sent.append(operation)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        wait = retry_after(answer.headers, now=NOW.timestamp())  # as OptimumClient reads it, capped once
+        return Attempt(answer, None if wait is None else min(wait, self.longest_pause_s))
 
 
 @dataclass
@@ -513,8 +517,8 @@ def test_a_job_finished_elsewhere_meanwhile_is_not_finished_twice(b: Bench) -> N
     job_id = b.jobs.add(GET)
 
     class Racing(FakeApi):
-        def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-            reply = super().call(operation, before_send=before_send)
+        def send(self, operation: Operation, token: object) -> Attempt:
+            reply = super().send(operation, token)
             b.jobs.records[job_id].status = "succeeded"  # another worker's completion landed first
             return reply
 

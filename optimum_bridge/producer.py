@@ -36,6 +36,7 @@ class BridgeClient:
         self.settings = settings
         self._owns_redis = client is None
         self._redis = client or redis_client(settings)
+        self._keys = Keys(settings.key_prefix)
         self._clock = clock
         self._steps = ProducerSteps(settings, clock=clock)
         self._run = SyncDriver(self._redis)
@@ -93,7 +94,7 @@ class BridgeClient:
         settings = self.settings
         limiter = RateLimiter(
             self._redis,
-            Keys(settings.key_prefix),
+            self._keys,
             settings.accounts[account].rate_limit,
             margin_s=settings.rate_limit_margin_s,
             burst=settings.rate_burst,

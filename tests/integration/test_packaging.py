@@ -417,7 +417,7 @@ def test_a_producer_loads_only_what_it_uses_and_openapi_core_at_the_first_check(
         with BridgeClient(load_settings()) as client:
             client.submit({{"method": "GET", "path": "/Vehicles"}})  # no document stored: nothing to check with
             assert "openapi_core" not in sys.modules
-            DocumentStore(client._redis, client._keys).put("default", json.loads(sys.argv[2]))
+            DocumentStore(client._redis, client._keys).put("default", json.loads(DOCUMENT))
             client.submit({{"method": "GET", "path": "/Vehicles"}})
         assert "openapi_core" in sys.modules, "the first check loads openapi-core"
         print(len(loaded))
@@ -427,16 +427,8 @@ def test_a_producer_loads_only_what_it_uses_and_openapi_core_at_the_first_check(
         "info": {"title": "t", "version": "1"},
         "paths": {"/Vehicles": {"get": {"responses": {"200": {"description": "ok"}}}}},
     }
-    env = bare_env(redis_server.url, prefix)
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys\n" + textwrap.dedent(code), "", json.dumps(document)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    document_json = json.dumps(json.dumps(document))
+    result = run_without((), code.replace("DOCUMENT", document_json), bare_env(redis_server.url, prefix))
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 600, "a producer loads about 430 modules (955 when it loaded the worker)"
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from rich.console import Console
 
-from optimum_bridge.callbacks.sender import sign
+from optimum_bridge.callbacks.signing import sign
 from optimum_bridge.demo.batch import urgent_operation, vehicle_operations
 from optimum_bridge.demo.receiver import SignatureError, _builtin_verifier, callback_counts, make_verifier
 from optimum_bridge.demo.redis_server import delete_prefix, redis_for_demo, start_private_redis

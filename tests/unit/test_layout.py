@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -12,6 +14,7 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import FINAL_STATES, JOB_STATES, WAITING_STATES
 from optimum_bridge.settings import Settings, describe_each
+from tests.support import ROOT
 
 
 @pytest.mark.parametrize(
@@ -77,3 +80,13 @@ def test_keys_name_job_records_and_read_batch_ids_back():
     keys = Keys("pfx:")
     assert keys.job("j1") == keys.job_prefix + "j1"
     assert keys.batch_id(keys.batch("b:with:colons")) == "b:with:colons"
+
+
+def test_every_file_the_readme_map_names_exists():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("A newcomer's map:", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`([\w/]+\.(?:py|lua))`", section))
+    assert len(named) > 15
+    missing = [name for name in named if not (ROOT / "optimum_bridge" / name).exists() and not (ROOT / name).exists()]
+    assert not missing
+    assert "`keys.py`" in section and "`callbacks/signing.py`" in section

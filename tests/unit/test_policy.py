@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
-from optimum_bridge.callbacks.sender import message_id, sign
+from optimum_bridge.callbacks.signing import message_id, sign
 from optimum_bridge.callbacks.ssrf import check_callback_url, is_forbidden, literal_address
 from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.jobs.retry import Backoff, classify_status, retry_after, should_retry

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import AsyncBridgeClient, BridgeClient
-from optimum_bridge.devstack import bridge_settings, settings_from
+from optimum_bridge.devstack import RedisServer, bridge_settings, settings_from
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.document import build_document
 from optimum_bridge.settings import Settings
@@ -117,41 +117,58 @@ def sides(
     }
 
 
+def measure(redis_proc: RedisServer, settings: Settings, *, rounds: int, n: int, batch: int) -> dict[str, list[float]]:
+    """Every side's rate in each round, the sides alternating their order round after round."""
+    document = DocumentStore(redis_proc.client(), Keys(settings.key_prefix))
+    with asyncio.Runner() as runner:
+        aclient = AsyncBridgeClient(settings)
+        measured = sides(settings, runner, aclient, n=n, batch=batch)
+        document.put("default", build_document())
+        for side in measured.values():  # warm-up: connections, scripts loaded, the document's checker built
+            side()
+        rates: dict[str, list[float]] = {name: [] for name in measured}
+        for round_ in range(rounds):
+            order = list(measured) if round_ % 2 == 0 else list(reversed(measured))
+            for name in order:
+                rates[name].append(measured[name]())
+            redis_proc.flush()  # the lanes start empty each round
+            document.put("default", build_document())
+        runner.run(aclient.aclose())
+    return rates
+
+
+def table(title: str, rates: dict[str, list[float]]) -> str:
+    baseline = median(rates["sync submit"])
+    rows = [[name, median(v), min(v), max(v), median(v) / baseline] for name, v in rates.items()]
+    return print_table(title, ["side", "median ops/s", "min", "max", "x sync submit"], rows, digits=1)
+
+
 def run(*, quick: bool) -> Path:
-    """Quick: 3 rounds of 500 submits and 4 x 1,000 in submit_many. Full: 5 rounds of 2,000 and 4 x 1,000."""
+    """Quick: 3 rounds of 500 submits and 4 x 1,000 in submit_many. Full: 5 rounds of 2,000 and 4 x 1,000.
+
+    Twice: operations checked against the document (``strict``, the default), then unchecked (``off``), which
+    leaves the clients' own cost: the model, the callback check, the Lua call and its round trip.
+    """
     rounds, n, batch = (3, 500, 1000) if quick else (5, 2000, 1000)
     stamp = utc_stamp()
+    record: dict[str, Any] = {"rounds": rounds, "submits_per_round": n, "batch": batch}
     with workspace("async") as workdir:
         redis_proc = start_redis(workdir)
         try:
-            values = bridge_settings(
-                redis_proc.url, _NoApi(), prefix="async:", callback_secret=CALLBACK_SECRET, BRIDGE_LOG_LEVEL="WARNING"
-            )
-            settings = settings_from(values)
-            document = DocumentStore(redis_proc.client(), Keys(settings.key_prefix))
-            document.put("default", build_document())
-            with asyncio.Runner() as runner:
-                aclient = AsyncBridgeClient(settings)
-                measured = sides(settings, runner, aclient, n=n, batch=batch)
-                for side in measured.values():  # warm-up: connections, scripts loaded, the document's checker built
-                    side()
-                rates: dict[str, list[float]] = {name: [] for name in measured}
-                for round_ in range(rounds):
-                    order = list(measured) if round_ % 2 == 0 else list(reversed(measured))
-                    for name in order:
-                        rates[name].append(measured[name]())
-                    redis_proc.flush()  # the lanes start empty each round
-                    document.put("default", build_document())
-                runner.run(aclient.aclose())
+            for mode in ("strict", "off"):
+                values = bridge_settings(
+                    redis_proc.url,
+                    _NoApi(),
+                    prefix="async:",
+                    callback_secret=CALLBACK_SECRET,
+                    BRIDGE_LOG_LEVEL="WARNING",
+                    BRIDGE_VALIDATE_OPERATIONS=mode,
+                )
+                rates = measure(redis_proc, settings_from(values), rounds=rounds, n=n, batch=batch)
+                title = f"Submitting, BRIDGE_VALIDATE_OPERATIONS={mode} -- {rounds} rounds, private Redis, no worker"
+                record[mode] = {"rates": rates, "table": table(title, rates)}
         finally:
             redis_proc.stop()
-    baseline = median(rates["sync submit"])
-    rows = [
-        [name, median(values), min(values), max(values), median(values) / baseline] for name, values in rates.items()
-    ]
-    headers = ["side", "median ops/s", "min", "max", "x sync submit"]
-    text = print_table(f"Submitting -- {rounds} rounds, private Redis, no worker", headers, rows, digits=1)
-    record = {"rounds": rounds, "submits_per_round": n, "batch": batch, "rates": rates, "table": text}
     path = write_result("async", record, stamp=stamp)
     print(f"\nwritten to {path}")
     return path

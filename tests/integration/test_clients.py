@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import pytest
 from optimum_bridge import AsyncBridgeClient, BridgeClient, InvalidOperation, JobNotFound, NotWaiting
 from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.process.runtime import Runtime
+from optimum_bridge.upstream.documents import DocumentStore
 from tests.support import bridge_env, run, settings_from
 
 VEHICLES = {"method": "GET", "path": "/Vehicles"}
@@ -149,3 +151,14 @@ def test_importing_the_clients_loads_no_worker_part():
     heavy = ("celery", "kombu", "httpx", "rich", "fastapi", "uvicorn", "starlette", "openapi_core")
     ours = ("optimum_bridge.jobs.executor", "optimum_bridge.callbacks.sender", "optimum_bridge.process.runtime")
     assert not {m for m in loaded if m.split(".")[0] in heavy or m.startswith(ours)}
+
+
+def test_a_document_openapi_core_cannot_read_checks_nothing_and_is_not_read_again(clients, caplog):
+    rt, client = clients()
+    DocumentStore(rt.redis, rt.keys).put("default", {"openapi": "3.0.1", "paths": "not an object"})
+    with caplog.at_level(logging.WARNING, logger="optimum_bridge"):
+        first = client.submit({"method": "GET", "path": "/NotInAnyDocument"})  # the build failed in its step
+        client.submit({"method": "GET", "path": "/NotInAnyDocument/either"})
+    assert client.get(first).status == "queued"
+    warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert warnings == ["the OpenAPI document of account default cannot be read; operations go unchecked"]

@@ -90,6 +90,8 @@ def init_sentry(settings: Settings, *, component: str, transport: Any = None) ->
         before_send=before_send,
         send_default_pii=False,
         server_name=component,
+        http_proxy="",  # "": no HTTP_PROXY / HTTPS_PROXY from the environment: it would carry the DSN elsewhere
+        https_proxy="",
         **({"transport": transport} if transport is not None else {}),
     )
     return True

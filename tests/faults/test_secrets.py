@@ -215,3 +215,39 @@ def test_sentry_events_are_scrubbed_even_with_secrets_in_locals():
     assert "RuntimeError" in run.stdout and "[redacted]" in run.stdout
     assert CLIENT_SECRET not in run.stdout
     assert "tok-abcdef0123456789" not in run.stdout
+
+
+PROXIED_SCRIPT = """
+import sentry_sdk
+from optimum_bridge.process.observability import init_sentry
+from optimum_bridge.settings import load_settings
+
+init_sentry(load_settings(_env_file=None), component="test")
+sentry_sdk.capture_message("hello")
+sentry_sdk.flush()
+"""
+
+
+def test_sentry_obeys_no_proxy_variable(sentry_stub, proxy):
+    trap = proxy.url  # HTTP_PROXY and HTTPS_PROXY point here: nothing may reach it
+    env = {
+        "OPTIMUM_CLIENT_ID": "c",
+        "OPTIMUM_CLIENT_SECRET": CLIENT_SECRET,
+        "SENTRY_DSN": sentry_stub.dsn,
+        "HTTP_PROXY": trap,
+        "HTTPS_PROXY": trap,
+        "http_proxy": trap,
+        "PATH": "/usr/bin:/bin",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", PROXIED_SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    wait_until(lambda: sentry_stub.envelopes, what="the event at the Sentry stub, sent directly")
+    assert proxy.log == []

@@ -1,7 +1,7 @@
 """``BridgeClient`` and ``AsyncBridgeClient`` (spec §17) through the same scenarios, against real Redis.
 
 Each scenario runs once per client. The asyncio one is driven on its own
-event loop by ``Blocking``, which awaits each call, so one test body reads
+event loop by ``Awaited``, which awaits each call, so one test body reads
 the same for both; the jobs are run in-process, as a worker would
 (``tests.support.run``).
 """
@@ -27,7 +27,7 @@ from tests.support import bridge_env, run, settings_from
 VEHICLES = {"method": "GET", "path": "/Vehicles"}
 
 
-class Blocking:
+class Awaited:
     """An ``AsyncBridgeClient`` whose every method is awaited to the end on one event loop."""
 
     def __init__(self, client: AsyncBridgeClient, runner: asyncio.Runner) -> None:
@@ -41,7 +41,7 @@ class Blocking:
 
 @pytest.fixture(params=["sync", "async"])
 def clients(request, redis_server, prefix, sandbox, runtime) -> Iterator[Callable[..., tuple[Runtime, Any]]]:
-    """Factory: ``(runtime, client)`` where the client is a ``BridgeClient`` or a ``Blocking(AsyncBridgeClient)``."""
+    """Factory: ``(runtime, client)`` where the client is a ``BridgeClient`` or an ``Awaited(AsyncBridgeClient)``."""
     runner = asyncio.Runner()
     opened: list[AsyncBridgeClient] = []
 
@@ -51,7 +51,7 @@ def clients(request, redis_server, prefix, sandbox, runtime) -> Iterator[Callabl
         if request.param == "sync":
             return rt, BridgeClient(rt.settings, client=rt.redis)
         opened.append(AsyncBridgeClient(rt.settings))
-        return rt, Blocking(opened[-1], runner)
+        return rt, Awaited(opened[-1], runner)
 
     yield build
     for client in opened:
@@ -126,7 +126,7 @@ def test_wait_reads_no_faster_than_the_job_can_change(clients):
     *_, last = client.submit_many([{"method": "GET", "path": f"/Vehicles/P{i}"} for i in range(5)])
     assert client.get(last).position == 4  # its slot is about 4 s away: nothing can change before
     reads = 0
-    target = client.client if isinstance(client, Blocking) else client
+    target = client.client if isinstance(client, Awaited) else client
     get = target.get
 
     def counted(job_id: str) -> Any:

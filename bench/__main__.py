@@ -1,4 +1,4 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "accounts": "bench.accounts",
     "ui": "bench.ui",
     "waste": "bench.waste",
+    "async": "bench.async_clients",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

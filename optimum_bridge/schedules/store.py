@@ -20,17 +20,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from optimum_bridge.errors import first_problem
 from optimum_bridge.keys import Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.schedules.model import Schedule
 
+log = logging.getLogger(__name__)
 Origin = Literal["file", "api"]
 #: Who claims a manual run's tick (and a runner outside a worker's): never taken over, its caller answers for it.
 MANUAL = "manual"
@@ -115,9 +118,14 @@ class ScheduleStore:
         return Defined.model_validate_json(raw) if raw is not None else None
 
     def all(self) -> dict[str, Defined]:
-        """Every schedule, by name."""
-        raw = self._redis.hgetall(self._keys.schedules)
-        return {text(name): Defined.model_validate_json(value) for name, value in sorted(raw.items())}
+        """Every schedule that loads, by name (one that no longer does is logged and left out)."""
+        found = {}
+        for name, value in sorted(self._redis.hgetall(self._keys.schedules).items()):
+            try:
+                found[text(name)] = Defined.model_validate_json(value)
+            except ValidationError as exc:
+                log.warning("schedule %s: its stored definition no longer loads (%s)", text(name), first_problem(exc))
+        return found
 
     def delete(self, name: str) -> bool:
         """Remove a schedule and its state; whether it existed."""

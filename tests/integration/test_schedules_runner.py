@@ -160,6 +160,7 @@ def test_a_schedule_that_no_longer_loads_leaves_the_others_ticking(runners: Any)
     rt.redis.zadd(keys.schedules_due, {"broken": 0})
     wait_until(lambda: runner.run() and len(outcomes(rt, "good")) >= 2, timeout=10, what="2 ticks of the good one")
     assert outcomes(rt, "broken") == {}
+    assert list(runner.store.all()) == ["good"]  # listed without it (GET /v1/schedules, /ui, the CLI)
 
 
 def test_a_tick_whose_worker_died_before_its_batch_is_made_by_another(runners: Any) -> None:

@@ -1,4 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|all|profile]``
+``[--quick]``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ BENCHMARKS = {
     "ui": "bench.ui",
     "waste": "bench.waste",
     "async": "bench.async_clients",
+    "schedules": "bench.schedules",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

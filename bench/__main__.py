@@ -1,4 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|idle|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle|all|profile]``
+``[--quick]``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ BENCHMARKS = {
     "accounts": "bench.accounts",
     "ui": "bench.ui",
     "waste": "bench.waste",
+    "async": "bench.async_clients",
+    "schedules": "bench.schedules",
     "idle": "bench.idle",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"

@@ -9,6 +9,8 @@
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
+- **schedules**, every second or at the next tick: claims the due ticks of every
+  schedule in one script and makes their batches (``schedules.runner``);
 - **openapi**, every 5 s: the accounts whose OpenAPI document is due
   (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
   while it fails): one worker of all fetches each into Redis, in a thread of its
@@ -47,6 +49,7 @@ from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.process import runtime
 from optimum_bridge.quota.dispatcher import DispatchLoop
+from optimum_bridge.schedules.runner import worker_runner
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
 
@@ -161,6 +164,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 1.0, rt.recovery.run),
         Timer("due pump", 1.0, rt.due.run),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
+        Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
         Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
     ]
 

@@ -1,10 +1,12 @@
 """Each account's OpenAPI document in Redis, where the workers' upkeep puts it and producers read it.
 
 A producer caches the checker per process behind a short check of the document's
-version; that check asks for the document (``keys.openapi_due``) unless it is asked
-for or fetched already, so an account's document is fetched once someone submits
-to it, then daily, and one nobody uses costs nothing. openapi-core (about a third
-of a producer's import time) is loaded only when the first operation is checked: ``upstream.openapi`` is imported then.
+version; once a submission it checked is queued, it asks for the document
+(``keys.openapi_due``) unless it is asked for or fetched already, so an
+account's document is fetched once someone submits to it, then daily, and one
+nobody uses costs nothing. openapi-core (about a third of a producer's import
+time) is loaded only when the first operation is checked: ``upstream.openapi``
+is imported then.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.keys import Keys
+from optimum_bridge.steps import Blocking, Command, Steps, SyncDriver
 
 if TYPE_CHECKING:
     from optimum_bridge.upstream.openapi import OperationChecker
@@ -27,16 +30,72 @@ log = logging.getLogger(__name__)
 RECHECK_S = 5.0
 
 
+class DocumentCache:
+    """Each account's checker, cached per process behind a short check of the version (as steps)."""
+
+    def __init__(self, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._keys = keys
+        self._clock = clock
+        self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
+        self._unreadable: set[tuple[str, str]] = set()
+        self._unasked: set[str] = set()
+
+    def checker(self, account: str) -> Steps[OperationChecker | None]:
+        """The account's checker, None when no document was stored."""
+        now = self._clock.monotonic()
+        cached = self._cache.get(account)
+        if cached is not None and now - cached[2] < RECHECK_S:
+            return cached[1]
+        version = yield Command("GET", (self._keys.openapi_version(account),))
+        self._unasked.add(account)  # asked for by ``ask``, once the submission it checks is queued
+        if version is None:
+            self._cache.pop(account, None)
+            return None
+        tag = version.decode() if isinstance(version, bytes) else str(version)
+        if cached is not None and cached[0] == tag:
+            self._cache[account] = (tag, cached[1], now)
+            return cached[1]
+        checker = yield from self._load(account, tag)
+        if checker is None:
+            return None
+        self._cache[account] = (tag, checker, now)
+        return checker
+
+    def ask(self) -> Steps[None]:
+        """Ask the workers for the documents of the accounts checked since the last call (spec §13:
+        fetched on demand, then daily): each is due now unless it is asked for or fetched already.
+        Run once a submission is queued (a refused one leaves nothing in Redis); one command per
+        account every ``RECHECK_S`` at most, since a cached checker asks nothing."""
+        unasked, self._unasked = self._unasked, set()  # swapped, not cleared: checks may run in other threads
+        if unasked:
+            now = self._clock.time()
+            yield Command("ZADD", (self._keys.openapi_due, "NX", *(v for name in unasked for v in (now, name))))
+
+    def _load(self, account: str, tag: str) -> Steps[OperationChecker | None]:
+        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
+        text = yield Command("GET", (self._keys.openapi(account),))
+        if text is None or (account, tag) in self._unreadable:
+            return None
+        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
+
+        document = json.loads(text)
+        try:  # building it takes a while: the asyncio client does it in a thread
+            checker: OperationChecker = yield Blocking(lambda: OperationChecker(document))
+        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
+            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
+            self._unreadable.add((account, tag))
+            return None
+        return checker
+
+
 class DocumentStore:
     """Each account's document in Redis (one key, and a version key), cached per process."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._redis = client
         self._keys = keys
-        self._clock = clock
-        self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
-        self._unreadable: set[tuple[str, str]] = set()
-        self._unasked: set[str] = set()
+        self.cache = DocumentCache(keys, clock=clock)
+        self._run = SyncDriver(client)
 
     def put(self, account: str, document: dict[str, Any]) -> None:
         """Store an account's document (a new version for every producer)."""
@@ -48,44 +107,4 @@ class DocumentStore:
 
     def checker(self, account: str) -> OperationChecker | None:
         """The account's checker, None when no document was stored."""
-        now = self._clock.monotonic()
-        cached = self._cache.get(account)
-        if cached is not None and now - cached[2] < RECHECK_S:
-            return cached[1]
-        version = self._redis.get(self._keys.openapi_version(account))
-        self._unasked.add(account)  # asked for by ``ask``, once the submission it checks is queued
-        if version is None:
-            self._cache.pop(account, None)
-            return None
-        tag = version.decode() if isinstance(version, bytes) else str(version)
-        if cached is not None and cached[0] == tag:
-            self._cache[account] = (tag, cached[1], now)
-            return cached[1]
-        checker = self._load(account, tag)
-        if checker is None:
-            return None
-        self._cache[account] = (tag, checker, now)
-        return checker
-
-    def ask(self) -> None:
-        """Ask the workers for the documents of the accounts checked since the last call (spec §13: fetched on
-        demand, then daily): each is due now unless it is asked for or fetched already. Called once a
-        submission is queued (a refused one leaves nothing in Redis); one command per account every
-        ``RECHECK_S`` at most, since a cached checker asks nothing."""
-        unasked, self._unasked = self._unasked, set()  # swapped, not cleared: checks may run in other threads
-        if unasked:
-            self._redis.zadd(self._keys.openapi_due, dict.fromkeys(unasked, self._clock.time()), nx=True)
-
-    def _load(self, account: str, tag: str) -> OperationChecker | None:
-        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
-        text = self._redis.get(self._keys.openapi(account))
-        if text is None or (account, tag) in self._unreadable:
-            return None
-        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
-
-        try:
-            return OperationChecker(json.loads(text))
-        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
-            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
-            self._unreadable.add((account, tag))
-            return None
+        return self._run(self.cache.checker(account))

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|all|profile]``
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle|all|profile]``
 ``[--quick]``."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "waste": "bench.waste",
     "async": "bench.async_clients",
     "schedules": "bench.schedules",
+    "idle": "bench.idle",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

@@ -38,7 +38,6 @@ from typing import Any
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import settings_from, stop_workers, wait_until
-from optimum_bridge.quota.dispatcher import IDLE_POLL_S
 from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.sandbox.state import max_in_window
 
@@ -50,6 +49,8 @@ from .report import achieved_rate, percentile, print_table, workspace, write_res
 QUOTAS = {"alpha": "10/s", "bravo": "5/s", "charlie": "2/s"}
 WORKERS, THREADS = 2, 4
 API_LATENCY_MS = 100.0
+#: Up to this much random extra spacing between probes (seconds).
+JITTER_S = 0.05
 MARGIN_S = "0.15"  # BRIDGE_RATE_LIMIT_MARGIN_S for second-long windows, as ``quota``
 BUSY, PROBED = "alpha", "bravo"  # A (the deep backlog) and B (the one-at-a-time jobs)
 
@@ -182,9 +183,9 @@ def probe(client: BridgeClient, plan: Plan) -> list[float]:
     for i in range(plan.probes):
         at = time.time()
         submitted.append((client.submit(job(i, PROBED)), at))
-        # The spacing is the load pattern, not a wait for an event. The jitter (up to one
-        # idle poll of the dispatcher) keeps the submissions from drifting in step with it.
-        time.sleep(plan.spacing_s + jitter.uniform(0, IDLE_POLL_S))
+        # The spacing is the load pattern, not a wait for an event. The jitter keeps the
+        # submissions from drifting in step with anything periodic (the pacer's slots).
+        time.sleep(plan.spacing_s + jitter.uniform(0, JITTER_S))
     wait_done(client, [j for j, _ in submitted], timeout=60)
     latencies = []
     for job_id, at in submitted:

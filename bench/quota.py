@@ -30,7 +30,7 @@ import httpx
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
-from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.quota.rate import RateLimit, default_margin_s
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
 
@@ -47,7 +47,6 @@ from .report import (
 
 PLATES = generate_fleet(42, 60).plates()
 THREADS = 4
-MARGIN_10S = "0.15"  # BRIDGE_RATE_LIMIT_MARGIN_S for second-long windows (as the tests use)
 
 
 def trips(index: int) -> dict[str, Any]:
@@ -104,7 +103,8 @@ class Stack:
 
 
 def margin_s(quota: str) -> float:
-    return float(MARGIN_10S) if quota.endswith("/s") else 0.25
+    """The default margin for ``quota`` (``BRIDGE_RATE_LIMIT_MARGIN_S`` unset): 5 % of its window, at most 0.25 s."""
+    return default_margin_s(RateLimit.parse(quota).window_s)
 
 
 def interval_s(quota: str) -> float:
@@ -114,7 +114,7 @@ def interval_s(quota: str) -> float:
 
 
 def _run_bridge(stack: Stack, case: Case, quota: str, backlog: int, timeout: float) -> float:
-    extra = {"BRIDGE_RATE_LIMIT_MARGIN_S": MARGIN_10S} if quota.endswith("/s") else {}
+    extra: dict[str, str] = {}  # the default margin (proportionate to the window)
     if case.burst > 1:
         extra["BRIDGE_RATE_BURST"] = str(case.burst)
     values = bridge_settings(stack.redis.url, stack.sandbox, OPTIMUM_RATE_LIMIT=quota, **extra)
@@ -325,7 +325,7 @@ def run(*, quick: bool) -> Path:
     record = {
         "quick": quick,
         "threads_per_worker": THREADS,
-        "margin_s": {"10/s": float(MARGIN_10S), "30/m": 0.25},
+        "margin_s": {"10/s": margin_s("10/s"), "30/m": margin_s("30/m")},
         "definition": "steady = (accepted - B) / (arrival of call n - B + 1 - first arrival), B = the burst "
         "(1 when paced); expected (bridge) = window / "
         "(limit x slot interval) = what the margin leaves; achieved = accepted / (last - first accepted "

@@ -39,7 +39,7 @@ import httpx
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import CallbackReceiver, RedisServer, free_port, settings_from, stop_workers, wait_until
 from optimum_bridge.devstack.processes import stop_process, tail
-from optimum_bridge.keys import OPERATIONS_QUEUE, PRIORITIES, Keys
+from optimum_bridge.keys import DEFAULT_ACCOUNT, OPERATIONS_QUEUE, PRIORITIES, Keys
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.quota.rate import RateLimit
@@ -257,13 +257,13 @@ def dispatch_cost(stack: Stack, depth: int, *, runs: int = 200) -> dict[str, Any
         client.submit_many(operations(min(10_000, depth - start), stack.receiver.url, start=start))
     keys = Keys(client.settings.key_prefix)
     limiter = RateLimiter(client.redis, keys, RateLimit.parse("100000/s"))
-    dispatcher = Dispatcher(client.redis, keys, limiter, handoff_s=10.0)
-    dispatcher.run()  # loads the script; gives one slot like every timed call
+    dispatcher = Dispatcher(client.redis, keys, {DEFAULT_ACCOUNT: limiter.quota}, handoff_s=10.0)
+    dispatcher.run(DEFAULT_ACCOUNT)  # loads the script; gives one slot like every timed call
     timings = []
     for _ in range(runs):
         client.redis.delete(limiter.log_key, limiter.tat_key)  # a slot is free now: each run gives one
         started = time.perf_counter()
-        done = dispatcher.run()
+        done = dispatcher.run(DEFAULT_ACCOUNT)
         timings.append(time.perf_counter() - started)
         if done.given != 1:
             raise RuntimeError(f"a timed dispatch gave {done.given} slots ({done.outcome}), expected 1")

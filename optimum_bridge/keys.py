@@ -92,25 +92,30 @@ class Keys:
         """String: a counter bumped at each store of the document (producers' caches check it)."""
         return f"{self.prefix}openapi:{account}:version"
 
+    @property
+    def openapi_due(self) -> str:
+        """Sorted set: account -> when (epoch s) its OpenAPI document is due (asked by producers, then daily)."""
+        return f"{self.prefix}openapi:due"
+
     def openapi_claim(self, account: str = DEFAULT_ACCOUNT) -> str:
         """String: set (with a TTL) while the account's last fetch of the document is fresh; one worker fetches."""
         return f"{self.prefix}openapi:{account}:claim"
 
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Sorted set: start times (ms, Redis clock) of an account's recent calls."""
-        return f"{self.prefix}limiter:{account}:log"
+        return f"{self.limiter_prefix}{account}:log"
 
     def limiter_pause(self, account: str = DEFAULT_ACCOUNT) -> str:
         """String: Redis-clock ms until which no call of the account may start (after a 429)."""
-        return f"{self.prefix}limiter:{account}:pause"
+        return f"{self.limiter_prefix}{account}:pause"
 
     def limiter_learned(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Hash: what an account's API taught of its quota (headers, unexplained 429s); see ``lua/_limiter.lua``."""
-        return f"{self.prefix}limiter:{account}:learned"
+        return f"{self.limiter_prefix}{account}:learned"
 
     def limiter_tat(self, account: str = DEFAULT_ACCOUNT) -> str:
         """String: the pacer's theoretical time (ms) of the account's next slot."""
-        return f"{self.prefix}limiter:{account}:tat"
+        return f"{self.limiter_prefix}{account}:tat"
 
     @property
     def lane_prefix(self) -> str:
@@ -133,6 +138,31 @@ class Keys:
     def delayed(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Sorted set: an account's jobs waiting for their retry time (ms, Redis clock)."""
         return f"{self.prefix}delayed:{account}"
+
+    @property
+    def ready(self) -> str:
+        """Sorted set: the accounts with waiting work -> when (ms, Redis clock) their next slot may be given.
+
+        Every script that puts a job in a lane or a delayed set puts its account here; the dispatcher
+        takes the due ones (``ZRANGEBYSCORE``: O(log A)) and sets each account's next time, or drops it
+        when nothing of it waits.
+        """
+        return f"{self.prefix}ready"
+
+    @property
+    def wake(self) -> str:
+        """List: wake-up tokens for the dispatchers, pushed when work becomes due now (a worker ``BLPOP``s it)."""
+        return f"{self.prefix}wake"
+
+    @property
+    def quotas(self) -> str:
+        """Hash: account -> its quota as the dispatch script takes it (``limit window interval burst``)."""
+        return f"{self.prefix}quotas"
+
+    @property
+    def limiter_prefix(self) -> str:
+        """Prefix of the limiter keys: ``<limiter_prefix><account>:log`` (``:pause``, ``:tat``, ``:learned``)."""
+        return f"{self.prefix}limiter:"
 
     @property
     def dispatched(self) -> str:

@@ -153,12 +153,14 @@ class ProducerSteps:
         results: list[tuple[str, bool]] = []
         for start in range(0, len(checked), MAX_BATCH):
             results += yield from self.jobs.submit_many(checked[start : start + MAX_BATCH])
+        yield from self.documents.ask()
         return results
 
     def submit(self, operation: Operation | Mapping[str, Any]) -> Steps[str]:
         """Queue one operation: its job id (the existing one for a repeated idempotency key)."""
         checked = yield from self.validate(operation)
         [(job_id, _)] = yield from self.jobs.submit_many([checked])
+        yield from self.documents.ask()
         return job_id
 
     def get(self, job_id: str) -> Steps[JobStatus]:
@@ -217,4 +219,6 @@ class ProducerSteps:
             meta = BatchMeta.model_validate({"metadata": dict(metadata or {})}).metadata
         except ValidationError as exc:
             raise InvalidOperation(first_error(exc)) from None
-        return (yield from self.batches.create(checked, callback=hook, metadata=meta))
+        batch = yield from self.batches.create(checked, callback=hook, metadata=meta)
+        yield from self.documents.ask()
+        return batch

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(8, validation_alias="BRIDGE_MAX_ATTEMPTS", ge=1, le=100)
     max_retry_duration_s: float = Field(86400.0, validation_alias="BRIDGE_MAX_RETRY_DURATION_S", gt=0)
     redelivery_timeout_s: float = Field(300.0, validation_alias="BRIDGE_REDELIVERY_TIMEOUT_S", ge=5)
-    rate_limit_margin_s: float = Field(0.25, validation_alias="BRIDGE_RATE_LIMIT_MARGIN_S", ge=0, le=60)
+    rate_limit_margin_s: float | None = Field(None, validation_alias="BRIDGE_RATE_LIMIT_MARGIN_S", ge=0, le=60)
     rate_burst: int = Field(1, validation_alias="BRIDGE_RATE_BURST", ge=1, le=10_000)
     learn_quota: bool = Field(True, validation_alias="BRIDGE_LEARN_QUOTA")
     result_ttl_s: int = Field(7 * 86400, validation_alias="BRIDGE_RESULT_TTL_S", ge=60)

@@ -92,6 +92,11 @@ class RedisServer:
         """``INFO server`` ``redis_version``."""
         return str(self.client().info("server")["redis_version"])
 
+    def command_calls(self) -> dict[str, int]:
+        """Calls of each command since start (``INFO commandstats``: commands run inside Lua scripts included)."""
+        stats = self.client().info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
     def flush(self) -> None:
         """Forget every key (only ever this private server)."""
         self.client().flushall()

@@ -17,6 +17,10 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message
 
+#: Longest the upkeep waits between two pumps: an entry added meanwhile is at most this late (callback
+#: redeliveries come seconds to hours apart); otherwise it pumps when the earliest entry is due.
+MAX_WAIT_S = 2.0
+
 
 def due_member(keys: Keys, task: str, args: list[Any], *, queue: str) -> str:
     """A due-set entry: the queue's Redis key, a newline, the message."""
@@ -27,15 +31,26 @@ class DueSet:
     """Moves due messages to their queues."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, batch: int = 500) -> None:
+        self._redis = client
         self._keys = keys
         self._batch = batch
         self._pump = scripts.register(client, "due_pump")
 
+        self.next_in_s: float | None = None  # after a pump: seconds until the next entry is due (None: none)
+
     def pump(self) -> int:
-        """Enqueue everything due now; returns how many messages moved."""
+        """Enqueue everything due now; returns how many messages moved (``next_in_s`` says when to pump again)."""
         moved = 0
         while True:
-            count = int(self._pump(keys=[self._keys.due], args=[self._batch]))
+            count, next_ms = (int(v) for v in self._pump(keys=[self._keys.due], args=[self._batch]))
             moved += count
             if count < self._batch:
+                self.next_in_s = None if next_ms < 0 else next_ms / 1000
                 return moved
+
+    def run(self) -> float:
+        """Pump (the upkeep timer); the seconds until it is worth pumping again, at most ``MAX_WAIT_S``."""
+        if not self._redis.exists(self._keys.due):  # nothing waits: one command, no script
+            return MAX_WAIT_S
+        self.pump()
+        return MAX_WAIT_S if self.next_in_s is None else min(MAX_WAIT_S, self.next_in_s)

@@ -58,6 +58,8 @@ class JobSteps:
             keys.callbacks_watch,
             self.result_ttl_s,
             keys.stats,
+            keys.ready,
+            keys.wake,
         ]
         for operation in operations:
             idem = keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
@@ -113,7 +115,7 @@ class JobSteps:
             keys.stats,
             *job_ids,
         ]
-        outcomes = yield Script("cancel", (keys.dispatched,), args)
+        outcomes = yield Script("cancel", (keys.dispatched, keys.ready, keys.wake), args)
         return [text(outcome) for outcome in outcomes]  # type: ignore[misc]  # the script's documented outcomes
 
     def reprioritize(self, job_id: str, priority: str) -> Steps[ControlOutcome]:

@@ -111,6 +111,8 @@ class JobStore:
             self._keys.running,
             self._keys.limiter_log(account),
             self._keys.limiter_learned(account),
+            self._keys.ready,
+            self._keys.wake,
         ]
         args: list[str | int] = [
             owner,
@@ -120,6 +122,7 @@ class JobStore:
             quota.limit,
             self._keys.lane_prefix,
             job_id,
+            account,
         ]
         reply = self._claim(keys=keys, args=args)
         kind = text(reply[0])
@@ -175,6 +178,8 @@ class JobStore:
             self._keys.stats,
             self._keys.callbacks_watch,
             self._keys.running,
+            self._keys.ready,
+            self._keys.wake,
         ]
         args: list[str | int] = [
             owner,
@@ -212,7 +217,14 @@ class JobStore:
         response: ApiResponse | None = None,
     ) -> bool:
         """Park the job for ``delay_s``, then back in its lane; releases its lease."""
-        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.delayed(account), self._keys.running]
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.delayed(account),
+            self._keys.running,
+            self._keys.ready,
+            self._keys.wake,
+        ]
         args: list[str | int] = [
             owner,
             status,
@@ -220,6 +232,7 @@ class JobStore:
             int(delay_s * 1000),
             job_id,
             response.model_dump_json() if response else "",
+            account,
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
 

@@ -13,9 +13,14 @@
 -- (a_limit since a_since; after a_hold windows it grows by one per window back to the configured
 -- limit: additive increase, computed here from the clock, so no process has to write it).
 
--- The learned limit of the account at `now` (the configured `limit` when nothing is learned).
-local function learned_limit(learned, now, limit, window)
-  local f = redis.call('HMGET', learned, 'h_limit', 'h_until', 'a_limit', 'a_since', 'a_hold')
+-- The learned hash's fields the limiter reads, in one HMGET (`learned_fields`).
+local function learned_fields(learned)
+  return redis.call('HMGET', learned, 'h_limit', 'h_until', 'a_limit', 'a_since', 'a_hold',
+                    'h_remaining', 'h_seen', 'h_reset')
+end
+
+-- The learned limit at `now` from the fields `f` (the configured `limit` when nothing is learned).
+local function limit_of(f, now, limit, window)
   local best = limit
   local h_limit, h_until = tonumber(f[1]), tonumber(f[2])
   if h_limit and h_until and h_until > now and h_limit < best then best = h_limit end
@@ -29,9 +34,14 @@ local function learned_limit(learned, now, limit, window)
   return best
 end
 
--- The quota in force: limit, interval and burst credit, the learned limit applied.
-local function effective(learned, now, limit, window, interval, tau)
-  local l = learned_limit(learned, now, limit, window)
+-- The learned limit of the account at `now` (the configured `limit` when nothing is learned).
+local function learned_limit(learned, now, limit, window)
+  return limit_of(learned_fields(learned), now, limit, window)
+end
+
+-- The quota in force: limit, interval and burst credit, the learned limit (fields `f`) applied.
+local function effective(f, now, limit, window, interval, tau)
+  local l = limit_of(f, now, limit, window)
   if l >= limit then return limit, interval, tau end
   local iv = math.max(interval, math.ceil(window / l))
   local burst = math.min(math.floor(tau / interval), l - 1)
@@ -40,19 +50,19 @@ end
 
 -- When the API's statement of its remaining calls lets the next call start (0: no statement).
 -- lua/limiter_stated.lua records one only when the API counted calls the log does not know.
-local function stated_wall(log, learned, now)
-  local f = redis.call('HMGET', learned, 'h_remaining', 'h_seen', 'h_reset')
-  local remaining, seen, reset = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+local function stated_wall(log, f, now)
+  local remaining, seen, reset = tonumber(f[6]), tonumber(f[7]), tonumber(f[8])
   if not (remaining and seen and reset) or reset <= now then return 0 end
   if redis.call('ZCOUNT', log, seen, '+inf') >= remaining then return reset end  -- started since (same ms included)
   return 0
 end
 
 -- When the next slot may start (ms, Redis clock), given the log, the pause, the pacer and what was
--- learned; returns that moment and the limit and interval in force.
+-- learned; returns that moment, the limit and interval in force, and the pacer's TAT (for `take`).
 local function next_slot(log, pause_key, tat_key, learned, now, limit, window, interval, tau)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
-  limit, interval, tau = effective(learned, now, limit, window, interval, tau)
+  local f = learned_fields(learned)
+  limit, interval, tau = effective(f, now, limit, window, interval, tau)
   local at = now
   local pause = tonumber(redis.call('GET', pause_key) or '0')
   if pause > at then at = pause end
@@ -64,16 +74,17 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
     local wall = tonumber(nth[2]) + window
     if wall > at then at = wall end
   end
-  local stated = stated_wall(log, learned, now)
+  local stated = stated_wall(log, f, now)
   if stated > at then at = stated end
-  return at, limit, interval
+  return at, limit, interval, tat
 end
 
--- Record a start at `now` under `member`, and move the pacer on by the `interval` in force.
-local function take(log, tat_key, now, member, window, interval)
+-- Record a start at `now` under `member`, and move the pacer on by the `interval` in force
+-- (`tat`: the pacer's TAT as next_slot read it in the same script, else it is read here).
+local function take(log, tat_key, now, member, window, interval, tat)
   redis.call('ZADD', log, now, member)
   redis.call('PEXPIRE', log, window + 1000)
-  local tat = tonumber(redis.call('GET', tat_key) or '0')
+  tat = tat or tonumber(redis.call('GET', tat_key) or '0')
   if tat < now then tat = now end
   redis.call('SET', tat_key, tat + interval, 'PX', window + interval + 1000)
 end

@@ -106,3 +106,28 @@ local function relane(lane_prefix, job_prefix, followers_prefix, jid)
     redis.call('HDEL', key, FIELD.own_priority)
   end
 end
+
+-- The ready set (keys.ready) holds every account with work in its lanes or delayed set, scored by
+-- when (ms) a dispatcher should next look at it; dispatch.lua sets the exact time (its next slot,
+-- its first retry) or drops it. Whoever gives an account work says so here, atomically with it.
+
+-- Account `account` has work due at `at` (ms): it enters the ready set, or moves earlier in it (never
+-- later: the dispatcher knows better). A dispatcher waiting on the wake list is woken only when this
+-- is sooner than anything it waits for already (bounded: the list grows only as the earliest falls).
+local function make_ready(ready, wake, account, at)
+  local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', ready, 'LT', at, account)
+  if not first[1] or tonumber(first[2]) > at then redis.call('LPUSH', wake, '1') end
+end
+
+-- A worker thread is free again (a job finished, was parked or put back): wake a dispatcher if an
+-- account is due, since it may be waiting for a thread.
+local function wake_if_due(ready, wake, now)
+  if redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, 1)[1] then redis.call('LPUSH', wake, '1') end
+end
+
+-- Whether any of the account's lanes holds a job (then it is in the ready set already).
+local function lanes_busy(lane_prefix, account)
+  local base = lane_prefix .. account .. ':'
+  return redis.call('EXISTS', base .. 'urgent', base .. 'normal', base .. 'bulk') > 0
+end

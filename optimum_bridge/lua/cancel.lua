@@ -4,7 +4,8 @@
 -- A job running (its call may be under way), or waiting on a call that is, or already final, is left alone.
 -- A read others joined (spec 13) hands its call on: the oldest of them takes its place in its own
 -- lane and the others wait on it. A read that joined another's call just leaves it.
--- KEYS: 1 dispatched.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
+-- An heir's account is due at once in the ready set; a hand-off undone frees a thread.
+-- KEYS: 1 dispatched, 2 ready, 3 wake.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
 --       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, 8 stats, then job ids.
 -- Returns, per job id: 'cancelled', 'running', 'final' or 'missing'.
 
@@ -37,6 +38,7 @@ local function hand_on(jid, key)
   redis.call('HINCRBY', ARGV[8], 'acct:' .. account .. ':reads_shared', -1)  -- it makes the call now
   local lane, seq = lane_of(ARGV[2], heir_key)
   redis.call('ZADD', lane, seq, heir)
+  make_ready(KEYS[2], KEYS[3], account, now_ms())
   local ttl = redis.call('TTL', heir_key)
   for _, fid in ipairs(rest) do
     redis.call('HSET', ARGV[1] .. fid, FIELD.coalesced_with, heir)
@@ -74,7 +76,8 @@ for i = 9, #ARGV do
     local lane = lane_of(ARGV[2], key)
     redis.call('ZREM', lane, jid)
     redis.call('ZREM', ARGV[3] .. f[2], jid)
-    redis.call('ZREM', KEYS[1], jid)
+    local handed_off = redis.call('ZREM', KEYS[1], jid) == 1
+    if handed_off then wake_if_due(KEYS[2], KEYS[3], now_ms()) end
     set_status(key, 'cancelled')
     redis.call('HSET', key, FIELD.finished_at, ARGV[4], FIELD.inflight, '0')
     redis.call('EXPIRE', key, tonumber(ARGV[5]))

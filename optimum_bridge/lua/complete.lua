@@ -5,29 +5,40 @@
 -- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
--- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running.
+-- Its worker thread is free again: a dispatcher waiting for one is woken.
+-- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
+--       8 wake.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
 --       14 callback message template, 15 its body embed.
 -- Returns 1 when finished now, 0 when it already was, -1 when the job is gone.
-local status = redis.call('HGET', KEYS[1], FIELD.status)
+-- Every field it needs is read in one HMGET, and written in one HSET.
+local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
+local status, batch, read, started = f[1], f[2], f[3], f[4]
 if not status then return -1 end
 if is_final(status) then return 0 end
-set_status(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
-           FIELD.inflight, '0')
+if batch then  -- set_status, with the fields read above
+  redis.call('HINCRBY', batch, 'n:' .. status, -1)
+  redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
+end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
+             FIELD.finished_at, ARGV[5], FIELD.inflight, '0', FIELD.cb, 'pending')
+else
+  redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
+             FIELD.finished_at, ARGV[5], FIELD.inflight, '0')
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 release_if_owner(KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
 local now = now_ms()
+wake_if_due(KEYS[7], KEYS[8], now)
 if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], FIELD.cb, 'pending')
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
-local read = redis.call('HGET', KEYS[1], FIELD.read)
 if read then
   if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
   if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
@@ -36,9 +47,9 @@ if read then
     redis.call('DEL', read .. ':fresh')
   end
 end
+-- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
 local followers = ARGV[13] .. ARGV[9]
-local started = redis.call('HGET', KEYS[1], FIELD.started_at)  -- when the call that serves them was sent
-for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
+for _, fid in ipairs(read and redis.call('SMEMBERS', followers) or {}) do
   local fkey = ARGV[12] .. fid
   local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
   if f[1] and not is_final(f[1]) and f[2] == ARGV[9] then
@@ -56,8 +67,7 @@ for _, fid in ipairs(redis.call('SMEMBERS', followers)) do
     finish_batch_if_done(f[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
   end
 end
-redis.call('DEL', followers)
-local batch = redis.call('HGET', KEYS[1], FIELD.batch)
+if read then redis.call('DEL', followers) end
 if batch and ARGV[10] ~= '' then
   local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
   if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then

@@ -1,6 +1,9 @@
 -- A worker says it is alive, with how many threads it gives to operations; the capacity the
 -- dispatcher may fill is the sum over the workers heard from recently.
--- KEYS: 1 workers (zset: name -> last beat, s), 2 worker threads (hash: name -> threads), 3 capacity.
+-- The capacity may have grown (a worker started): a dispatcher waiting for a thread is woken if an
+-- account is due.
+-- KEYS: 1 workers (zset: name -> last beat, s), 2 worker threads (hash: name -> threads), 3 capacity,
+--       4 ready, 5 wake.
 -- ARGV: 1 name, 2 threads, 3 seconds a worker counts as alive, 4 seconds before a silent one is forgotten.
 local t = redis.call('TIME')
 local now = tonumber(t[1])
@@ -15,4 +18,5 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3
   total = total + tonumber(redis.call('HGET', KEYS[2], name) or '0')
 end
 redis.call('SET', KEYS[3], total, 'EX', tonumber(ARGV[3]))
+wake_if_due(KEYS[4], KEYS[5], now * 1000 + math.floor(tonumber(t[2]) / 1000))
 return total

@@ -2,7 +2,9 @@
 -- worker claimed before their deadline (the message was lost), and running jobs whose lease
 -- expired (the worker died). A message that turns up later is stale (claim.lua), so nothing runs
 -- twice; the claim decides from `inflight` whether a call may have been sent.
--- KEYS: 1 dispatched, 2 running.  ARGV: 1 job key prefix, 2 lease key prefix, 3 lane prefix, 4 most.
+-- Each job's account is due at once in the ready set, and a waiting dispatcher is woken.
+-- KEYS: 1 dispatched, 2 running, 3 ready, 4 wake.
+-- ARGV: 1 job key prefix, 2 lease key prefix, 3 lane prefix, 4 most.
 -- Returns a flat list: job id, why ('handoff' or 'lease').
 local now = now_ms()
 local back = {}
@@ -17,6 +19,7 @@ local function relane(jid, why)
   end
   local lane, seq = lane_of(ARGV[3], key)
   redis.call('ZADD', lane, seq, jid)
+  make_ready(KEYS[3], KEYS[4], redis.call('HGET', key, FIELD.account), now)
   table.insert(back, jid)
   table.insert(back, why)
 end
@@ -30,4 +33,5 @@ for _, jid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     relane(jid, 'lease')
   end
 end
+if #back > 0 then wake_if_due(KEYS[3], KEYS[4], now) end
 return back

@@ -1,8 +1,9 @@
 -- Park a job for a retry: it waits in its account's delayed set, then goes back to its lane
--- (dispatch.lua moves it when due); the lease is released.
--- KEYS: 1 job hash, 2 job lease, 3 delayed set, 4 running.
+-- (dispatch.lua moves it when due: its account is in the ready set by then); the lease is
+-- released, and with it a worker thread, which a dispatcher waiting for one hears of.
+-- KEYS: 1 job hash, 2 job lease, 3 delayed set, 4 running, 5 ready, 6 wake.
 -- ARGV: 1 owner, 2 new status, 3 error JSON ('' to keep), 4 delay ms, 5 job id,
---       6 response JSON ('' to keep).
+--       6 response JSON ('' to keep), 7 account.
 -- Returns 1 when parked, 0 when the job is already final, -1 when it is gone.
 local status = redis.call('HGET', KEYS[1], FIELD.status)
 if not status then return -1 end
@@ -13,5 +14,9 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], FIELD.error, ARGV[3]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], FIELD.response, ARGV[6]) end
 release_if_owner(KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[5])
-redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[4]), ARGV[5])
+local now = now_ms()
+local due = now + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[3], due, ARGV[5])
+make_ready(KEYS[5], KEYS[6], ARGV[7], due)
+wake_if_due(KEYS[5], KEYS[6], now)
 return 1

@@ -1,14 +1,17 @@
 -- Create jobs and put them in their lanes, honouring idempotency keys (one call per batch).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
 --       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
---       10 followers key prefix, 11 callbacks watch, 12 result ttl (s), 13 stats,
+--       10 followers key prefix, 11 callbacks watch, 12 result ttl (s), 13 stats, 14 ready, 15 wake,
 --       then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
 --       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
 --       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
 -- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
 -- scored by seq), trimmed to the cap, so /ui lists recent jobs without scanning every one.
 -- A job with a not-before time still to come waits in its account's delayed set instead, and
--- goes to its lane (with its place) when that time comes.
+-- goes to its lane (with its place) when that time comes. Either way its account is in the ready
+-- set by then (at once for a lane, if its lanes were empty: else it is there already; at the
+-- not-before time for the delayed set), and a waiting dispatcher is woken if this is sooner than
+-- anything it waits for.
 -- A job's lane is <lane prefix><account>:<priority>, scored by a per-account sequence, so the
 -- oldest job of a lane is its lowest score.
 -- Identical reads (spec 13; coalesce.py says which): a read with a max age takes the answer of the
@@ -22,6 +25,7 @@ local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
 local followers_prefix, watch, result_ttl, stats = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[13]
+local ready, wake = ARGV[14], ARGV[15]
 local now = now_ms()
 local out = {}
 local touched = {}
@@ -50,7 +54,7 @@ local function leader_of(read)
   return leader
 end
 
-for i = 14, #ARGV, 11 do
+for i = 16, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
@@ -103,7 +107,9 @@ for i = 14, #ARGV, 11 do
       if may_join and read ~= '' then redis.call('SET', read, jid, 'EX', ttl) end
       if not_before and not_before > now then
         redis.call('ZADD', delayed_prefix .. account, not_before, jid)
+        make_ready(ready, wake, account, not_before)
       else
+        if not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now) end
         redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
       end
     end

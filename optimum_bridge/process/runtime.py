@@ -106,7 +106,7 @@ class Runtime:
 
     @lazy
     def accounts(self) -> dict[str, AccountRuntime]:
-        """Each account's token, quota, API client and dispatcher, by name."""
+        """Each account's token, quota and API client, by name."""
         return {name: self._account(name) for name in self.settings.accounts.names}
 
     def _account(self, name: str) -> AccountRuntime:
@@ -128,9 +128,9 @@ class Runtime:
         return self.accounts[DEFAULT_ACCOUNT].limiter
 
     @lazy
-    def dispatchers(self) -> dict[str, Dispatcher]:
-        """One dispatcher per account."""
-        return {name: account.dispatcher for name, account in self.accounts.items()}
+    def dispatcher(self) -> Dispatcher:
+        """Gives the due accounts' free slots to their best jobs (one for every account)."""
+        return Dispatcher(self.redis, self.keys, self.settings.quotas(), handoff_s=self.settings.handoff_s)
 
     @lazy
     def recovery(self) -> Recovery:
@@ -214,7 +214,7 @@ class Runtime:
 
 @dataclass
 class AccountRuntime:
-    """One account's parts: its token, quota, API client and dispatcher (built lazily)."""
+    """One account's parts: its token, quota and API client (built lazily)."""
 
     runtime: Runtime
     account: Account
@@ -250,11 +250,6 @@ class AccountRuntime:
             max_wait_s=rt.max_wait_s,
             max_response_bytes=rt.settings.max_response_bytes,
         )
-
-    @lazy
-    def dispatcher(self) -> Dispatcher:
-        rt = self.runtime
-        return Dispatcher(rt.redis, rt.keys, self.limiter, handoff_s=rt.settings.handoff_s)
 
 
 _lock = threading.Lock()

@@ -1,21 +1,27 @@
 """The worker's background work: every timer in one loop, in one thread per worker process.
 
-- **heartbeat**, every 1 s: this worker is alive, with its threads for operations
+- **heartbeat**, every 2 s: this worker is alive, with its threads for operations
   (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
-- **dispatch**, at each slot: gives the free quota slots to the best waiting
-  jobs (``quota.dispatcher.Dispatcher``), which says when the next slot is due so the
-  loop wakes right then; every 50 ms when nothing waits;
-- **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
+- **job recovery**, every second: puts back in their lane the jobs whose message
   or worker was lost (``jobs.recovery``);
-- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``jobs.due``);
+- **due pump**, when the earliest entry is due, at least every 2 s: moves due
+  callback redeliveries to their queue (``jobs.due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
 - **schedules**, every second or at the next tick: claims the due ticks of every
   schedule in one script and makes their batches (``schedules.runner``);
-- **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
-  fails), one worker of all fetches the account's OpenAPI document into Redis, in
-  a thread of its own, for producers' checks (``upstream.documents``, ``DocumentFetcher``).
+- **openapi**, every 5 s: the accounts whose OpenAPI document is due
+  (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
+  while it fails): one worker of all fetches each into Redis, in a thread of its
+  own, for producers' checks (``upstream.documents``, ``DocumentFetcher``). One command a
+  tick, whatever the number of accounts.
+
+Dispatch is not a timer: ``quota.dispatcher.DispatchLoop`` serves the
+accounts as their slots fall due and as work arrives, in threads of its own,
+started and stopped with this loop. With nothing queued a worker costs Redis
+under 20 commands a second, whatever the number of accounts (``python -m
+bench idle``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -38,11 +44,11 @@ import redis
 from celery import bootsteps
 
 from optimum_bridge.errors import BridgeError, ConfigError
-from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.process import runtime
-from optimum_bridge.quota.dispatcher import Dispatched
+from optimum_bridge.quota.dispatcher import DispatchLoop
 from optimum_bridge.schedules.runner import worker_runner
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
@@ -56,9 +62,14 @@ FORGET_AFTER_S = 86400
 #: How often the API's OpenAPI document is fetched again, and again after a failure.
 DOCUMENT_EVERY_S = 86400.0
 DOCUMENT_RETRY_S = 3600.0
+#: How often a worker looks for due documents, and how many it takes at a time.
+DOCUMENT_TICK_S = 5.0
+DOCUMENTS_PER_TICK = 10
 
 #: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
 ALIVE_S = 5
+#: How often a worker says it is alive (at most 2.5 beats per ``ALIVE_S``: one missed beat is no death).
+HEARTBEAT_S = 2.0
 
 
 class Heartbeat:
@@ -72,7 +83,7 @@ class Heartbeat:
 
     def beat(self) -> int:
         """Say we are alive now; returns the threads of every live worker (the capacity)."""
-        keys = [self._keys.workers, self._keys.worker_threads, self._keys.capacity]
+        keys = [self._keys.workers, self._keys.worker_threads, self._keys.capacity, self._keys.ready, self._keys.wake]
         return int(self._beat(keys=keys, args=[self.name, self.threads, ALIVE_S, FORGET_AFTER_S]))
 
 
@@ -80,8 +91,8 @@ class Heartbeat:
 class Timer:
     """One piece of background work and how often it runs.
 
-    ``run`` may return the seconds until it wants to run again (a float, or the
-    dispatcher's ``Dispatched``: the next slot); any other value keeps ``every_s``.
+    ``run`` may return the seconds until it wants to run again (a float); any other
+    value keeps ``every_s``.
     """
 
     name: str
@@ -123,8 +134,6 @@ class Upkeep:
         if timer.failing:
             log.info("upkeep %s: working again", timer.name)
         timer.failing = False
-        if isinstance(wanted, Dispatched):
-            return wanted.next_in_s
         if isinstance(wanted, float):
             return wanted
         return timer.every_s
@@ -151,30 +160,52 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
     rt = runtime.current()
     heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
-        Timer("heartbeat", 1.0, heartbeat.beat),
-        *(Timer(f"dispatch {account}", 0.05, dispatcher.run) for account, dispatcher in rt.dispatchers.items()),
-        Timer("job recovery", 0.5, rt.recovery.run),
-        Timer("due pump", 0.25, rt.due.pump),
+        Timer("heartbeat", HEARTBEAT_S, heartbeat.beat),
+        Timer("job recovery", 1.0, rt.recovery.run),
+        Timer("due pump", 1.0, rt.due.run),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
         Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
-        *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
+        Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
     ]
 
 
-def _fetchers(rt: Any) -> dict[str, DocumentFetcher]:
-    store = DocumentStore(rt.redis, rt.keys)
-    return {name: DocumentFetcher(rt, store, name) for name in rt.settings.accounts.names}
+def dispatch_loop() -> DispatchLoop:
+    """The dispatch of a worker process, built (not started) on this process's runtime."""
+    rt = runtime.current()
+    return DispatchLoop(rt.redis, rt.keys, rt.dispatcher)
+
+
+class DocumentFetchers:
+    """Fetches the OpenAPI documents that are due (``keys.openapi_due``), each by a ``DocumentFetcher``."""
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        self._rt = rt
+        self._store = DocumentStore(rt.redis, rt.keys)
+        self._fetchers: dict[str, DocumentFetcher] = {}
+
+    def run(self) -> None:
+        """Start a fetch of each due document this worker's accounts file names (one command when none is due)."""
+        rt = self._rt
+        due = rt.redis.zrangebyscore(rt.keys.openapi_due, "-inf", time.time(), start=0, num=DOCUMENTS_PER_TICK)
+        for name in (text(raw) for raw in due if isinstance(raw, bytes | str)):  # members, without scores
+            if name not in rt.settings.accounts:  # not ours: a worker that knows it will fetch it
+                rt.redis.zadd(rt.keys.openapi_due, {name: time.time() + DOCUMENT_RETRY_S})
+                continue
+            if name not in self._fetchers:
+                self._fetchers[name] = DocumentFetcher(rt, self._store, name)
+            self._fetchers[name].run()
 
 
 class DocumentFetcher:
     """Fetches one account's OpenAPI document into Redis, once a day for every worker sharing the Redis.
 
-    ``run`` (the timer, every minute) never waits on the network: the fetch runs in a thread of its own,
-    so a slow document cannot delay heartbeats or slots. A claim key with a day's TTL (an hour after a
-    failure) says a fetch is fresh, so one worker fetches and the others skip.
+    ``run`` (when the document is due) never waits on the network: the fetch runs in a thread of its
+    own, so a slow document cannot delay heartbeats. A claim key with a day's TTL (an hour after a
+    failure) says a fetch is fresh, so one worker fetches and the others skip; the fetch, or a skip,
+    sets when the document is due next.
     """
 
-    def __init__(self, rt: Any, store: DocumentStore, account: str) -> None:
+    def __init__(self, rt: runtime.Runtime, store: DocumentStore, account: str) -> None:
         self._rt = rt
         self._store = store
         self.account = account
@@ -186,6 +217,8 @@ class DocumentFetcher:
             return
         claim = self._rt.keys.openapi_claim(self.account)
         if not self._rt.redis.set(claim, os.getpid(), nx=True, ex=int(DOCUMENT_EVERY_S)):
+            fresh_s = max(60, int(self._rt.redis.ttl(claim)))  # fetched (or being fetched) by another
+            self._rt.redis.zadd(self._rt.keys.openapi_due, {self.account: time.time() + fresh_s})
             return
         self._thread = threading.Thread(target=self._fetch_claimed, name=f"openapi-{self.account}", daemon=True)
         self._thread.start()
@@ -199,7 +232,12 @@ class DocumentFetcher:
             log.exception("openapi %s: fetch failed", self.account)
 
     def fetch_now(self) -> float:
-        """Fetch and store the document now; the seconds until the next fetch is due."""
+        """Fetch and store the document now; the seconds until the next fetch is due (set in Redis too)."""
+        wait_s = self._fetch()
+        self._rt.redis.zadd(self._rt.keys.openapi_due, {self.account: time.time() + wait_s})
+        return wait_s
+
+    def _fetch(self) -> float:
         account = self._rt.settings.accounts[self.account]
         try:
             tokens = self._rt.accounts[self.account].tokens
@@ -242,13 +280,18 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.upkeep: Upkeep | None = None
+        self.dispatch: DispatchLoop | None = None
 
     def start(self, worker: Any) -> None:
         name = f"{worker.hostname}:{os.getpid()}"
         broker.prepare()
         self.upkeep = Upkeep(worker_timers(name, threads=operation_threads(worker)))
+        self.dispatch = dispatch_loop()
         self.upkeep.start()
+        self.dispatch.start()
 
     def stop(self, worker: Any) -> None:
+        if self.dispatch is not None:
+            self.dispatch.stop()
         if self.upkeep is not None:
             self.upkeep.stop()

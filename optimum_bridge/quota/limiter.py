@@ -125,7 +125,7 @@ class RateLimiter:
         keys: Keys,
         rate: RateLimit,
         *,
-        margin_s: float = 0.25,
+        margin_s: float | None = None,
         burst: int = 1,
         account: str = DEFAULT_ACCOUNT,
         clock: Clock = SYSTEM_CLOCK,

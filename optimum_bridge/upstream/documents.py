@@ -1,8 +1,12 @@
 """Each account's OpenAPI document in Redis, where the workers' upkeep puts it and producers read it.
 
 A producer caches the checker per process behind a short check of the document's
-version. openapi-core (about a third of a producer's import time) is loaded only
-when the first operation is checked: ``upstream.openapi`` is imported then.
+version; once a submission it checked is queued, it asks for the document
+(``keys.openapi_due``) unless it is asked for or fetched already, so an
+account's document is fetched once someone submits to it, then daily, and one
+nobody uses costs nothing. openapi-core (about a third of a producer's import
+time) is loaded only when the first operation is checked: ``upstream.openapi``
+is imported then.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class DocumentCache:
         self._clock = clock
         self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
         self._unreadable: set[tuple[str, str]] = set()
+        self._unasked: set[str] = set()
 
     def checker(self, account: str) -> Steps[OperationChecker | None]:
         """The account's checker, None when no document was stored."""
@@ -42,6 +47,7 @@ class DocumentCache:
         if cached is not None and now - cached[2] < RECHECK_S:
             return cached[1]
         version = yield Command("GET", (self._keys.openapi_version(account),))
+        self._unasked.add(account)  # asked for by ``ask``, once the submission it checks is queued
         if version is None:
             self._cache.pop(account, None)
             return None
@@ -54,6 +60,16 @@ class DocumentCache:
             return None
         self._cache[account] = (tag, checker, now)
         return checker
+
+    def ask(self) -> Steps[None]:
+        """Ask the workers for the documents of the accounts checked since the last call (spec §13:
+        fetched on demand, then daily): each is due now unless it is asked for or fetched already.
+        Run once a submission is queued (a refused one leaves nothing in Redis); one command per
+        account every ``RECHECK_S`` at most, since a cached checker asks nothing."""
+        unasked, self._unasked = self._unasked, set()  # swapped, not cleared: checks may run in other threads
+        if unasked:
+            now = self._clock.time()
+            yield Command("ZADD", (self._keys.openapi_due, "NX", *(v for name in unasked for v in (now, name))))
 
     def _load(self, account: str, tag: str) -> Steps[OperationChecker | None]:
         """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""

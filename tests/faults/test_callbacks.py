@@ -91,7 +91,7 @@ def test_a_lost_callback_message_is_queued_again(redis_server, prefix, sandbox, 
     rt = runtime(settings)
     client = BridgeClient(settings, client=rt.redis)
     job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
-    rt.dispatchers["default"].run()  # in-process: the job is given a slot, then run
+    rt.dispatcher.run("default")  # in-process: the job is given a slot, then run
     assert rt.executor.run(job_id, 1) == "succeeded"  # ... and its callback message is now queued
     keys = Keys(prefix)
     assert rt.redis.delete(keys.queue(CALLBACKS_QUEUE)) == 1  # ... and lost

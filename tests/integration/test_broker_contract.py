@@ -159,7 +159,7 @@ def test_the_messages_dispatch_builds_in_lua_are_what_kombu_writes(redis_server,
     rt = Runtime(settings)
     try:
         job_id = BridgeClient(settings, client=rt.redis).submit({"method": "GET", "path": "/Vehicles"})
-        assert rt.dispatchers["default"].run().given == 1
+        assert rt.dispatcher.run("default").given == 1
         ours = json.loads(rt.redis.lpop(Keys(prefix).queue(OPERATIONS_QUEUE)))
     finally:
         rt.close()

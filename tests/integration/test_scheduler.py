@@ -46,7 +46,7 @@ def test_the_oldest_job_of_the_highest_lane_goes_first(sched):
     bulk = client.submit_many([op(f"/Vehicles/B{i}", "bulk") for i in range(3)])
     normal = client.submit_many([op(f"/Vehicles/N{i}") for i in range(2)])
     urgent = client.submit(op("/Vehicles/U", "urgent"))
-    result = rt.dispatchers["default"].run()
+    result = rt.dispatcher.run("default")
     assert result.given == 6 and result.outcome == "idle"
     assert dispatched_order(rt) == [urgent, *normal, *bulk]  # a job never waits for an older, lower one
 
@@ -54,11 +54,11 @@ def test_the_oldest_job_of_the_highest_lane_goes_first(sched):
 def test_slots_come_one_per_interval_and_never_more_than_the_quota_in_a_window(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="5/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
     ids = client.submit_many([op(f"/Vehicles/V{i}") for i in range(12)])
-    dispatcher, keys = rt.dispatchers["default"], Keys(rt.settings.key_prefix)
+    dispatcher, keys = rt.dispatcher, Keys(rt.settings.key_prefix)
     given_at: dict[str, float] = {}
     deadline = time.monotonic() + 10
     while len(given_at) < len(ids) and time.monotonic() < deadline:
-        wait = dispatcher.run().next_in_s
+        wait = dispatcher.run("default").next_in_s or 0.05
         for job_id in ids:
             if job_id not in given_at and rt.redis.zscore(keys.dispatched, job_id) is not None:
                 given_at[job_id] = int(rt.jobs.field(job_id, "dispatched_at") or 0) / 1000
@@ -74,7 +74,7 @@ def test_slots_come_one_per_interval_and_never_more_than_the_quota_in_a_window(s
 def test_a_burst_after_idle_then_paced(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="10/s", BRIDGE_RATE_LIMIT_MARGIN_S="0", BRIDGE_RATE_BURST="4")
     client.submit_many([op(f"/Vehicles/V{i}") for i in range(6)])
-    first = rt.dispatchers["default"].run()
+    first = rt.dispatcher.run("default")
     assert first.given == 4 and first.outcome == "wait"  # the burst, then the pacer
     assert 0.05 <= first.next_in_s <= 0.1
 
@@ -84,7 +84,7 @@ def test_no_slot_is_given_beyond_the_workers_free_threads(sched):
     keys = Keys(rt.settings.key_prefix)
     rt.redis.set(keys.capacity, 2)
     client.submit_many([op(f"/Vehicles/V{i}") for i in range(5)])
-    result = rt.dispatchers["default"].run()
+    result = rt.dispatcher.run("default")
     assert (result.outcome, result.given) == ("busy", 2)
     assert rt.redis.zcard(keys.dispatched) == 2 and rt.redis.zcard(keys.lane("normal")) == 3
 
@@ -93,7 +93,7 @@ def test_a_pause_holds_every_slot(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
     rt.limiter.pause(3)
     client.submit(op("/Vehicles"))
-    result = rt.dispatchers["default"].run()
+    result = rt.dispatcher.run("default")
     assert result.outcome == "wait" and result.given == 0 and 2.9 <= result.next_in_s <= 3.0
 
 
@@ -101,7 +101,7 @@ def test_a_lost_hand_off_and_a_dead_worker_send_the_job_back_to_its_lane(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
     keys = Keys(rt.settings.key_prefix)
     lost, dead = client.submit_many([op("/Vehicles/A"), op("/Vehicles/B")])
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     rt.redis.zadd(keys.dispatched, {lost: 0})  # its deadline passed: the message never reached a worker
     rt.redis.zrem(keys.dispatched, dead)
     rt.redis.zadd(keys.running, {dead: 0})  # taken by a worker that died: no lease renews it
@@ -116,7 +116,7 @@ def test_a_late_start_that_would_break_the_window_goes_back_to_its_lane(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="2/m", BRIDGE_RATE_LIMIT_MARGIN_S="0")
     keys = Keys(rt.settings.key_prefix)
     job_id = client.submit(op("/Vehicles"))
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     rt.redis.hset(keys.job(job_id), "dispatched_at", 1)  # its slot went by long ago...
     rt.redis.zadd(keys.limiter_log(), {"a": time.time() * 1000 - 1000, "b": time.time() * 1000 - 500})
     assert rt.executor.run(job_id, 1) == "late"  # ... and two calls started since: it may not start now
@@ -135,7 +135,7 @@ def test_positions_and_estimates_follow_the_lanes(sched):
     reading = time.monotonic() - read_from  # the next slot is "now" for each read: reads drift the estimates
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(estimates)]  # type: ignore[operator]
     assert all(60.25 / 30 - 0.01 < gap < 60.25 / 30 + reading + 0.01 for gap in gaps)  # one slot interval apart
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     assert client.get(urgent).position is None or client.get(urgent).position == 0
     assert client.get(normal).position == 0  # the urgent one has its slot: the normal one is next
 
@@ -151,7 +151,7 @@ def test_a_batch_counts_its_jobs_and_forecasts_its_end(sched):
     assert (status.status, status.total, status.counts.queued, status.metadata) == ("running", 3, 3, {"n": 1})
     assert status.estimated_done_at is not None
     assert client.batch_jobs(batch.id) == batch.job_ids
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     assert [rt.executor.run(job_id, 1) for job_id in batch.job_ids] == ["succeeded", "succeeded", "failed"]
     done = client.get_batch(batch.id)
     assert (done.status, done.counts.succeeded, done.counts.failed, done.counts.queued) == ("done", 2, 1, 0)
@@ -166,7 +166,7 @@ def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is
     rt, client = sched(OPTIMUM_RATE_LIMIT="2/m", BRIDGE_RATE_LIMIT_MARGIN_S="0")
     keys = Keys(rt.settings.key_prefix)
     job_id = client.submit(op("/Vehicles"))
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     stall = rt.jobs.mark_sent
 
     def stalled(*args, **kwargs):  # two more calls started while this worker stalled after its claim
@@ -180,3 +180,39 @@ def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is
     assert (status.status, status.attempts, status.started_at) == ("queued", 0, None)
     assert rt.redis.zscore(keys.delayed(), job_id) is not None  # back to its lane when due, age kept
     assert rt.redis.zscore(keys.limiter_log(), f"{job_id}.1") is None  # its slot given back
+
+
+def test_an_account_is_ready_while_it_has_work_and_scored_by_when_it_is_due(sched):
+    """Spec §10a: the ready set holds the accounts with waiting work, at the time their next slot is due."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="2/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    assert rt.redis.zscore(keys.ready, "default") is None  # nothing waits: not there, nothing to look at
+    _, second = client.submit_many([op("/Vehicles/A"), op("/Vehicles/B")])
+    assert rt.redis.llen(keys.wake) == 1  # the submission woke a dispatcher, once
+    due_at = rt.redis.zscore(keys.ready, "default")
+    assert due_at is not None and due_at <= time.time() * 1000 + 1
+    result = rt.dispatcher.run()  # the due accounts, as a worker's dispatch loop serves them
+    assert (result.outcome, result.given) == ("wait", 1)
+    assert rt.redis.llen(keys.wake) == 0  # the call served every wake-up pushed before it
+    assert result.next_in_s is not None and 0.4 < result.next_in_s <= 0.5  # the next slot: 1 s / 2
+    next_at = rt.redis.zscore(keys.ready, "default")
+    assert next_at is not None and next_at - due_at >= 400
+    time.sleep(result.next_in_s)
+    assert rt.dispatcher.run().given == 1 and rt.redis.zscore(keys.ready, "default") is None  # none left
+    job = rt.jobs.claim(second, 1, "w", quota=rt.limiter.quota, account="default", lease_ms=5000)
+    assert job.outcome == "ok"
+    rt.jobs.reschedule(second, "w", account="default", delay_s=30.0, status="retrying")
+    retry_at = rt.redis.zscore(keys.ready, "default")
+    assert retry_at is not None and 29_000 < retry_at - time.time() * 1000 <= 30_000  # back at its retry's time
+
+
+def test_an_account_whose_quota_redis_lost_is_served_once_stored_again(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    rt.dispatcher.run()  # publishes the quotas
+    rt.redis.delete(keys.quotas)  # e.g. a Redis restored from a snapshot older than the workers' start
+    job_id = client.submit(op("/Vehicles"))
+    assert rt.dispatcher.run().outcome == "more"  # stored again, and the account put back
+    assert rt.redis.hexists(keys.quotas, "default")
+    rt.dispatcher.run()
+    assert rt.redis.zscore(keys.dispatched, job_id) is not None

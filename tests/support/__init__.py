@@ -90,12 +90,12 @@ def give_slot(rt: Runtime, job_id: str) -> int:
     keys = Keys(rt.settings.key_prefix)
     deadline = time.monotonic() + 5
     while not rt.jobs.status(job_id).finished:
-        next_in = rt.dispatchers["default"].run().next_in_s
+        next_in = rt.dispatcher.run("default").next_in_s
         if rt.redis.zscore(keys.dispatched, job_id) is not None:
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} was never given a slot")
-        time.sleep(next_in)
+        time.sleep(0.05 if next_in is None else next_in)
     return int(rt.jobs.field(job_id, "dispatch") or 0)
 
 

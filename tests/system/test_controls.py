@@ -33,7 +33,7 @@ def test_a_waiting_job_is_cancelled_without_a_call_and_calls_back_cancelled(sche
     assert status.status == "cancelled" and status.finished_at is not None and status.position is None
     assert rt.redis.zcard(keys.lane("normal")) == 0
     assert rt.redis.zscore(keys.callbacks_watch, job_id) is not None  # its operation.cancelled callback
-    assert rt.dispatchers["default"].run().given == 0
+    assert rt.dispatcher.run("default").given == 0
     fields = rt.jobs.fields(job_id)
     _, body = rt.callbacks.event(job_id, fields)
     assert b'"type":"operation.cancelled"' in body
@@ -44,7 +44,7 @@ def test_a_waiting_job_is_cancelled_without_a_call_and_calls_back_cancelled(sche
 def test_a_job_handed_to_a_worker_but_not_started_is_cancelled_and_its_message_does_nothing(sched):  # noqa: F811
     rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
     job_id = client.submit(op("/Vehicles"))
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     assert client.cancel(job_id).status == "cancelled"
     assert rt.executor.run(job_id, 1) == "final"
 
@@ -56,7 +56,7 @@ def race(rt, client: BridgeClient, job_id: str, *, head_start_s: float) -> bool:
 
     def worker() -> None:
         start.wait()
-        rt.dispatchers["default"].run()
+        rt.dispatcher.run("default")
         rt.executor.run(job_id, 1)
 
     def canceller() -> None:
@@ -106,7 +106,7 @@ def test_a_waiting_job_moves_to_another_lane_keeping_its_age(sched):  # noqa: F8
     urgent = client.submit(op("/Vehicles/U", "urgent"))
     moved = client.reprioritize(second, "urgent")
     assert moved.priority == "urgent" and moved.position == 0  # older than the urgent one: it goes first
-    rt.dispatchers["default"].run()
+    rt.dispatcher.run("default")
     assert dispatched_order(rt) == [second, urgent, first]
     rt.executor.run(second, 1)
     with pytest.raises(NotWaiting):
@@ -120,8 +120,8 @@ def test_not_before_holds_a_job_and_its_forecast(sched):  # noqa: F811
     job_id = client.submit({**op("/Vehicles"), "not_before": later.isoformat()})
     status = client.get(job_id)
     assert status.estimated_start_at is not None and status.estimated_start_at >= later - timedelta(milliseconds=5)
-    assert rt.dispatchers["default"].run().given == 0
-    wait_until(lambda: rt.dispatchers["default"].run().given == 1, timeout=5, what="the job's time")
+    assert rt.dispatcher.run("default").given == 0
+    wait_until(lambda: rt.dispatcher.run("default").given == 1, timeout=5, what="the job's time")
     assert datetime.now(UTC) >= later
     assert rt.redis.zscore(keys.dispatched, job_id) is not None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import httpx
 import pytest
@@ -212,14 +213,20 @@ def test_a_template_with_the_method_wins_over_an_earlier_one_without():
 # -- fetching the document -----------------------------------------------------------------------
 
 
-def test_a_worker_fetches_the_document_at_start(redis_server, prefix, sandbox, workers):
+def test_a_worker_fetches_the_document_once_an_operation_is_checked_then_daily(redis_server, prefix, sandbox, workers):
     sb = sandbox()
     env = bridge_env(redis_server.url, prefix, sb)
     workers(env, concurrency=1)
-    store = DocumentStore(redis_server.client(), Keys(prefix))
-    wait_until(lambda: store.checker("default") is not None, what="the document in Redis")
-    with BridgeClient(settings_from(env)) as bridge, pytest.raises(InvalidOperation, match="did you mean /Vehicles"):
-        bridge.submit({"method": "GET", "path": "/Vehicle"})
+    keys, client = Keys(prefix), redis_server.client()
+    store = DocumentStore(client, keys)
+    assert client.zcard(keys.openapi_due) == 0  # no timer per account: nothing asked, nothing fetched
+    with BridgeClient(settings_from(env)) as bridge:
+        bridge.submit({"method": "GET", "path": "/Vehicles"})  # checked (unchecked: no document yet): asks for it
+        wait_until(lambda: store.checker("default") is not None, what="the document in Redis")
+        with pytest.raises(InvalidOperation, match="did you mean /Vehicles"):
+            bridge.submit({"method": "GET", "path": "/Vehicle"})
+    next_fetch = client.zscore(keys.openapi_due, "default")
+    assert next_fetch is not None and 86000 < next_fetch - time.time() <= 86400  # then daily
 
 
 def test_the_token_goes_to_the_api_host_only():

@@ -18,7 +18,7 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.headers import Statement
 from optimum_bridge.quota.limiter import HOLD_WINDOWS, RateLimiter
-from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.schemas import Operation
 from tests.support import bridge_env, run_cli, settings_from, wait_finished
 
@@ -303,7 +303,7 @@ def test_without_headers_the_429s_stop_after_the_first_windows(redis_server, pre
     print(f"\nsandbox 4/s, configured 10/s, no headers: {len(rejected)} 429s of {len(log)} calls")
     assert rejected, "the bridge never met the lower quota: the test proves nothing"
     # the first 429 teaches; from two windows after it until the first possible probe, none
-    window = 1.25  # the configured window with its margin
+    window = Quota.of(RateLimit.parse("10/s")).window_ms / 1000  # the configured window with its (default) margin
     quiet = rejected_after(log, rejected[0], window, 2, HOLD_WINDOWS + 1)
     assert quiet == [], f"429s kept coming after the lesson: {quiet}"
     assert len(rejected) <= 5

@@ -19,15 +19,27 @@ it is the old package's ``BridgeClient`` that submits.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optimum_bridge
-from optimum_bridge import BridgeClient
-from optimum_bridge.devstack import settings_from
+from optimum_bridge import BridgeClient, Settings
+
+
+def _settings_from() -> Callable[[Mapping[str, str]], Settings]:
+    """The harness's ``settings_from``, wherever the package on the path keeps it (``harness/`` in 8dbc670)."""
+    for name in ("optimum_bridge.devstack", "optimum_bridge.harness"):
+        try:
+            found: Callable[[Mapping[str, str]], Settings] = importlib.import_module(name).settings_from
+        except ModuleNotFoundError:
+            continue
+        return found
+    raise ModuleNotFoundError("optimum_bridge has neither devstack nor harness")
 
 
 def _iso(value: Any) -> str | None:
@@ -59,7 +71,7 @@ def answer(client: BridgeClient, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    client = BridgeClient(settings_from(os.environ))
+    client = BridgeClient(_settings_from()(os.environ))
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import optimum_bridge
-from optimum_bridge import BridgeClient, Settings
+from optimum_bridge import BridgeClient, Operation, Settings
 
 
 def _settings_from() -> Callable[[Mapping[str, str]], Settings]:
@@ -60,8 +60,10 @@ def _job(client: BridgeClient, job_id: str) -> dict[str, Any]:
 def answer(client: BridgeClient, request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request line."""
     if "submit" in request:
+        known = set(Operation.model_fields)  # the old design has no ``coalesce``: every call was its own then
+        ops = [{k: v for k, v in op.items() if k in known} for op in request["submit"]]
         wall, mono = time.time(), time.monotonic()
-        ids = client.submit_many(request["submit"])
+        ids = client.submit_many(ops)
         return {"ids": ids, "wall": wall, "mono": mono}
     if "get" in request:
         return {"jobs": {job_id: _job(client, job_id) for job_id in request["get"]}}

@@ -9,7 +9,7 @@
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
-- **schedules**, every second or at the next tick: claims the due ticks of every
+- **schedules**, every 2 s or at the next tick: claims the due ticks of every
   schedule in one script and makes their batches (``schedules.runner``);
 - **openapi**, every 5 s: the accounts whose OpenAPI document is due
   (``keys.openapi_due``: asked by a producer that found none, then daily, hourly

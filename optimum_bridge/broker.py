@@ -21,8 +21,10 @@ messages in production:
    ``BRPOP`` and then records the message as unacked through the channel's
    ``QoS.append``, in a second round trip; the consumer step wraps that method.
 4. **Transport options** (``transport_options``): ``global_keyprefix``,
-   ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``, and
-   ``redis+socket://`` as kombu's name for a Unix socket.
+   ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``,
+   ``redis+socket://`` as kombu's name for a Unix socket, and for a
+   Sentinel-managed Redis ``sentinel://`` URLs joined by ``;`` with
+   ``master_name`` and ``sentinel_kwargs`` (built in ``redis_conn``).
 
 Celery is imported only where it is used, so a producer, which builds no
 message, never imports it.
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
+from .redis_conn import broker_connection
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -210,14 +213,14 @@ def record_unacked_step() -> type:
 
 
 def broker_url(settings: Settings) -> str:
-    """``BRIDGE_REDIS_URL`` as kombu names it (``unix://`` is ``redis+socket://`` there)."""
-    url = settings.redis_url.get_secret_value()
-    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+    """``BRIDGE_REDIS_URL`` as kombu names it (``redis+socket://``, ``sentinel://...;sentinel://...``)."""
+    return broker_connection(settings)[0]
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options: our key prefix, and redelivery within the configured timeout."""
     return {
+        **broker_connection(settings)[1],  # master_name and sentinel_kwargs, through Sentinel
         "global_keyprefix": settings.key_prefix,
         # A dead worker's message is visible again after ~0.75 x the timeout, and swept
         # every 0.2 x the timeout, so it runs again within BRIDGE_REDELIVERY_TIMEOUT_S.

@@ -22,7 +22,7 @@ from .jobs import JobStore
 from .keys import Keys
 from .openapi import DocumentStore
 from .ratelimit import LimiterState, RateLimiter
-from .runtime import redis_client
+from .redis_conn import redis_client
 from .schemas import (
     MAX_BATCH_OPERATIONS,
     Batch,

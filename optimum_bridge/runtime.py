@@ -28,6 +28,7 @@ from .leases import LeaseKeeper
 from .metrics import Metrics
 from .optimum_api import IdentityClient, OptimumClient
 from .ratelimit import RateLimiter
+from .redis_conn import redis_client
 from .retry import Backoff
 from .scheduler import Dispatcher, Recovery
 from .settings import Settings
@@ -67,17 +68,6 @@ class lazy(Generic[T]):  # a decorator, named like the one it replaces
                     cache[self.name] = self.build(instance)
         value: T = cache[self.name]
         return value
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for the bridge's own keys (health-checked, retried on blips)."""
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        health_check_interval=30,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        retry_on_timeout=True,
-    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from .environments import ENDPOINTS, SANDBOX_CREDENTIALS, Environment, plain_http_refused, sandbox_endpoints
 from .errors import ConfigError
+from .redis_conn import check_redis_url
 
 if TYPE_CHECKING:
     from .accounts import Accounts
@@ -38,6 +39,7 @@ OPTIONAL = (
     "token_encryption_key",
     "sentry_dsn",
     "accounts_file",
+    "redis_sentinel_password",
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
@@ -82,6 +84,8 @@ class Settings(BaseSettings):
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
+    redis_sentinel_password: SecretStr | None = Field(None, validation_alias="BRIDGE_REDIS_SENTINEL_PASSWORD")
+    redis_min_replicas: int = Field(0, validation_alias="BRIDGE_REDIS_MIN_REPLICAS", ge=0, le=16)
     key_prefix: str = Field("obr:", validation_alias="BRIDGE_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
     max_attempts: int = Field(8, validation_alias="BRIDGE_MAX_ATTEMPTS", ge=1, le=100)
     max_retry_duration_s: float = Field(86400.0, validation_alias="BRIDGE_MAX_RETRY_DURATION_S", gt=0)
@@ -151,8 +155,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis(cls, value: SecretStr) -> SecretStr:
-        if not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        check_redis_url(value.get_secret_value())
         return value
 
     @field_validator(*OPTIONAL, mode="before")

@@ -21,6 +21,7 @@ from .environments import require_simulator
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .observability import init_sentry, require_sentry
+from .redis_conn import check_eviction_policy
 from .settings import Settings, load_settings
 from .upkeep import UpkeepStep
 
@@ -39,6 +40,7 @@ class WorkerStart(bootsteps.Step):  # type: ignore[misc]  # celery ships no type
         for account in settings.accounts.by_name.values():
             log.info("worker: account %s: API %s, quota %s", account.name, account.api_url, account.rate_limit)
         log.info("worker: key prefix %r", settings.key_prefix)
+        check_eviction_policy(runtime.current().redis)
 
 
 def create_app(settings: Settings) -> Celery:

@@ -31,6 +31,7 @@ from optimum_bridge.harness import (
     settings_from,
     start_redis,
 )
+from optimum_bridge.harness.sentinel import SentinelGroup, start_sentinel_group
 from optimum_bridge.keys import Keys
 from optimum_bridge.runtime import Runtime
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
@@ -109,6 +110,20 @@ def private_redis() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[Callable[..., SentinelGroup]]:
+    """Factory: a primary, replicas and three sentinels on loopback (``harness.sentinel``), stopped afterwards."""
+    groups: list[SentinelGroup] = []
+
+    def start(**options: Any) -> SentinelGroup:
+        groups.append(start_sentinel_group(**options))
+        return groups[-1]
+
+    yield start
+    for group in groups:
+        group.stop()
 
 
 @pytest.fixture

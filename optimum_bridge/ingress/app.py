@@ -31,6 +31,7 @@ from ..errors import JobNotFound
 from ..keys import Keys
 from ..observability import init_sentry
 from ..producer import MAX_BATCH, BridgeClient, InvalidOperation
+from ..redis_conn import check_eviction_policy
 from ..schemas import JobStatus, Operation
 from ..settings import Settings
 from .auth import CallerDep, KeyRing, require_key
@@ -194,6 +195,7 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_sentry(settings, component="ingress")
     app = create_app(settings)
+    check_eviction_policy(app.state.bridge.redis)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
     try:
         _Server(config).run()

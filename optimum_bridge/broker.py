@@ -26,6 +26,11 @@ messages in production:
    Sentinel-managed Redis ``sentinel://`` URLs joined by ``;`` with
    ``master_name`` and ``sentinel_kwargs`` (built in ``redis_conn``).
 
+5. **The consumer's heartbeat** (``watch_consumer_step``): kombu reads every
+   answer to its ``BRPOP`` through ``channel.handlers["BRPOP"]``, raising
+   ``queue.Empty`` when the one-second ``brpop_timeout`` passed, and asks for
+   no message while ``channel.qos.can_consume()`` is false (``watchdog``).
+
 Celery is imported only where it is used, so a producer, which builds no
 message, never imports it.
 """
@@ -36,11 +41,14 @@ import base64
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
+from queue import Empty
 from typing import Any
 
+from . import watchdog
 from .keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from .redis_conn import broker_connection
 from .settings import Settings
@@ -242,3 +250,70 @@ def task_queues() -> tuple[Any, ...]:
         Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
         for name in (OPERATIONS_QUEUE, CALLBACKS_QUEUE)
     )
+
+
+# -- 5. the consumer's heartbeat ---------------------------------------------------------------
+
+
+def exit_stuck_worker(line: str) -> None:
+    """Log ``line``, end the pool's child processes, and exit at once with ``watchdog.EXIT_CODE``.
+
+    ``os._exit``: a stuck consumer may hold the locks a clean shutdown would wait on. Unacked
+    messages come back after the visibility timeout and the jobs' own recovery, as after a SIGKILL.
+    """
+    from billiard import process  # type: ignore[import-untyped]  # a celery dependency: workers only
+
+    log.critical(line)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for child in process.active_children():
+        child.terminate()
+    os._exit(watchdog.EXIT_CODE)
+
+
+def watch_consumer_step() -> type:
+    """The consumer step ``WatchConsumer`` (built on first use: Celery is imported only by workers)."""
+    from celery import bootsteps
+
+    class WatchConsumer(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+        """Consumer step: a heartbeat on every answer to the task channel's ``BRPOP``.
+
+        kombu reads each answer through ``channel.handlers["BRPOP"]`` (``Channel._brpop_read``,
+        bound at the channel's creation): a message, or ``Empty`` when the one-second timeout
+        passed; ``channel.qos.can_consume()`` says whether a ``BRPOP`` is due at all.
+        """
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            limit_s = float(parent.app.conf.get("bridge_consumer_limit_s", watchdog.LIMIT_S))
+            self.watchdog = watchdog.ConsumerWatchdog(exit_stuck_worker, limit_s=limit_s)
+
+        def start(self, parent: Any) -> None:
+            channel = parent.task_consumer.channel
+            read = channel.handlers["BRPOP"]
+            beat = self.watchdog.beat
+            if not getattr(read, "bridge_watched", False):
+
+                def read_and_beat(**options: Any) -> Any:
+                    try:
+                        result = read(**options)
+                    except Empty:
+                        beat()
+                        raise
+                    beat()
+                    return result
+
+                read_and_beat.bridge_watched = True  # type: ignore[attr-defined]
+                channel.handlers["BRPOP"] = read_and_beat
+            self.watchdog.connected(channel.qos.can_consume)
+            self.watchdog.start()
+
+        def stop(self, parent: Any) -> None:
+            self.watchdog.disconnected()
+
+        def shutdown(self, parent: Any) -> None:
+            self.watchdog.stop()
+
+    return WatchConsumer

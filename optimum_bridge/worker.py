@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from . import runtime
-from .broker import broker_url, record_unacked_step, task_queues, transport_options
+from .broker import broker_url, record_unacked_step, task_queues, transport_options, watch_consumer_step
 from .environments import require_simulator
 from .errors import ConfigError
 from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> Celery:
     app.steps["worker"].add(WorkerStart)
     app.steps["worker"].add(UpkeepStep)
     app.steps["consumer"].add(record_unacked_step())
+    app.steps["consumer"].add(watch_consumer_step())
     return app
 
 

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # optimum-bridge: one image for the ingress (`api`), the workers (`worker`), the
-# simulator (`sandbox`) and Flower (`celery -A optimum_bridge.monitor flower`).
+# simulator (`sandbox`) and Flower (`celery -A optimum_bridge.process.flower flower`).
 # No secret is baked in: every setting comes from the environment at run time.
 # Reproducible: a pinned base image, and every Python package pinned by
 # constraints.txt (`make constraints` freezes the environment the tests ran in).

@@ -33,11 +33,11 @@ types: $(STAMP) ## mypy --strict on the package
 test: $(STAMP) ## run the whole test suite but the container stack (CI runs both)
 	$(BIN)/python -m pytest -m "not stack" --cov --cov-report=term:skip-covered
 
-test-fast: $(STAMP) ## the fast tier: no Redis, no processes (tests/tiers.py), no coverage
+test-fast: $(STAMP) ## the fast tier: no Redis, no processes (tests/support/tiers.py), no coverage
 	$(BIN)/python -m pytest -m "not redis and not processes and not stack"
 
-test-stack: $(STAMP) ## build the image and run the compose stack in podman (tests/test_stack.py)
-	$(BIN)/python -m pytest -m stack tests/test_stack.py
+test-stack: $(STAMP) ## build the image and run the compose stack in podman (tests/system/test_stack.py)
+	$(BIN)/python -m pytest -m stack tests/system/test_stack.py
 
 constraints: $(STAMP) ## pin the image to this tested environment: constraints.txt from pip freeze
 	{ echo "# Every package of the tested environment (make constraints): the Dockerfile installs with -c."; \

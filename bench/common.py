@@ -4,7 +4,7 @@ Every benchmark runs against things it starts itself and stops afterwards (also
 on Ctrl-C): a private ``redis-server`` on a free port (no persistence), the
 sandbox in its own process (``optimum-bridge sandbox``) and real Celery worker
 processes (started through ``bench.worker_entry``). The pieces are the
-development harness's (``optimum_bridge.harness``), shared with the demo and
+development harness's (``optimum_bridge.devstack``), shared with the demo and
 the tests; what is the bench's own is here: its defaults, the sandbox as a
 process, the ready files and memory of its workers. Children die with the bench
 (``PR_SET_PDEATHSIG``) and run in their own session, so Ctrl-C reaches only the
@@ -28,8 +28,8 @@ from typing import Any, Literal
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from optimum_bridge import harness
-from optimum_bridge.harness import (
+from optimum_bridge import devstack as harness
+from optimum_bridge.devstack import (
     LOOPBACK,
     RedisServer,
     WorkerProcess,
@@ -37,9 +37,9 @@ from optimum_bridge.harness import (
     stop_workers,
     wait_until,
 )
-from optimum_bridge.harness.env import BRIDGE_PREFIXES
-from optimum_bridge.harness.processes import spawn as _spawn
-from optimum_bridge.harness.processes import stop_process, tail
+from optimum_bridge.devstack.env import BRIDGE_PREFIXES
+from optimum_bridge.devstack.processes import spawn as _spawn
+from optimum_bridge.devstack.processes import stop_process, tail
 
 CALLBACK_SECRET = harness.new_callback_secret(b"bench-callback-secret-0123456789")
 WorkerKind = Literal["bridge", "plain", "instrumented"]

@@ -19,8 +19,8 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-from optimum_bridge import runtime
 from optimum_bridge.keys import DELIVER_TASK, EXECUTE_TASK
+from optimum_bridge.process import runtime
 
 KEY = "benchlat:"
 _local = threading.local()

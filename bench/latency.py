@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import CallbackReceiver, RedisServer, settings_from, stop_workers
+from optimum_bridge.devstack import CallbackReceiver, RedisServer, settings_from, stop_workers
 from optimum_bridge.keys import text
 from optimum_bridge.sandbox.fleet import generate_fleet
 

@@ -30,7 +30,7 @@ import psutil  # type: ignore[import-untyped]
 from celery import Celery
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import CallbackReceiver, RedisServer, WorkerProcess, settings_from, stop_workers
+from optimum_bridge.devstack import CallbackReceiver, RedisServer, WorkerProcess, settings_from, stop_workers
 from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, memory_mb, start_workers

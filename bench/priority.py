@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
-from optimum_bridge.harness.processes import stop_process
+from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
+from optimum_bridge.devstack.processes import stop_process
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
 from optimum_bridge.settings import RateLimit

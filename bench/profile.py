@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import settings_from, stop_workers
+from optimum_bridge.devstack import settings_from, stop_workers
 from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .common import bridge_settings, start_workers
@@ -31,7 +31,7 @@ LIBRARIES = ("celery", "kombu", "redis", "httpx", "httpcore", "pydantic", "billi
 
 
 def owner(frame: str) -> str:
-    """``func (path/to/module.py:12)`` → a short owner: ``optimum_bridge.executor`` or a library name."""
+    """``func (path/to/module.py:12)`` → a short owner: ``optimum_bridge.jobs.executor`` or a library name."""
     path = "/" + frame[frame.rfind("(") + 1 :].split(":", maxsplit=1)[0]  # py-spy prints paths from site-packages
     if "/optimum_bridge/" in path:
         return "optimum_bridge." + Path(path).stem

@@ -10,7 +10,7 @@ between calls. The sandbox enforces the quota over a sliding window and logs
 every arrival; from that log: the steady-state rate (the calls before the
 last period over their span: ``steady_rate``), against what the margin
 leaves (window / (limit x interval)), the achieved rate (accepted calls /
-(first-to-last accepted arrival + one window), as ``tests/test_execution.py``), 429s, the
+(first-to-last accepted arrival + one window), as ``tests/system/test_execution.py``), 429s, the
 most calls accepted and attempted in any window, and the drain time against
 the ideal ((k-1) windows). Chart: calls in the trailing window over time.
 """
@@ -28,7 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
+from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window

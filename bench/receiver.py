@@ -1,6 +1,6 @@
 """The bench's callback receiver and the services every benchmark starts first.
 
-The receiver is the harness's (``optimum_bridge.harness.receiver``) in a thread
+The receiver is the harness's (``optimum_bridge.devstack.receiver``) in a thread
 of the bench process, at ``http://127.0.0.1:<port>/hook``: every callback is
 verified (the ``standardwebhooks`` library, an independent implementation of
 the spec) and its arrival timed with ``time.monotonic``, the clock every
@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
-from optimum_bridge.harness import CallbackReceiver, RedisServer
+from optimum_bridge.devstack import CallbackReceiver, RedisServer
 
 from .common import CALLBACK_SECRET, SandboxProc, start_redis, start_sandbox
 

@@ -48,7 +48,7 @@ def median(values: Sequence[float]) -> float:
 def achieved_rate(times: Iterable[float], window_s: float) -> float:
     """Calls per second over the span from first to last arrival plus one window.
 
-    Same definition as ``tests/test_execution.py::achieved_rate``: a backlog of
+    Same definition as ``tests/system/test_execution.py::achieved_rate``: a backlog of
     k quota-windows served perfectly (k*Q calls, the last burst starting (k-1)
     windows after the first) scores exactly Q.
     """

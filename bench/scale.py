@@ -37,12 +37,12 @@ from typing import Any
 import httpx
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import CallbackReceiver, RedisServer, free_port, settings_from, stop_workers, wait_until
-from optimum_bridge.harness.processes import stop_process, tail
+from optimum_bridge.devstack import CallbackReceiver, RedisServer, free_port, settings_from, stop_workers, wait_until
+from optimum_bridge.devstack.processes import stop_process, tail
 from optimum_bridge.keys import OPERATIONS_QUEUE, PRIORITIES, Keys
-from optimum_bridge.ratelimit import RateLimiter
+from optimum_bridge.quota.dispatcher import Dispatcher
+from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.sandbox.fleet import generate_fleet
-from optimum_bridge.scheduler import Dispatcher
 from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, child_env, memory_mb, spawn, start_workers

@@ -27,7 +27,7 @@ from typing import Any
 
 import optimum_bridge
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import settings_from
+from optimum_bridge.devstack import settings_from
 
 
 def _iso(value: Any) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
+from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 

@@ -21,9 +21,9 @@ import httpx
 import uvicorn
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.callbacks import dead_letter
-from optimum_bridge.deliveries import DeliveryStore
-from optimum_bridge.harness import free_port, settings_from, wait_until
+from optimum_bridge.callbacks.deliveries import DeliveryStore
+from optimum_bridge.callbacks.sender import dead_letter
+from optimum_bridge.devstack import free_port, settings_from, wait_until
 from optimum_bridge.ingress.app import create_app
 from optimum_bridge.keys import PRIORITIES, Keys
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import RedisServer, settings_from, stop_workers, wait_until
+from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
-from optimum_bridge.ratelimit import RateLimiter
+from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.settings import RateLimit
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimum_bridge import BridgeClient, InvalidOperation
 from optimum_bridge.demo.batch import vehicle_operations
-from optimum_bridge.harness import settings_from, stop_workers, wait_until
+from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 

@@ -3,10 +3,10 @@ token inside one global quota, and deliver signed callbacks."""
 
 from __future__ import annotations
 
-from .errors import BridgeError, ConfigError, JobNotFound
-from .producer import BridgeClient, InvalidOperation
-from .schemas import CallbackEvent, JobStatus, Operation
-from .settings import Settings, load_settings
+from optimum_bridge.errors import BridgeError, ConfigError, JobNotFound
+from optimum_bridge.producer import BridgeClient, InvalidOperation
+from optimum_bridge.schemas import CallbackEvent, JobStatus, Operation
+from optimum_bridge.settings import Settings, load_settings
 
 __all__ = [
     "BridgeClient",

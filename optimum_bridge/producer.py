@@ -14,16 +14,17 @@ from typing import Any, TypeVar
 import redis
 from pydantic import ValidationError
 
-from .batches import BatchStore
-from .clock import SYSTEM_CLOCK, Clock
-from .errors import BridgeError, JobNotFound, NotWaiting
-from .forecast import Backlog, Forecaster
-from .jobs import JobStore
-from .keys import Keys
-from .openapi import DocumentStore
-from .ratelimit import LimiterState, RateLimiter
-from .redis_conn import redis_client
-from .schemas import (
+from optimum_bridge.callbacks.ssrf import check_callback_url
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
+from optimum_bridge.errors import BridgeError, JobNotFound, NotWaiting
+from optimum_bridge.jobs.batches import BatchStore
+from optimum_bridge.jobs.status import to_status
+from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.redis import redis_client
+from optimum_bridge.quota.forecast import Backlog, Forecaster
+from optimum_bridge.quota.limiter import LimiterState, RateLimiter
+from optimum_bridge.schemas import (
     MAX_BATCH_OPERATIONS,
     Batch,
     BatchMeta,
@@ -34,9 +35,8 @@ from .schemas import (
     Priority,
     first_error,
 )
-from .settings import Settings, load_settings
-from .ssrf import check_callback_url
-from .status import to_status
+from optimum_bridge.settings import Settings, load_settings
+from optimum_bridge.upstream.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 

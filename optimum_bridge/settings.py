@@ -20,13 +20,19 @@ from cryptography.fernet import Fernet
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from .environments import ENDPOINTS, SANDBOX_CREDENTIALS, Environment, plain_http_refused, sandbox_endpoints
-from .errors import ConfigError
-from .redis_conn import check_redis_url
+from optimum_bridge.config.environments import (
+    ENDPOINTS,
+    SANDBOX_CREDENTIALS,
+    Environment,
+    plain_http_refused,
+    sandbox_endpoints,
+)
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.process.redis import check_redis_url
 
 if TYPE_CHECKING:
-    from .accounts import Accounts
-    from .ratelimit import Quota
+    from optimum_bridge.config.accounts import Accounts
+    from optimum_bridge.quota.limiter import Quota
 
 #: The settings without a default value: empty means unset for these.
 OPTIONAL = (
@@ -205,13 +211,13 @@ class Settings(BaseSettings):
 
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The ``default`` account's client credentials, or a ``ConfigError`` naming the missing one."""
-        from .accounts import default_account
+        from optimum_bridge.config.accounts import default_account
 
         return default_account(self).require_credentials()
 
     def load_accounts(self, environ: Mapping[str, str]) -> Accounts:
         """Read the accounts (``BRIDGE_ACCOUNTS_FILE``, secrets from ``environ``) once; ``ConfigError`` if wrong."""
-        from .accounts import load_accounts
+        from optimum_bridge.config.accounts import load_accounts
 
         if self._accounts is None:
             self._accounts = load_accounts(self, environ)
@@ -224,7 +230,7 @@ class Settings(BaseSettings):
 
     def quota(self, account: str = "default") -> Quota:
         """An account's quota: its rate limit with the margin and the burst."""
-        from .ratelimit import Quota
+        from optimum_bridge.quota.limiter import Quota
 
         rate = self.accounts[account].rate_limit
         return Quota.of(rate, margin_s=self.rate_limit_margin_s, burst=self.rate_burst)

@@ -12,13 +12,13 @@ import logging
 import redis
 from celery.exceptions import Reject
 
-from . import runtime
-from .callbacks import unsigned_letter
-from .deliveries import batch_subject
-from .errors import ConfigError
-from .keys import DEFAULT_ACCOUNT, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, JobField
-from .schemas import ErrorInfo
-from .worker import app
+from optimum_bridge.callbacks.deliveries import batch_subject
+from optimum_bridge.callbacks.sender import unsigned_letter
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.keys import DEFAULT_ACCOUNT, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, JobField
+from optimum_bridge.process import runtime
+from optimum_bridge.schemas import ErrorInfo
+from optimum_bridge.worker import app
 
 log = logging.getLogger(__name__)
 

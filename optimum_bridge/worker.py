@@ -15,15 +15,21 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from . import runtime
-from .broker import broker_url, record_unacked_step, task_queues, transport_options, watch_consumer_step
-from .environments import require_simulator
-from .errors import ConfigError
-from .keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
-from .observability import init_sentry, require_sentry
-from .redis_conn import check_eviction_policy
-from .settings import Settings, load_settings
-from .upkeep import UpkeepStep
+from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
+from optimum_bridge.process import runtime
+from optimum_bridge.process.kombu import (
+    broker_url,
+    record_unacked_step,
+    task_queues,
+    transport_options,
+    watch_consumer_step,
+)
+from optimum_bridge.process.observability import init_sentry, require_sentry
+from optimum_bridge.process.redis import check_eviction_policy
+from optimum_bridge.process.upkeep import UpkeepStep
+from optimum_bridge.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,7 @@ from typing import Any
 
 import redis
 
-from ..batches import BatchNotFound
-from ..errors import BridgeError, ConfigError, JobNotFound
-from ..keys import PRIORITIES
-from ..producer import InvalidOperation
-from .commands import (
+from optimum_bridge.cli.commands import (
     UsageError,
     cmd_batch_cancel,
     cmd_batch_status,
@@ -36,9 +32,21 @@ from .commands import (
     cmd_submit,
     cmd_token,
 )
-from .config import cmd_config_check, cmd_init_env
-from .products import EXTRA_MODULES, MissingExtra, _split_pool, cmd_api, cmd_demo, cmd_sandbox, cmd_worker
-from .quota import cmd_quota
+from optimum_bridge.cli.config import cmd_config_check, cmd_init_env
+from optimum_bridge.cli.products import (
+    EXTRA_MODULES,
+    MissingExtra,
+    _split_pool,
+    cmd_api,
+    cmd_demo,
+    cmd_sandbox,
+    cmd_worker,
+)
+from optimum_bridge.cli.quota import cmd_quota
+from optimum_bridge.errors import BridgeError, ConfigError, JobNotFound
+from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.keys import PRIORITIES
+from optimum_bridge.producer import InvalidOperation
 
 __all__ = ["EXTRA_MODULES", "MissingExtra", "UsageError", "_split_pool", "build_parser", "describe_failure", "main"]
 

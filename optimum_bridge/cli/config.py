@@ -19,10 +19,10 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from ..environments import require_simulator
-from ..errors import ConfigError
-from ..settings import Settings, describe_each, load_settings
-from .commands import UsageError
+from optimum_bridge.cli.commands import UsageError
+from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.settings import Settings, describe_each, load_settings
 
 ENV_TEMPLATE = """\
 # Written by `optimum-bridge init-env`: the secrets of a local stack, made fresh for it.

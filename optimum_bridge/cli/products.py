@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Iterator
 
-from ..errors import BridgeError, ConfigError
-from ..settings import load_settings
+from optimum_bridge.errors import BridgeError, ConfigError
+from optimum_bridge.settings import load_settings
 
-# The top-level modules each extra of pyproject.toml brings (tests/test_packaging.py keeps them in step).
+# The top-level modules each extra of pyproject.toml brings (tests/integration/test_packaging.py keeps them in step).
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client", "jinja2"}),
     "sandbox": frozenset({"starlette", "uvicorn"}),
@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
         # These pools must monkey-patch before anything opens a socket or a lock, and this
         # process already imported redis and ssl: hand over to Celery's entry point, which patches first.
         os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "optimum_bridge.worker", *argv])  # noqa: S606
-    from ..worker import app
+    from optimum_bridge.worker import app
 
     app.worker_main(argv)
     return 0
@@ -95,7 +95,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the HTTP ingress."""
     with _needs_extra("api command", "ingress"):
-        from ..ingress import serve
+        from optimum_bridge.ingress import serve
 
         return serve(load_settings())
 
@@ -103,7 +103,7 @@ def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Run the whole bridge against the sandbox and print a summary."""
     with _needs_extra("demo command", "demo"):
-        from ..demo import main as demo_main
+        from optimum_bridge.demo import main as demo_main
 
         return demo_main(extra)
 
@@ -111,6 +111,6 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the simulated Optimum API."""
     with _needs_extra("sandbox command", "sandbox"):
-        from ..sandbox import main as sandbox_main
+        from optimum_bridge.sandbox import main as sandbox_main
 
         return sandbox_main(extra)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from ..clock import SYSTEM_CLOCK, Clock, isoformat
-from ..schemas import BatchStatus
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock, isoformat
+from optimum_bridge.schemas import BatchStatus
 
 if TYPE_CHECKING:
-    from ..producer import BridgeClient
+    from optimum_bridge.producer import BridgeClient
 
 #: Seconds between two plain progress lines.
 PLAIN_EVERY_S = 2.0

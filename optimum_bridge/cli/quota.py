@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from ..producer import BridgeClient
-from ..ratelimit import LimiterState
-from ..settings import RateLimit, load_settings
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.quota.limiter import LimiterState
+from optimum_bridge.settings import RateLimit, load_settings
 
 
 def _at(ms: int) -> str:

@@ -7,6 +7,6 @@ summary. Needs the ``demo`` extra.
 
 from __future__ import annotations
 
-from .run import main
+from optimum_bridge.demo.run import main
 
 __all__ = ["main"]

@@ -18,10 +18,10 @@ from typing import Any
 
 from rich.console import Console
 
-from ..errors import BridgeError
-from ..producer import BridgeClient
-from ..schemas import Batch
-from .report import JobTracker
+from optimum_bridge.demo.report import JobTracker
+from optimum_bridge.errors import BridgeError
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schemas import Batch
 
 FLEET_TIMEOUT_S = 60.0
 #: The urgent operation goes in once this share of the batch is final.

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..harness.receiver import CallbackReceiver, Received
-from ..harness.verify import SignatureError, make_verifier
-from ..harness.verify import builtin_verifier as _builtin_verifier
+from optimum_bridge.devstack.receiver import CallbackReceiver, Received
+from optimum_bridge.devstack.verify import SignatureError, make_verifier
+from optimum_bridge.devstack.verify import builtin_verifier as _builtin_verifier
 
 __all__ = [
     "HOOK_PATH",

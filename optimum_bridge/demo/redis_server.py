@@ -16,7 +16,14 @@ from pathlib import Path
 
 import redis
 
-from ..harness.redis_server import RedisServer, RedisUnavailable, answers, delete_prefix, find_binary, start_redis
+from optimum_bridge.devstack.redis_server import (
+    RedisServer,
+    RedisUnavailable,
+    answers,
+    delete_prefix,
+    find_binary,
+    start_redis,
+)
 
 __all__ = ["DemoRedis", "RedisUnavailable", "delete_prefix", "redis_for_demo", "start_private_redis"]
 

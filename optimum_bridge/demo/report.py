@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import JobNotFound
-from ..producer import BridgeClient
-from ..schemas import JobStatus
-from ..settings import RateLimit
+from optimum_bridge.errors import JobNotFound
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schemas import JobStatus
+from optimum_bridge.settings import RateLimit
 
 POLL_S = 0.25
 PLAIN_EVERY_S = 2.0

@@ -29,16 +29,16 @@ from types import FrameType
 import redis
 from rich.console import Console
 
-from ..errors import BridgeError, ConfigError
-from ..harness import CallbackReceiver, RedisUnavailable, WaitTimeout, WorkerFailed
-from ..keys import Keys
-from ..metrics import Metrics
-from ..producer import BridgeClient
-from ..settings import RateLimit, load_settings
-from .batch import DemoBatch, UrgentProbe, submit_work
-from .receiver import callback_counts
-from .report import Report, failures, follow, summary_table
-from .stack import Plan, Running, display_url, start_stack, workers_ready
+from optimum_bridge.demo.batch import DemoBatch, UrgentProbe, submit_work
+from optimum_bridge.demo.receiver import callback_counts
+from optimum_bridge.demo.report import Report, failures, follow, summary_table
+from optimum_bridge.demo.stack import Plan, Running, display_url, start_stack, workers_ready
+from optimum_bridge.devstack import CallbackReceiver, RedisUnavailable, WaitTimeout, WorkerFailed
+from optimum_bridge.errors import BridgeError, ConfigError
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.metrics import Metrics
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.settings import RateLimit, load_settings
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 + 1 urgent = 242 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"

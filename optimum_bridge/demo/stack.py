@@ -5,7 +5,7 @@ bounded and must not be cut short by a second Ctrl-C), then the workers stop
 (SIGTERM, bounded wait, SIGKILL), the temp directory, receiver and sandbox go,
 the demo's keys are deleted, and last the private Redis, if the demo started one.
 The pieces themselves (private Redis, worker processes, receiver, the bridge's
-environment) come from ``optimum_bridge.harness``, shared with the tests and
+environment) come from ``optimum_bridge.devstack``, shared with the tests and
 the benchmarks; what is the demo's own is here: what to start, and in what order.
 """
 
@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 import redis
 
-from ..environments import SANDBOX_CREDENTIALS
-from ..harness import (
+from optimum_bridge.config.environments import SANDBOX_CREDENTIALS
+from optimum_bridge.demo.receiver import start_receiver
+from optimum_bridge.demo.redis_server import DemoRedis, redis_for_demo
+from optimum_bridge.devstack import (
     CallbackReceiver,
     WorkerProcess,
     bridge_settings,
@@ -35,11 +37,9 @@ from ..harness import (
     stop_workers,
     wait_ready,
 )
-from ..keys import Keys
-from ..sandbox import SandboxConfig, SandboxServer
-from ..settings import RateLimit
-from .receiver import start_receiver
-from .redis_server import DemoRedis, redis_for_demo
+from optimum_bridge.keys import Keys
+from optimum_bridge.sandbox import SandboxConfig, SandboxServer
+from optimum_bridge.settings import RateLimit
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0

@@ -8,6 +8,6 @@ parsing, the shared dependencies), ``health`` the open endpoints
 
 from __future__ import annotations
 
-from .app import create_app, serve
+from optimum_bridge.ingress.app import create_app, serve
 
 __all__ = ["create_app", "serve"]

@@ -26,20 +26,14 @@ from fastapi.routing import APIRouter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from .. import __version__
-from ..errors import JobNotFound
-from ..keys import Keys
-from ..observability import init_sentry
-from ..producer import MAX_BATCH, BridgeClient, InvalidOperation
-from ..redis_conn import check_eviction_policy
-from ..schemas import JobStatus, Operation
-from ..settings import Settings
-from .auth import CallerDep, KeyRing, require_key
-from .batches import BatchRequest
-from .batches import router as batches
-from .controls import router as controls
-from .health import ops
-from .http import (
+from optimum_bridge import __version__
+from optimum_bridge.errors import JobNotFound
+from optimum_bridge.ingress.auth import CallerDep, KeyRing, require_key
+from optimum_bridge.ingress.batches import BatchRequest
+from optimum_bridge.ingress.batches import router as batches
+from optimum_bridge.ingress.controls import router as controls
+from optimum_bridge.ingress.health import ops
+from optimum_bridge.ingress.http import (
     LARGER_BODIES,
     MAX_BODY_BYTES,
     Accepted,
@@ -57,8 +51,14 @@ from .http import (
     invalid,
     rejected,
 )
-from .ui import router as dashboard
-from .ui import static as dashboard_static
+from optimum_bridge.ingress.ui import router as dashboard
+from optimum_bridge.ingress.ui import static as dashboard_static
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.observability import init_sentry
+from optimum_bridge.process.redis import check_eviction_policy
+from optimum_bridge.producer import MAX_BATCH, BridgeClient, InvalidOperation
+from optimum_bridge.schemas import JobStatus, Operation
+from optimum_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 

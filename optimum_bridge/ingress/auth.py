@@ -18,9 +18,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..schemas import Operation
-from ..settings import Settings
-from .http import CHALLENGE, ProblemError, invalid
+from optimum_bridge.ingress.http import CHALLENGE, ProblemError, invalid
+from optimum_bridge.schemas import Operation
+from optimum_bridge.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,20 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from ..batches import BatchNotFound
-from ..producer import InvalidOperation
-from ..schemas import MAX_BATCH_OPERATIONS, BatchStatus, Callback, Operation, ShortText
-from .auth import CallerDep
-from .http import Bridge, JsonBody, Problem, ProblemError, checked_operations, field_errors, invalid, rejected
+from optimum_bridge.ingress.auth import CallerDep
+from optimum_bridge.ingress.http import (
+    Bridge,
+    JsonBody,
+    Problem,
+    ProblemError,
+    checked_operations,
+    field_errors,
+    invalid,
+    rejected,
+)
+from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.producer import InvalidOperation
+from optimum_bridge.schemas import MAX_BATCH_OPERATIONS, BatchStatus, Callback, Operation, ShortText
 
 
 class BatchOptions(BaseModel):

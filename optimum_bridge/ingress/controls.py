@@ -14,11 +14,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..batches import BatchNotFound
-from ..errors import JobNotFound, NotWaiting
-from ..schemas import BatchStatus, JobStatus, Priority
-from .auth import Caller, CallerDep
-from .http import Bridge, JsonBody, Problem, ProblemError, field_errors, rejected
+from optimum_bridge.errors import JobNotFound, NotWaiting
+from optimum_bridge.ingress.auth import Caller, CallerDep
+from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, field_errors, rejected
+from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.schemas import BatchStatus, JobStatus, Priority
 
 GONE = "no operation with this id (unknown, or past its retention)"
 router = APIRouter(tags=["controls"])

@@ -18,9 +18,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
-from ..metrics import LATENCY_BUCKETS
-from ..ratelimit import LimiterState
+from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
+from optimum_bridge.process.metrics import LATENCY_BUCKETS
+from optimum_bridge.quota.limiter import LimiterState
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

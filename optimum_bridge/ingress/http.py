@@ -24,8 +24,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..producer import MAX_BATCH, BridgeClient
-from ..schemas import JobState, Operation
+from optimum_bridge.producer import MAX_BATCH, BridgeClient
+from optimum_bridge.schemas import JobState, Operation
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ runs it in a thread (tests) or in the foreground (CLI). Needs the
 
 from __future__ import annotations
 
-from .app import create_app
-from .config import SandboxConfig
-from .server import SandboxServer, main
-from .state import SandboxState
+from optimum_bridge.sandbox.app import create_app
+from optimum_bridge.sandbox.config import SandboxConfig
+from optimum_bridge.sandbox.server import SandboxServer, main
+from optimum_bridge.sandbox.state import SandboxState
 
 __all__ = ["SandboxConfig", "SandboxServer", "SandboxState", "create_app", "main"]

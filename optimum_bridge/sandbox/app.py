@@ -27,17 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ..clock import Clock
-from .config import (
-    FaultResponse,
-    FaultSpec,
-    HeaderStyle,
-    SandboxConfig,
-    validation_message,
-)
-from .document import DOCUMENT_PATH, build_document
-from .endpoints import dispatch, error
-from .state import QuotaDecision, SandboxState
+from optimum_bridge.clock import Clock
+from optimum_bridge.sandbox.config import FaultResponse, FaultSpec, HeaderStyle, SandboxConfig, validation_message
+from optimum_bridge.sandbox.document import DOCUMENT_PATH, build_document
+from optimum_bridge.sandbox.endpoints import dispatch, error
+from optimum_bridge.sandbox.state import QuotaDecision, SandboxState
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .endpoints import ROUTE_DOCS, ROUTES
+from optimum_bridge.sandbox.endpoints import ROUTE_DOCS, ROUTES
 
 DOCUMENT_PATH = "/swagger/v1/swagger.json"
 

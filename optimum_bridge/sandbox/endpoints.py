@@ -16,8 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .fleet import DATE_FORMAT
-from .state import SandboxState
+from optimum_bridge.sandbox.fleet import DATE_FORMAT
+from optimum_bridge.sandbox.state import SandboxState
 
 Handler = Callable[[Request, SandboxState, dict[str, str]], Awaitable[Response]]
 

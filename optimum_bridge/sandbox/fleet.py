@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from .fleet_data import (
+from optimum_bridge.sandbox.fleet_data import (
     DATE_FORMAT,
     FIRST_NAMES,
     JSON,
@@ -24,7 +24,7 @@ from .fleet_data import (
     RECENT_FIRST_LETTERS,
     REGIONS,
 )
-from .fleet_trips import day_trips
+from optimum_bridge.sandbox.fleet_trips import day_trips
 
 __all__ = ["DATE_FORMAT", "Fleet", "Person", "Vehicle", "generate_fleet"]
 

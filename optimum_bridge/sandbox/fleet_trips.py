@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .fleet_data import DATE_FORMAT, JSON, REGIONS, STREETS, Town
+from optimum_bridge.sandbox.fleet_data import DATE_FORMAT, JSON, REGIONS, STREETS, Town
 
 if TYPE_CHECKING:
     from optimum_bridge.sandbox.fleet import Person, Vehicle

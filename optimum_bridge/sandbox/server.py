@@ -19,14 +19,10 @@ from typing import Any, Self
 import uvicorn
 from pydantic import ValidationError
 
-from ..clock import Clock
-from .app import create_app
-from .config import (
-    FaultSpec,
-    SandboxConfig,
-    validation_message,
-)
-from .state import SandboxState
+from optimum_bridge.clock import Clock
+from optimum_bridge.sandbox.app import create_app
+from optimum_bridge.sandbox.config import FaultSpec, SandboxConfig, validation_message
+from optimum_bridge.sandbox.state import SandboxState
 
 log = logging.getLogger(__name__)
 

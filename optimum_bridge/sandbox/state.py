@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import SYSTEM_CLOCK, Clock
-from .config import FaultResponse, FaultSpec, SandboxConfig
-from .fleet import Fleet, generate_fleet
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
+from optimum_bridge.sandbox.config import FaultResponse, FaultSpec, SandboxConfig
+from optimum_bridge.sandbox.fleet import Fleet, generate_fleet
 
 LOG_LIMIT = 100_000
 

@@ -7,8 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.sandbox.fleet import generate_fleet
-
-from ..conftest import bridge_env, settings_from, wait_finished, wait_until
+from tests.support import bridge_env, settings_from, wait_finished, wait_until
 
 PLATES = generate_fleet(42, 60).plates()
 

@@ -8,8 +8,7 @@ from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.keys import CALLBACKS_QUEUE, Keys
-
-from ..conftest import CALLBACK_SECRET, bridge_env, run_cli, settings_from, wait_until
+from tests.support import CALLBACK_SECRET, bridge_env, run_cli, settings_from, wait_until
 
 cli = run_cli
 

@@ -12,10 +12,9 @@ import sys
 import time
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.harness import start_worker, wait_ready
-from optimum_bridge.watchdog import EXIT_CODE, LIMIT_S
-
-from ..conftest import ROOT, bridge_env, settings_from, wait_finished, wait_until
+from optimum_bridge.devstack import start_worker, wait_ready
+from optimum_bridge.process.watchdog import EXIT_CODE, LIMIT_S
+from tests.support import ROOT, bridge_env, settings_from, wait_finished, wait_until
 
 
 def test_a_consumer_that_stops_consuming_exits_the_worker_and_an_idle_one_does_not(

@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ..test_ingress import AUTH, ingress, job_keys, local_settings  # noqa: F401 - ingress is a fixture
+from tests.system.test_ingress import AUTH, ingress, job_keys, local_settings  # noqa: F401 - ingress is a fixture
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 json_values = st.recursive(

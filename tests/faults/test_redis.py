@@ -8,8 +8,8 @@ import redis as redis_lib
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.sandbox.fleet import generate_fleet
+from tests.support import bridge_env, settings_from, wait_until
 
-from ..conftest import bridge_env, settings_from, wait_until
 from .redis_proxy import CuttingProxy
 
 PLATES = generate_fleet(42, 60).plates()

@@ -20,8 +20,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from optimum_bridge import BridgeClient
-
-from ..conftest import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+from tests.support import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
 
 CLIENT_SECRET = "cl13nt-s3cr3t-for-the-leak-test"
 SECOND_SECRET = "s3cond-acc0unt-s3cr3t-for-the-leak-test"
@@ -165,7 +164,7 @@ SCRUB_SCRIPT = r"""
 import json, sys
 import sentry_sdk
 from sentry_sdk.transport import Transport
-from optimum_bridge.observability import init_sentry
+from optimum_bridge.process.observability import init_sentry
 from optimum_bridge.settings import load_settings
 
 class Capture(Transport):

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from optimum_bridge import BridgeClient
-
-from ..conftest import bridge_env, free_port, settings_from, wait_until
+from tests.support import bridge_env, free_port, settings_from, wait_until
 
 
 def write_certificates(directory: Path) -> tuple[Path, Path, Path]:

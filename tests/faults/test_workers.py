@@ -6,11 +6,10 @@ import signal
 import time
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.broker import build_message
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE, Keys
+from optimum_bridge.process.kombu import build_message
 from optimum_bridge.sandbox.fleet import generate_fleet
-
-from ..conftest import bridge_env, settings_from, wait_until
+from tests.support import bridge_env, settings_from, wait_until
 
 PLATES = generate_fleet(42, 60).plates()
 

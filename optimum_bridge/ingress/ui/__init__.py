@@ -10,6 +10,6 @@ what a page shows from bounded indexes (never by scanning the jobs);
 
 from __future__ import annotations
 
-from .routes import router, static
+from optimum_bridge.ingress.ui.routes import router, static
 
 __all__ = ["router", "static"]

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 
 import redis
 
-from ...batches import BatchNotFound
-from ...deliveries import BATCH
-from ...keys import PRIORITIES, JobField, Keys, text
-from ...producer import BridgeClient
-from ...schemas import BatchStatus
-from .chart import MINUTES, Chart, layout
-from .security import Viewer
+from optimum_bridge.callbacks.deliveries import BATCH
+from optimum_bridge.ingress.ui.chart import MINUTES, Chart, layout
+from optimum_bridge.ingress.ui.security import Viewer
+from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schemas import BatchStatus
 
 JOBS, BATCHES, LETTERS = 50, 20, 50
 STATES = ("queued", "retrying", "running", "succeeded", "failed", "cancelled")

@@ -19,15 +19,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from ...batches import BatchNotFound
-from ...deliveries import BATCH, DeliveryStore
-from ...errors import JobNotFound, NotWaiting
-from ...keys import PRIORITIES, Keys
-from ...producer import BridgeClient
-from ...schemas import JobStatus
-from ..http import ProblemError
-from .data import gather
-from .security import Viewer, ViewerDep, check_post
+from optimum_bridge.callbacks.deliveries import BATCH, DeliveryStore
+from optimum_bridge.errors import JobNotFound, NotWaiting
+from optimum_bridge.ingress.http import ProblemError
+from optimum_bridge.ingress.ui.data import gather
+from optimum_bridge.ingress.ui.security import Viewer, ViewerDep, check_post
+from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.keys import PRIORITIES, Keys
+from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schemas import JobStatus
 
 HERE = Path(__file__).parent
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)

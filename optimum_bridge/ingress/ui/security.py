@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from ..auth import Caller
-from ..http import ProblemError
+from optimum_bridge.ingress.auth import Caller
+from optimum_bridge.ingress.http import ProblemError
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="optimum-bridge", charset="UTF-8"'}
 _CSRF_CONTEXT = b"optimum-bridge /ui csrf v1"

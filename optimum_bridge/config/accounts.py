@@ -1,0 +1,204 @@
+"""Several Optimum accounts on one bridge (spec §12): the accounts file, read once at start.
+
+Without ``BRIDGE_ACCOUNTS_FILE`` there is one account, ``default``, from the
+``OPTIMUM_*`` variables. With it, the accounts are those the TOML file names
+(read with ``tomllib``); ``OPTIMUM_*`` credentials, when set, still define
+``default`` unless the file names one. A secret is never in the file: each
+account names the environment variable that holds it. The file may also hold
+ingress keys, as SHA-256 digests, each limited to some accounts. Anything
+wrong stops the process at start with one line naming the account and the
+field, e.g. ``BRIDGE_ACCOUNTS_FILE: accounts.acme.client_secret_env: ACME_SECRET is not set``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
+
+from optimum_bridge.errors import ConfigError
+from optimum_bridge.schemas import ACCOUNT_NAME
+
+if TYPE_CHECKING:
+    from optimum_bridge.settings import RateLimit, Settings
+
+DEFAULT = "default"
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")]
+
+
+class AccountEntry(BaseModel):
+    """One ``[accounts.NAME]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    client_secret_env: EnvName
+    environment: Literal["preprod", "production", "sandbox"] | None = None
+    api_url: Url | None = None
+    token_url: Url | None = None
+    openapi_url: Url | None = None  # default: <api_url>/swagger/v1/swagger.json
+    rate_limit: str = "30/m"
+
+    @model_validator(mode="after")
+    def _where(self) -> AccountEntry:
+        if (self.api_url is None) != (self.token_url is None):
+            raise ValueError("api_url and token_url go together")
+        if self.environment is None and self.api_url is None:
+            raise ValueError("needs environment, or api_url and token_url")
+        if self.environment != "sandbox" and any(
+            url.startswith("http://") for url in (self.api_url, self.token_url) if url
+        ):
+            raise ValueError('http:// URLs only with environment = "sandbox" (the secret would travel in clear)')
+        return self
+
+
+class KeyEntry(BaseModel):
+    """One ``[api_keys.NAME]`` table: an ingress key's digest and the accounts it may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    accounts: list[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)]] | None = None
+
+
+class AccountsFile(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: dict[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)], AccountEntry] = Field(min_length=1)
+    api_keys: dict[str, KeyEntry] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    """An Optimum client: its credentials, where it calls, its quota."""
+
+    name: str
+    client_id: str | None
+    client_secret: SecretStr | None = field(repr=False)
+    api_url: str
+    token_url: str
+    rate_limit: RateLimit
+    openapi_url: str = ""  # the API's OpenAPI document (spec §13); empty: the Swashbuckle default
+
+    @property
+    def document_url(self) -> str:
+        """Where the account's OpenAPI document is fetched."""
+        return self.openapi_url or f"{self.api_url.rstrip('/')}/swagger/v1/swagger.json"
+
+    def require_credentials(self) -> tuple[str, SecretStr]:
+        """The credentials, or a ``ConfigError`` naming what is missing (only ``OPTIMUM_*`` can lack them)."""
+        if not self.client_id:
+            raise ConfigError("OPTIMUM_CLIENT_ID: required to call the API (or set OPTIMUM_ENVIRONMENT=sandbox)")
+        if self.client_secret is None or not self.client_secret.get_secret_value():
+            raise ConfigError("OPTIMUM_CLIENT_SECRET: required to call the API")
+        return self.client_id, self.client_secret
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An ingress key from the accounts file (its digest), limited to ``accounts`` (None: every one)."""
+
+    name: str
+    digest: bytes
+    accounts: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Every account of the bridge, by name, and the ingress keys of the accounts file."""
+
+    by_name: dict[str, Account]
+    keys: tuple[ApiKey, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __getitem__(self, name: str) -> Account:
+        return self.by_name[name]
+
+    @property
+    def names(self) -> list[str]:
+        """The account names, ``default`` first when there is one."""
+        return sorted(self.by_name, key=lambda name: (name != DEFAULT, name))
+
+
+def default_account(settings: Settings) -> Account:
+    """The account the ``OPTIMUM_*`` variables describe."""
+    return Account(
+        DEFAULT,
+        settings.client_id,
+        settings.client_secret,
+        settings.api_url,
+        settings.token_url,
+        settings.rate_limit,
+        settings.openapi_url or "",
+    )
+
+
+def _where(entry: AccountEntry, settings: Settings) -> tuple[str, str]:
+    from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
+
+    if entry.api_url is not None and entry.token_url is not None:
+        return entry.api_url.rstrip("/"), entry.token_url
+    if entry.environment == "sandbox":
+        return sandbox_endpoints(settings.sandbox_url)
+    return ENDPOINTS[entry.environment or "preprod"]
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "file"
+    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
+
+
+def _read(path: Path) -> AccountsFile:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: not valid TOML ({exc})") from None
+    try:
+        return AccountsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {_first_error(exc)}") from None
+
+
+def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
+    """The accounts of ``settings``; ``ConfigError`` with one line naming the account and field."""
+    from optimum_bridge.settings import RateLimit
+
+    if settings.accounts_file is None:
+        return Accounts({DEFAULT: default_account(settings)})
+    parsed = _read(settings.accounts_file)
+    accounts: dict[str, Account] = {}
+    if settings.client_id and DEFAULT not in parsed.accounts:
+        accounts[DEFAULT] = default_account(settings)
+    for name, entry in parsed.accounts.items():
+        secret = environ.get(entry.client_secret_env)
+        if not secret:
+            where = f"accounts.{name}.client_secret_env"
+            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: {entry.client_secret_env} is not set")
+        try:
+            rate = RateLimit.parse(entry.rate_limit)
+        except ValueError as exc:
+            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
+        api_url, token_url = _where(entry, settings)
+        accounts[name] = Account(
+            name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
+        )
+    keys = []
+    for key_name, key in parsed.api_keys.items():
+        unknown = sorted(set(key.accounts or ()) - set(accounts))
+        if unknown:
+            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: api_keys.{key_name}.accounts: unknown account {unknown[0]!r}")
+        allowed = frozenset(key.accounts) if key.accounts is not None else None
+        keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed))
+    return Accounts(accounts, tuple(keys))

@@ -1,0 +1,143 @@
+"""Batches (spec §11): many operations submitted together, followed together, and one callback at the end.
+
+A batch is a hash (``keys.batch``): its total, its jobs' counts by state
+(kept in step by every status change, ``lua/_prelude.lua``'s ``set_status``),
+its metadata and callback URL, and its last place in each lane for the
+forecast; its job ids are a list beside it, and its id enters each of its
+accounts' bounded index of recent batches (``keys.recent_batches``). The batch hash is written before
+its jobs, and sealed after them (``lua/batch_seal.lua``), so it can only
+finish once every job is in. The job that makes it final queues the
+``batch.completed`` callback in the same step (``lua/complete.lua``): once,
+whatever failed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import redis
+from pydantic import JsonValue
+
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
+from optimum_bridge.errors import JobNotFound
+from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.keys import PRIORITIES, RECENT_BATCHES, Keys, text
+from optimum_bridge.lua import scripts
+from optimum_bridge.quota.forecast import Forecaster
+from optimum_bridge.schemas import Batch, BatchCounts, BatchStatus, Callback, Operation
+
+#: Operations written per Redis round trip.
+CHUNK = 1000
+
+
+class BatchNotFound(JobNotFound):
+    """No batch with that id (unknown or expired)."""
+
+
+def to_batch_status(batch_id: str, fields: dict[str, str]) -> BatchStatus:
+    """A ``BatchStatus`` from a batch hash's decoded fields (without the forecast)."""
+    counts = {state: max(0, int(fields.get(f"n:{state}", 0))) for state in BatchCounts.model_fields}
+    finished = fields.get("finished_at")
+    return BatchStatus(
+        id=batch_id,
+        status="done" if finished else "running",
+        total=int(fields.get("total", 0)),
+        counts=BatchCounts(**counts),
+        metadata=json.loads(fields.get("metadata", "{}")),
+        submitted_at=datetime.fromisoformat(fields["submitted_at"]),
+        finished_at=datetime.fromisoformat(finished) if finished else None,
+    )
+
+
+class BatchStore:
+    """Creates batches and reads their status."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        jobs: JobStore,
+        forecaster: Forecaster,
+        *,
+        result_ttl_s: int,
+        pending_ttl_s: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._jobs = jobs
+        self._forecaster = forecaster
+        self._result_ttl_s = result_ttl_s
+        self._pending_ttl_s = pending_ttl_s
+        self._clock = clock
+        self._seal = scripts.register(client, "batch_seal")
+
+    def create(
+        self,
+        operations: Sequence[Operation],
+        *,
+        callback: Callback | None = None,
+        metadata: dict[str, JsonValue] | None = None,
+    ) -> Batch:
+        """Write the batch, then its jobs (one round trip per 1,000), then seal it."""
+        batch_id = uuid.uuid4().hex
+        key = self._keys.batch(batch_id)
+        accounts = sorted({operation.account for operation in operations})
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "total": len(operations),
+                    "metadata": json.dumps(metadata or {}),
+                    "submitted_at": self._clock.now().isoformat(),
+                    "accounts": ",".join(accounts),
+                },
+            )
+            if callback is not None:
+                pipe.hset(key, "callback", str(callback.url))
+            pipe.expire(key, self._pending_ttl_s)
+            for account in accounts:  # the bounded index /ui lists batches from
+                pipe.zadd(self._keys.recent_batches(account), {batch_id: int(self._clock.now().timestamp() * 1e6)})
+                pipe.zremrangebyrank(self._keys.recent_batches(account), 0, -(RECENT_BATCHES + 1))
+            pipe.execute()
+        job_ids: list[str] = []
+        created = 0
+        for start in range(0, len(operations), CHUNK):
+            results = self._jobs.submit_many(list(operations[start : start + CHUNK]), batch_key=key)
+            job_ids += [job_id for job_id, _ in results]
+            created += sum(1 for _, new in results if new)
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(self._keys.batch_jobs(batch_id), *job_ids)
+            pipe.expire(self._keys.batch_jobs(batch_id), self._pending_ttl_s)
+            pipe.execute()
+        keys = [key, self._keys.callbacks_watch]
+        self._seal(keys=keys, args=[created, self._clock.now().isoformat(), self._result_ttl_s, batch_id])
+        return Batch(id=batch_id, job_ids=job_ids)
+
+    def fields(self, batch_id: str) -> dict[str, str]:
+        """The batch hash, decoded (``BatchNotFound`` when unknown or expired)."""
+        raw = self._redis.hgetall(self._keys.batch(batch_id))
+        if not raw or b"submitted_at" not in raw:
+            raise BatchNotFound(batch_id)
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def status(self, batch_id: str) -> BatchStatus:
+        """The batch as producers see it, with its forecast while it runs."""
+        fields = self.fields(batch_id)
+        status = to_batch_status(batch_id, fields)
+        if status.finished:
+            return status
+        last = {p: fields[f"last:{p}"] for p in PRIORITIES if f"last:{p}" in fields}
+        done_at = self._forecaster.batch_done(fields.get("accounts", "default").split(",")[0], last)
+        return status.model_copy(update={"estimated_done_at": done_at})
+
+    def accounts(self, batch_id: str) -> list[str]:
+        """The accounts of a batch's operations."""
+        return self.fields(batch_id).get("accounts", "default").split(",")
+
+    def job_ids(self, batch_id: str) -> list[str]:
+        """The batch's job ids, in submission order."""
+        return [text(job_id) for job_id in self._redis.lrange(self._keys.batch_jobs(batch_id), 0, -1)]

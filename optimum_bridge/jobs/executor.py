@@ -1,0 +1,171 @@
+"""Runs one attempt of a job and decides what comes next (spec §5).
+
+claim the dispatched job (lease; stale messages, finished jobs and slots that
+went by are refused) -> call the API at once (the slot was given by the
+scheduler) -> classify the answer -> complete the job (and queue its
+callback) or park it for a retry with backoff. Everything is plain Python
+over injected stores, so it is tested without Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
+from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
+from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.retry import Backoff, classify_status, retry_after, should_retry
+from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
+from optimum_bridge.upstream.client import OptimumClient
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_OUTCOME = (
+    "a previous attempt may have reached the API and the operation is not idempotent "
+    "(no idempotency_key): not sent again"
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Budgets of an operation's retries."""
+
+    max_attempts: int
+    budget_s: float
+    backoff: Backoff
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of one job by this worker."""
+
+    job_id: str
+    owner: str
+    operation: Operation
+    submitted_at: datetime
+    account: str = "default"
+    batch_id: str | None = None
+    dispatch: int = 0
+
+
+class Executor:
+    """Executes jobs by id; safe to call concurrently and on redelivered messages."""
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        apis: Mapping[str, OptimumClient],
+        policy: Policy,
+        leases: LeaseKeeper,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._jobs = jobs
+        self._apis = apis
+        self._policy = policy
+        self._leases = leases
+        self._clock = clock
+
+    def run(self, job_id: str, dispatch: int, account: str = "default") -> str:
+        """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests)."""
+        owner = uuid.uuid4().hex
+        api = self._apis.get(account)
+        if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
+            log.error("job %s: account %r is not configured on this worker; left for another", job_id, account)
+            return "unknown_account"
+        claim = self._jobs.claim(
+            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms
+        )
+        if claim.outcome in ("missing", "final", "stale", "late", "leased"):
+            log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
+            return claim.outcome
+        if claim.operation is None or claim.submitted_at is None:
+            raise RuntimeError(f"job {job_id}: claim returned no operation")
+        run = Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id, dispatch)
+        if claim.inflight and not run.operation.idempotent:
+            return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
+        with self._leases.hold(self._jobs.lease_key(job_id), owner):
+            return self._attempt(run, claim.attempts)
+
+    def _attempt(self, run: Run, attempts: int) -> str:
+        sent = [attempts]
+        try:
+            api = self._apis[run.account]
+            response = api.call(run.operation, before_send=lambda: sent.append(self._mark_sent(run)))
+        except Deferred as exc:
+            status: Literal["queued", "retrying"] = "retrying" if sent[-1] else "queued"
+            self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=exc.delay, status=status)
+            log.info("job %s: no rate-limit slot to send it now, back in its lane in %.1fs", run.job_id, exc.delay)
+            return "deferred"
+        except NetworkError as exc:
+            if exc.maybe_sent and not run.operation.idempotent:
+                message = f"{exc.message}; not re-sent: it may have reached the API and is not idempotent"
+                return self._finish(run, response=None, error=ErrorInfo(kind=exc.kind, message=message))
+            return self._retry_or_fail(run, sent[-1], exc, response=None)
+        except AttemptError as exc:
+            return self._retry_or_fail(run, sent[-1], exc, response=None)
+        return self._judge(run, sent[-1], response)
+
+    def _mark_sent(self, run: Run) -> int:
+        return self._jobs.mark_sent(run.job_id, run.dispatch, quota=self._apis[run.account].quota, account=run.account)
+
+    def _judge(self, run: Run, attempt: int, response: ApiResponse) -> str:
+        verdict = classify_status(response.status_code)
+        log.info("job %s attempt %d: API answered %d (%s)", run.job_id, attempt, response.status_code, verdict)
+        if verdict == "succeeded":
+            return self._finish(run, response=response, error=None)
+        if verdict == "failed":
+            message = f"the API answered {response.status_code}"
+            if 300 <= response.status_code < 400:
+                message += "; redirects are not followed (the token stays with the API host)"
+            return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
+        hint = retry_after(response.headers, now=self._clock.time())
+        if hint is not None:  # no longer than the account's pause: the retry is due when the pause ends
+            hint = min(hint, self._apis[run.account].longest_pause_s)
+        kind = "rate_limited" if response.status_code == 429 else "server_error"
+        error = RetryableError(kind, f"the API answered {response.status_code}", delay=hint)
+        return self._retry_or_fail(run, attempt, error, response=response)
+
+    def _retry_or_fail(self, run: Run, attempt: int, exc: AttemptError, *, response: ApiResponse | None) -> str:
+        error = ErrorInfo(kind=exc.kind, message=exc.message)
+        if isinstance(exc, FinalError):
+            return self._finish(run, response=response, error=error)
+        delay = self._policy.backoff.delay(max(1, attempt))
+        if isinstance(exc, RetryableError) and exc.delay is not None:
+            delay = max(delay, exc.delay)
+        elapsed = (self._clock.now() - run.submitted_at).total_seconds()
+        budget_ok = should_retry(
+            attempts=attempt,
+            max_attempts=self._policy.max_attempts,
+            elapsed_s=elapsed,
+            delay_s=delay,
+            budget_s=self._policy.budget_s,
+        )
+        if not budget_ok:
+            error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
+            return self._finish(run, response=response, error=error)
+        self._jobs.reschedule(
+            run.job_id, run.owner, account=run.account, delay_s=delay, status="retrying", error=error, response=response
+        )
+        log.info("job %s attempt %d: %s; retry in %.1fs", run.job_id, attempt, exc.kind, delay)
+        return "retrying"
+
+    def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
+        done = self._jobs.complete(
+            run.job_id,
+            run.owner,
+            succeeded=error is None,
+            response=response,
+            error=error,
+            callback=run.operation.callback is not None,
+            batch_id=run.batch_id,
+        )
+        outcome = "succeeded" if error is None else "failed"
+        log.info("job %s: %s%s", run.job_id, outcome, "" if done else " (already finished elsewhere)")
+        return outcome

@@ -1,0 +1,64 @@
+"""Short job leases, kept alive from one background thread per process.
+
+A lease says "this worker is executing the job right now". It is short (a
+few seconds) so that after a crash the job is free again soon, and renewed
+every third of its lifetime while the attempt runs -- however long the rate
+limiter or the API makes it wait. Renewal is compare-and-expire: a lease
+that another worker took over is never extended by the old owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from optimum_bridge.lua import scripts
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Keeps the leases registered with ``hold`` alive until released."""
+
+    def __init__(self, client: redis.Redis, *, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+        self._renew = scripts.register(client, "leases_renew")
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, key: str, owner: str) -> Iterator[None]:
+        """Renew lease ``key`` (held by ``owner``) for the duration of the block."""
+        with self._lock:
+            self._held[key] = owner
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(key, None)
+
+    def renew_once(self) -> int:
+        """Extend every held lease still owned by us; returns how many were."""
+        with self._lock:
+            held = list(self._held.items())
+        if not held:
+            return 0
+        keys = [key for key, _ in held]
+        args: list[str | int] = [self.ttl_ms, *(owner for _, owner in held)]
+        return int(self._renew(keys=keys, args=args))
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.ttl_ms / 3000):
+            try:
+                self.renew_once()
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed (%s); will retry", type(exc).__name__)

@@ -1,0 +1,292 @@
+"""Job records in Redis and every change of their state, each one atomic (the scripts are in ``lua/``).
+
+A job is a hash (``keys.job``): the operation, its state, lane and place,
+attempts, the last answer and error. ``submit_many`` creates jobs in their
+priority lanes in one Lua call per batch, honouring idempotency keys. Then
+the scheduler gives a job a slot and its message (``scheduler``); ``claim``
+takes it for one worker, refusing stale messages (a dispatch that is not the
+job's current one), finished jobs (a redelivery never runs one again) and a
+slot that went by. ``complete`` moves a job to its final state once -- and
+queues its callback, and its batch's when it is the batch's last job, in the
+same step -- and ``reschedule`` parks it until its retry is due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import redis
+
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
+from optimum_bridge.errors import Deferred, JobNotFound
+from optimum_bridge.jobs.coalesce import read_digest
+from optimum_bridge.jobs.status import to_status
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
+from optimum_bridge.lua import scripts
+from optimum_bridge.process.kombu import build_message, message_template
+from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+
+IDEMPOTENCY_TTL_S = 86400
+
+ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
+ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of ``claim``: go ahead (``ok``), or why not."""
+
+    outcome: ClaimOutcome
+    lease_ms: int = 0
+    inflight: bool = False
+    attempts: int = 0
+    operation: Operation | None = None
+    submitted_at: datetime | None = None
+    batch_id: str | None = None
+
+
+class JobStore:
+    """Creates, reads and moves jobs; every transition is one atomic Redis call."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        result_ttl_s: int,
+        pending_ttl_s: int,
+        callback_watch_s: float = 300.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._callback_watch_ms = int(callback_watch_s * 1000)
+        self._redis = client
+        self._keys = keys
+        self._result_ttl_s = result_ttl_s
+        self._pending_ttl_s = pending_ttl_s
+        self._clock = clock
+        self._submit = scripts.register(client, "submit")
+        self._claim = scripts.register(client, "claim")
+        self._complete = scripts.register(client, "complete")
+        self._reschedule = scripts.register(client, "reschedule")
+        self._cancel = scripts.register(client, "cancel")
+        self._reprioritize = scripts.register(client, "reprioritize")
+        self._mark_sent = scripts.register(client, "mark_sent")
+        self._callback_template: tuple[str, str] | None = None  # built by the first complete: a worker's
+
+    def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
+        """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
+        if not operations:
+            return []
+        submitted = self._clock.now().isoformat()
+        args: list[str | int] = [
+            self._keys.job(""),
+            self._keys.lane_prefix,
+            self._keys.seq_prefix,
+            self._pending_ttl_s,
+            IDEMPOTENCY_TTL_S,
+            batch_key,
+            self._keys.delayed(""),
+            self._keys.recent_prefix,
+            RECENT_JOBS,
+            self._keys.followers_prefix,
+            self._keys.callbacks_watch,
+            self._result_ttl_s,
+            self._keys.stats,
+        ]
+        for operation in operations:
+            idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
+            op = operation.model_dump_json(exclude_defaults=True)
+            not_before = "" if operation.not_before is None else epoch_ms_ceil(operation.not_before)
+            digest = read_digest(operation)
+            read = self._keys.read(operation.account, digest) if digest else ""
+            args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
+            has_callback = int(operation.callback is not None)
+            args += [read, int(operation.coalesce), int(operation.max_age_s * 1000), has_callback]
+        raw = self._submit(args=args)
+        return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    def operation(self, job_id: str) -> Operation:
+        """The operation of a job."""
+        raw = self._redis.hget(self._keys.job(job_id), JobField.op)
+        if raw is None:
+            raise JobNotFound(job_id)
+        return Operation.model_validate_json(raw)
+
+    def fields(self, job_id: str) -> dict[str, str]:
+        """The job hash, decoded (``JobNotFound`` when unknown or expired)."""
+        raw = self._redis.hgetall(self._keys.job(job_id))
+        if not raw or JobField.op.encode() not in raw:
+            raise JobNotFound(job_id)
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def shown(self, job_id: str) -> dict[str, str]:
+        """The fields as producers see them: a job waiting on another's call (spec §13) is running,
+        from that call's start, while the call is."""
+        fields = self.fields(job_id)
+        leader = fields.get(JobField.coalesced_with)
+        if not leader or fields.get(JobField.status) not in ("queued", "retrying"):
+            return fields
+        status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
+        if status != b"running":
+            return fields
+        shown = {**fields, JobField.status: "running"}
+        if started_at is not None:  # the call's claim comes just before it is sent
+            shown[JobField.started_at] = text(started_at)
+        return shown
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job as producers see it (without its forecast: see ``forecast.Forecaster``)."""
+        return to_status(job_id, self.shown(job_id))
+
+    def field(self, job_id: str, name: str) -> str | None:
+        """One raw field of the job record."""
+        value = self._redis.hget(self._keys.job(job_id), name)
+        return text(value) if value is not None else None
+
+    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int) -> Claim:
+        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds."""
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.dispatched,
+            self._keys.running,
+            self._keys.limiter_log(account),
+            self._keys.limiter_learned(account),
+        ]
+        args: list[str | int] = [
+            owner,
+            lease_ms,
+            dispatch,
+            quota.window_ms,
+            quota.limit,
+            self._keys.lane_prefix,
+            job_id,
+        ]
+        reply = self._claim(keys=keys, args=args)
+        kind = text(reply[0])
+        if kind == "leased":
+            return Claim("leased", lease_ms=max(0, int(reply[1])))
+        if kind != "ok":
+            return Claim(kind)  # type: ignore[arg-type]  # one of the script's documented outcomes
+        batch = text(reply[5])
+        return Claim(
+            "ok",
+            inflight=reply[1] == b"1",
+            attempts=int(reply[2] or 0),
+            operation=Operation.model_validate_json(reply[3]),
+            submitted_at=datetime.fromisoformat(text(reply[4])),
+            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+        )
+
+    def lease_key(self, job_id: str) -> str:
+        """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
+        return self._keys.lease(job_id)
+
+    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str) -> int:
+        """Count an attempt whose request is about to leave; returns the attempt number.
+
+        Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
+        account's window: a worker slowed down since its claim must not bunch calls at the API.
+        """
+        keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
+        args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
+        attempts = int(self._mark_sent(keys=keys, args=args))
+        if attempts == 0:
+            raise Deferred(0.0)
+        return attempts
+
+    def complete(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        succeeded: bool,
+        response: ApiResponse | None,
+        error: ErrorInfo | None,
+        callback: bool,
+        batch_id: str | None = None,
+    ) -> bool:
+        """Finish the job (once) and queue its callback (and its batch's); False if already finished."""
+        message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
+        batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
+        keys = [
+            self._keys.job(job_id),
+            self._keys.lease(job_id),
+            self._keys.queue(CALLBACKS_QUEUE),
+            self._keys.stats,
+            self._keys.callbacks_watch,
+            self._keys.running,
+        ]
+        args: list[str | int] = [
+            owner,
+            "succeeded" if succeeded else "failed",
+            response.model_dump_json() if response else "",
+            error.model_dump_json() if error else "",
+            self._clock.now().isoformat(),
+            self._result_ttl_s,
+            message,
+            self._callback_watch_ms,
+            job_id,
+            batch_message,
+            batch_id or "",
+            self._keys.job(""),
+            self._keys.followers_prefix,
+            *self._followers_template(),
+        ]
+        return int(self._complete(keys=keys, args=args)) == 1
+
+    def _followers_template(self) -> tuple[str, str]:
+        """The callback message template for the jobs that joined a call (Celery is imported here only)."""
+        if self._callback_template is None:
+            self._callback_template = message_template(DELIVER_TASK, queue=CALLBACKS_QUEUE)
+        return self._callback_template
+
+    def reschedule(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        account: str,
+        delay_s: float,
+        status: Literal["queued", "retrying"],
+        error: ErrorInfo | None = None,
+        response: ApiResponse | None = None,
+    ) -> bool:
+        """Park the job for ``delay_s``, then back in its lane; releases its lease."""
+        keys = [self._keys.job(job_id), self._keys.lease(job_id), self._keys.delayed(account), self._keys.running]
+        args: list[str | int] = [
+            owner,
+            status,
+            error.model_dump_json() if error else "",
+            int(delay_s * 1000),
+            job_id,
+            response.model_dump_json() if response else "",
+        ]
+        return int(self._reschedule(keys=keys, args=args)) == 1
+
+    def cancel(self, job_ids: list[str]) -> list[ControlOutcome]:
+        """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``."""
+        if not job_ids:
+            return []
+        args: list[str | int] = [
+            self._keys.job(""),
+            self._keys.lane_prefix,
+            self._keys.delayed(""),
+            self._clock.now().isoformat(),
+            self._result_ttl_s,
+            self._keys.callbacks_watch,
+            self._keys.followers_prefix,
+            self._keys.stats,
+            *job_ids,
+        ]
+        return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
+
+    def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
+        """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
+        args = [self._keys.lane_prefix, priority, job_id, self._keys.job(""), self._keys.followers_prefix]
+        reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
+        return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes

@@ -1,0 +1,315 @@
+"""Everything the bridge assumes about kombu's and Celery's internals, in one place.
+
+The bridge writes Celery messages straight into Redis (one Lua call submits a
+batch) and reads kombu's own bookkeeping, so it depends on details that are
+not public API. Each is listed here, and ``tests/integration/test_broker_contract.py``
+compares them with what the pinned kombu and Celery (``pyproject.toml``)
+actually do, so an upgrade that changes one fails the suite instead of losing
+messages in production:
+
+1. **The message in a queue list** (``build_message``, and ``message_template``
+   for the messages ``lua/dispatch.lua`` builds): kombu's Redis transport
+   ``LPUSH``es a JSON object ``{body, content-encoding, content-type, headers,
+   properties}`` to the list named by the queue (with ``global_keyprefix`` in
+   front); the body is base64 of Celery protocol 2's ``[args, kwargs, embed]``;
+   ``properties`` carries ``delivery_info`` (exchange, routing key),
+   ``delivery_tag``, ``body_encoding`` and the headers Celery computes per task
+   (taken from Celery itself, once).
+2. **The unacked record** (``unacked_message``): a message a worker holds is
+   in the hash ``<prefix>unacked`` as ``[message, exchange, routing_key]``.
+3. **The pop-then-record gap** (``record_unacked_step``): kombu pops with
+   ``BRPOP`` and then records the message as unacked through the channel's
+   ``QoS.append``, in a second round trip; the consumer step wraps that method.
+4. **Transport options** (``transport_options``): ``global_keyprefix``,
+   ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``,
+   ``redis+socket://`` as kombu's name for a Unix socket, and for a
+   Sentinel-managed Redis ``sentinel://`` URLs joined by ``;`` with
+   ``master_name`` and ``sentinel_kwargs`` (built in ``process.redis``).
+
+5. **The consumer's heartbeat** (``watch_consumer_step``): kombu reads every
+   answer to its ``BRPOP`` through ``channel.handlers["BRPOP"]``, raising
+   ``queue.Empty`` when the one-second ``brpop_timeout`` passed, and asks for
+   no message while ``channel.qos.can_consume()`` is false (``watchdog``).
+
+Celery is imported only where it is used, so a producer, which builds no
+message, never imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from queue import Empty
+from typing import Any
+
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
+from optimum_bridge.process import watchdog
+from optimum_bridge.process.redis import broker_connection
+from optimum_bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a popped message may wait for its unacked record once a warm shutdown starts.
+SHUTDOWN_GRACE_S = 10.0
+
+# -- 1. the message in a queue list -----------------------------------------------------------
+
+
+@functools.cache
+def _static_parts(task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Celery's own headers, properties and embed for ``task`` (built once; per-message fields replaced)."""
+    from celery import Celery
+
+    builder = Celery("optimum_bridge.process.kombu", set_as_current=False)
+    headers, properties, body, _ = builder.amqp.as_task_v2("0", task, args=[], kwargs={})
+    return headers, properties, body[2]
+
+
+def prepare() -> None:
+    """Build every task's static parts now, in the calling thread.
+
+    Building them makes a Celery app and reads its ``amqp`` and ``conf``, whose
+    ``cached_property`` locks are class-wide: a background thread caught doing
+    it as the prefork pool forks would leave them locked in every child (the
+    worker calls this before its upkeep thread starts).
+    """
+    for task in (EXECUTE_TASK, DELIVER_TASK, DELIVER_BATCH_TASK):
+        _static_parts(task)
+
+
+def _message(task: str, queue: str, *, task_id: str, tag: str, argsrepr: str, body: str) -> str:
+    static_headers, static_properties, _ = _static_parts(task)
+    headers = {**static_headers, "id": task_id, "root_id": task_id, "argsrepr": argsrepr}
+    message = {
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            **static_properties,
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": tag,
+        },
+    }
+    return json.dumps(message, separators=(",", ":"))
+
+
+def build_message(task: str, args: list[Any], *, queue: str) -> str:
+    """A Celery task message exactly as kombu's Redis transport stores it in a queue list."""
+    task_id = str(uuid.uuid4())
+    payload = json.dumps([args, {}, _static_parts(task)[2]], separators=(",", ":")).encode()
+    body = base64.b64encode(payload).decode()
+    return _message(task, queue, task_id=task_id, tag=str(uuid.uuid4()), argsrepr=repr(args), body=body)
+
+
+def message_template(task: str, *, queue: str) -> tuple[str, str]:
+    """The message of ``task`` with placeholders, and the body's embed, for ``lua/_message.lua``."""
+    template = _message(task, queue, task_id="@ID@", tag="@TAG@", argsrepr="@ARGSREPR@", body="@BODY@")
+    return template, json.dumps(_static_parts(task)[2], separators=(",", ":"))
+
+
+def message_args(message: bytes | str | dict[str, Any], *, task: str) -> list[Any] | None:
+    """The positional arguments of a ``task`` message, or None for any other message."""
+    try:
+        raw = message if isinstance(message, dict) else json.loads(message)
+        if raw.get("headers", {}).get("task") != task:
+            return None
+        args = json.loads(base64.b64decode(raw["body"]))[0]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return args if isinstance(args, list) else None
+
+
+def job_id_of(message: bytes | str | dict[str, Any]) -> str | None:
+    """The job id an execute message carries (its first argument), or None for anything else."""
+    args = message_args(message, task=EXECUTE_TASK)
+    return str(args[0]) if args else None
+
+
+# -- 2. the unacked record --------------------------------------------------------------------
+
+
+def unacked_message(record: bytes | str) -> dict[str, Any] | None:
+    """The message of one entry of kombu's unacked hash (``[message, exchange, routing_key]``)."""
+    try:
+        message = json.loads(record)[0]
+    except (ValueError, IndexError, TypeError, KeyError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+# -- 3. the pop-then-record gap ---------------------------------------------------------------
+
+Append = Callable[[Any, str], None]
+
+
+def retried_errors(connection_errors: tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
+    """The transport's connection errors, less ``KeyError`` (kombu lists it; retrying cannot cure it)."""
+    return tuple(error for error in connection_errors if not issubclass(error, KeyError))
+
+
+def retrying_append(
+    append: Append,
+    errors: tuple[type[BaseException], ...],
+    budget_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Append:
+    """``append`` retried on ``errors`` with backoff (50 ms doubling to 1 s) for at most ``budget_s``;
+    at most ``SHUTDOWN_GRACE_S`` more once a warm shutdown starts, and not at all in a cold one."""
+
+    from celery.worker import state
+
+    def append_retrying(message: Any, delivery_tag: str) -> None:
+        deadline = time.monotonic() + budget_s
+        delay = 0.05
+        while True:
+            try:
+                return append(message, delivery_tag)
+            except errors as exc:
+                task_id = (getattr(message, "headers", None) or {}).get("id")
+                if state.should_stop is not None:
+                    deadline = min(deadline, time.monotonic() + SHUTDOWN_GRACE_S)
+                if time.monotonic() + delay > deadline or state.should_terminate not in (None, False):
+                    log.error("task %s: not recorded as unacknowledged (%s); its job stays queued", task_id, exc)
+                    raise
+                log.warning("task %s: broker unreachable while recording the message (%s); retrying", task_id, exc)
+                sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    return append_retrying
+
+
+def record_unacked_step() -> type:
+    """The consumer step ``RecordUnacked`` (built on first use: Celery is imported only by workers)."""
+    from celery import bootsteps
+
+    class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+        """Consumer step, run at each (re)connect once the task consumer exists.
+
+        It wraps the task channel's ``QoS.append`` so that a popped message is held
+        until Redis can record it (retried for at most ``bridge_unacked_record_budget_s``)
+        instead of being dropped with a failed connection.
+        """
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.budget_s = float(parent.app.conf.get("bridge_unacked_record_budget_s", 60.0))
+
+        def start(self, parent: Any) -> None:
+            channel = parent.task_consumer.channel
+            qos = channel.qos
+            if not getattr(qos, "bridge_retrying", False):
+                qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
+                qos.bridge_retrying = True
+
+    return RecordUnacked
+
+
+# -- 4. transport options ---------------------------------------------------------------------
+
+
+def broker_url(settings: Settings) -> str:
+    """``BRIDGE_REDIS_URL`` as kombu names it (``redis+socket://``, ``sentinel://...;sentinel://...``)."""
+    return broker_connection(settings)[0]
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's Redis transport options: our key prefix, and redelivery within the configured timeout."""
+    return {
+        **broker_connection(settings)[1],  # master_name and sentinel_kwargs, through Sentinel
+        "global_keyprefix": settings.key_prefix,
+        # A dead worker's message is visible again after ~0.75 x the timeout, and swept
+        # every 0.2 x the timeout, so it runs again within BRIDGE_REDELIVERY_TIMEOUT_S.
+        "visibility_timeout": settings.redelivery_timeout_s * 0.75,
+        "unacked_restore_interval": max(1, int(settings.redelivery_timeout_s * 0.2)),
+        "unacked_restore_throttle": 1,
+        "health_check_interval": 10,
+        # Bounded waits: a partitioned Redis fails a call instead of blocking the consumer.
+        "socket_connect_timeout": 10,
+        "socket_timeout": 30,
+    }
+
+
+def task_queues() -> tuple[Any, ...]:
+    """The queues a worker consumes when no ``-Q`` is given: operations and callbacks."""
+    from kombu.entity import Exchange, Queue
+
+    return tuple(
+        Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+        for name in (OPERATIONS_QUEUE, CALLBACKS_QUEUE)
+    )
+
+
+# -- 5. the consumer's heartbeat ---------------------------------------------------------------
+
+
+def exit_stuck_worker(line: str) -> None:
+    """Log ``line`` and exit at once with ``watchdog.EXIT_CODE``.
+
+    ``os._exit``: a stuck consumer may hold the locks a clean shutdown would wait on. Unacked
+    messages come back after the visibility timeout and the jobs' own recovery, as after a SIGKILL.
+    """
+    log.critical(line)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(watchdog.EXIT_CODE)
+
+
+def watch_consumer_step() -> type:
+    """The consumer step ``WatchConsumer`` (built on first use: Celery is imported only by workers)."""
+    from celery import bootsteps
+
+    class WatchConsumer(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+        """Consumer step: a heartbeat on every answer to the task channel's ``BRPOP``.
+
+        kombu reads each answer through ``channel.handlers["BRPOP"]`` (``Channel._brpop_read``,
+        bound at the channel's creation): a message, or ``Empty`` when the one-second timeout
+        passed; ``channel.qos.can_consume()`` says whether a ``BRPOP`` is due at all.
+        """
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            limit_s = float(parent.app.conf.get("bridge_consumer_limit_s", watchdog.LIMIT_S))
+            self.watchdog = watchdog.ConsumerWatchdog(exit_stuck_worker, limit_s=limit_s)
+
+        def start(self, parent: Any) -> None:
+            channel = parent.task_consumer.channel
+            read = channel.handlers["BRPOP"]
+            beat = self.watchdog.beat
+            if not getattr(read, "bridge_watched", False):
+
+                def read_and_beat(**options: Any) -> Any:
+                    try:
+                        result = read(**options)
+                    except Empty:
+                        beat()
+                        raise
+                    beat()
+                    return result
+
+                read_and_beat.bridge_watched = True  # type: ignore[attr-defined]
+                channel.handlers["BRPOP"] = read_and_beat
+            self.watchdog.connected(channel.qos.can_consume)
+            self.watchdog.start()
+
+        def stop(self, parent: Any) -> None:
+            self.watchdog.disconnected()
+
+        def shutdown(self, parent: Any) -> None:
+            self.watchdog.stop()
+
+    return WatchConsumer

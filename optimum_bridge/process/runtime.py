@@ -1,0 +1,288 @@
+"""Wiring: builds the Redis client, HTTP clients and stores from the settings.
+
+One ``Runtime`` per process (rebuilt after a fork), shared by the tasks.
+Nothing here decides anything; it only connects the plain classes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
+
+import httpx
+import redis
+
+from optimum_bridge.callbacks.deliveries import DeliveryStore
+from optimum_bridge.callbacks.sender import DEFAULT_SCHEDULE, CallbackSender
+from optimum_bridge.config.accounts import Account
+from optimum_bridge.jobs.batches import BatchStore
+from optimum_bridge.jobs.due import DueSet
+from optimum_bridge.jobs.executor import Executor, Policy
+from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.retry import Backoff
+from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
+from optimum_bridge.process.metrics import Metrics
+from optimum_bridge.process.redis import redis_client
+from optimum_bridge.quota.dispatcher import Dispatcher, Recovery
+from optimum_bridge.quota.forecast import Forecaster
+from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.settings import Settings
+from optimum_bridge.upstream.client import IdentityClient, OptimumClient
+from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
+
+T = TypeVar("T")
+
+
+class lazy(Generic[T]):  # a decorator, named like the one it replaces
+    """``functools.cached_property`` without its class-wide lock, which is not fork-safe.
+
+    On Python 3.11 that lock is one per property *for every instance*: held by
+    the upkeep thread as the prefork pool forks, it stays locked in the child,
+    whose first task then hangs. Here a value is built under its owner's
+    ``build_lock``, one per ``Runtime``: a forked child builds a new one.
+    """
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> lazy[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> lazy[T] | T:
+        if instance is None:
+            return self
+        cache = instance.__dict__
+        if self.name not in cache:
+            with instance.build_lock:  # type: ignore[attr-defined]
+                if self.name not in cache:
+                    cache[self.name] = self.build(instance)
+        value: T = cache[self.name]
+        return value
+
+
+@dataclass
+class Runtime:
+    """Everything a worker process needs, built lazily from ``settings``."""
+
+    settings: Settings
+    pid: int = field(default_factory=os.getpid)
+    #: Guards the lazy parts of this runtime and of its accounts (one lock: no ordering between two).
+    build_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @lazy
+    def redis(self) -> redis.Redis:
+        return redis_client(self.settings)
+
+    @lazy
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @lazy
+    def metrics(self) -> Metrics:
+        return Metrics(self.redis, self.keys)
+
+    @lazy
+    def jobs(self) -> JobStore:
+        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
+        return JobStore(
+            self.redis,
+            self.keys,
+            result_ttl_s=self.settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+            callback_watch_s=self.settings.redelivery_timeout_s,
+        )
+
+    @lazy
+    def accounts(self) -> dict[str, AccountRuntime]:
+        """Each account's token, quota, API client and dispatcher, by name."""
+        return {name: self._account(name) for name in self.settings.accounts.names}
+
+    def _account(self, name: str) -> AccountRuntime:
+        account = self.settings.accounts[name]
+        limiter = RateLimiter(
+            self.redis,
+            self.keys,
+            account.rate_limit,
+            margin_s=self.settings.rate_limit_margin_s,
+            burst=self.settings.rate_burst,
+            account=name,
+            learn=self.settings.learn_quota,
+        )
+        return AccountRuntime(self, account, limiter)
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The ``default`` account's quota."""
+        return self.accounts[DEFAULT_ACCOUNT].limiter
+
+    @lazy
+    def dispatchers(self) -> dict[str, Dispatcher]:
+        """One dispatcher per account."""
+        return {name: account.dispatcher for name, account in self.accounts.items()}
+
+    @lazy
+    def recovery(self) -> Recovery:
+        return Recovery(self.redis, self.keys)
+
+    @lazy
+    def forecaster(self) -> Forecaster:
+        return Forecaster(self.redis, self.keys, self.settings.quotas())
+
+    @lazy
+    def batches(self) -> BatchStore:
+        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
+        return BatchStore(
+            self.redis,
+            self.keys,
+            self.jobs,
+            self.forecaster,
+            result_ttl_s=self.settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+        )
+
+    @lazy
+    def api_http(self) -> httpx.Client:
+        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+
+    @property
+    def tokens(self) -> TokenStore:
+        """The ``default`` account's token."""
+        return self.accounts[DEFAULT_ACCOUNT].tokens
+
+    @property
+    def max_wait_s(self) -> float:
+        """Longest a running job waits for a second slot (its re-send after a 401) before parking."""
+        return min(60.0, self.settings.redelivery_timeout_s / 4)
+
+    @lazy
+    def executor(self) -> Executor:
+        apis = {name: account.api for name, account in self.accounts.items()}
+        policy = Policy(
+            max_attempts=self.settings.max_attempts,
+            budget_s=self.settings.max_retry_duration_s,
+            backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
+        )
+        return Executor(self.jobs, apis, policy, self.leases)
+
+    @lazy
+    def leases(self) -> LeaseKeeper:
+        # Short enough that a dead worker's job is free well within the redelivery timeout.
+        ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
+        return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
+
+    @lazy
+    def due(self) -> DueSet:
+        return DueSet(self.redis, self.keys)
+
+    @lazy
+    def deliveries(self) -> DeliveryStore:
+        return DeliveryStore(self.redis, self.keys, watch_s=self.settings.redelivery_timeout_s)
+
+    @lazy
+    def callback_http(self) -> httpx.Client:
+        return httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
+
+    @lazy
+    def callbacks(self) -> CallbackSender:
+        return CallbackSender(
+            self.deliveries,
+            self.callback_http,
+            key=self.settings.require_callback_secret(),
+            allow_private=self.settings.callback_allow_private,
+            schedule=self.settings.callback_schedule or DEFAULT_SCHEDULE,
+            lease_ms=int(self.settings.callback_timeout_s * 3000),
+        )
+
+    def close(self) -> None:
+        """Close the connections this runtime opened (only those it did open)."""
+        for name in ("api_http", "callback_http", "redis"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
+
+
+@dataclass
+class AccountRuntime:
+    """One account's parts: its token, quota, API client and dispatcher (built lazily)."""
+
+    runtime: Runtime
+    account: Account
+    limiter: RateLimiter
+
+    @property
+    def build_lock(self) -> threading.RLock:
+        return self.runtime.build_lock
+
+    @lazy
+    def tokens(self) -> TokenStore:
+        rt = self.runtime
+        client_id, secret = self.account.require_credentials()
+        identity = IdentityClient(
+            rt.api_http,
+            token_url=self.account.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=rt.metrics.for_account(self.account.name),
+        )
+        cipher = TokenCipher(rt.settings.token_encryption_key)
+        return TokenStore(rt.redis, rt.keys, identity.fetch, cipher=cipher, account=self.account.name)
+
+    @lazy
+    def api(self) -> OptimumClient:
+        rt = self.runtime
+        return OptimumClient(
+            rt.api_http,
+            api_url=self.account.api_url,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            metrics=rt.metrics.for_account(self.account.name),
+            max_wait_s=rt.max_wait_s,
+        )
+
+    @lazy
+    def dispatcher(self) -> Dispatcher:
+        rt = self.runtime
+        return Dispatcher(rt.redis, rt.keys, self.limiter, handoff_s=rt.settings.handoff_s)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock as the process forked; that thread is gone.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def install(settings: Settings) -> Runtime:
+    """Make ``settings`` this process's runtime (replacing any earlier one)."""
+    global _current
+    with _lock:
+        _current = Runtime(settings)
+        return _current
+
+
+def current() -> Runtime:
+    """This process's runtime; rebuilt after a fork so no connection is shared."""
+    global _current
+    with _lock:
+        if _current is None:
+            raise RuntimeError("runtime not installed: call runtime.install(settings) first")
+        if _current.pid != os.getpid():
+            _current = Runtime(_current.settings)
+        return _current

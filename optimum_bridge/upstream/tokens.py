@@ -1,0 +1,148 @@
+"""The shared access token: cached in Redis, refreshed by exactly one process.
+
+``get`` returns the cached token while it has more than a margin of life left.
+Otherwise one process takes a Redis lock (``SET NX PX``), fetches a new token
+and stores it; the others poll the key until it appears and reuse it. A 401
+calls ``invalidate(token)``, which deletes the stored token only if it is still
+the one that failed (compare-and-delete on a fingerprint), so a newer token
+another worker already stored survives. The token is a ``SecretStr`` and only
+its fingerprint is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import SecretStr
+
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
+from optimum_bridge.errors import TokenError
+from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys, text
+from optimum_bridge.lua import scripts
+from optimum_bridge.schemas import TokenResponse
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(value: str) -> str:
+    """A short, non-reversible name for a token, safe to log and compare."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token and when it stops being usable (epoch seconds)."""
+
+    value: SecretStr = field(repr=False)
+    fingerprint: str
+    expires_at: float
+
+
+class TokenCipher:
+    """Encryption of the token at rest: Fernet with ``BRIDGE_TOKEN_ENCRYPTION_KEY``, else none."""
+
+    def __init__(self, key: SecretStr | None = None) -> None:
+        self._fernet = Fernet(key.get_secret_value().encode()) if key is not None else None
+
+    def __repr__(self) -> str:
+        return f"TokenCipher(encrypted={self._fernet is not None})"
+
+    def encrypt(self, value: str) -> str:
+        """The stored form of ``value``."""
+        return self._fernet.encrypt(value.encode()).decode() if self._fernet else value
+
+    def decrypt(self, stored: str) -> str:
+        """The token from its stored form (``TokenError`` if it cannot be read with our key)."""
+        if self._fernet is None:
+            return stored
+        try:
+            return self._fernet.decrypt(stored.encode()).decode()
+        except InvalidToken:
+            raise TokenError("token_undecryptable", "the stored token cannot be decrypted with this key") from None
+
+
+class TokenStore:
+    """Hands out the one token, fetching a new one under a lock when needed."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        fetch: Callable[[], TokenResponse],
+        *,
+        account: str = DEFAULT_ACCOUNT,
+        cipher: TokenCipher | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        refresh_margin_s: float = 300.0,
+        lock_ttl_s: float = 30.0,
+        poll_s: float = 0.05,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self.account = account
+        self._token_key = keys.token(account)
+        self._lock_key = keys.token_lock(account)
+        self._fetch = fetch
+        self._cipher = cipher or TokenCipher()
+        self._clock = clock
+        self._margin = refresh_margin_s
+        self._lock_ttl_ms = int(lock_ttl_s * 1000)
+        self._poll_s = poll_s
+        self._delete_if = scripts.register(client, "token_delete_if")
+        self._release_if = scripts.register(client, "release")
+
+    def cached(self) -> Token | None:
+        """The stored token, if any (expired ones vanish with their key)."""
+        raw = self._redis.hgetall(self._token_key)
+        if not raw or b"value" not in raw:
+            return None
+        value = self._cipher.decrypt(text(raw[b"value"]))
+        return Token(SecretStr(value), text(raw[b"fp"]), float(raw[b"exp"]))
+
+    def get(self) -> Token:
+        """A usable token; fetches one (in exactly one process) when needed."""
+        deadline = self._clock.monotonic() + self._lock_ttl_ms / 1000 * 2
+        while True:
+            token = self.cached()
+            if token is not None:
+                return token
+            owner = uuid.uuid4().hex
+            if self._redis.set(self._lock_key, owner, nx=True, px=self._lock_ttl_ms):
+                try:
+                    return self.cached() or self._refresh()
+                finally:
+                    self._release_if(keys=[self._lock_key], args=[owner])
+            if self._clock.monotonic() > deadline:
+                raise TokenError("token_timeout", "timed out waiting for another process to fetch the token")
+            self._clock.sleep(self._poll_s)
+
+    def invalidate(self, token: Token) -> bool:
+        """Forget ``token`` if it is still the stored one; True when deleted."""
+        deleted = bool(self._delete_if(keys=[self._token_key], args=[token.fingerprint]))
+        outcome = "dropped" if deleted else "already replaced"
+        log.info("account %s: token %s rejected by the API; %s", self.account, token.fingerprint, outcome)
+        return deleted
+
+    def _refresh(self) -> Token:
+        answer = self._fetch()
+        value = answer.access_token.get_secret_value()
+        now = self._clock.time()
+        margin = min(self._margin, answer.expires_in / 10)
+        usable_s = max(1.0, answer.expires_in - margin)
+        token = Token(answer.access_token, fingerprint(value), now + answer.expires_in)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._token_key)
+            pipe.hset(
+                self._token_key,
+                mapping={"value": self._cipher.encrypt(value), "fp": token.fingerprint, "exp": token.expires_at},
+            )
+            pipe.pexpire(self._token_key, int(usable_s * 1000))
+            pipe.execute()
+        log.info("account %s: fetched token %s, valid for %ss", self.account, token.fingerprint, answer.expires_in)
+        return token

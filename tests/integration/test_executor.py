@@ -1,0 +1,123 @@
+"""The executor without Celery: one attempt at a time against the sandbox, state read back from Redis.
+
+Covers the rules of spec §5 that need no worker process: what is retried,
+what is final, and the non-idempotent rule after a timeout or a crash.
+"""
+
+from __future__ import annotations
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.runtime import Runtime
+from tests.support import bridge_env, calls_to, free_port, run, settings_from
+
+
+def expire_retry(rt: Runtime, job_id: str) -> None:
+    """Make a parked retry due now (instead of waiting out its backoff)."""
+    rt.redis.zadd(Keys(rt.settings.key_prefix).delayed(), {job_id: 0})
+
+
+PERSON = {"method": "POST", "path": "/Persons", "body": {"firstName": "Lina", "lastName": "Moreau"}}
+
+
+def test_post_timeout_is_not_sent_again(bridge):
+    rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
+    sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
+    job_id = client.submit(PERSON)
+    assert run(rt, job_id) == "failed"
+    status = client.get(job_id)
+    assert status.error.kind == "timeout" and "not re-sent" in status.error.message
+    assert status.attempts == 1 and calls_to(sb, "/Persons") == 1
+
+
+def test_post_timeout_with_an_idempotency_key_is_retried(bridge):
+    rt, client, sb = bridge(OPTIMUM_TIMEOUT_S="0.5")
+    sb.add_faults(path="/Persons", responses=[{"status": 201, "delay_ms": 3000}])
+    job_id = client.submit({**PERSON, "idempotency_key": "lina-1"})
+    assert run(rt, job_id) == "retrying"
+    assert client.get(job_id).status == "retrying"
+    assert rt.redis.zcard(Keys(client.settings.key_prefix).delayed()) == 1
+
+
+def test_connection_refused_is_retried_even_for_post(redis_server, prefix, sandbox, runtime):
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_API_URL=f"http://127.0.0.1:{free_port()}")
+    settings = settings_from(env)
+    rt = runtime(settings)
+    client = BridgeClient(settings, client=rt.redis)
+    job_id = client.submit(PERSON)
+    assert run(rt, job_id) == "retrying"  # nothing reached the API: safe to send again
+    assert client.get(job_id).error.kind == "connect"
+
+
+def test_a_crash_after_sending_a_post_fails_it_instead_of_sending_twice(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit(PERSON)
+    rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")  # what a SIGKILL mid-call leaves
+    assert run(rt, job_id) == "failed"
+    assert client.get(job_id).error.kind == "unknown_outcome"
+    assert calls_to(sb, "/Persons") == 0
+
+
+def test_a_crash_after_sending_a_get_runs_it_again(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")
+    assert run(rt, job_id) == "succeeded"
+    assert calls_to(sb, "/Vehicles") == 1
+
+
+def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
+    rt, client, sb = bridge()
+    sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "30"}}])
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    assert run(rt, job_id) == "retrying"
+    assert 29 <= rt.limiter.paused_for() <= 30
+    due = rt.redis.zrange(Keys(client.settings.key_prefix).delayed(), 0, -1, withscores=True)
+    seconds, micros = rt.redis.time()
+    assert due[0][1] - (seconds * 1000 + micros // 1000) >= 29_000  # not before Retry-After
+    assert client.get(job_id).error.kind == "rate_limited"
+
+
+def test_an_absurd_retry_after_delays_the_retry_no_longer_than_it_pauses_the_account(bridge):
+    rt, client, sb = bridge()
+    sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "1764700000"}}])
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    assert run(rt, job_id) == "retrying"  # an epoch read as seconds neither fails the job nor parks it for years
+    due = rt.redis.zrange(Keys(client.settings.key_prefix).delayed(), 0, -1, withscores=True)
+    seconds, micros = rt.redis.time()
+    assert 0 < due[0][1] - (seconds * 1000 + micros // 1000) <= rt.limiter.paused_for() * 1000 + 1000
+
+
+def test_retries_stop_at_max_attempts(bridge):
+    rt, client, sb = bridge({"error_rate": 1.0}, BRIDGE_MAX_ATTEMPTS="3")
+    job_id = client.submit({"method": "GET", "path": "/Persons"})
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(run(rt, job_id))
+        expire_retry(rt, job_id)
+    assert outcomes == ["retrying", "retrying", "failed", "final"]
+    status = client.get(job_id)
+    assert status.attempts == 3 and status.response.status_code == 503
+    assert status.error.kind == "server_error" and "gave up after 3 attempts" in status.error.message
+    assert calls_to(sb, "/Persons") == 3
+
+
+def test_a_job_held_by_another_worker_is_left_to_it(bridge):
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.redis.set(Keys(client.settings.key_prefix).lease(job_id), "someone-else", px=5000)
+    assert run(rt, job_id) == "leased"
+    assert calls_to(sb, "/Vehicles") == 0
+    assert client.get(job_id).status == "queued"
+
+
+def test_a_stale_message_makes_no_call(bridge):
+    """A message of an earlier dispatch (a redelivery, or one that turned up after its job went back to its lane)."""
+    rt, client, sb = bridge()
+    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
+    rt.dispatchers["default"].run()
+    assert rt.executor.run(job_id, 0) == "stale"
+    assert rt.executor.run(job_id, 1) == "succeeded"
+    assert rt.executor.run(job_id, 1) == "final"
+    assert calls_to(sb, "/Vehicles") == 1

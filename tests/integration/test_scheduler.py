@@ -1,0 +1,182 @@
+"""The quota scheduler against a real Redis, in-process: lanes, slots given at the moment a call may
+start, the quota's exact window, capacity, recovery and forecasts (spec §10, §11)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
+from optimum_bridge.process.kombu import message_args
+from optimum_bridge.process.runtime import Runtime
+from tests.support import bridge_env, settings_from
+
+
+@pytest.fixture
+def sched(redis_server, prefix, sandbox, runtime) -> Callable[..., tuple[Runtime, BridgeClient]]:
+    """Factory: an in-process runtime and a producer sharing one prefix (no worker: tests dispatch by hand)."""
+
+    def build(**env: str) -> tuple[Runtime, BridgeClient]:
+        sb = sandbox(quota=None)
+        settings = settings_from(bridge_env(redis_server.url, prefix, sb, **env))
+        rt = runtime(settings)
+        return rt, BridgeClient(settings, client=rt.redis)
+
+    return build
+
+
+def dispatched_order(rt: Runtime) -> list[str]:
+    """Job ids in the order the scheduler handed them to workers (the queue is LPUSHed)."""
+    queue = Keys(rt.settings.key_prefix).queue(OPERATIONS_QUEUE)
+    messages = reversed(rt.redis.lrange(queue, 0, -1))
+    return [str((message_args(m, task=EXECUTE_TASK) or ["?"])[0]) for m in messages]
+
+
+def op(path: str, priority: str = "normal") -> dict[str, object]:
+    return {"method": "GET", "path": path, "priority": priority}
+
+
+def test_the_oldest_job_of_the_highest_lane_goes_first(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    bulk = client.submit_many([op(f"/Vehicles/B{i}", "bulk") for i in range(3)])
+    normal = client.submit_many([op(f"/Vehicles/N{i}") for i in range(2)])
+    urgent = client.submit(op("/Vehicles/U", "urgent"))
+    result = rt.dispatchers["default"].run()
+    assert result.given == 6 and result.outcome == "idle"
+    assert dispatched_order(rt) == [urgent, *normal, *bulk]  # a job never waits for an older, lower one
+
+
+def test_slots_come_one_per_interval_and_never_more_than_the_quota_in_a_window(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="5/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    ids = client.submit_many([op(f"/Vehicles/V{i}") for i in range(12)])
+    dispatcher, keys = rt.dispatchers["default"], Keys(rt.settings.key_prefix)
+    given_at: dict[str, float] = {}
+    deadline = time.monotonic() + 10
+    while len(given_at) < len(ids) and time.monotonic() < deadline:
+        wait = dispatcher.run().next_in_s
+        for job_id in ids:
+            if job_id not in given_at and rt.redis.zscore(keys.dispatched, job_id) is not None:
+                given_at[job_id] = int(rt.jobs.field(job_id, "dispatched_at") or 0) / 1000
+        time.sleep(min(wait, 0.05))
+    starts = sorted(given_at.values())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 12
+    assert min(gaps) >= 0.199  # paced: one slot every 1 s / 5, never a burst
+    assert max(gaps) < 0.2 + 0.1  # and on time
+    assert all(sum(1 for t in starts if s <= t < s + 1.0) <= 5 for s in starts)
+
+
+def test_a_burst_after_idle_then_paced(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="10/s", BRIDGE_RATE_LIMIT_MARGIN_S="0", BRIDGE_RATE_BURST="4")
+    client.submit_many([op(f"/Vehicles/V{i}") for i in range(6)])
+    first = rt.dispatchers["default"].run()
+    assert first.given == 4 and first.outcome == "wait"  # the burst, then the pacer
+    assert 0.05 <= first.next_in_s <= 0.1
+
+
+def test_no_slot_is_given_beyond_the_workers_free_threads(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    rt.redis.set(keys.capacity, 2)
+    client.submit_many([op(f"/Vehicles/V{i}") for i in range(5)])
+    result = rt.dispatchers["default"].run()
+    assert (result.outcome, result.given) == ("busy", 2)
+    assert rt.redis.zcard(keys.dispatched) == 2 and rt.redis.zcard(keys.lane("normal")) == 3
+
+
+def test_a_pause_holds_every_slot(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    rt.limiter.pause(3)
+    client.submit(op("/Vehicles"))
+    result = rt.dispatchers["default"].run()
+    assert result.outcome == "wait" and result.given == 0 and 2.9 <= result.next_in_s <= 3.0
+
+
+def test_a_lost_hand_off_and_a_dead_worker_send_the_job_back_to_its_lane(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    lost, dead = client.submit_many([op("/Vehicles/A"), op("/Vehicles/B")])
+    rt.dispatchers["default"].run()
+    rt.redis.zadd(keys.dispatched, {lost: 0})  # its deadline passed: the message never reached a worker
+    rt.redis.zrem(keys.dispatched, dead)
+    rt.redis.zadd(keys.running, {dead: 0})  # taken by a worker that died: no lease renews it
+    rt.redis.hset(keys.job(dead), mapping={"status": "running", "attempts": 1})
+    assert sorted(rt.recovery.run()) == sorted([(lost, "handoff"), (dead, "lease")])
+    assert rt.redis.zrange(keys.lane("normal"), 0, -1) == [lost.encode(), dead.encode()]  # their age kept
+    assert client.get(dead).status == "retrying" and client.get(lost).status == "queued"
+    assert rt.executor.run(lost, 1) == "stale"  # the late message of the lost hand-off does nothing
+
+
+def test_a_late_start_that_would_break_the_window_goes_back_to_its_lane(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="2/m", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    job_id = client.submit(op("/Vehicles"))
+    rt.dispatchers["default"].run()
+    rt.redis.hset(keys.job(job_id), "dispatched_at", 1)  # its slot went by long ago...
+    rt.redis.zadd(keys.limiter_log(), {"a": time.time() * 1000 - 1000, "b": time.time() * 1000 - 500})
+    assert rt.executor.run(job_id, 1) == "late"  # ... and two calls started since: it may not start now
+    assert rt.redis.zrange(keys.lane("normal"), 0, -1) == [job_id.encode()]
+
+
+def test_positions_and_estimates_follow_the_lanes(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="30/m")
+    bulk = client.submit_many([op(f"/Vehicles/B{i}", "bulk") for i in range(3)])
+    normal = client.submit(op("/Vehicles/N"))
+    urgent = client.submit(op("/Vehicles/U", "urgent"))
+    positions = {job_id: client.get(job_id).position for job_id in [*bulk, normal, urgent]}
+    assert positions == {urgent: 0, normal: 1, bulk[0]: 2, bulk[1]: 3, bulk[2]: 4}
+    read_from = time.monotonic()
+    estimates = [client.get(job_id).estimated_start_at for job_id in [urgent, normal, *bulk]]
+    reading = time.monotonic() - read_from  # the next slot is "now" for each read: reads drift the estimates
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(estimates)]  # type: ignore[operator]
+    assert all(60.25 / 30 - 0.01 < gap < 60.25 / 30 + reading + 0.01 for gap in gaps)  # one slot interval apart
+    rt.dispatchers["default"].run()
+    assert client.get(urgent).position is None or client.get(urgent).position == 0
+    assert client.get(normal).position == 0  # the urgent one has its slot: the normal one is next
+
+
+def test_a_batch_counts_its_jobs_and_forecasts_its_end(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    batch = client.submit_batch(
+        [op("/Vehicles"), op("/Persons"), op("/Vehicles/ZZ-000-ZZ")],
+        callback={"url": "http://127.0.0.1:9/hook"},
+        metadata={"n": 1},
+    )
+    status = client.get_batch(batch.id)
+    assert (status.status, status.total, status.counts.queued, status.metadata) == ("running", 3, 3, {"n": 1})
+    assert status.estimated_done_at is not None
+    assert client.batch_jobs(batch.id) == batch.job_ids
+    rt.dispatchers["default"].run()
+    assert [rt.executor.run(job_id, 1) for job_id in batch.job_ids] == ["succeeded", "succeeded", "failed"]
+    done = client.get_batch(batch.id)
+    assert (done.status, done.counts.succeeded, done.counts.failed, done.counts.queued) == ("done", 2, 1, 0)
+    callbacks = rt.redis.lrange(Keys(rt.settings.key_prefix).queue("bridge.callbacks"), 0, -1)
+    batch_messages = [m for m in callbacks if json.loads(m)["headers"]["task"] == "bridge.deliver_batch_callback"]
+    assert len(batch_messages) == 1  # queued once, by the job that made the batch final
+
+
+def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is_full(sched, monkeypatch):
+    """Between its claim and its request a worker may stall (a loaded host): the start is counted
+    again right before the call leaves, and a call that would break the window is not sent."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="2/m", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    job_id = client.submit(op("/Vehicles"))
+    rt.dispatchers["default"].run()
+    stall = rt.jobs.mark_sent
+
+    def stalled(*args, **kwargs):  # two more calls started while this worker stalled after its claim
+        now = time.time() * 1000
+        rt.redis.zadd(keys.limiter_log(), {"a": now - 300, "b": now - 200})
+        return stall(*args, **kwargs)
+
+    monkeypatch.setattr(rt.jobs, "mark_sent", stalled)
+    assert rt.executor.run(job_id, 1) == "deferred"
+    status = client.get(job_id)
+    assert (status.status, status.attempts, status.started_at) == ("queued", 0, None)
+    assert rt.redis.zscore(keys.delayed(), job_id) is not None  # back to its lane when due, age kept
+    assert rt.redis.zscore(keys.limiter_log(), f"{job_id}.1") is None  # its slot given back

@@ -1,0 +1,75 @@
+"""The token store against a real Redis: one refresh under contention, compare-and-delete."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pydantic import SecretStr
+
+from optimum_bridge.keys import Keys
+from optimum_bridge.schemas import TokenResponse
+from optimum_bridge.upstream.tokens import TokenStore
+
+
+class Issuer:
+    """A token endpoint stand-in that counts requests (the edge a unit test may fake)."""
+
+    def __init__(self, delay: float = 0.0, lifetime: int = 3600) -> None:
+        self.count = 0
+        self.delay = delay
+        self.lifetime = lifetime
+        self.lock = threading.Lock()
+
+    def __call__(self) -> TokenResponse:
+        with self.lock:
+            self.count += 1
+            number = self.count
+        time.sleep(self.delay)  # the identity server's latency, widening the race window
+        return TokenResponse(access_token=SecretStr(f"token-number-{number}"), expires_in=self.lifetime)
+
+
+def test_sixteen_threads_starting_cold_fetch_one_token(redis_server, prefix):
+    issuer = Issuer(delay=0.2)
+    stores = [TokenStore(redis_server.client(), Keys(prefix), issuer, poll_s=0.01) for _ in range(2)]
+    barrier = threading.Barrier(16)
+    seen: list[str] = []
+
+    def get(store: TokenStore) -> None:
+        barrier.wait()
+        seen.append(store.get().value.get_secret_value())
+
+    threads = [threading.Thread(target=get, args=(stores[i % 2],)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert issuer.count == 1
+    assert set(seen) == {"token-number-1"}
+
+
+def test_invalidate_drops_only_the_token_that_failed(redis_server, prefix):
+    issuer = Issuer()
+    store = TokenStore(redis_server.client(), Keys(prefix), issuer)
+    old = store.get()
+    assert store.invalidate(old)
+    new = store.get()
+    assert new.value.get_secret_value() == "token-number-2"
+    # A late 401 for the old token must not throw away the newer one.
+    assert not store.invalidate(old)
+    assert store.get().fingerprint == new.fingerprint
+    assert issuer.count == 2
+
+
+def test_token_expires_before_its_lifetime_ends(redis_server, prefix):
+    client = redis_server.client()
+    store = TokenStore(client, Keys(prefix), Issuer(lifetime=100), refresh_margin_s=300)
+    store.get()
+    ttl_ms = client.pttl(Keys(prefix).token())
+    assert 85_000 <= ttl_ms <= 90_000  # refreshed with a tenth of the lifetime to spare
+
+
+def test_the_token_never_shows_in_repr(redis_server, prefix):
+    token = TokenStore(redis_server.client(), Keys(prefix), Issuer()).get()
+    assert "token-number" not in repr(token)
+    assert "token-number" not in str(token)

@@ -1,0 +1,1 @@
+"""Tests that start processes: workers, the CLI, redis-servers, the compose stack."""

@@ -1,0 +1,1 @@
+"""The fast tier: no Redis, no process of its own (pure policy, schemas, the executor over in-memory stores)."""

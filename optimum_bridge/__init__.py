@@ -3,7 +3,7 @@ token inside one global quota, and deliver signed callbacks."""
 
 from __future__ import annotations
 
-from optimum_bridge.errors import BridgeError, ConfigError, JobNotFound
+from optimum_bridge.errors import BridgeError, BridgeUnavailable, ConfigError, JobNotFound
 from optimum_bridge.producer import BridgeClient, InvalidOperation
 from optimum_bridge.schemas import CallbackEvent, JobStatus, Operation
 from optimum_bridge.settings import Settings, load_settings
@@ -11,6 +11,7 @@ from optimum_bridge.settings import Settings, load_settings
 __all__ = [
     "BridgeClient",
     "BridgeError",
+    "BridgeUnavailable",
     "CallbackEvent",
     "ConfigError",
     "InvalidOperation",

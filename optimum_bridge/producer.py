@@ -21,7 +21,7 @@ from optimum_bridge.jobs.batches import BatchStore
 from optimum_bridge.jobs.status import to_status
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import Keys
-from optimum_bridge.process.redis import redis_client
+from optimum_bridge.process.redis import Replicas, redis_client
 from optimum_bridge.quota.forecast import Backlog, Forecaster
 from optimum_bridge.quota.limiter import LimiterState, RateLimiter
 from optimum_bridge.schemas import (
@@ -60,7 +60,12 @@ class BridgeClient:
         self._keys = Keys(settings.key_prefix)
         pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
         self._jobs = JobStore(
-            self._redis, self._keys, result_ttl_s=settings.result_ttl_s, pending_ttl_s=pending_ttl, clock=clock
+            self._redis,
+            self._keys,
+            result_ttl_s=settings.result_ttl_s,
+            pending_ttl_s=pending_ttl,
+            clock=clock,
+            replicas=Replicas.of(settings),
         )
         self._forecaster = Forecaster(self._redis, self._keys, settings.quotas())
         self._batches = BatchStore(

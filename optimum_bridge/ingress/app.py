@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from optimum_bridge import __version__
-from optimum_bridge.errors import JobNotFound
+from optimum_bridge.errors import BridgeUnavailable, JobNotFound
 from optimum_bridge.ingress.auth import CallerDep, KeyRing, require_key
 from optimum_bridge.ingress.batches import BatchRequest
 from optimum_bridge.ingress.batches import router as batches
@@ -164,7 +164,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_ring = KeyRing.of(settings)
-    for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
+    for kind in (HTTPException, RequestValidationError, redis.RedisError, BridgeUnavailable, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)

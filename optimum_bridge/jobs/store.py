@@ -13,6 +13,7 @@ same step -- and ``reschedule`` parks it until its retry is due.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,10 +28,15 @@ from optimum_bridge.jobs.status import to_status
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
+from optimum_bridge.process.redis import UNREPLICATED, NotReplicated, Replicas
 from optimum_bridge.quota.limiter import Quota
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
 
+log = logging.getLogger(__name__)
+
 IDEMPOTENCY_TTL_S = 86400
+#: A "call sent" record that did not reach its replicas: the call waits this long, back in its lane.
+NOT_REPLICATED_DELAY_S = 1.0
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
@@ -61,7 +67,9 @@ class JobStore:
         pending_ttl_s: int,
         callback_watch_s: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
+        replicas: Replicas = UNREPLICATED,
     ) -> None:
+        self._replicas = replicas
         self._callback_watch_ms = int(callback_watch_s * 1000)
         self._redis = client
         self._keys = keys
@@ -106,7 +114,7 @@ class JobStore:
             args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
             has_callback = int(operation.callback is not None)
             args += [read, int(operation.coalesce), int(operation.max_age_s * 1000), has_callback]
-        raw = self._submit(args=args)
+        raw = self._replicas.run(self._redis, self._submit, args=args)  # NotReplicated: a retryable refusal
         return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def operation(self, job_id: str) -> Operation:
@@ -194,7 +202,11 @@ class JobStore:
         """
         keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
         args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
-        attempts = int(self._mark_sent(keys=keys, args=args))
+        try:
+            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
+        except NotReplicated as exc:  # a failover now would forget the call was sent: do not send it
+            log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
+            raise Deferred(NOT_REPLICATED_DELAY_S) from exc
         if attempts == 0:
             raise Deferred(0.0)
         return attempts
@@ -237,7 +249,11 @@ class JobStore:
             self._keys.followers_prefix,
             *self._followers_template(),
         ]
-        return int(self._complete(keys=keys, args=args)) == 1
+        try:
+            return int(self._replicas.run(self._redis, self._complete, keys=keys, args=args)) == 1
+        except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
+            log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
+            return True
 
     def _followers_template(self) -> tuple[str, str]:
         """The callback message template for the jobs that joined a call (Celery is imported here only)."""

@@ -12,7 +12,8 @@ for the primary on each (re)connect, so a client finds the promoted replica
 after a failover; ``connection_retry`` bounds how long a command keeps
 retrying meanwhile. ``broker_connection`` is the same Redis as kombu's
 Sentinel transport names it (Celery's broker). ``check_eviction_policy`` is
-the ``maxmemory-policy`` check every process runs at start.
+the ``maxmemory-policy`` check every process runs at start. ``Replicas``
+holds a script's write until ``BRIDGE_REDIS_MIN_REPLICAS`` replicas have it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from urllib.parse import quote, unquote
 import redis
 from pydantic import SecretStr
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import Script
 from redis.exceptions import ReadOnlyError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from optimum_bridge.errors import BridgeUnavailable
 
 if TYPE_CHECKING:
     from optimum_bridge.settings import Settings
@@ -44,6 +48,9 @@ SENTINEL_TIMEOUT_S = 2.0
 RETRIES = 6
 RETRY_BASE_S = 0.1
 RETRY_CAP_S = 2.0
+
+#: How long a write waits for its replicas (``WAIT``) before the caller hears it did not reach them.
+WAIT_TIMEOUT_MS = 1000
 
 _SERVICE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _NODE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
@@ -178,3 +185,48 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
             "redis: maxmemory-policy is %s, not noeviction: under memory pressure Redis would drop queued jobs", text
         )
     return text
+
+
+class NotReplicated(BridgeUnavailable):
+    """A write reached fewer replicas than required within ``WAIT_TIMEOUT_MS`` (it may still be on the primary)."""
+
+    def __init__(self, acknowledged: int, required: int) -> None:
+        super().__init__(
+            f"Redis: the write reached {acknowledged} of {required} required replica(s) in "
+            f"{WAIT_TIMEOUT_MS} ms (BRIDGE_REDIS_MIN_REPLICAS); retry with the same idempotency key"
+        )
+        self.acknowledged = acknowledged
+        self.required = required
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """Runs a script and, with ``required`` >= 1, waits until that many replicas have its write.
+
+    ``WAIT`` counts the writes of *its own connection*, so it goes in one pipeline with the script
+    (one round trip, one connection); with ``required`` 0 the script runs alone, as before.
+    """
+
+    required: int = 0
+    timeout_ms: int = WAIT_TIMEOUT_MS
+
+    @classmethod
+    def of(cls, settings: Settings) -> Replicas:
+        """``BRIDGE_REDIS_MIN_REPLICAS`` of ``settings``."""
+        return cls(settings.redis_min_replicas)
+
+    def run(self, client: redis.Redis, script: Script, *, keys: list[Any] | None = None, args: list[Any]) -> Any:
+        """The script's reply, once replicated; ``NotReplicated`` when too few replicas have it in time."""
+        if self.required == 0:
+            return script(keys=keys, args=args)
+        pipe = client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.required, self.timeout_ms)
+        reply, acknowledged = pipe.execute()
+        if int(acknowledged) < self.required:
+            raise NotReplicated(int(acknowledged), self.required)
+        return reply
+
+
+#: No replica waited for (``BRIDGE_REDIS_MIN_REPLICAS=0``): asynchronous replication, as Redis does by default.
+UNREPLICATED = Replicas()

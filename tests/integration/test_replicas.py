@@ -1,0 +1,109 @@
+"""``BRIDGE_REDIS_MIN_REPLICAS`` (spec §16): what the bridge acknowledges has reached the replicas.
+
+A primary and one replica, both private; the replica is frozen (SIGSTOP) to
+make ``WAIT`` fall short. Then a submission is refused as retryable (the same
+idempotency key again is safe), a job's call is not sent, and a finished job's
+callback is held, until the replica is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from optimum_bridge import BridgeClient, BridgeUnavailable
+from optimum_bridge.devstack import RedisServer
+from optimum_bridge.ingress.app import create_app
+from optimum_bridge.keys import JobField
+from optimum_bridge.sandbox.fleet import generate_fleet
+from tests.support import bridge_env, calls_to, run, settings_from, wait_until
+
+KEY = "key-one"
+PATH = f"/Vehicles/{generate_fleet(42, 1).plates()[0]}"
+OP = {"method": "GET", "path": PATH, "idempotency_key": "order-1"}
+
+
+class InProcess(httpx.BaseTransport):
+    """The ingress app called in-process (as ``tests/system/test_ingress.py`` does)."""
+
+    def __init__(self, app: object) -> None:
+        self._asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def roundtrip() -> httpx.Response:
+            response = await self._asgi.handle_async_request(request)
+            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+
+        return asyncio.run(roundtrip())
+
+
+@pytest.fixture
+def replicated(private_redis) -> tuple[RedisServer, RedisServer]:
+    primary = private_redis()
+    replica = private_redis("--replicaof", "127.0.0.1", str(primary.port))
+    wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", what="the replica")
+    return primary, replica
+
+
+@contextmanager
+def frozen(server: RedisServer) -> Iterator[None]:
+    """The replica stops answering (its primary's WAIT counts it out) until the block ends."""
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+
+
+def test_a_submission_is_acknowledged_once_on_the_replica_or_refused_as_retryable(replicated, sandbox):
+    primary, replica = replicated
+    env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1", BRIDGE_API_KEYS=KEY)
+    client = BridgeClient(settings_from(env))
+    http = httpx.Client(transport=InProcess(create_app(settings_from(env))), base_url="http://ingress.test")
+    first = client.submit(OP)
+    assert replica.client().hget(f"rep:job:{first}", JobField.status) == b"queued"  # no later than the answer
+    with frozen(replica):
+        with pytest.raises(BridgeUnavailable, match="reached 0 of 1 required replica"):
+            client.submit({**OP, "idempotency_key": "order-2"})
+        auth = {"Authorization": f"Bearer {KEY}"}
+        answer = http.post("/v1/operations", json={**OP, "idempotency_key": "order-2"}, headers=auth)
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+        assert "BRIDGE_REDIS_MIN_REPLICAS" in answer.json()["detail"]
+    again = client.submit({**OP, "idempotency_key": "order-2"})  # the producer's retry: one job, now replicated
+    assert replica.client().hget(f"rep:job:{again}", JobField.status) == b"queued"
+    assert client.submit({**OP, "idempotency_key": "order-2"}) == again
+    http.close()
+    client.close()
+
+
+def test_more_replicas_than_there_are_refuses_every_submission(replicated, sandbox):
+    primary, _ = replicated
+    env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="2")
+    with BridgeClient(settings_from(env)) as client, pytest.raises(BridgeUnavailable, match="1 of 2"):
+        client.submit(OP)
+
+
+def test_no_call_goes_out_and_no_callback_leaves_before_the_replica_has_them(replicated, sandbox, runtime, receiver):
+    primary, replica = replicated
+    sb = sandbox(quota=None)
+    env = bridge_env(primary.url, "rep:", sb, BRIDGE_REDIS_MIN_REPLICAS="1", BRIDGE_CALLBACK_ALLOW_PRIVATE="true")
+    rt = runtime(settings_from(env))
+    client = BridgeClient(rt.settings, client=rt.redis)
+    job = client.submit({**OP, "callback": {"url": receiver.url}})
+    with frozen(replica):
+        assert run(rt, job) == "deferred"  # the "call sent" record did not reach the replica
+    assert calls_to(sb, PATH) == 0
+    assert replica.client().hget(f"rep:job:{job}", JobField.inflight) == b"0"
+    assert run(rt, job) == "succeeded"  # once the replica is back
+    assert calls_to(sb, PATH) == 1
+    with frozen(replica):
+        assert rt.callbacks.deliver(job, 1) == "later"
+        assert receiver.received == []
+    assert rt.callbacks.deliver(job, 1) == "delivered"
+    assert len(receiver.received) == 1
+    assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"succeeded"

@@ -21,6 +21,7 @@ from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPE
 from optimum_bridge.process import runtime
 from optimum_bridge.process.kombu import (
     broker_url,
+    consumer_class,
     record_unacked_step,
     task_queues,
     transport_options,
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        worker_consumer=consumer_class(),
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

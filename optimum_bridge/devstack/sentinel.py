@@ -109,6 +109,11 @@ class SentinelGroup:
 
         return self.node(wait_until(promoted, timeout=timeout, interval=0.05, what="a replica to be promoted"))
 
+    def take_out(self, node: RedisServer) -> None:
+        """Stop a replica (SIGTERM): a failover then has one candidate less. ``revive`` brings it back."""
+        stop_process(node.process, grace_s=10)
+        self.killed.append(node)
+
     def revive(self, node: RedisServer) -> None:
         """Start a killed node again, as a replica of the current primary, and wait until it is in sync."""
         primary = self.primary()
@@ -160,12 +165,12 @@ def start_sentinel_group(
     down_after_ms: int = 1000,
     password: str | None = None,
     sentinel_password: str | None = None,
-    never_promoted: tuple[int, ...] = (),
 ) -> SentinelGroup:
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels on loopback, all answering.
 
-    ``never_promoted`` lists replica indexes (from 0) with ``replica-priority 0``: a test that
-    fails over twice keeps the second failover's choice to the old primary that way.
+    Every replica may be promoted (the same ``replica-priority``), so the sentinels choose the
+    most up-to-date one: a write ``WAIT`` saw on any replica survives the failover. (A replica
+    preferred or excluded by priority would be chosen over a more up-to-date one.)
     """
     binary = find_binary()
     auth: tuple[str, ...] = ("--requirepass", password, "--masterauth", password) if password else ()
@@ -173,12 +178,8 @@ def start_sentinel_group(
     nodes = [start_redis(*auth, binary=binary)]
     group = SentinelGroup(nodes, [], password, sentinel_password)
     try:
-        for index in range(replicas):
-            priority = "0" if index in never_promoted else "100"
-            replica = start_redis(
-                *auth, "--replicaof", LOOPBACK, str(nodes[0].port), "--replica-priority", priority, binary=binary
-            )
-            nodes.append(replica)
+        for _ in range(replicas):
+            nodes.append(start_redis(*auth, "--replicaof", LOOPBACK, str(nodes[0].port), binary=binary))
         secrets = {k: v for k, v in (("data", password), ("sentinel", sentinel_password)) if v}
         for _ in range(sentinels):
             group.sentinels.append(_start_sentinel(binary.path, nodes[0].port, sentinels, down_after_ms, secrets))

@@ -19,17 +19,20 @@ messages in production:
    in the hash ``<prefix>unacked`` as ``[message, exchange, routing_key]``.
 3. **The pop-then-record gap** (``record_unacked_step``): kombu pops with
    ``BRPOP`` and then records the message as unacked through the channel's
-   ``QoS.append``, in a second round trip; the consumer step wraps that method.
+   ``QoS.append``, in a second round trip; the consumer step wraps that method,
+   and ``QoS.ack``/``reject``/``restore_unacked``, which a message taken before a
+   failover calls through a transport already without its client (``tolerant``).
 4. **Transport options** (``transport_options``): ``global_keyprefix``,
    ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``,
    ``redis+socket://`` as kombu's name for a Unix socket, and for a
    Sentinel-managed Redis ``sentinel://`` URLs joined by ``;`` with
    ``master_name`` and ``sentinel_kwargs`` (built in ``process.redis``).
-
 5. **The consumer's heartbeat** (``watch_consumer_step``): kombu reads every
    answer to its ``BRPOP`` through ``channel.handlers["BRPOP"]``, raising
    ``queue.Empty`` when the one-second ``brpop_timeout`` passed, and asks for
    no message while ``channel.qos.can_consume()`` is false (``watchdog``).
+6. **Reconnecting** (``consumer_class``): Celery's consumer reconnects through
+   ``Connection.ensure_connection`` with kombu's default intervals; ours are shorter.
 
 Celery is imported only where it is used, so a producer, which builds no
 message, never imports it.
@@ -189,6 +192,28 @@ def retrying_append(
     return append_retrying
 
 
+def tolerant(method: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """A ``QoS`` method (``ack``, ``reject``, ``restore_unacked``) that logs instead of killing the worker
+    when its channel's connection is gone.
+
+    After a Sentinel failover, Celery closes the lost connection; a message taken through it and
+    finished later (acknowledged, rejected, or given back as the channel closes) reaches Redis
+    through a pool rebuilt from a transport without its client (kombu 5.7: ``AttributeError`` on
+    ``conninfo.hostname`` or ``connection.client``), and Celery stops the worker ("Unrecoverable
+    error"). Such a message is still in the unacked hash and comes back with the visibility
+    timeout (a finished job's message is then refused by its claim), so the worker goes on.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except AttributeError as exc:
+            log.warning("broker: %s skipped, its connection is gone (%s); back after the visibility timeout", what, exc)
+            return None
+
+    return call
+
+
 def record_unacked_step() -> type:
     """The consumer step ``RecordUnacked`` (built on first use: Celery is imported only by workers)."""
     from celery import bootsteps
@@ -212,6 +237,8 @@ def record_unacked_step() -> type:
             qos = channel.qos
             if not getattr(qos, "bridge_retrying", False):
                 qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
+                for name in ("ack", "reject", "restore_unacked"):
+                    setattr(qos, name, tolerant(getattr(qos, name), name))
                 qos.bridge_retrying = True
 
     return RecordUnacked
@@ -313,3 +340,25 @@ def watch_consumer_step() -> type:
             self.watchdog.stop()
 
     return WatchConsumer
+
+
+# -- 6. reconnecting -------------------------------------------------------------------------
+
+#: A lost broker connection is tried again after 0.2 s, then 0.5 s more each time, up to 2 s
+#: (kombu's defaults, which Celery's consumer keeps: 2 s, then 2 s more each time, up to 30 s,
+#: so that a two-second failover kept a worker from its queue for six or more).
+RECONNECT_INTERVALS: dict[str, float] = {"interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def consumer_class() -> type:
+    """Celery's consumer, reconnecting at ``RECONNECT_INTERVALS`` (the ``worker_consumer`` setting)."""
+    from celery.worker.consumer import Consumer
+
+    class BridgeConsumer(Consumer):  # type: ignore[misc]  # celery ships no types
+        """``Consumer.ensure_connected`` calls ``conn.ensure_connection`` without intervals."""
+
+        def ensure_connected(self, conn: Any) -> Any:
+            conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT_INTERVALS)
+            return super().ensure_connected(conn)
+
+    return BridgeConsumer

@@ -26,9 +26,9 @@ from urllib.parse import quote, unquote
 
 import redis
 from pydantic import SecretStr
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.commands.core import Script
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -43,9 +43,10 @@ SENTINEL_SCHEME = "redis+sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
 #: Sentinels answer in milliseconds; one that does not is skipped for the next one.
 SENTINEL_TIMEOUT_S = 2.0
-#: A command retried on a lost connection (or a demoted primary's READONLY) for ~5 s at most,
-#: with jitter, so that a failover's first seconds are absorbed without every client in step.
-RETRIES = 6
+#: A command retried on a lost connection (or a demoted primary's READONLY) for 5.5 to 11 s,
+#: with jitter: longer than a Sentinel failover (down-after-milliseconds + election), so that a
+#: write whose answer was lost with the old primary is made again on the new one.
+RETRIES = 8
 RETRY_BASE_S = 0.1
 RETRY_CAP_S = 2.0
 
@@ -109,8 +110,8 @@ def check_redis_url(url: str) -> None:
 
 
 def connection_retry() -> Retry:
-    """The retry of every bridge connection: lost connections, timeouts and READONLY, ~5 s at most."""
-    backoff = ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S)
+    """The retry of every bridge connection: lost connections, timeouts and READONLY, 5.5 to 11 s."""
+    backoff = EqualJitterBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
     return Retry(backoff, RETRIES, supported_errors=(redis.ConnectionError, redis.TimeoutError, ReadOnlyError))
 
 
@@ -219,13 +220,24 @@ class Replicas:
         """The script's reply, once replicated; ``NotReplicated`` when too few replicas have it in time."""
         if self.required == 0:
             return script(keys=keys, args=args)
-        pipe = client.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
-        pipe.wait(self.required, self.timeout_ms)
-        reply, acknowledged = pipe.execute()
+        try:
+            reply, acknowledged = self._pipelined(client, script, keys, args)
+        except NoScriptError:
+            # A promoted replica has no script cache (scripts are not replicated), and a pipeline
+            # retried on the new primary after a lost connection does not load them again as a
+            # lone script call would: load it and run once more (the script did not run there).
+            client.script_load(script.script)
+            reply, acknowledged = self._pipelined(client, script, keys, args)
         if int(acknowledged) < self.required:
             raise NotReplicated(int(acknowledged), self.required)
         return reply
+
+    def _pipelined(self, client: redis.Redis, script: Script, keys: list[Any] | None, args: list[Any]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.required, self.timeout_ms)
+        replies: list[Any] = pipe.execute()
+        return replies
 
 
 #: No replica waited for (``BRIDGE_REDIS_MIN_REPLICAS=0``): asynchronous replication, as Redis does by default.

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+import redis
 
 from optimum_bridge import BridgeClient, BridgeUnavailable
 from optimum_bridge.devstack import RedisServer
@@ -107,3 +108,17 @@ def test_no_call_goes_out_and_no_callback_leaves_before_the_replica_has_them(rep
     assert rt.callbacks.deliver(job, 1) == "delivered"
     assert len(receiver.received) == 1
     assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"succeeded"
+
+
+def test_a_promoted_replica_without_the_scripts_still_replicates_the_write(replicated, sandbox, monkeypatch):
+    """Scripts are not replicated, and redis-py loads a pipeline's scripts once, before its retries:
+    a pipeline (script + WAIT) retried on a promoted replica finds none. Here, without the failover:
+    the pipeline loads nothing and the primary's script cache is empty."""
+    primary, replica = replicated
+    env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
+    with BridgeClient(settings_from(env)) as client:
+        client.submit(OP)
+        monkeypatch.setattr(redis.client.Pipeline, "load_scripts", lambda self: None)
+        primary.client().script_flush()
+        job = client.submit({**OP, "idempotency_key": "order-3"})
+        assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"queued"

@@ -1,4 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|failover|all|profile]
+[--quick]``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "accounts": "bench.accounts",
     "ui": "bench.ui",
     "waste": "bench.waste",
+    "failover": "bench.failover",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

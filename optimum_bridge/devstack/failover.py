@@ -16,7 +16,6 @@ log, its callback delivered how many times.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -42,8 +41,9 @@ from optimum_bridge.producer import BridgeClient
 log = logging.getLogger(__name__)
 
 API_KEY = "failover-key"
-#: Submissions per second, both producers together: steady, so that some arrive during each failover.
-PACE_PER_S = 80.0
+#: How long the producers take to submit everything: steady, so that submissions go on through
+#: both failovers (the second comes at least ~9 s after the first: see ``SentinelGroup.calm_until``).
+SUBMIT_OVER_S = 24.0
 
 
 @dataclass
@@ -119,8 +119,12 @@ class Stack:
     http: httpx.Client
 
 
+class Stopped(Exception):
+    """The run ended (or failed) while a producer was still resubmitting."""
+
+
 class Producers:
-    """Two threads submitting ``operations`` distinct operations at ``PACE_PER_S``, resubmitting what is refused."""
+    """Two threads submitting ``operations`` operations over ``SUBMIT_OVER_S``, resubmitting what is refused."""
 
     def __init__(self, stack: Stack, report: FailoverReport, plates: list[str], receiver: CallbackReceiver) -> None:
         self._stack = stack
@@ -128,6 +132,8 @@ class Producers:
         self._plates = plates
         self._receiver = receiver
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._pace = report.operations / SUBMIT_OVER_S
         self._threads = [
             threading.Thread(target=self._run, args=(half,), name=f"producer-{half}", daemon=True) for half in (0, 1)
         ]
@@ -150,9 +156,8 @@ class Producers:
         started = time.monotonic()
         try:
             for n, index in enumerate(range(half, self._report.operations, 2)):
-                wait_s = started + n * 2 / PACE_PER_S - time.monotonic()
-                if wait_s > 0:
-                    time.sleep(wait_s)  # pacing, not synchronisation
+                if self.stopping.wait(max(0.0, started + n * 2 / self._pace - time.monotonic())):  # pacing
+                    return
                 key = f"op-{self._plates[index]}"
                 operation = {
                     "method": "GET",
@@ -163,13 +168,16 @@ class Producers:
                 job = self._submit_http(operation) if half == 0 else self._submit_client(client, operation)
                 with self._lock:
                     self._report.acknowledged[key] = job
+        except Stopped:
+            return
         finally:
             client.close()
 
     def _refused(self) -> None:
         with self._lock:
             self._report.refused += 1
-        time.sleep(0.05)  # a producer's retry backoff
+        if self.stopping.wait(0.05):  # a producer's retry backoff
+            raise Stopped
 
     def _submit_http(self, operation: dict[str, Any]) -> str:
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -243,8 +251,8 @@ def run_failover(
     report = FailoverReport(min_replicas, operations)
     stack = start_stack(group, env, workdir, workers=workers, concurrency=concurrency)
     started = time.monotonic()
+    producers = Producers(stack, report, plates, receiver)
     try:
-        producers = Producers(stack, report, plates, receiver)
         producers.start()
         for number in range(kills):
             threshold = operations * (number + 1) // (kills + 2)
@@ -258,6 +266,8 @@ def run_failover(
         _wait_callbacks(report, stack, receiver, settle_timeout_s)
     finally:
         report.elapsed_s = time.monotonic() - started
+        producers.stopping.set()
+        producers.join(timeout=40)  # a producer blocked in a Redis retry gives up within ~11 s
         stop_stack(stack)
     report.calls = Counter(entry["path"] for entry in sandbox_stats()["log"])
     for kill in report.kills:
@@ -300,14 +310,10 @@ def _only_the_first_primary_left(group: SentinelGroup) -> None:
 def _fail_over(group: SentinelGroup, stack: Stack) -> Kill:
     for worker in stack.workers:
         worker.check_running()
-    primary = group.primary()
-    at = time.monotonic()
-    primary.process.send_signal(signal.SIGKILL)
-    primary.process.wait(10)
-    group.killed.append(primary)
-    kill = Kill(primary.port, at)
+    primary = group.kill_primary()
+    kill = Kill(primary.port, time.monotonic())  # within a millisecond of the SIGKILL
     promoted = group.wait_promoted(primary.port, timeout=60)
-    kill.promoted_port, kill.promoted_after_s = promoted.port, time.monotonic() - at
+    kill.promoted_port, kill.promoted_after_s = promoted.port, time.monotonic() - kill.at
     for node in [n for n in group.killed if n is not primary and n.process.poll() is not None]:
         group.revive(node)  # a replica taken out for this failover: back, so that WAIT finds it
     log.info("failover: %s -> %s in %.1fs", primary.port, promoted.port, kill.promoted_after_s)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class SentinelGroup:
     password: str | None = None
     sentinel_password: str | None = None
     killed: list[RedisServer] = field(default_factory=list)
+    failover_timeout_s: float = 3.0
+    #: A sentinel does not fail the same primary over again within twice ``failover-timeout``.
+    calm_until: float = 0.0
 
     @property
     def url(self) -> str:
@@ -87,7 +91,12 @@ class SentinelGroup:
         return node.client(password=self.password, socket_timeout=5)
 
     def kill_primary(self) -> RedisServer:
-        """SIGKILL the primary (no shutdown, no save): what a crashed host does."""
+        """SIGKILL the primary (no shutdown, no save): what a crashed host does.
+
+        Not before the sentinels may fail over again: within twice ``failover-timeout`` of the
+        last failover they would leave the group without a primary for that long.
+        """
+        time.sleep(max(0.0, self.calm_until - time.monotonic()))  # a sentinel timer, not an event
         primary = self.primary()
         primary.process.send_signal(signal.SIGKILL)
         primary.process.wait(10)
@@ -107,7 +116,14 @@ class SentinelGroup:
                 return 0
             return port if role[0] == b"master" else 0
 
-        return self.node(wait_until(promoted, timeout=timeout, interval=0.05, what="a replica to be promoted"))
+        try:
+            port = wait_until(promoted, timeout=timeout, interval=0.05, what="a replica to be promoted")
+        except WaitTimeout as exc:
+            logs = "\n".join(tail(s.workdir / "sentinel.log", 8) for s in self.sentinels[:1])
+            raise WaitTimeout(f"{exc}; the first sentinel's log ends:\n{logs}") from None
+        node = self.node(port)
+        self.calm_until = time.monotonic() + 2 * self.failover_timeout_s + 0.5
+        return node
 
     def take_out(self, node: RedisServer) -> None:
         """Stop a replica (SIGTERM): a failover then has one candidate less. ``revive`` brings it back."""
@@ -129,6 +145,20 @@ class SentinelGroup:
             return info.get("master_link_status") == "up"
 
         wait_until(synced, timeout=START_TIMEOUT_S, what=f"node {node.port} to sync from the primary")
+        # A replica is a candidate for the next failover once every sentinel sees it as a healthy one
+        # (sentinels read a replica's INFO every 10 s: until then it may still be the primary they lost).
+        wait_until(lambda: self._seen_as_replica(node.port), timeout=30, interval=0.2, what="the sentinels")
+
+    def _seen_as_replica(self, port: int) -> bool:
+        for sentinel in self.sentinels:
+            try:
+                replicas = sentinel.client(self.sentinel_password).sentinel_slaves(SERVICE)
+            except (redis.RedisError, OSError):
+                return False
+            entry = next((r for r in replicas if int(r.get("port", 0)) == port), None)
+            if entry is None or entry.get("flags") != "slave" or entry.get("master-link-status") != "ok":
+                return False
+        return True
 
     def stop(self) -> None:
         """Stop every sentinel and node (SIGTERM, then SIGKILL) and remove their directories."""
@@ -137,6 +167,11 @@ class SentinelGroup:
             shutil.rmtree(sentinel.workdir, ignore_errors=True)
         for node in self.nodes:
             node.stop()
+
+
+def failover_timeout_ms(down_after_ms: int) -> int:
+    """The sentinels' ``failover-timeout``: short, so that a test may fail over twice in a few seconds."""
+    return max(3000, down_after_ms * 3)
 
 
 def _sentinel_config(
@@ -148,7 +183,7 @@ def _sentinel_config(
         f"dir {workdir}",
         f"sentinel monitor {SERVICE} {LOOPBACK} {primary} {quorum}",
         f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
-        f"sentinel failover-timeout {SERVICE} {max(3000, down_after_ms * 3)}",
+        f"sentinel failover-timeout {SERVICE} {failover_timeout_ms(down_after_ms)}",
         f"sentinel parallel-syncs {SERVICE} 2",
     ]
     if "data" in auth:
@@ -177,6 +212,7 @@ def start_sentinel_group(
     auth += ("--repl-diskless-sync-delay", "0")  # a replica syncs at once (the default waits 5 s for others)
     nodes = [start_redis(*auth, binary=binary)]
     group = SentinelGroup(nodes, [], password, sentinel_password)
+    group.failover_timeout_s = failover_timeout_ms(down_after_ms) / 1000
     try:
         for _ in range(replicas):
             nodes.append(start_redis(*auth, "--replicaof", LOOPBACK, str(nodes[0].port), binary=binary))

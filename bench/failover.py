@@ -51,7 +51,7 @@ def failover_run(workdir: Path, *, min_replicas: int, operations: int) -> dict[s
             BRIDGE_KEY_PREFIX="fo:",
             OPTIMUM_RATE_LIMIT="200/s",
             BRIDGE_RATE_BURST="20",
-            BRIDGE_REDELIVERY_TIMEOUT_S="10",
+            BRIDGE_REDELIVERY_TIMEOUT_S="30",  # a running job's lease (15 s) outlives a failover
             BRIDGE_RETRY_BASE_S="0.2",
             BRIDGE_CALLBACK_SCHEDULE_S="0.2,0.5,1,2",
             BRIDGE_REDIS_MIN_REPLICAS=str(min_replicas),

@@ -5,7 +5,8 @@ batch) and reads kombu's own bookkeeping, so it depends on details that are
 not public API. Each is listed here, and ``tests/integration/test_broker_contract.py``
 compares them with what the pinned kombu and Celery (``pyproject.toml``)
 actually do, so an upgrade that changes one fails the suite instead of losing
-messages in production:
+messages in production; ``tests/integration/test_broker_failover.py`` checks
+that they still hold on a replica promoted by Sentinel:
 
 1. **The message in a queue list** (``build_message``, and ``message_template``
    for the messages ``lua/dispatch.lua`` builds): kombu's Redis transport

@@ -27,7 +27,7 @@ lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check optimum_bridge tests bench
 	$(BIN)/ruff format --check optimum_bridge tests bench
 
-types: $(STAMP) ## mypy --strict on the package
+types: $(STAMP) ## mypy --strict on the package and the benchmarks
 	$(BIN)/mypy
 
 test: $(STAMP) ## run the whole test suite but the container stack (CI runs both)

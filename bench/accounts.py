@@ -39,9 +39,8 @@ from typing import Any
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.dispatcher import IDLE_POLL_S
-from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.sandbox.state import max_in_window
-from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .quota import trips

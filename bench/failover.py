@@ -91,12 +91,12 @@ def wait_cost(workdir: Path, *, count: int) -> list[dict[str, Any]]:
         for shape, size in (("one by one", 1), ("batches of 100", 100)):
             for n in (0, 1):
                 env = bridge_settings(
-                    primary.url, sandbox, BRIDGE_KEY_PREFIX=f"w{n}{size}:", BRIDGE_REDIS_MIN_REPLICAS=str(n)
-                )  # type: ignore[arg-type]
-                ops = [
-                    {"method": "GET", "path": f"/Vehicles/V{i}", "idempotency_key": f"{n}-{size}-{i}"}
-                    for i in range(count)
-                ]
+                    primary.url,
+                    sandbox,  # type: ignore[arg-type]  # url and token_url are all it reads
+                    BRIDGE_KEY_PREFIX=f"w{n}{size}:",
+                    BRIDGE_REDIS_MIN_REPLICAS=str(n),
+                )
+                ops = [_op(f"{n}-{size}-{i}") for i in range(count)]
                 batches = [ops[i : i + size] for i in range(0, count, size)]
                 with BridgeClient(settings_from(env)) as client:
                     _timed(client, batches[: max(1, len(batches) // 10)])  # warm: scripts loaded, connections open

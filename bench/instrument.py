@@ -4,7 +4,8 @@ Used by the ``latency`` benchmark (``bench.worker_entry --kind instrumented``).
 Celery's ``task_prerun``/``task_postrun`` signals mark when the execute and
 callback tasks start and end; the worker's ``Runtime`` objects are wrapped in
 place (instance attributes shadowing methods: ``tokens.get``,
-``limiter.acquire``, the API ``httpx.Client.request`` and ``jobs.complete``),
+``jobs.mark_sent`` (the claim's quota check and the "call sent" record), the API
+``httpx.Client.request`` and ``jobs.complete``),
 so the executor's own code path runs unchanged and only gains clock reads.
 Times are ``time.monotonic()`` (one clock for every process on the machine)
 and are written once per task, after it ends, to the hash ``benchlat:<job id>``.
@@ -74,7 +75,7 @@ def _wrap(rt: runtime.Runtime) -> None:
             return
         executor = rt.executor  # builds tokens, limiter, API client and job store
         rt.tokens.get = _timed(rt.tokens.get, "token_s", token=True)  # type: ignore[method-assign]
-        rt.limiter.acquire = _timed(rt.limiter.acquire, "limiter_s")  # type: ignore[method-assign]
+        rt.jobs.mark_sent = _timed(rt.jobs.mark_sent, "sent_s")  # type: ignore[method-assign]
         rt.api_http.request = _timed(rt.api_http.request, "api_s")  # type: ignore[method-assign]
         rt.jobs.complete = _mark_after(rt.jobs.complete, "complete_end")  # type: ignore[method-assign]
         _wrapped.add(id(rt))

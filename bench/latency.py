@@ -10,8 +10,8 @@ call), no API latency. Two passes over the same load:
    arrival at the API (sandbox log, ``time.monotonic``), ``finished_at`` (job
    hash, wall clock mapped to monotonic), callback arrival (receiver);
 2. instrumented worker (``bench.instrument``: Celery task signals plus timers
-   wrapped around the worker's ``tokens.get``, ``limiter.acquire``, API
-   ``httpx`` request and ``jobs.complete``): the full breakdown -- broker,
+   wrapped around the worker's ``tokens.get``, ``jobs.mark_sent``, API
+   ``httpx`` request and ``jobs.store.JobStore.complete``): the full breakdown -- broker,
    token, limiter, API call, bridge bookkeeping, callback queue, callback
    delivery -- per operation, which sums to the end-to-end time.
 """
@@ -48,7 +48,7 @@ SEGMENTS = [
     ("submit call", "submit call (Lua, one round trip)"),
     ("broker", "queue wait + Celery dispatch -> execute task starts"),
     ("token", "tokens.get (Redis HGETALL)"),
-    ("limiter", "limiter.acquire (Lua reserve + pause check)"),
+    ("limiter", "jobs.mark_sent (the call-sent record, its slot re-checked in Lua)"),
     ("api", "API call (httpx request to the sandbox)"),
     ("bookkeeping", "claim, mark_sent, metrics, parse, complete (rest of the execute task)"),
     ("callback queue", "complete() -> callback task starts"),
@@ -118,7 +118,7 @@ def instrumented(samples: list[Sample], redis_proc: RedisServer) -> dict[str, li
         raw = {text(k): float(v) for k, v in client.hgetall(KEY + sample.job_id).items()}
         if "exec_complete_end" not in raw or "cb_start" not in raw:
             continue
-        token, limiter, api = raw.get("exec_token_s", 0.0), raw.get("exec_limiter_s", 0.0), raw.get("exec_api_s", 0.0)
+        token, limiter, api = raw.get("exec_token_s", 0.0), raw.get("exec_sent_s", 0.0), raw.get("exec_api_s", 0.0)
         values = {
             "submit call": sample.submitted - sample.submit,
             "broker": raw["exec_start"] - sample.submitted,
@@ -211,7 +211,7 @@ def run(*, quick: bool) -> Path:
             "bridge": "end to end from the bench; split with the sandbox log (arrival), the job hash "
             "(finished_at, wall clock mapped to monotonic) and the receiver",
             "instrumented": "bench.instrument: Celery task_prerun/postrun + timers wrapped around the worker's "
-            "tokens.get, limiter.acquire, API httpx request and jobs.complete (instance attributes)",
+            "tokens.get, jobs.mark_sent, API httpx request and jobs.complete (instance attributes)",
         },
         "passes": passes,
         "tables": texts,

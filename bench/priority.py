@@ -50,9 +50,9 @@ from typing import Any
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.devstack.processes import stop_process
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
-from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, env_with_path, ready_info, start_redis, start_sandbox, start_workers
 from .report import ROOT, chart_path, percentile, print_table, utc_stamp, workspace, write_result

@@ -77,7 +77,7 @@ def run(*, quick: bool) -> Path:
         py_spy_log = (workdir / "py-spy.log").open("wb")
         stop.callback(py_spy_log.close)
         sampler = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=py_spy_log)
-        stop.callback(lambda: sampler.poll() is None and sampler.kill())
+        stop.callback(lambda: None if sampler.poll() is not None else sampler.kill())
         time.sleep(1.0)  # py-spy attaches
         if sampler.poll() is not None:
             raise RuntimeError(f"py-spy exited ({sampler.returncode}): {(workdir / 'py-spy.log').read_text()}")

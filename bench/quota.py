@@ -30,9 +30,9 @@ import httpx
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
-from optimum_bridge.settings import RateLimit
 
 from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .plain_celery import DONE_KEY, GET_TASK, make_app, plain_settings, send
@@ -108,7 +108,7 @@ def margin_s(quota: str) -> float:
 
 
 def interval_s(quota: str) -> float:
-    """The scheduler's slot interval: (window + margin) / limit, rounded up to the ms (``ratelimit.Quota``)."""
+    """The scheduler's slot interval: (window + margin) / limit, rounded up to the ms (``quota.rate.Quota``)."""
     rate = RateLimit.parse(quota)
     return -(-round((rate.window_s + margin_s(quota)) * 1000) // rate.limit) / 1000
 

@@ -42,8 +42,8 @@ from optimum_bridge.devstack.processes import stop_process, tail
 from optimum_bridge.keys import OPERATIONS_QUEUE, PRIORITIES, Keys
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.fleet import generate_fleet
-from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, child_env, memory_mb, spawn, start_workers
 from .receiver import start_services

@@ -35,8 +35,8 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.fleet import generate_fleet
-from optimum_bridge.settings import RateLimit
 
 from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .report import print_table, utc_stamp, workspace, write_result

@@ -47,7 +47,7 @@ def batch(fleet_size: int) -> list[dict[str, Any]]:
     # No callback, no idempotency key: the duplicates come from another producer, with keys of its own.
     reads = [{k: v for k, v in op.items() if k not in ("callback", "idempotency_key")} for op in demo]
     again = rng.sample(reads, round(len(reads) * DUPLICATED))
-    bad = []
+    bad: list[dict[str, Any]] = []
     for i in range(round(len(reads) * MALFORMED)):
         plate = plates[i % len(plates)]
         if i % 2 == 0:

@@ -7,6 +7,9 @@ Messages never contain secrets: they name fields and kinds, not values.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -77,3 +80,36 @@ class Deferred(BridgeError):
     def __init__(self, delay: float) -> None:
         super().__init__(f"no rate-limit slot within the wait budget; next in {delay:.1f}s")
         self.delay = delay
+
+
+def field_problems(
+    errors: Iterable[Mapping[str, Any]],
+    *,
+    prefix: str = "",
+    whole: str = "",
+    name: Callable[[tuple[Any, ...]], str] | None = None,
+) -> list[tuple[str, str]]:
+    """Each of pydantic's errors as ``(field, message)``, never echoing the value that failed.
+
+    The field is the dotted location, under ``prefix``; ``whole`` names what a
+    check without a location (a check across fields) is about; ``name`` maps a
+    location to the name users know it by (an environment variable).
+    """
+    found = []
+    for error in errors:
+        location = tuple(error.get("loc", ()))
+        dotted = (name(location) if name else ".".join(str(part) for part in location)) if location else ""
+        field = f"{prefix}.{dotted}" if prefix and dotted else prefix or dotted or whole
+        found.append((field, str(error["msg"]).removeprefix("Value error, ")))
+    return found
+
+
+def one_line(problem: tuple[str, str]) -> str:
+    """``field: message``, or the message alone where no field is named."""
+    field, message = problem
+    return f"{field}: {message}" if field else message
+
+
+def first_problem(exc: Any, *, whole: str = "", prefix: str = "") -> str:
+    """One line naming the first offending field of a pydantic ``ValidationError``."""
+    return one_line(field_problems(exc.errors(include_input=False, include_url=False), prefix=prefix, whole=whole)[0])

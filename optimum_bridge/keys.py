@@ -58,9 +58,14 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
+    @property
+    def job_prefix(self) -> str:
+        """Prefix of the job records: ``<job_prefix><job id>`` (the scripts build job keys from it)."""
+        return f"{self.prefix}job:"
+
     def job(self, job_id: str) -> str:
         """Hash: the job record (operation, state, result)."""
-        return f"{self.prefix}job:{job_id}"
+        return f"{self.job_prefix}{job_id}"
 
     def lease(self, job_id: str) -> str:
         """String: which worker is executing the job right now."""
@@ -177,6 +182,10 @@ class Keys:
     def batch(self, batch_id: str) -> str:
         """Hash: a batch (total, counts by state, metadata, callback, forecast inputs)."""
         return f"{self.prefix}batch:{batch_id}"
+
+    def batch_id(self, batch_key: str) -> str:
+        """The batch id in a batch's key (a job's ``batch`` field holds the key)."""
+        return batch_key.removeprefix(f"{self.prefix}batch:")
 
     def batch_jobs(self, batch_id: str) -> str:
         """List: a batch's job ids, in submission order."""

@@ -58,12 +58,11 @@ class BridgeClient:
         self._owns_redis = client is None
         self._redis = client or redis_client(settings)
         self._keys = Keys(settings.key_prefix)
-        pending_ttl = int(settings.max_retry_duration_s) + settings.result_ttl_s
         self._jobs = JobStore(
             self._redis,
             self._keys,
             result_ttl_s=settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=settings.pending_ttl_s,
             clock=clock,
             replicas=Replicas.of(settings),
         )
@@ -74,7 +73,7 @@ class BridgeClient:
             self._jobs,
             self._forecaster,
             result_ttl_s=settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=settings.pending_ttl_s,
             clock=clock,
         )
         self._clock = clock

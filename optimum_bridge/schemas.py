@@ -25,9 +25,16 @@ from pydantic import (
     model_validator,
 )
 
+from optimum_bridge.errors import first_problem
+
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 Priority = Literal["urgent", "normal", "bulk"]
 JobState = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+#: Every state, in the order a job goes through them (``/ui`` lists them so).
+JOB_STATES: tuple[JobState, ...] = ("queued", "retrying", "running", "succeeded", "failed", "cancelled")
+#: A job waiting for a slot (in its lane, or due again later); ``lua/_prelude.lua`` has the same two.
+WAITING_STATES: frozenset[str] = frozenset({"queued", "retrying"})
+#: A job that will never change again (``is_final`` in ``lua/_prelude.lua``).
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 #: The most operations one batch may hold (spec §11).
 MAX_BATCH_OPERATIONS = 10_000
@@ -65,7 +72,7 @@ def check_path(path: str) -> str:
 
 
 class Callback(BaseModel):
-    """Where to POST the outcome. Reachability rules are checked by ``ssrf``."""
+    """Where to POST the outcome. Reachability rules are checked by ``callbacks.ssrf``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -265,7 +272,5 @@ def echo(operation: Operation) -> OperationEcho:
 
 
 def first_error(exc: Any) -> str:
-    """One line naming the offending field of a pydantic ``ValidationError``."""
-    error = exc.errors(include_input=False, include_url=False)[0]
-    field = ".".join(str(part) for part in error["loc"]) or "operation"
-    return f"{field}: {str(error['msg']).removeprefix('Value error, ')}"
+    """One line naming the offending field of an operation's ``ValidationError``."""
+    return first_problem(exc, whole="operation")

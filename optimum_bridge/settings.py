@@ -12,14 +12,14 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from cryptography.fernet import Fernet
+from dotenv import dotenv_values
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from optimum_bridge.config.accounts import DEFAULT, Account, Accounts, load_accounts
 from optimum_bridge.config.environments import (
     ENDPOINTS,
     SANDBOX_CREDENTIALS,
@@ -27,12 +27,9 @@ from optimum_bridge.config.environments import (
     plain_http_refused,
     sandbox_endpoints,
 )
-from optimum_bridge.errors import ConfigError
+from optimum_bridge.errors import ConfigError, field_problems, one_line
 from optimum_bridge.process.redis import check_redis_url
-
-if TYPE_CHECKING:
-    from optimum_bridge.config.accounts import Accounts
-    from optimum_bridge.quota.limiter import Quota
+from optimum_bridge.quota.rate import Quota, RateLimit, RateLimitField
 
 #: The settings without a default value: empty means unset for these.
 OPTIONAL = (
@@ -47,29 +44,6 @@ OPTIONAL = (
     "accounts_file",
     "redis_sentinel_password",
 )
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
-_WINDOWS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``limit`` calls in any ``window_s`` seconds."""
-
-    limit: int
-    window_s: float
-
-    @classmethod
-    def parse(cls, text: str) -> RateLimit:
-        """Parse ``N/s``, ``N/m`` or ``N/h``."""
-        match = _RATE.match(text)
-        if match is None or int(match.group(1)) < 1:
-            raise ValueError(f"expected N/s, N/m or N/h with N >= 1, got {text!r}")
-        return cls(int(match.group(1)), _WINDOWS[match.group(2)])
-
-    def __str__(self) -> str:
-        unit = {1.0: "s", 60.0: "m", 3600.0: "h"}.get(self.window_s)
-        return f"{self.limit}/{unit}" if unit else f"{self.limit}/{self.window_s}s"
 
 
 class Settings(BaseSettings):
@@ -86,7 +60,7 @@ class Settings(BaseSettings):
     token_url_override: str | None = Field(None, validation_alias="OPTIMUM_TOKEN_URL")
     # The simulator, used only in the ``sandbox`` environment: OPTIMUM_ENVIRONMENT alone switches a stack.
     sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
-    rate_limit: Annotated[RateLimit, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
+    rate_limit: Annotated[RateLimitField, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
@@ -119,11 +93,6 @@ class Settings(BaseSettings):
     )
     _accounts: Accounts | None = PrivateAttr(None)
 
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _parse_rate(cls, value: object) -> object:
-        return RateLimit.parse(value) if isinstance(value, str) else value
-
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -151,11 +120,8 @@ class Settings(BaseSettings):
     @field_validator("token_encryption_key")
     @classmethod
     def _check_fernet(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                Fernet(value.get_secret_value().encode())
-            except (ValueError, TypeError):
-                raise ValueError("expected a Fernet key (32 url-safe base64-encoded bytes)") from None
+        if value is not None and not _is_fernet_key(value.get_secret_value()):
+            raise ValueError("expected a Fernet key (32 url-safe base64-encoded bytes)")
         return value
 
     @field_validator("redis_url")
@@ -176,13 +142,6 @@ class Settings(BaseSettings):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
         return value
-
-    @model_validator(mode="after")
-    def _sandbox_defaults(self) -> Settings:
-        if self.environment == "sandbox" and self.client_id is None and self.client_secret is None:
-            object.__setattr__(self, "client_id", SANDBOX_CREDENTIALS[0])
-            object.__setattr__(self, "client_secret", SecretStr(SANDBOX_CREDENTIALS[1]))
-        return self
 
     @model_validator(mode="after")
     def _encrypted_outside_the_sandbox(self) -> Settings:
@@ -209,18 +168,31 @@ class Settings(BaseSettings):
             return sandbox_endpoints(self.sandbox_url)
         return ENDPOINTS[self.environment]
 
+    def default_account(self) -> Account:
+        """The account the ``OPTIMUM_*`` variables describe (the simulator's own credentials when none are set)."""
+        client_id, secret = self.client_id, self.client_secret
+        if self.environment == "sandbox" and client_id is None and secret is None:
+            client_id, secret = SANDBOX_CREDENTIALS[0], SecretStr(SANDBOX_CREDENTIALS[1])
+        return Account(
+            DEFAULT,
+            client_id,
+            secret,
+            self.api_url,
+            self.token_url,
+            self.rate_limit,
+            self.openapi_url or "",
+        )
+
     def require_credentials(self) -> tuple[str, SecretStr]:
         """The ``default`` account's client credentials, or a ``ConfigError`` naming the missing one."""
-        from optimum_bridge.config.accounts import default_account
-
-        return default_account(self).require_credentials()
+        return self.default_account().require_credentials()
 
     def load_accounts(self, environ: Mapping[str, str]) -> Accounts:
         """Read the accounts (``BRIDGE_ACCOUNTS_FILE``, secrets from ``environ``) once; ``ConfigError`` if wrong."""
-        from optimum_bridge.config.accounts import load_accounts
-
         if self._accounts is None:
-            self._accounts = load_accounts(self, environ)
+            self._accounts = load_accounts(
+                self.accounts_file, default=self.default_account(), sandbox_url=self.sandbox_url, environ=environ
+            )
         return self._accounts
 
     @property
@@ -230,14 +202,17 @@ class Settings(BaseSettings):
 
     def quota(self, account: str = "default") -> Quota:
         """An account's quota: its rate limit with the margin and the burst."""
-        from optimum_bridge.quota.limiter import Quota
-
         rate = self.accounts[account].rate_limit
         return Quota.of(rate, margin_s=self.rate_limit_margin_s, burst=self.rate_burst)
 
     def quotas(self) -> dict[str, Quota]:
         """Every account's quota, by name."""
         return {name: self.quota(name) for name in self.accounts.names}
+
+    @property
+    def pending_ttl_s(self) -> int:
+        """How long a job's record may wait for its end: every retry it may still make, then its result's time."""
+        return int(self.max_retry_duration_s) + self.result_ttl_s
 
     @property
     def handoff_s(self) -> float:
@@ -249,6 +224,14 @@ class Settings(BaseSettings):
         if self.callback_secret is None:
             raise ConfigError("BRIDGE_CALLBACK_SECRET: required to sign callbacks")
         return callback_key(self.callback_secret)
+
+
+def _is_fernet_key(text: str) -> bool:
+    """What ``cryptography.Fernet`` accepts, checked without importing it (a producer never needs it)."""
+    try:
+        return len(base64.urlsafe_b64decode(text.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def callback_key(secret: SecretStr) -> bytes:
@@ -267,8 +250,6 @@ def callback_key(secret: SecretStr) -> bytes:
 
 def _environment(settings: Settings) -> dict[str, str]:
     """Where accounts' secrets are read from: ``.env`` (as pydantic-settings reads it), then the environment."""
-    from dotenv import dotenv_values
-
     file = settings.model_config.get("env_file")
     values = {k: v for k, v in dotenv_values(str(file)).items() if v is not None} if isinstance(file, str) else {}
     return {**values, **os.environ}
@@ -287,12 +268,9 @@ def describe(error: ValidationError) -> str:
 
 def describe_each(error: ValidationError) -> list[str]:
     """One line per bad variable, without echoing any value."""
-    lines = []
-    for problem in error.errors(include_input=False, include_url=False):
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        # A check across fields (no location) names the variable in its message.
-        lines.append(f"{_variable(str(problem['loc'][0]))}: {message}" if problem["loc"] else message)
-    return lines
+    # A check across fields (no location) names the variable in its message.
+    problems = field_problems(error.errors(include_input=False, include_url=False), name=lambda loc: _variable(loc[0]))
+    return [one_line(problem) for problem in problems]
 
 
 def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -51,7 +51,7 @@ def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: Exception) -> None:
             response=None,
             error=error,
             callback=operation.callback is not None,
-            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+            batch_id=rt.keys.batch_id(batch) if batch else None,
         )
     except Exception:
         log.exception("job %s: could not record the internal error either", job_id)

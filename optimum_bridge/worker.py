@@ -4,7 +4,7 @@ Importing this module reads the settings (a bad one stops the process with
 one line) and builds the app; nothing starts until a worker does. A worker
 then consumes both queues (operations and callbacks) unless ``-Q`` narrows
 it, initialises Sentry before its pool forks (``WorkerStart``), and runs the
-upkeep loop (``upkeep.UpkeepStep``) for as long as it lives.
+upkeep loop (``process.upkeep.UpkeepStep``) for as long as it lives.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.config.checks import require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime

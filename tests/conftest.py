@@ -17,6 +17,7 @@ import pytest
 
 from optimum_bridge import BridgeClient
 from optimum_bridge import devstack as harness
+from optimum_bridge.clock import Clock
 from optimum_bridge.devstack import (
     CallbackReceiver,
     RedisServer,
@@ -79,11 +80,11 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
 
 @pytest.fixture
 def sandbox() -> Iterator[Callable[..., SandboxServer]]:
-    """Factory: ``sandbox(quota="10/s", ...)`` starts a simulator on a free port."""
+    """Factory: ``sandbox(quota="10/s", clock=None, ...)`` starts a simulator on a free port."""
     servers: list[SandboxServer] = []
 
-    def start(**knobs: Any) -> SandboxServer:
-        server = SandboxServer(SandboxConfig(**knobs), host="127.0.0.1", port=0)
+    def start(clock: Clock | None = None, **knobs: Any) -> SandboxServer:
+        server = SandboxServer(SandboxConfig(**knobs), host="127.0.0.1", port=0, clock=clock)
         server.start()
         servers.append(server)
         return server

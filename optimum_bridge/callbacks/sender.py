@@ -1,4 +1,4 @@
-"""Signed callbacks (Standard Webhooks) with their own retry schedule and dead letters.
+"""Delivering callbacks: their own retry schedule, dead letters and replay (signed by ``callbacks.signing``).
 
 A callback is delivered by its own task on its own queue, so a slow receiver
 never holds an API slot. The body is the ``CallbackEvent`` of spec §6; the
@@ -10,15 +10,13 @@ last scheduled retry the callback lands in the dead-letter hash, from which
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import uuid
 
 import httpx
 
 from optimum_bridge.callbacks.deliveries import BATCH, DeliveryStore
+from optimum_bridge.callbacks.signing import message_id, sign
 from optimum_bridge.callbacks.ssrf import Target, resolve_pinned
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock, isoformat
 from optimum_bridge.errors import CallbackURLRefused
@@ -35,17 +33,6 @@ NOT_REPLICATED_DELAY_S = 1.0
 
 #: Seconds to wait before each retry of a failed delivery (spec §6).
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
-
-
-def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.ts.body``."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def message_id(subject: str) -> str:
-    """The ``webhook-id`` of a job's (or ``batch:<id>``'s) callback: the same for every retry."""
-    return f"msg_{subject.replace(':', '_')}"
 
 
 def pinned_request(http: httpx.Client, target: Target, *, content: bytes, headers: dict[str, str]) -> httpx.Request:

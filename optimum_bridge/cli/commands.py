@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optimum_bridge.clock import SYSTEM_CLOCK
 from optimum_bridge.errors import BridgeError, ConfigError
 from optimum_bridge.producer import BridgeClient, InvalidOperation
 from optimum_bridge.settings import load_settings
@@ -109,7 +110,7 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
 
 def cmd_batch_submit(args: argparse.Namespace, extra: list[str]) -> int:
     """Submit a JSONL file as one batch; with ``--wait``, show progress and print the final status."""
-    from optimum_bridge.cli.progress import follow_batch
+    from optimum_bridge.cli.progress import follow_batch  # noqa: PLC0415 - rich only where a progress bar is drawn
 
     with BridgeClient(load_settings()) as client:
         operations = read_operations(Path(args.file), client)
@@ -157,7 +158,7 @@ def cmd_batch_cancel(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_dead_letters(args: argparse.Namespace, extra: list[str]) -> int:
     """List or replay dead-lettered callbacks."""
-    from optimum_bridge.process import runtime
+    from optimum_bridge.process import runtime  # noqa: PLC0415 - a worker's wiring only for the commands that need it
 
     deliveries = runtime.install(load_settings()).deliveries
     if args.action == "list":
@@ -171,8 +172,7 @@ def cmd_dead_letters(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_token(args: argparse.Namespace, extra: list[str]) -> int:
     """Fetch or read each account's shared token and print its remaining lifetime (never the token)."""
-    from optimum_bridge.clock import SYSTEM_CLOCK
-    from optimum_bridge.process import runtime
+    from optimum_bridge.process import runtime  # noqa: PLC0415 - a worker's wiring only for the commands that need it
 
     rt = runtime.install(load_settings())
     for name, account in rt.accounts.items():

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from optimum_bridge.cli.commands import UsageError
-from optimum_bridge.config.environments import require_simulator
+from optimum_bridge.config.checks import require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.settings import Settings, describe_each, load_settings
 

@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
         # These pools must monkey-patch before anything opens a socket or a lock, and this
         # process already imported redis and ssl: hand over to Celery's entry point, which patches first.
         os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "optimum_bridge.worker", *argv])  # noqa: S606
-    from optimum_bridge.worker import app
+    from optimum_bridge.worker import app  # noqa: PLC0415 - Celery only for the worker command
 
     app.worker_main(argv)
     return 0
@@ -95,7 +95,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the HTTP ingress."""
     with _needs_extra("api command", "ingress"):
-        from optimum_bridge.ingress import serve
+        from optimum_bridge.ingress import serve  # noqa: PLC0415 - the ingress extra
 
         return serve(load_settings())
 
@@ -103,7 +103,7 @@ def cmd_api(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Run the whole bridge against the sandbox and print a summary."""
     with _needs_extra("demo command", "demo"):
-        from optimum_bridge.demo import main as demo_main
+        from optimum_bridge.demo import main as demo_main  # noqa: PLC0415 - the demo extra
 
         return demo_main(extra)
 
@@ -111,6 +111,6 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
     """Serve the simulated Optimum API."""
     with _needs_extra("sandbox command", "sandbox"):
-        from optimum_bridge.sandbox import main as sandbox_main
+        from optimum_bridge.sandbox import main as sandbox_main  # noqa: PLC0415 - the sandbox extra
 
         return sandbox_main(extra)

@@ -93,9 +93,9 @@ def open_progress(stream: IO[str], *, clock: Clock = SYSTEM_CLOCK) -> Progress:
     """A bar when ``stream`` is a terminal and ``rich`` is installed, plain lines otherwise."""
     if stream.isatty():
         try:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichBar
+            from rich.console import Console  # noqa: PLC0415 - rich is the demo extra's, optional
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415 - optional, as above
+            from rich.progress import Progress as RichBar  # noqa: PLC0415 - optional, as above
         except ImportError:
             pass
         else:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from optimum_bridge.producer import BridgeClient
 from optimum_bridge.quota.limiter import LimiterState
-from optimum_bridge.settings import RateLimit, load_settings
+from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.settings import load_settings
 
 
 def _at(ms: int) -> str:

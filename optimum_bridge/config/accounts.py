@@ -16,15 +16,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
-from optimum_bridge.errors import ConfigError
+from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
+from optimum_bridge.errors import ConfigError, first_problem
+from optimum_bridge.quota.rate import RateLimit, RateLimitField
 from optimum_bridge.schemas import ACCOUNT_NAME
-
-if TYPE_CHECKING:
-    from optimum_bridge.settings import RateLimit, Settings
 
 DEFAULT = "default"
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -42,7 +41,7 @@ class AccountEntry(BaseModel):
     api_url: Url | None = None
     token_url: Url | None = None
     openapi_url: Url | None = None  # default: <api_url>/swagger/v1/swagger.json
-    rate_limit: str = "30/m"
+    rate_limit: RateLimitField = RateLimit(30, 60.0)
 
     @model_validator(mode="after")
     def _where(self) -> AccountEntry:
@@ -129,33 +128,12 @@ class Accounts:
         return sorted(self.by_name, key=lambda name: (name != DEFAULT, name))
 
 
-def default_account(settings: Settings) -> Account:
-    """The account the ``OPTIMUM_*`` variables describe."""
-    return Account(
-        DEFAULT,
-        settings.client_id,
-        settings.client_secret,
-        settings.api_url,
-        settings.token_url,
-        settings.rate_limit,
-        settings.openapi_url or "",
-    )
-
-
-def _where(entry: AccountEntry, settings: Settings) -> tuple[str, str]:
-    from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
-
+def _where(entry: AccountEntry, sandbox_url: str) -> tuple[str, str]:
     if entry.api_url is not None and entry.token_url is not None:
         return entry.api_url.rstrip("/"), entry.token_url
     if entry.environment == "sandbox":
-        return sandbox_endpoints(settings.sandbox_url)
+        return sandbox_endpoints(sandbox_url)
     return ENDPOINTS[entry.environment or "preprod"]
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "file"
-    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def _read(path: Path) -> AccountsFile:
@@ -168,31 +146,29 @@ def _read(path: Path) -> AccountsFile:
     try:
         return AccountsFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {_first_error(exc)}") from None
+        raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {first_problem(exc, whole='file')}") from None
 
 
-def load_accounts(settings: Settings, environ: Mapping[str, str]) -> Accounts:
-    """The accounts of ``settings``; ``ConfigError`` with one line naming the account and field."""
-    from optimum_bridge.settings import RateLimit
+def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, environ: Mapping[str, str]) -> Accounts:
+    """The accounts of ``file`` beside ``default`` (the ``OPTIMUM_*`` one); ``ConfigError`` naming account and field.
 
-    if settings.accounts_file is None:
-        return Accounts({DEFAULT: default_account(settings)})
-    parsed = _read(settings.accounts_file)
+    Without a file, ``default`` is the only account, credentials or not (they are
+    checked when a call needs them); with one, it joins the file's when it has a client id.
+    """
+    if file is None:
+        return Accounts({DEFAULT: default})
+    parsed = _read(file)
     accounts: dict[str, Account] = {}
-    if settings.client_id and DEFAULT not in parsed.accounts:
-        accounts[DEFAULT] = default_account(settings)
+    if default.client_id and DEFAULT not in parsed.accounts:
+        accounts[DEFAULT] = default
     for name, entry in parsed.accounts.items():
         secret = environ.get(entry.client_secret_env)
         if not secret:
             where = f"accounts.{name}.client_secret_env"
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: {entry.client_secret_env} is not set")
-        try:
-            rate = RateLimit.parse(entry.rate_limit)
-        except ValueError as exc:
-            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: accounts.{name}.rate_limit: {exc}") from None
-        api_url, token_url = _where(entry, settings)
+        api_url, token_url = _where(entry, sandbox_url)
         accounts[name] = Account(
-            name, entry.client_id, SecretStr(secret), api_url, token_url, rate, entry.openapi_url or ""
+            name, entry.client_id, SecretStr(secret), api_url, token_url, entry.rate_limit, entry.openapi_url or ""
         )
     keys = []
     for key_name, key in parsed.api_keys.items():

@@ -1,8 +1,8 @@
 """The demo's callback receiver: the harness's verifying receiver, at ``/hooks/optimum``.
 
-It verifies every callback with the demo's secret (``harness.verify``: the
+It verifies every callback with the demo's secret (``devstack.verify``: the
 ``standardwebhooks`` package when importable, else the bridge's own
-``callbacks.sign`` with a constant-time comparison and the same 5-minute
+``callbacks.signing.sign`` with a constant-time comparison and the same 5-minute
 timestamp tolerance), answers 204 to a verified callback and 400 otherwise.
 The verifiers are importable from here too, as the demo's tests check them.
 ``callback_counts`` tells the operations' callbacks from the batch's one.

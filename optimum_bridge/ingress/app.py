@@ -54,6 +54,7 @@ from optimum_bridge.ingress.http import (
 from optimum_bridge.ingress.ui import router as dashboard
 from optimum_bridge.ingress.ui import static as dashboard_static
 from optimum_bridge.keys import Keys
+from optimum_bridge.process.asgi import Listening, listening_server
 from optimum_bridge.process.observability import init_sentry
 from optimum_bridge.process.redis import check_eviction_policy
 from optimum_bridge.producer import MAX_BATCH, BridgeClient, InvalidOperation
@@ -176,14 +177,9 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, printing the ingress's URL once it listens."""
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-            print(f"optimum-bridge ingress on http://{host}:{self.config.port} (docs at /docs)", flush=True)
+def _announce(server: Listening) -> None:
+    host = f"[{server.config.host}]" if ":" in server.config.host else server.config.host
+    print(f"optimum-bridge ingress on http://{host}:{server.config.port} (docs at /docs)", flush=True)
 
 
 def serve(settings: Settings) -> int:
@@ -198,7 +194,7 @@ def serve(settings: Settings) -> int:
     check_eviction_policy(app.state.bridge.redis)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
     try:
-        _Server(config).run()
+        listening_server(config, _announce).run()
     except SystemExit as exc:  # uvicorn exits, after logging why, when it cannot listen
         return 1 if exc.code else 0
     return 0

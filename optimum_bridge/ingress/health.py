@@ -1,7 +1,7 @@
 """The ingress's open endpoints about the bridge itself: ``/healthz``, ``/readyz``, ``/metrics``.
 
 Readiness and the Prometheus metrics are read from Redis at request time --
-the counters every process writes through ``metrics.Metrics``, the queue
+the counters every process writes through ``process.metrics.Metrics``, the queue
 lists, the due set, the dead letters and the worker heartbeats -- so any
 number of ingress replicas report the same numbers and none keeps state.
 """

@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from optimum_bridge.errors import BridgeUnavailable
+from optimum_bridge.errors import BridgeUnavailable, field_problems
 from optimum_bridge.producer import MAX_BATCH, BridgeClient
 from optimum_bridge.schemas import JobState, Operation
 
@@ -115,13 +115,9 @@ def invalid(line: str, *, status: int = 422) -> ProblemError:
 
 
 def field_errors(exc: ValidationError, *, prefix: str = "") -> list[FieldError]:
-    """Every error of a validation, each named as ``schemas.first_error`` names the first."""
-    found = []
-    for error in exc.errors(include_input=False, include_url=False):
-        name = ".".join(str(part) for part in error["loc"])
-        field = f"{prefix}.{name}" if prefix and name else prefix or name or "operation"
-        found.append(FieldError(field=field, message=str(error["msg"]).removeprefix("Value error, ")))
-    return found
+    """Every error of a validation, each named as ``errors.first_problem`` names the first."""
+    problems = field_problems(exc.errors(include_input=False, include_url=False), prefix=prefix, whole="operation")
+    return [FieldError(field=field, message=message) for field, message in problems]
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
@@ -130,7 +126,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         errors = exc.errors if isinstance(exc, ProblemError) else None
         return problem(exc.status_code, str(exc.detail), errors=errors, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
-        errors = [FieldError(field=".".join(map(str, e["loc"])), message=str(e["msg"])) for e in exc.errors()]
+        errors = [FieldError(field=field, message=message) for field, message in field_problems(exc.errors())]
         return problem(422, f"{errors[0].field}: {errors[0].message}", errors=errors)
     if isinstance(exc, BridgeUnavailable):  # not replicated in time: the same request, again, is safe
         log.warning("%s %s: %s", request.method, request.url.path, exc)

@@ -19,10 +19,10 @@ from typing import Literal
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
 from optimum_bridge.jobs.leases import LeaseKeeper
-from optimum_bridge.jobs.retry import Backoff, classify_status, retry_after, should_retry
+from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
-from optimum_bridge.upstream.client import OptimumClient
+from optimum_bridge.upstream.client import Attempt, OptimumClient
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,14 @@ class Executor:
             return self._attempt(run, claim.attempts)
 
     def _attempt(self, run: Run, attempts: int) -> str:
-        sent = [attempts]
+        api = self._apis[run.account]
+        attempt = attempts  # the attempts made before this one, until this one is recorded as sent
         try:
-            api = self._apis[run.account]
-            response = api.call(run.operation, before_send=lambda: sent.append(self._mark_sent(run)))
+            token = api.token()
+            attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
+            result = api.send(run.operation, token)
         except Deferred as exc:
-            status: Literal["queued", "retrying"] = "retrying" if sent[-1] else "queued"
+            status: Literal["queued", "retrying"] = "retrying" if attempt else "queued"
             self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=exc.delay, status=status)
             log.info("job %s: no rate-limit slot to send it now, back in its lane in %.1fs", run.job_id, exc.delay)
             return "deferred"
@@ -107,15 +109,16 @@ class Executor:
             if exc.maybe_sent and not run.operation.idempotent:
                 message = f"{exc.message}; not re-sent: it may have reached the API and is not idempotent"
                 return self._finish(run, response=None, error=ErrorInfo(kind=exc.kind, message=message))
-            return self._retry_or_fail(run, sent[-1], exc, response=None)
+            return self._retry_or_fail(run, attempt, exc, response=None)
         except AttemptError as exc:
-            return self._retry_or_fail(run, sent[-1], exc, response=None)
-        return self._judge(run, sent[-1], response)
+            return self._retry_or_fail(run, attempt, exc, response=None)
+        return self._judge(run, attempt, result)
 
     def _mark_sent(self, run: Run) -> int:
         return self._jobs.mark_sent(run.job_id, run.dispatch, quota=self._apis[run.account].quota, account=run.account)
 
-    def _judge(self, run: Run, attempt: int, response: ApiResponse) -> str:
+    def _judge(self, run: Run, attempt: int, result: Attempt) -> str:
+        response = result.response
         verdict = classify_status(response.status_code)
         log.info("job %s attempt %d: API answered %d (%s)", run.job_id, attempt, response.status_code, verdict)
         if verdict == "succeeded":
@@ -125,11 +128,8 @@ class Executor:
             if 300 <= response.status_code < 400:
                 message += "; redirects are not followed (the token stays with the API host)"
             return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
-        hint = retry_after(response.headers, now=self._clock.time())
-        if hint is not None:  # no longer than the account's pause: the retry is due when the pause ends
-            hint = min(hint, self._apis[run.account].longest_pause_s)
         kind = "rate_limited" if response.status_code == 429 else "server_error"
-        error = RetryableError(kind, f"the API answered {response.status_code}", delay=hint)
+        error = RetryableError(kind, f"the API answered {response.status_code}", delay=result.retry_after_s)
         return self._retry_or_fail(run, attempt, error, response=response)
 
     def _retry_or_fail(self, run: Run, attempt: int, exc: AttemptError, *, response: ApiResponse | None) -> str:

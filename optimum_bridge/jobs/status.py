@@ -5,11 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 
 from optimum_bridge.keys import JobField
-from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation, echo
+from optimum_bridge.schemas import WAITING_STATES, ApiResponse, ErrorInfo, JobStatus, Operation, echo
 
 
 def _moment(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def shown_status(status: str, call_status: str | None) -> str:
+    """What a job shows, given the status of the call it joined (spec §13; None: it joined none).
+
+    A job waiting on a shared call is ``running`` while that call runs, as it
+    would be had it made the call itself. The Lua scripts that control waiting
+    jobs apply the same rule atomically (``call_running`` in ``lua/_prelude.lua``):
+    such a job can no longer be cancelled or moved.
+    """
+    return "running" if status in WAITING_STATES and call_status == "running" else status
 
 
 def to_status(job_id: str, fields: dict[str, str]) -> JobStatus:

@@ -3,7 +3,7 @@
 A job is a hash (``keys.job``): the operation, its state, lane and place,
 attempts, the last answer and error. ``submit_many`` creates jobs in their
 priority lanes in one Lua call per batch, honouring idempotency keys. Then
-the scheduler gives a job a slot and its message (``scheduler``); ``claim``
+the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
 takes it for one worker, refusing stale messages (a dispatch that is not the
 job's current one), finished jobs (a redelivery never runs one again) and a
 slot that went by. ``complete`` moves a job to its final state once -- and
@@ -24,13 +24,13 @@ import redis
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
 from optimum_bridge.errors import Deferred, JobNotFound
 from optimum_bridge.jobs.coalesce import read_digest
-from optimum_bridge.jobs.status import to_status
+from optimum_bridge.jobs.status import shown_status, to_status
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
 from optimum_bridge.process.redis import UNREPLICATED, NotReplicated, Replicas
-from optimum_bridge.quota.limiter import Quota
-from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+from optimum_bridge.quota.rate import Quota
+from optimum_bridge.schemas import WAITING_STATES, ApiResponse, ErrorInfo, JobStatus, Operation
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class JobStore:
             return []
         submitted = self._clock.now().isoformat()
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.lane_prefix,
             self._keys.seq_prefix,
             self._pending_ttl_s,
@@ -135,11 +135,11 @@ class JobStore:
         """The fields as producers see them: a job waiting on another's call (spec §13) is running,
         from that call's start, while the call is."""
         fields = self.fields(job_id)
-        leader = fields.get(JobField.coalesced_with)
-        if not leader or fields.get(JobField.status) not in ("queued", "retrying"):
+        leader, status = fields.get(JobField.coalesced_with), fields.get(JobField.status, "queued")
+        if not leader or status not in WAITING_STATES:
             return fields
-        status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
-        if status != b"running":
+        call_status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
+        if shown_status(status, text(call_status) if call_status else None) == status:
             return fields
         shown = {**fields, JobField.status: "running"}
         if started_at is not None:  # the call's claim comes just before it is sent
@@ -147,7 +147,7 @@ class JobStore:
         return shown
 
     def status(self, job_id: str) -> JobStatus:
-        """The job as producers see it (without its forecast: see ``forecast.Forecaster``)."""
+        """The job as producers see it (without its forecast: see ``quota.forecast.Forecaster``)."""
         return to_status(job_id, self.shown(job_id))
 
     def field(self, job_id: str, name: str) -> str | None:
@@ -187,7 +187,7 @@ class JobStore:
             attempts=int(reply[2] or 0),
             operation=Operation.model_validate_json(reply[3]),
             submitted_at=datetime.fromisoformat(text(reply[4])),
-            batch_id=batch.rsplit(":", 1)[-1] if batch else None,
+            batch_id=self._keys.batch_id(batch) if batch else None,
         )
 
     def lease_key(self, job_id: str) -> str:
@@ -245,7 +245,7 @@ class JobStore:
             job_id,
             batch_message,
             batch_id or "",
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
         ]
@@ -289,7 +289,7 @@ class JobStore:
         if not job_ids:
             return []
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             self._keys.lane_prefix,
             self._keys.delayed(""),
             self._clock.now().isoformat(),
@@ -303,6 +303,6 @@ class JobStore:
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
-        args = [self._keys.lane_prefix, priority, job_id, self._keys.job(""), self._keys.followers_prefix]
+        args = [self._keys.lane_prefix, priority, job_id, self._keys.job_prefix, self._keys.followers_prefix]
         reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
         return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes

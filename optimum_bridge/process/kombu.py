@@ -68,7 +68,7 @@ SHUTDOWN_GRACE_S = 10.0
 @functools.cache
 def _static_parts(task: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Celery's own headers, properties and embed for ``task`` (built once; per-message fields replaced)."""
-    from celery import Celery
+    from celery import Celery  # noqa: PLC0415 - Celery only in workers: producers build messages too
 
     builder = Celery("optimum_bridge.process.kombu", set_as_current=False)
     headers, properties, body, _ = builder.amqp.as_task_v2("0", task, args=[], kwargs={})
@@ -171,7 +171,7 @@ def retrying_append(
     """``append`` retried on ``errors`` with backoff (50 ms doubling to 1 s) for at most ``budget_s``;
     at most ``SHUTDOWN_GRACE_S`` more once a warm shutdown starts, and not at all in a cold one."""
 
-    from celery.worker import state
+    from celery.worker import state  # noqa: PLC0415 - Celery only in workers
 
     def append_retrying(message: Any, delivery_tag: str) -> None:
         deadline = time.monotonic() + budget_s
@@ -217,7 +217,7 @@ def tolerant(method: Callable[..., Any], what: str) -> Callable[..., Any]:
 
 def record_unacked_step() -> type:
     """The consumer step ``RecordUnacked`` (built on first use: Celery is imported only by workers)."""
-    from celery import bootsteps
+    from celery import bootsteps  # noqa: PLC0415 - Celery only in workers
 
     class RecordUnacked(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
         """Consumer step, run at each (re)connect once the task consumer exists.
@@ -272,7 +272,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def task_queues() -> tuple[Any, ...]:
     """The queues a worker consumes when no ``-Q`` is given: operations and callbacks."""
-    from kombu.entity import Exchange, Queue
+    from kombu.entity import Exchange, Queue  # noqa: PLC0415 - kombu only in workers
 
     return tuple(
         Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
@@ -297,7 +297,7 @@ def exit_stuck_worker(line: str) -> None:
 
 def watch_consumer_step() -> type:
     """The consumer step ``WatchConsumer`` (built on first use: Celery is imported only by workers)."""
-    from celery import bootsteps
+    from celery import bootsteps  # noqa: PLC0415 - Celery only in workers
 
     class WatchConsumer(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
         """Consumer step: a heartbeat on every answer to the task channel's ``BRPOP``.
@@ -353,7 +353,7 @@ RECONNECT_INTERVALS: dict[str, float] = {"interval_start": 0.2, "interval_step":
 
 def consumer_class() -> type:
     """Celery's consumer, reconnecting at ``RECONNECT_INTERVALS`` (the ``worker_consumer`` setting)."""
-    from celery.worker.consumer import Consumer
+    from celery.worker.consumer import Consumer  # noqa: PLC0415 - Celery only in workers
 
     class BridgeConsumer(Consumer):  # type: ignore[misc]  # celery ships no types
         """``Consumer.ensure_connected`` calls ``conn.ensure_connection`` without intervals."""

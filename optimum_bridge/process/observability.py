@@ -63,8 +63,8 @@ def init_sentry(settings: Settings, *, component: str, transport: Any = None) ->
     if settings.sentry_dsn is None:
         return False
     try:
-        import sentry_sdk
-        from sentry_sdk.integrations.celery import CeleryIntegration
+        import sentry_sdk  # noqa: PLC0415 - the sentry extra, optional
+        from sentry_sdk.integrations.celery import CeleryIntegration  # noqa: PLC0415 - the sentry extra, optional
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.partition(".")[0] != "sentry_sdk":
             raise

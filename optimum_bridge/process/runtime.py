@@ -22,16 +22,18 @@ from optimum_bridge.jobs.batches import BatchStore
 from optimum_bridge.jobs.due import DueSet
 from optimum_bridge.jobs.executor import Executor, Policy
 from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.recovery import Recovery
 from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import Replicas, redis_client
-from optimum_bridge.quota.dispatcher import Dispatcher, Recovery
+from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.settings import Settings
-from optimum_bridge.upstream.client import IdentityClient, OptimumClient
+from optimum_bridge.upstream.client import OptimumClient
+from optimum_bridge.upstream.identity import IdentityClient
 from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
 
 T = TypeVar("T")
@@ -93,12 +95,11 @@ class Runtime:
 
     @lazy
     def jobs(self) -> JobStore:
-        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return JobStore(
             self.redis,
             self.keys,
             result_ttl_s=self.settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=self.settings.pending_ttl_s,
             callback_watch_s=self.settings.redelivery_timeout_s,
             replicas=Replicas.of(self.settings),
         )
@@ -141,14 +142,13 @@ class Runtime:
 
     @lazy
     def batches(self) -> BatchStore:
-        pending_ttl = int(self.settings.max_retry_duration_s) + self.settings.result_ttl_s
         return BatchStore(
             self.redis,
             self.keys,
             self.jobs,
             self.forecaster,
             result_ttl_s=self.settings.result_ttl_s,
-            pending_ttl_s=pending_ttl,
+            pending_ttl_s=self.settings.pending_ttl_s,
         )
 
     @lazy
@@ -239,7 +239,7 @@ class AccountRuntime:
             metrics=rt.metrics.for_account(self.account.name),
         )
         cipher = TokenCipher(rt.settings.token_encryption_key)
-        return TokenStore(rt.redis, rt.keys, identity.fetch, cipher=cipher, account=self.account.name)
+        return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
 
     @lazy
     def api(self) -> OptimumClient:

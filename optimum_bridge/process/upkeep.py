@@ -3,17 +3,17 @@
 - **heartbeat**, every 1 s: this worker is alive, with its threads for operations
   (``/readyz``, the demo, and the dispatcher's capacity: ``Heartbeat``);
 - **dispatch**, at each slot: gives the free quota slots to the best waiting
-  jobs (``scheduler.Dispatcher``), which says when the next slot is due so the
+  jobs (``quota.dispatcher.Dispatcher``), which says when the next slot is due so the
   loop wakes right then; every 50 ms when nothing waits;
 - **job recovery**, every 0.5 s: puts back in their lane the jobs whose message
-  or worker was lost (``scheduler.Recovery``);
-- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``due``);
+  or worker was lost (``jobs.recovery``);
+- **due pump**, every 0.25 s: moves due callback redeliveries to their queue (``jobs.due``);
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
-  was lost, or that were left to it (``deliveries.sweep``), at once again while
+  was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
 - **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
   fails), one worker of all fetches the account's OpenAPI document into Redis, in
-  a thread of its own, for producers' checks (``openapi``, ``DocumentFetcher``).
+  a thread of its own, for producers' checks (``upstream.documents``, ``DocumentFetcher``).
 
 Each timer is isolated: one that fails (Redis away, a bug) is logged and tried
 again at its next turn, and never stops the others. ``UpkeepStep`` is the
@@ -36,9 +36,10 @@ import redis
 from celery import bootsteps
 
 from optimum_bridge.errors import BridgeError, ConfigError
-from optimum_bridge.keys import Keys
+from optimum_bridge.keys import OPERATIONS_QUEUE, Keys
 from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import runtime
 from optimum_bridge.quota.dispatcher import Dispatched
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
@@ -144,8 +145,6 @@ class Upkeep:
 
 def worker_timers(name: str, *, threads: int) -> list[Timer]:
     """The timers of a worker process, built on this process's runtime."""
-    from optimum_bridge.process import runtime  # the runtime is installed by the worker module before the worker starts
-
     rt = runtime.current()
     heartbeat = Heartbeat(rt.redis, rt.keys, name, threads=threads)
     return [
@@ -221,8 +220,6 @@ class DocumentFetcher:
 
 def operation_threads(worker: Any) -> int:
     """The threads a Celery worker gives to operations: its concurrency, or 0 if ``-Q`` leaves them out."""
-    from optimum_bridge.keys import OPERATIONS_QUEUE
-
     consumes = worker.app.amqp.queues.consume_from
     return int(worker.concurrency) if OPERATIONS_QUEUE in consumes else 0
 
@@ -232,8 +229,8 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
 
     It starts after the pool, so a prefork pool's first children are forked
     before the upkeep thread exists, and prepares in this (the main) thread what
-    the loop would otherwise build first (see ``runtime.lazy`` and
-    ``broker.prepare``), so a child forked later finds no lock held.
+    the loop would otherwise build first (see ``process.runtime.lazy`` and
+    ``process.kombu.prepare``), so a child forked later finds no lock held.
     """
 
     requires = ("celery.worker.components:Pool",)

@@ -12,8 +12,8 @@ Every worker's upkeep loop runs the dispatcher (any one of them is enough, and
 the script makes them safe together); it returns when the next slot is due,
 so the loop wakes right on time. Slots are given only while the live workers
 have a free thread (``capacity``), so a dispatched job never queues behind
-others in Celery. ``recover`` puts back in their lane the jobs whose message
-or whose worker was lost (``lua/recover.lua``).
+others in Celery. ``jobs.recovery`` puts back in their lane the jobs whose
+message or whose worker was lost.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Dispatcher:
         """Give every slot free now; returns what happened and when the next slot is due."""
         quota = self._limiter.quota
         args: list[str | int] = [
-            self._keys.job(""),
+            self._keys.job_prefix,
             *quota.args(),
             self._handoff_ms,
             self._template,
@@ -95,28 +95,3 @@ class Dispatcher:
         else:  # idle: a new job is noticed at the next poll
             next_in = IDLE_POLL_S
         return Dispatched(kind, int(given), next_in)
-
-
-class Recovery:
-    """Puts back in their lane the jobs whose hand-off or whose worker was lost."""
-
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self._keys = keys
-        self._recover = scripts.register(client, "recover")
-
-    def run(self) -> list[tuple[str, str]]:
-        """Recover what is overdue; returns ``(job id, why)`` for each job put back."""
-        keys = [self._keys.dispatched, self._keys.running]
-        args: list[str | int] = [self._keys.job(""), self._keys.lease_prefix, self._keys.lane_prefix, 500]
-        raw = self._recover(keys=keys, args=args)
-        back = [(_text(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
-        for job_id, why in back:
-            if why == "handoff":
-                log.warning("job %s: its message was not taken by a worker in time; back in its lane", job_id)
-            else:
-                log.warning("job %s: its worker stopped renewing the lease (died?); back in its lane", job_id)
-        return back
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -18,9 +18,8 @@ import redis
 
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
 from optimum_bridge.lua import scripts
-from optimum_bridge.quota.limiter import Quota
-
-WAITING = frozenset({"queued", "retrying"})
+from optimum_bridge.quota.rate import Quota
+from optimum_bridge.schemas import WAITING_STATES
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class Forecaster:
 
     def job(self, job_id: str, fields: dict[str, str]) -> Forecast | None:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""
-        if fields.get(JobField.status) not in WAITING:
+        if fields.get(JobField.status) not in WAITING_STATES:
             return None
         leader = fields.get(JobField.coalesced_with)
         if leader:  # it waits on another job's call: it starts when that one does

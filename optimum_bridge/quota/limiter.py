@@ -13,7 +13,7 @@ Two rules, both on the Redis server's clock (``lua/_limiter.lua``):
   start at once after the API has been idle, at the cost of a gap later when
   a backlog keeps coming (see the README).
 
-Slots are not reserved ahead: ``scheduler.Dispatcher`` gives one to the best
+Slots are not reserved ahead: ``quota.dispatcher.Dispatcher`` gives one to the best
 waiting job at the moment the call may start. ``take_slot`` serves the one
 case where a running job needs a second slot (its call is re-sent after a
 401). A 429 calls ``pause``: no slot starts before ``Retry-After`` (or the
@@ -24,7 +24,7 @@ min(configured, learned), read inside the scripts from the account's learned
 hash, so every process and the dispatcher follow a lesson at once:
 
 - ``observe`` records what an answer's rate-limit headers state
-  (``quota_headers``): a limit, capped to [1, configured] and normalised to the
+  (``quota.headers``): a limit, capped to [1, configured] and normalised to the
   configured window, trusted for two windows unless restated; and the calls
   remaining until a reset: when the API counted calls the log does not know,
   no call starts once they are used up, before the reset (no call wasted on
@@ -46,7 +46,7 @@ from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.quota.headers import Statement
-from optimum_bridge.settings import RateLimit
+from optimum_bridge.quota.rate import Quota, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +58,6 @@ MAX_HOLD_WINDOWS = 64
 MIN_STATED_WINDOW_S, MAX_STATED_WINDOW_S = 1.0, 86_400.0
 #: A statement is trusted for this many windows (the longer of stated and configured) unless restated.
 STATEMENT_WINDOWS = 2
-
-
-@dataclass(frozen=True)
-class Quota:
-    """The arithmetic of one account's quota, in milliseconds."""
-
-    limit: int
-    window_ms: int  # the quota's window plus the safety margin
-    interval_ms: int  # the pacer: one slot every window / limit
-    burst_ms: int  # the pacer's burst credit: (burst - 1) intervals
-
-    @classmethod
-    def of(cls, rate: RateLimit, *, margin_s: float, burst: int = 1) -> Quota:
-        """The quota for ``rate`` with ``margin_s`` added to its window and ``burst`` calls at once."""
-        window_ms = round((rate.window_s + margin_s) * 1000)
-        interval_ms = max(1, -(-window_ms // rate.limit))  # rounded up: never faster than the quota
-        return cls(rate.limit, window_ms, interval_ms, (max(1, min(burst, rate.limit)) - 1) * interval_ms)
-
-    @property
-    def interval_s(self) -> float:
-        """Seconds between two slots under a backlog."""
-        return self.interval_ms / 1000
-
-    def args(self) -> list[int]:
-        """The quota as the scripts take it: limit, window, interval, burst credit."""
-        return [self.limit, self.window_ms, self.interval_ms, self.burst_ms]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from optimum_bridge.errors import field_problems, one_line
+
 _QUOTA_RE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -81,11 +83,8 @@ class SandboxConfig(BaseModel):
 
 def validation_message(exc: ValidationError) -> str:
     """One line naming each offending field."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
+    problems = field_problems(exc.errors(include_input=False, include_url=False), whole="body")
+    return "; ".join(one_line(problem) for problem in problems)
 
 
 class FaultResponse(BaseModel):

@@ -12,7 +12,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, Self
 
@@ -20,29 +19,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from optimum_bridge.clock import Clock
+from optimum_bridge.process.asgi import Listening, listening_server
 from optimum_bridge.sandbox.app import create_app
 from optimum_bridge.sandbox.config import FaultSpec, SandboxConfig, validation_message
 from optimum_bridge.sandbox.state import SandboxState
 
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that reports when it accepts connections."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[_Server], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started(self)
-
-    def bound_port(self) -> int:
-        """The port actually bound (useful with port 0)."""
-        port: int = self.servers[0].sockets[0].getsockname()[1]
-        return port
 
 
 def _base_url(host: str, port: int) -> str:
@@ -86,7 +68,7 @@ class SandboxServer:
         self.port = port
         self._log_level = log_level
         self._start_timeout_s = start_timeout_s
-        self._server: _Server | None = None
+        self._server: Listening | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -105,7 +87,7 @@ class SandboxServer:
             raise RuntimeError("sandbox server already started")
         started = threading.Event()
         config = _uvicorn_config(self.app, self.host, self.port, self._log_level)
-        self._server = _Server(config, on_started=lambda _server: started.set())
+        self._server = listening_server(config, lambda _server: started.set())
         self._thread = threading.Thread(target=self._server.run, name="sandbox", daemon=True)
         self._thread.start()
         waited = 0.0
@@ -230,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(config)
 
-    def announce(server: _Server) -> None:
+    def announce(server: Listening) -> None:
         url = _base_url(args.host, server.bound_port())
         clients = ", ".join(config.clients)
         print(
@@ -240,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    server = _Server(_uvicorn_config(app, args.host, args.port, args.log_level), announce)
+    server = listening_server(_uvicorn_config(app, args.host, args.port, args.log_level), announce)
     return _run_foreground(server)
 
 
-def _run_foreground(server: _Server) -> int:
+def _run_foreground(server: Listening) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         server.should_exit = True
 

@@ -1,13 +1,15 @@
-"""HTTP to Optimum: the identity server's token endpoint and the API itself.
+"""HTTP to Optimum's API: one attempt of an operation, with the shared token, inside the shared quota.
 
-``OptimumClient.call`` runs one attempt of an operation whose slot the
-scheduler gave: token, the request (redirects never followed, so the bearer
-token cannot leave the API host), and the one-time refresh on 401, whose
-re-send takes a second slot. It returns the answer as an
-``ApiResponse`` and raises ``NetworkError`` when there is none; deciding what
-the answer means is the executor's job.
+One attempt of an operation whose slot the scheduler gave is two calls down
+from the executor: ``token()`` (the shared token, before anything leaves) and
+``send(operation, token)``: the request (redirects never followed, so the
+bearer token cannot leave the API host) and the one-time refresh on 401, whose
+re-send takes a second slot. Between the two the executor records that the
+call is sent. ``send`` returns an ``Attempt`` (the answer, and its Retry-After
+capped here, once) and raises ``NetworkError`` when there is no answer;
+deciding what the answer means is the executor's job.
 
-Every answer's rate-limit headers (``quota_headers``) go to the limiter, which
+Every answer's rate-limit headers (``quota.headers``) go to the limiter, which
 follows them (``RateLimiter.observe``). A 429 pauses the account for its
 ``Retry-After`` (which takes precedence), else until the reset its headers
 state when they say nothing remains, else for the window; a 429 that no
@@ -18,18 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
-from pydantic import SecretStr, ValidationError
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.errors import CredentialsRejected, Deferred, NetworkError, TokenError
+from optimum_bridge.errors import Deferred, NetworkError
 from optimum_bridge.jobs.retry import retry_after
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.quota.headers import Statement, parse_rate_headers
-from optimum_bridge.quota.limiter import Quota, RateLimiter
-from optimum_bridge.schemas import ApiResponse, Operation, TokenResponse
+from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import Quota
+from optimum_bridge.schemas import ApiResponse, Operation
 from optimum_bridge.upstream.tokens import Token, TokenStore
 
 log = logging.getLogger(__name__)
@@ -39,47 +41,6 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 #: The longest pause a 429's Retry-After may impose (or two windows, when the quota's is longer).
 MAX_PAUSE_S = 3600.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-class IdentityClient:
-    """Fetches client-credentials tokens from the identity server."""
-
-    def __init__(
-        self, http: httpx.Client, *, token_url: str, client_id: str, client_secret: SecretStr, metrics: Metrics
-    ) -> None:
-        self._http = http
-        self._url = token_url
-        self._client_id = client_id
-        self._secret = client_secret
-        self._metrics = metrics
-
-    def __repr__(self) -> str:
-        return f"IdentityClient(token_url={self._url!r}, client_id={self._client_id!r})"
-
-    def fetch(self) -> TokenResponse:
-        """A new token, or ``CredentialsRejected`` / ``TokenError``."""
-        form = {
-            "client_id": self._client_id,
-            "client_secret": self._secret.get_secret_value(),
-            "grant_type": "client_credentials",
-        }
-        self._metrics.incr("token_requests")
-        try:
-            answer = self._http.post(self._url, data=form, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            raise TokenError("token_network", f"identity server unreachable: {type(exc).__name__}") from None
-        if answer.status_code in (400, 401):
-            raise CredentialsRejected(
-                "credentials_rejected", f"identity server refused the client credentials ({answer.status_code})"
-            )
-        if answer.status_code != 200:
-            raise TokenError("token_http", f"identity server answered {answer.status_code}")
-        try:
-            return TokenResponse.model_validate_json(answer.content)
-        except ValidationError:
-            raise TokenError(
-                "token_invalid", "identity server sent an answer that is not a valid token response"
-            ) from None
 
 
 def parse_answer(answer: httpx.Response) -> ApiResponse:
@@ -93,6 +54,15 @@ def parse_answer(answer: httpx.Response) -> ApiResponse:
         except ValueError:
             body = content.decode("utf-8", "replace")[:65536]
     return ApiResponse.model_validate({"status_code": answer.status_code, "headers": headers, "body": body})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt's call gave: the API's answer, and how long it asked to wait before the next call."""
+
+    response: ApiResponse
+    #: The answer's ``Retry-After``, never longer than the account's longest pause (None: it gave none).
+    retry_after_s: float | None = None
 
 
 class OptimumClient:
@@ -124,16 +94,17 @@ class OptimumClient:
 
     @property
     def longest_pause_s(self) -> float:
-        """The most a ``Retry-After`` is obeyed: an absurd one (an epoch read as seconds, a typo) must not
-        stop the account, nor park a job, for days."""
+        """The most a ``Retry-After`` is obeyed, by the account's pause and by the job's retry alike."""
         return max(MAX_PAUSE_S, 2 * self._limiter.rate.window_s)
 
-    def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-        """One attempt, sent at once; ``before_send`` runs once, right before the first request leaves."""
-        token = self._tokens.get()
-        before_send()
+    def token(self) -> Token:
+        """The shared token for the next call (fetched under the lock when needed); nothing has left yet."""
+        return self._tokens.get()
+
+    def send(self, operation: Operation, token: Token) -> Attempt:
+        """The call, sent at once; on a 401, one new token and one re-send in a slot of its own."""
         answer = self._send(operation, token)
-        if answer.status_code == 401:
+        if answer.response.status_code == 401:
             self._tokens.invalidate(token)
             token = self._tokens.get()
             if not self._limiter.wait_for_slot(max_wait_s=self._max_wait_s):
@@ -141,7 +112,7 @@ class OptimumClient:
             answer = self._send(operation, token)
         return answer
 
-    def _send(self, operation: Operation, token: Token) -> ApiResponse:
+    def _send(self, operation: Operation, token: Token) -> Attempt:
         started = self._clock.monotonic()
         try:
             answer = self._http.request(
@@ -168,11 +139,13 @@ class OptimumClient:
         self._metrics.observe_call(answer.status_code, self._clock.monotonic() - started)
         statement = parse_rate_headers(answer.headers, now=self._clock.time()) if self._limiter.learn else None
         wait = retry_after(answer.headers, now=self._clock.time())
+        if wait is not None:  # an absurd one (an epoch read as seconds, a typo) must not stop the account for days
+            wait = min(wait, self.longest_pause_s)
         if statement is not None:
             self._limiter.observe(statement, retry_after=wait is not None and answer.status_code == 429)
         if answer.status_code == 429:
             self._on_rate_limited(wait, statement)
-        return parse_answer(answer)
+        return Attempt(parse_answer(answer), wait)
 
     def _on_rate_limited(self, wait: float | None, statement: Statement | None) -> None:
         """Pause the account: Retry-After first, then the stated reset of a used-up quota, then the window."""
@@ -180,7 +153,7 @@ class OptimumClient:
         window = self._limiter.rate.window_s
         if wait is None and statement is not None and statement.used_up and statement.reset_s is not None:
             wait = min(statement.reset_s, window) or None
-        self._limiter.pause(min(wait, self.longest_pause_s) if wait is not None else window)
+        self._limiter.pause(wait if wait is not None else window)
         if self._limiter.learn and (statement is None or not statement.used_up):
             detail = "no rate-limit header" if statement is None else f"headers said {statement.describe()}"
             self._limiter.learn_from_429(detail)

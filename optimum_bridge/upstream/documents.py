@@ -68,7 +68,7 @@ class DocumentStore:
         text = self._redis.get(self._keys.openapi(account))
         if text is None or (account, tag) in self._unreadable:
             return None
-        from optimum_bridge.upstream.openapi import OperationChecker
+        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
 
         try:
             return OperationChecker(json.loads(text))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 from cryptography.fernet import Fernet, InvalidToken
@@ -67,6 +67,14 @@ class TokenCipher:
             raise TokenError("token_undecryptable", "the stored token cannot be decrypted with this key") from None
 
 
+class Identity(Protocol):
+    """Where new tokens come from: the identity server (``identity.IdentityClient``)."""
+
+    def fetch(self) -> TokenResponse:
+        """A new token, or a ``TokenError``."""
+        ...
+
+
 class TokenStore:
     """Hands out the one token, fetching a new one under a lock when needed."""
 
@@ -74,7 +82,7 @@ class TokenStore:
         self,
         client: redis.Redis,
         keys: Keys,
-        fetch: Callable[[], TokenResponse],
+        identity: Identity,
         *,
         account: str = DEFAULT_ACCOUNT,
         cipher: TokenCipher | None = None,
@@ -88,7 +96,7 @@ class TokenStore:
         self.account = account
         self._token_key = keys.token(account)
         self._lock_key = keys.token_lock(account)
-        self._fetch = fetch
+        self._identity = identity
         self._cipher = cipher or TokenCipher()
         self._clock = clock
         self._margin = refresh_margin_s
@@ -130,7 +138,7 @@ class TokenStore:
         return deleted
 
     def _refresh(self) -> Token:
-        answer = self._fetch()
+        answer = self._identity.fetch()
         value = answer.access_token.get_secret_value()
         now = self._clock.time()
         margin = min(self._margin, answer.expires_in / 10)

@@ -1,7 +1,7 @@
 """The kombu contract: what ``optimum_bridge.process.kombu`` assumes is what the pinned kombu and Celery do.
 
 Each test runs kombu or Celery itself against a private Redis and checks one
-assumption listed in ``broker.py``'s docstring. An upgrade that changes the
+assumption listed in ``process/kombu.py``'s docstring. An upgrade that changes the
 message format, the unacked record or the QoS hook fails here first.
 """
 
@@ -150,7 +150,7 @@ def test_transport_options_are_ones_kombu_knows():
 
 
 def test_the_messages_dispatch_builds_in_lua_are_what_kombu_writes(redis_server, prefix):
-    """``lua/_message.lua`` fills ``broker.message_template``: the result must be Celery's own message."""
+    """``lua/_message.lua`` fills ``process.kombu.message_template``: the result must be Celery's own message."""
     from optimum_bridge import BridgeClient
     from optimum_bridge.process.runtime import Runtime
 

@@ -6,10 +6,15 @@ what is final, and the non-idempotent rule after a timeout or a crash.
 
 from __future__ import annotations
 
+from typing import Any
+
 from optimum_bridge import BridgeClient
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.runtime import Runtime
-from tests.support import bridge_env, calls_to, free_port, run, settings_from
+from optimum_bridge.quota.rate import Quota, RateLimit
+from optimum_bridge.schemas import ApiResponse
+from tests.support import bridge_env, calls_to, free_port, give_slot, run, settings_from
+from tests.support.fakes import FakeJobs
 
 
 def expire_retry(rt: Runtime, job_id: str) -> None:
@@ -17,6 +22,7 @@ def expire_retry(rt: Runtime, job_id: str) -> None:
     rt.redis.zadd(Keys(rt.settings.key_prefix).delayed(), {job_id: 0})
 
 
+GET = {"method": "GET", "path": "/Vehicles"}
 PERSON = {"method": "POST", "path": "/Persons", "body": {"firstName": "Lina", "lastName": "Moreau"}}
 
 
@@ -59,14 +65,6 @@ def test_a_crash_after_sending_a_post_fails_it_instead_of_sending_twice(bridge):
     assert calls_to(sb, "/Persons") == 0
 
 
-def test_a_crash_after_sending_a_get_runs_it_again(bridge):
-    rt, client, sb = bridge()
-    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-    rt.redis.hset(Keys(client.settings.key_prefix).job(job_id), "inflight", "1")
-    assert run(rt, job_id) == "succeeded"
-    assert calls_to(sb, "/Vehicles") == 1
-
-
 def test_429_is_retried_after_retry_after_and_pauses_everyone(bridge):
     rt, client, sb = bridge()
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "30"}}])
@@ -103,21 +101,82 @@ def test_retries_stop_at_max_attempts(bridge):
     assert calls_to(sb, "/Persons") == 3
 
 
-def test_a_job_held_by_another_worker_is_left_to_it(bridge):
-    rt, client, sb = bridge()
-    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-    rt.redis.set(Keys(client.settings.key_prefix).lease(job_id), "someone-else", px=5000)
-    assert run(rt, job_id) == "leased"
-    assert calls_to(sb, "/Vehicles") == 0
-    assert client.get(job_id).status == "queued"
+# -- the fake store of the fast tier answers as the Lua scripts do ------------------------
 
 
-def test_a_stale_message_makes_no_call(bridge):
-    """A message of an earlier dispatch (a redelivery, or one that turned up after its job went back to its lane)."""
-    rt, client, sb = bridge()
-    job_id = client.submit({"method": "GET", "path": "/Vehicles"})
-    rt.dispatchers["default"].run()
-    assert rt.executor.run(job_id, 0) == "stale"
-    assert rt.executor.run(job_id, 1) == "succeeded"
-    assert rt.executor.run(job_id, 1) == "final"
-    assert calls_to(sb, "/Vehicles") == 1
+def store_sequence(store: Any, new: Any, slot: Any, crashed_mid_call: Any, lease_elsewhere: Any) -> list[Any]:
+    """One sequence of the executor's store calls: every refusal and count the fast tier relies on."""
+    take = {"quota": QUOTA, "account": "default", "lease_ms": 6000}
+    seen: list[Any] = [store.claim("nope", 1, "w0", **take).outcome]  # missing
+    first = new()
+    given = slot(first)
+    seen.append(store.claim(first, given - 1, "w1", **take).outcome)  # a message of an earlier dispatch
+    seen.append(store.claim(first, given, "w1", **take).outcome)
+    seen.append(store.claim(first, given, "w2", **take).outcome)  # a redelivery of a taken dispatch
+    store.reschedule(first, "w1", account="default", delay_s=0.0, status="queued")
+    job = new()
+    given = slot(job)
+    claim = store.claim(job, given, "w2", **take)
+    seen += [claim.outcome, claim.attempts, claim.inflight, store.mark_sent(job, given, quota=QUOTA, account="default")]
+    store.reschedule(job, "w2", account="default", delay_s=0.0, status="retrying")
+    given = slot(job)
+    claim = store.claim(job, given, "w3", **take)
+    seen += [claim.outcome, claim.attempts, claim.inflight, store.mark_sent(job, given, quota=QUOTA, account="default")]
+    done = {"succeeded": True, "response": ApiResponse(status_code=200, body=[]), "error": None, "callback": False}
+    seen += [store.complete(job, "w3", **done), store.complete(job, "w3", **done)]  # finished once only
+    seen.append(store.claim(job, given, "w4", **take).outcome)
+    crashed = new()
+    crashed_mid_call(crashed)
+    claim = store.claim(crashed, slot(crashed), "w5", **take)
+    seen += [claim.outcome, claim.inflight]
+    held = new()
+    given = slot(held)
+    lease_elsewhere(held)  # a worker that has not let go of it (it dies: its lease runs out)
+    seen.append(store.claim(held, given, "w6", **take).outcome)
+    return seen
+
+
+EXPECTED = [
+    "missing",
+    "stale",
+    "ok",
+    "stale",
+    "ok",
+    0,
+    False,
+    1,
+    "ok",
+    1,
+    False,
+    2,
+    True,
+    False,
+    "final",
+    "ok",
+    True,
+    "leased",
+]
+QUOTA = Quota.of(RateLimit(100, 1.0), margin_s=0.0)
+
+
+def test_the_fake_store_answers_as_the_lua_scripts_do(bridge):
+    rt, client, _ = bridge()
+    keys = Keys(client.settings.key_prefix)
+    reads = (dict(GET, query={"page": n}) for n in range(10))  # distinct: identical reads would share a call
+    real = store_sequence(
+        rt.jobs,
+        lambda: client.submit(next(reads)),
+        lambda job_id: give_slot(rt, job_id),
+        lambda job_id: rt.redis.hset(keys.job(job_id), "inflight", "1"),  # what a SIGKILL mid-call leaves
+        lambda job_id: rt.redis.set(keys.lease(job_id), "someone-else", px=5000),
+    )
+    fake = FakeJobs()
+    faked = store_sequence(
+        fake,
+        lambda: fake.add(GET),
+        fake.dispatch,
+        lambda job_id: setattr(fake.records[job_id], "inflight", True),
+        lambda job_id: fake.leases.__setitem__(fake.lease_key(job_id), ("someone-else", 5000)),
+    )
+    assert real == EXPECTED
+    assert faked == real

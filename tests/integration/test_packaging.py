@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -325,10 +326,11 @@ def test_a_producer_submits_with_the_core_alone(redis_server, prefix):
             print(job_id, client.get(job_id).status, client.get_batch(batch.id).status)
         # Submitting builds no Celery message: a producer never imports Celery (nor kombu).
         assert not {"celery", "kombu"} & {name.partition(".")[0] for name in sys.modules}, "Celery imported"
-        # A worker needs no extra either: every core module loads.
-        for info in pkgutil.iter_modules(optimum_bridge.__path__):
-            if not info.ispkg:
-                importlib.import_module(f"optimum_bridge.{info.name}")
+        # A worker needs no extra either: every core module loads, in its folder or not.
+        products = tuple(f"optimum_bridge.{name}" for name in ("ingress", "sandbox", "demo", "devstack"))
+        for info in pkgutil.walk_packages(optimum_bridge.__path__, "optimum_bridge."):
+            if not info.name.startswith(products) and not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
         leaked = BLOCKED & {name.partition(".")[0] for name in sys.modules}
         assert not leaked, leaked
     """
@@ -381,3 +383,87 @@ def test_sentry_dsn_without_the_sentry_extra_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"SENTRY_DSN is set but the 'sentry' extra is not installed: pip install"):
         init_sentry(settings, component="test")
     assert init_sentry(Settings(_env_file=None, SENTRY_DSN=None), component="test") is False  # type: ignore[call-arg]
+
+
+# --- what a producer loads, and no import circle --------------------------------------
+
+#: What a producer must never load: the worker's parts, Celery, the products, and what only a worker uses.
+#: (cryptography is not here: redis-py imports it itself.)
+NOT_FOR_PRODUCERS = (
+    "celery",
+    "kombu",
+    "rich",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "openapi_core",
+    "optimum_bridge.jobs.executor",
+    "optimum_bridge.callbacks.sender",
+    "optimum_bridge.quota.dispatcher",
+    "optimum_bridge.process.upkeep",
+    "optimum_bridge.process.runtime",
+)
+
+
+def test_a_producer_loads_only_what_it_uses_and_openapi_core_at_the_first_check(redis_server, prefix):
+    code = f"""
+        import json
+        from optimum_bridge import BridgeClient, load_settings
+        from optimum_bridge.upstream.documents import DocumentStore
+
+        loaded = {{name for name in sys.modules}}
+        heavy = [name for name in {NOT_FOR_PRODUCERS!r} if name in loaded]
+        assert not heavy, heavy
+        with BridgeClient(load_settings()) as client:
+            client.submit({{"method": "GET", "path": "/Vehicles"}})  # no document stored: nothing to check with
+            assert "openapi_core" not in sys.modules
+            DocumentStore(client._redis, client._keys).put("default", json.loads(DOCUMENT))
+            client.submit({{"method": "GET", "path": "/Vehicles"}})
+        assert "openapi_core" in sys.modules, "the first check loads openapi-core"
+        print(len(loaded))
+    """
+    document = {
+        "openapi": "3.0.1",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/Vehicles": {"get": {"responses": {"200": {"description": "ok"}}}}},
+    }
+    document_json = json.dumps(json.dumps(document))
+    result = run_without((), code.replace("DOCUMENT", document_json), bare_env(redis_server.url, prefix))
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 600, "a producer loads about 430 modules (955 when it loaded the worker)"
+
+
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (module -> the modules it imports), None if there is none."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_circle_between_our_modules_function_level_imports_included():
+    paths = sorted(PACKAGE.rglob("*.py"))
+    ours = {module_name(p) for p in paths}
+    graph = {
+        module_name(p): {
+            imp.module for imp in imports_of(p, ours) if imp.module in ours and imp.module != "optimum_bridge"
+        }
+        for p in paths
+    }
+    assert cycle_in(graph) is None, " -> ".join(cycle_in(graph) or [])
+    assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

@@ -21,7 +21,7 @@ class Issuer:
         self.lifetime = lifetime
         self.lock = threading.Lock()
 
-    def __call__(self) -> TokenResponse:
+    def fetch(self) -> TokenResponse:
         with self.lock:
             self.count += 1
             number = self.count

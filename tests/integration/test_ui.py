@@ -28,7 +28,7 @@ from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.quota.forecast import Backlog
 from optimum_bridge.quota.headers import Statement
 from optimum_bridge.quota.limiter import RateLimiter
-from optimum_bridge.settings import RateLimit
+from optimum_bridge.quota.rate import RateLimit
 from tests.support import settings_from
 from tests.system.test_accounts import two_accounts_env, vehicle
 from tests.system.test_ingress import InProcess, ingress, local_settings  # noqa: F401  (the fixture)

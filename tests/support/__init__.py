@@ -26,6 +26,7 @@ __all__ = [
     "bridge_env",
     "calls_to",
     "free_port",
+    "give_slot",
     "run",
     "run_cli",
     "settings_from",
@@ -83,9 +84,9 @@ def bridge_env(redis_url: str, prefix: str, sandbox: SandboxServer, **overrides:
     )
 
 
-def run(rt: Runtime, job_id: str) -> str:
-    """What a worker does for a job: the scheduler gives it a slot (moving due retries back to the
-    lanes first), then the executor runs the dispatch it was given."""
+def give_slot(rt: Runtime, job_id: str) -> int:
+    """What the scheduler does for a job (moving due retries back to the lanes first): a slot and a
+    dispatch number, which the job's message would carry (0: the job is finished, no slot needed)."""
     keys = Keys(rt.settings.key_prefix)
     deadline = time.monotonic() + 5
     while not rt.jobs.status(job_id).finished:
@@ -95,7 +96,12 @@ def run(rt: Runtime, job_id: str) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} was never given a slot")
         time.sleep(next_in)
-    return rt.executor.run(job_id, int(rt.jobs.field(job_id, "dispatch") or 0))
+    return int(rt.jobs.field(job_id, "dispatch") or 0)
+
+
+def run(rt: Runtime, job_id: str) -> str:
+    """What a worker does for a job: the slot the scheduler gives, then the executor runs that dispatch."""
+    return rt.executor.run(job_id, give_slot(rt, job_id))
 
 
 def calls_to(sb, path: str) -> int:

@@ -19,15 +19,15 @@ import pytest
 import redis
 from rich.console import Console
 
-from optimum_bridge.callbacks.sender import sign
+from optimum_bridge.callbacks.signing import sign
 from optimum_bridge.demo.batch import urgent_operation, vehicle_operations
 from optimum_bridge.demo.receiver import SignatureError, _builtin_verifier, callback_counts, make_verifier
 from optimum_bridge.demo.redis_server import delete_prefix, redis_for_demo, start_private_redis
 from optimum_bridge.demo.report import Report, failures
 from optimum_bridge.demo.run import DEFAULT_FLEET_SIZE, _plan, build_parser
 from optimum_bridge.devstack import CallbackReceiver
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import Operation
-from optimum_bridge.settings import RateLimit
 from tests.support import ROOT, free_port
 
 ROW = re.compile(r"^\s*[│|]\s*(?P<name>[A-Za-z0-9 ]+?)\s*[│|]\s*(?P<value>[^│|]+?)\s*[│|]\s*(?P<detail>[^│|]*?)\s*[│|]")

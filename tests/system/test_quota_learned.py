@@ -18,8 +18,8 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.headers import Statement
 from optimum_bridge.quota.limiter import HOLD_WINDOWS, RateLimiter
+from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import Operation
-from optimum_bridge.settings import RateLimit
 from tests.support import bridge_env, run_cli, settings_from, wait_finished
 
 
@@ -198,7 +198,7 @@ VEHICLES = Operation(method="GET", path="/Vehicles")
 
 def test_every_answer_s_headers_reach_the_limiter(api):
     client, lim, _ = api(quota="4/s", rate_limit_headers="x")
-    assert client.call(VEHICLES, before_send=lambda: None).status_code == 200
+    assert client.send(VEHICLES, client.token()).response.status_code == 200
     assert lim.state().limit == 4 and lim.state().why == "headers: X-RateLimit-Limit 4"
 
 
@@ -206,7 +206,7 @@ def test_an_unexplained_429_pauses_and_teaches(api):
     client, lim, sb = api(quota=None)
     sb.add_faults(path="/Vehicles", responses=[{"status": 429}])
     take(lim, 3)
-    assert client.call(VEHICLES, before_send=lambda: None).status_code == 429
+    assert client.send(VEHICLES, client.token()).response.status_code == 429
     state = lim.state()
     assert state.limit == 2 and 55 < state.paused_s <= 60  # no Retry-After: the quota's window
     assert state.why.endswith("no rate-limit header")
@@ -216,7 +216,7 @@ def test_a_429_the_headers_explain_pauses_until_their_reset_and_teaches_nothing(
     client, lim, sb = api(quota=None)
     headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"}
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": headers}])
-    assert client.call(VEHICLES, before_send=lambda: None).status_code == 429
+    assert client.send(VEHICLES, client.token()).response.status_code == 429
     state = lim.state()
     assert 25 < state.paused_s <= 30 and state.limit == 10 and "a_limit" not in state.learned
 
@@ -225,14 +225,15 @@ def test_retry_after_beats_the_stated_reset_on_a_429(api):
     client, lim, sb = api(quota=None)
     headers = {"Retry-After": "30", "RateLimit-Policy": "10;w=60", "RateLimit": "limit=10, remaining=0, reset=50"}
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": headers}])
-    client.call(VEHICLES, before_send=lambda: None)
+    assert client.send(VEHICLES, client.token()).retry_after_s == 30
     assert 25 < lim.state().paused_s <= 30
 
 
 def test_an_absurd_retry_after_is_capped(api):
     client, lim, sb = api(quota=None)
     sb.add_faults(path="/Vehicles", responses=[{"status": 429, "headers": {"Retry-After": "1800000000"}}])
-    client.call(VEHICLES, before_send=lambda: None)
+    attempt = client.send(VEHICLES, client.token())
+    assert attempt.retry_after_s == 3600, "the job's retry waits no longer than the account's pause: one cap"
     assert 3500 < lim.state().paused_s <= 3600
 
 
@@ -240,7 +241,7 @@ def test_learning_off_keeps_the_configured_limit(redis_server, prefix, sandbox, 
     sb = sandbox(quota="4/s", rate_limit_headers="x")
     env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="10/s", BRIDGE_LEARN_QUOTA="false")
     acct = runtime(settings_from(env)).accounts["default"]
-    acct.api.call(VEHICLES, before_send=lambda: None)
+    acct.api.send(VEHICLES, acct.api.token())
     assert acct.limiter.state().limit == 10 and acct.limiter.state().learned == {}
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -51,24 +50,9 @@ MakeSandbox = Callable[..., SandboxServer]
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[MakeSandbox]:
-    """Factory: ``make_sandbox(clock=None, **knobs)`` → a started server, stopped at teardown."""
-    servers: list[SandboxServer] = []
-
-    def factory(clock: Clock | None = None, **knobs: Any) -> SandboxServer:
-        server = SandboxServer(SandboxConfig(**knobs), clock=clock).start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def sandbox(make_sandbox: MakeSandbox) -> SandboxServer:
-    """A sandbox without quota (most tests are not about the quota)."""
-    return make_sandbox(quota=None)
+def sb(sandbox: MakeSandbox) -> SandboxServer:
+    """One simulator without quota (most tests are not about the quota); ``sandbox`` makes others."""
+    return sandbox(quota=None)
 
 
 def get_token(sb: SandboxServer, client: tuple[str, str] = CLIENT) -> str:
@@ -108,8 +92,8 @@ def trips_query(start: str, end: str, plate: str | None = None) -> dict[str, str
 # -- identity server -------------------------------------------------------------------
 
 
-def test_token_request_returns_an_opaque_bearer_token(make_sandbox: MakeSandbox) -> None:
-    sb = make_sandbox(token_lifetime_s=1234)
+def test_token_request_returns_an_opaque_bearer_token(sandbox: MakeSandbox) -> None:
+    sb = sandbox(token_lifetime_s=1234)
     data = {"client_id": CLIENT[0], "client_secret": CLIENT[1], "grant_type": "client_credentials"}
     first = httpx.post(sb.token_url, data=data)
     second = httpx.post(sb.token_url, data=data)
@@ -132,38 +116,38 @@ def test_token_request_returns_an_opaque_bearer_token(make_sandbox: MakeSandbox)
         ({"client_id": CLIENT[0], "client_secret": CLIENT[1]}, "invalid_request"),
     ],
 )
-def test_token_request_errors(sandbox: SandboxServer, form: dict[str, str], expected: str) -> None:
-    response = httpx.post(sandbox.token_url, data=form)
+def test_token_request_errors(sb: SandboxServer, form: dict[str, str], expected: str) -> None:
+    response = httpx.post(sb.token_url, data=form)
     assert response.status_code == 400
     assert response.json() == {"error": expected}
-    stats = sandbox.stats()
+    stats = sb.stats()
     assert (stats["token_requests"], stats["token_failures"]) == (1, 1)
 
 
-def test_token_accepts_http_basic_client_credentials(sandbox: SandboxServer, api: Api) -> None:
-    response = httpx.post(sandbox.token_url, data={"grant_type": "client_credentials"}, auth=CLIENT)
+def test_token_accepts_http_basic_client_credentials(sb: SandboxServer, api: Api) -> None:
+    response = httpx.post(sb.token_url, data={"grant_type": "client_credentials"}, auth=CLIENT)
     assert response.status_code == 200
-    assert api(sandbox, response.json()["access_token"]).get("/Persons").status_code == 200
+    assert api(sb, response.json()["access_token"]).get("/Persons").status_code == 200
 
 
 # -- authentication --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("header", [None, "Bearer not-a-token", "Basic abc"])
-def test_api_requires_a_valid_bearer_token(sandbox: SandboxServer, header: str | None) -> None:
+def test_api_requires_a_valid_bearer_token(sb: SandboxServer, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
-    response = httpx.get(sandbox.url + "/Vehicles", headers=headers)
+    response = httpx.get(sb.url + "/Vehicles", headers=headers)
     assert response.status_code == 401
     assert response.json() == {"error": "invalid_token"}
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
-    stats = sandbox.stats()
+    stats = sb.stats()
     assert (stats["calls"], stats["accepted"], stats["unauthorized"]) == (1, 0, 1)
     assert stats["log"][0]["client_id"] is None
 
 
-def test_token_expires_after_its_lifetime(make_sandbox: MakeSandbox, api: Api) -> None:
+def test_token_expires_after_its_lifetime(sandbox: MakeSandbox, api: Api) -> None:
     clock = FakeClock()
-    sb = make_sandbox(clock=clock, quota=None, token_lifetime_s=100)
+    sb = sandbox(clock=clock, quota=None, token_lifetime_s=100)
     client = api(sb, get_token(sb))
     clock.advance(99.9)
     assert client.get("/Persons").status_code == 200
@@ -171,32 +155,32 @@ def test_token_expires_after_its_lifetime(make_sandbox: MakeSandbox, api: Api) -
     assert client.get("/Persons").status_code == 401
 
 
-def test_revoke_invalidates_every_issued_token(sandbox: SandboxServer, api: Api) -> None:
-    old = [get_token(sandbox), get_token(sandbox)]
-    revoked = httpx.post(sandbox.url + "/_sandbox/revoke").json()
+def test_revoke_invalidates_every_issued_token(sb: SandboxServer, api: Api) -> None:
+    old = [get_token(sb), get_token(sb)]
+    revoked = httpx.post(sb.url + "/_sandbox/revoke").json()
     assert revoked == {"revoked": 2}
-    assert all(api(sandbox, t).get("/Vehicles").status_code == 401 for t in old)
-    assert api(sandbox, get_token(sandbox)).get("/Vehicles").status_code == 200
-    assert sandbox.revoke() == 1
+    assert all(api(sb, t).get("/Vehicles").status_code == 401 for t in old)
+    assert api(sb, get_token(sb)).get("/Vehicles").status_code == 200
+    assert sb.revoke() == 1
 
 
-def test_reset_clears_counters_faults_and_tokens(sandbox: SandboxServer, api: Api) -> None:
-    token = get_token(sandbox)
-    api(sandbox, token).get("/Vehicles")
-    sandbox.add_faults(path="/Persons", responses=[{"status": 500}])
-    assert httpx.post(sandbox.url + "/_sandbox/reset").json() == {"reset": True}
-    stats = sandbox.stats()
+def test_reset_clears_counters_faults_and_tokens(sb: SandboxServer, api: Api) -> None:
+    token = get_token(sb)
+    api(sb, token).get("/Vehicles")
+    sb.add_faults(path="/Persons", responses=[{"status": 500}])
+    assert httpx.post(sb.url + "/_sandbox/reset").json() == {"reset": True}
+    stats = sb.stats()
     assert (stats["token_requests"], stats["calls"], stats["pending_faults"]) == (0, 0, 0)
     assert stats["log"] == []
-    assert api(sandbox, token).get("/Vehicles").status_code == 401
-    assert api(sandbox, get_token(sandbox)).get("/Persons").status_code == 200
+    assert api(sb, token).get("/Vehicles").status_code == 401
+    assert api(sb, get_token(sb)).get("/Persons").status_code == 200
 
 
 # -- fleet endpoints -------------------------------------------------------------------
 
 
-def test_vehicles_form_a_realistic_french_fleet(sandbox: SandboxServer, api: Api) -> None:
-    vehicles = api(sandbox, get_token(sandbox)).get("/Vehicles").json()
+def test_vehicles_form_a_realistic_french_fleet(sb: SandboxServer, api: Api) -> None:
+    vehicles = api(sb, get_token(sb)).get("/Vehicles").json()
     plates = [v["registrationNumber"] for v in vehicles]
     assert len(vehicles) == 60
     assert len(set(plates)) == 60
@@ -208,15 +192,15 @@ def test_vehicles_form_a_realistic_french_fleet(sandbox: SandboxServer, api: Api
     assert all(isinstance(v["mileage"], int) and v["brand"] and v["fuelType"] for v in vehicles)
 
 
-def test_lists_can_be_wrapped(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
-    sandbox.configure(wrap_lists=True)
+def test_lists_can_be_wrapped(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
+    sb.configure(wrap_lists=True)
     assert len(client.get("/Vehicles").json()["items"]) == 60
     assert isinstance(client.get("/Persons").json()["items"], list)
 
 
-def test_one_vehicle_by_plate(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_one_vehicle_by_plate(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     listed = client.get("/Vehicles").json()[3]
     plate = listed["registrationNumber"]
     assert client.get(f"/Vehicles/{plate}").json() == listed
@@ -226,8 +210,8 @@ def test_one_vehicle_by_plate(sandbox: SandboxServer, api: Api) -> None:
     assert missing.json()["error"] == "not_found"
 
 
-def test_current_assignment(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_current_assignment(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     vehicles = client.get("/Vehicles").json()
     driven = next(v for v in vehicles if v["currentDriver"])
     answer = client.get(
@@ -243,8 +227,8 @@ def test_current_assignment(sandbox: SandboxServer, api: Api) -> None:
     assert client.get("/VehicleAssignments/current", params=unknown).status_code == 404
 
 
-def test_persons_list_and_create(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_persons_list_and_create(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     persons = client.get("/Persons").json()
     assert any(p["isDriver"] for p in persons) and not all(p["isDriver"] for p in persons)
     assert all(re.match(r"^M\d{5}$", p["registrationNumber"]) for p in persons)
@@ -261,15 +245,15 @@ def test_persons_list_and_create(sandbox: SandboxServer, api: Api) -> None:
     assert client.post("/Persons", content=b"not json").status_code == 400
 
 
-def test_unknown_paths_and_methods_answer_json(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_unknown_paths_and_methods_answer_json(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     unknown = client.get("/Fuel/Consumptions")
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "not_found"
     wrong_method = client.delete("/Vehicles")
     assert wrong_method.status_code == 405
     assert wrong_method.headers["content-type"] == "application/json"
-    admin_wrong = httpx.get(sandbox.url + "/_sandbox/reset")
+    admin_wrong = httpx.get(sb.url + "/_sandbox/reset")
     assert admin_wrong.status_code == 405
     assert admin_wrong.json()["error"] == "method_not_allowed"
 
@@ -277,8 +261,8 @@ def test_unknown_paths_and_methods_answer_json(sandbox: SandboxServer, api: Api)
 # -- trips ---------------------------------------------------------------------------
 
 
-def test_trips_are_deterministic_and_split_cleanly(make_sandbox: MakeSandbox, api: Api) -> None:
-    first, second = make_sandbox(quota=None), make_sandbox(quota=None)
+def test_trips_are_deterministic_and_split_cleanly(sandbox: MakeSandbox, api: Api) -> None:
+    first, second = sandbox(quota=None), sandbox(quota=None)
     plate = generate_fleet(42, 60).plates(in_fleet_only=True)[0]
     whole = trips_query(f"{DAY}T00:00:00", "2026-11-27T00:00:00", plate)
     morning = trips_query(f"{DAY}T00:00:00", f"{DAY}T12:00:00", plate)
@@ -291,8 +275,8 @@ def test_trips_are_deterministic_and_split_cleanly(make_sandbox: MakeSandbox, ap
     assert halves[0] + halves[1] == trips
 
 
-def test_trip_shape(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_trip_shape(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     query = trips_query(f"{DAY}T00:00:00", "2026-11-27T00:00:00")
     trips = client.get("/Geolocation/Trips", params=query).json()
     assert len({t["registrationNumber"] for t in trips}) > 20
@@ -305,8 +289,8 @@ def test_trip_shape(sandbox: SandboxServer, api: Api) -> None:
         assert trip["distance"] > 0 and 0 < trip["drivingTime"] <= trip["duration"]
 
 
-def test_out_of_fleet_vehicles_have_no_trips(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_out_of_fleet_vehicles_have_no_trips(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     fleet = generate_fleet(42, 60)
     gone = next(v.registration_number for v in fleet.vehicles if v.status == "OUT_FLEET")
     query = trips_query(f"{DAY}T00:00:00", "2026-11-27T00:00:00", gone)
@@ -325,24 +309,24 @@ def test_out_of_fleet_vehicles_have_no_trips(sandbox: SandboxServer, api: Api) -
         (f"{DAY}T00:00:00", "2026-11-27T00:00:01", "24 hours"),
     ],
 )
-def test_trip_window_validation(sandbox: SandboxServer, start: str, end: str, needle: str, api: Api) -> None:
-    response = api(sandbox, get_token(sandbox)).get("/Geolocation/Trips", params=trips_query(start, end))
+def test_trip_window_validation(sb: SandboxServer, start: str, end: str, needle: str, api: Api) -> None:
+    response = api(sb, get_token(sb)).get("/Geolocation/Trips", params=trips_query(start, end))
     assert response.status_code == 400
     assert needle in response.json()["message"]
 
 
-def test_trips_of_unknown_plate_and_missing_dates(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_trips_of_unknown_plate_and_missing_dates(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     query = trips_query(f"{DAY}T00:00:00", f"{DAY}T10:00:00", "ZZ-999-ZZ")
     assert client.get("/Geolocation/Trips", params=query).status_code == 404
     missing = client.get("/Geolocation/Trips", params={"endDate": f"{DAY}T10:00:00"})
     assert (missing.status_code, missing.json()["field"]) == (400, "startDate")
 
 
-def test_fleet_follows_seed_and_size(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_fleet_follows_seed_and_size(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     before = client.get("/Vehicles").json()
-    sandbox.configure(seed=7, fleet_size=12)
+    sb.configure(seed=7, fleet_size=12)
     after = client.get("/Vehicles").json()
     assert len(after) == 12
     assert {v["registrationNumber"] for v in after}.isdisjoint(v["registrationNumber"] for v in before)
@@ -352,9 +336,9 @@ def test_fleet_follows_seed_and_size(sandbox: SandboxServer, api: Api) -> None:
 # -- quota ---------------------------------------------------------------------------
 
 
-def test_quota_is_a_sliding_window(make_sandbox: MakeSandbox, api: Api) -> None:
+def test_quota_is_a_sliding_window(sandbox: MakeSandbox, api: Api) -> None:
     clock = FakeClock(start=0.0)
-    sb = make_sandbox(clock=clock, quota="3/m")
+    sb = sandbox(clock=clock, quota="3/m")
     client = api(sb, get_token(sb))
     statuses = []
     for step in (0, 10, 10, 10):  # calls at t=0, 10, 20, 30
@@ -372,8 +356,8 @@ def test_quota_is_a_sliding_window(make_sandbox: MakeSandbox, api: Api) -> None:
     assert stats["max_in_window"] == 3
 
 
-def test_quota_is_exact_under_concurrency(make_sandbox: MakeSandbox) -> None:
-    sb = make_sandbox(clock=FakeClock(), quota="5/s")  # a frozen clock: one window
+def test_quota_is_exact_under_concurrency(sandbox: MakeSandbox) -> None:
+    sb = sandbox(clock=FakeClock(), quota="5/s")  # a frozen clock: one window
     token = get_token(sb)
 
     def call(_: int) -> int:
@@ -385,9 +369,9 @@ def test_quota_is_exact_under_concurrency(make_sandbox: MakeSandbox) -> None:
     assert sb.stats()["max_in_window"] == 5
 
 
-def test_quota_is_per_client(make_sandbox: MakeSandbox, api: Api) -> None:
+def test_quota_is_per_client(sandbox: MakeSandbox, api: Api) -> None:
     other = ("erp", "erp-secret")
-    sb = make_sandbox(clock=FakeClock(), quota="2/m", clients=dict([CLIENT, other]))
+    sb = sandbox(clock=FakeClock(), quota="2/m", clients=dict([CLIENT, other]))
     first, second = api(sb, get_token(sb)), api(sb, get_token(sb, other))
     assert [first.get("/Persons").status_code for _ in range(3)] == [200, 200, 429]
     assert [second.get("/Persons").status_code for _ in range(3)] == [200, 200, 429]
@@ -395,8 +379,8 @@ def test_quota_is_per_client(make_sandbox: MakeSandbox, api: Api) -> None:
     assert clients == {"sandbox-client", "erp"}
 
 
-def test_quota_without_retry_after(make_sandbox: MakeSandbox, api: Api) -> None:
-    sb = make_sandbox(clock=FakeClock(), quota="1/h", retry_after=False)
+def test_quota_without_retry_after(sandbox: MakeSandbox, api: Api) -> None:
+    sb = sandbox(clock=FakeClock(), quota="1/h", retry_after=False)
     client = api(sb, get_token(sb))
     assert client.get("/Persons").status_code == 200
     refused = client.get("/Persons")
@@ -404,9 +388,9 @@ def test_quota_without_retry_after(make_sandbox: MakeSandbox, api: Api) -> None:
     assert "Retry-After" not in refused.headers
 
 
-def test_the_quota_is_stated_in_either_header_style_on_every_answer(make_sandbox: MakeSandbox, api: Api) -> None:
+def test_the_quota_is_stated_in_either_header_style_on_every_answer(sandbox: MakeSandbox, api: Api) -> None:
     other = ("erp", "erp-secret")
-    sb = make_sandbox(
+    sb = sandbox(
         clock=FakeClock(),
         quota="2/m",
         clients=dict([CLIENT, other]),
@@ -445,12 +429,12 @@ def test_max_in_window_counts_only_accepted_calls() -> None:
 # -- faults, errors, latency -------------------------------------------------------------
 
 
-def test_scripted_faults_are_consumed_in_order(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_scripted_faults_are_consumed_in_order(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     plate = generate_fleet(42, 60).plates()[0]
     path = f"/Vehicles/{plate}"
     reply = httpx.post(
-        sandbox.url + "/_sandbox/faults",
+        sb.url + "/_sandbox/faults",
         json={"path": path, "responses": [{"status": 503, "headers": {"Retry-After": "2"}}]},
     )
     assert reply.json() == {"pending": 1}
@@ -460,51 +444,51 @@ def test_scripted_faults_are_consumed_in_order(sandbox: SandboxServer, api: Api)
     assert (second.status_code, second.json()["registrationNumber"]) == (200, plate)
 
 
-def test_faults_match_method_and_prefix(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_faults_match_method_and_prefix(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     redirect = {"status": 302, "headers": {"Location": "https://evil.example/steal"}, "body": None}
-    sandbox.add_faults(path="/Persons", method="POST", responses=[{"status": 500, "body": {"x": 1}}])
-    sandbox.add_faults(path="/Geolocation/*", responses=[redirect])
+    sb.add_faults(path="/Persons", method="POST", responses=[{"status": 500, "body": {"x": 1}}])
+    sb.add_faults(path="/Geolocation/*", responses=[redirect])
     assert client.get("/Persons").status_code == 200
     failed = client.post("/Persons", json={"firstName": "A", "lastName": "B"})
     assert (failed.status_code, failed.json()) == (500, {"x": 1})
     moved = client.get("/Geolocation/Trips")
     assert (moved.status_code, moved.headers["Location"]) == (302, "https://evil.example/steal")
-    assert sandbox.stats()["pending_faults"] == 0
+    assert sb.stats()["pending_faults"] == 0
 
 
-def test_faults_apply_after_auth(sandbox: SandboxServer, api: Api) -> None:
-    sandbox.add_faults(path="/Persons", responses=[{"status": 503}])
-    assert api(sandbox).get("/Persons").status_code == 401
-    assert api(sandbox, get_token(sandbox)).get("/Persons").status_code == 503
+def test_faults_apply_after_auth(sb: SandboxServer, api: Api) -> None:
+    sb.add_faults(path="/Persons", responses=[{"status": 503}])
+    assert api(sb).get("/Persons").status_code == 401
+    assert api(sb, get_token(sb)).get("/Persons").status_code == 503
 
 
-def test_slow_fault_forces_a_client_timeout(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
-    sandbox.add_faults(path="/Vehicles", responses=[{"status": 200, "body": [], "delay_ms": 800}])
+def test_slow_fault_forces_a_client_timeout(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
+    sb.add_faults(path="/Vehicles", responses=[{"status": 200, "body": [], "delay_ms": 800}])
     with pytest.raises(httpx.ReadTimeout):
         client.get("/Vehicles", timeout=0.1)
-    assert sandbox.stats()["calls"] == 1
+    assert sb.stats()["calls"] == 1
 
 
-def test_invalid_fault_is_rejected_naming_the_field(sandbox: SandboxServer) -> None:
-    reply = httpx.post(sandbox.url + "/_sandbox/faults", json={"path": "/Vehicles", "responses": [{"status": 99}]})
+def test_invalid_fault_is_rejected_naming_the_field(sb: SandboxServer) -> None:
+    reply = httpx.post(sb.url + "/_sandbox/faults", json={"path": "/Vehicles", "responses": [{"status": 99}]})
     assert reply.status_code == 422
     assert "responses.0.status" in reply.json()["message"]
 
 
-def test_random_errors(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
-    sandbox.configure(error_rate=1.0, error_status=500)
+def test_random_errors(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
+    sb.configure(error_rate=1.0, error_status=500)
     assert {client.get("/Persons").status_code for _ in range(5)} == {500}
-    sandbox.configure(error_rate=0.0)
+    sb.configure(error_rate=0.0)
     assert client.get("/Persons").status_code == 200
-    assert sandbox.stats()["by_status"] == {"500": 5, "200": 1}
+    assert sb.stats()["by_status"] == {"500": 5, "200": 1}
 
 
-def test_latency_is_added(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
-    sandbox.configure(latency_ms=200)
+def test_latency_is_added(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
+    sb.configure(latency_ms=200)
     started = datetime.now()
     assert client.get("/Persons").status_code == 200
     assert datetime.now() - started >= timedelta(milliseconds=200)
@@ -513,8 +497,8 @@ def test_latency_is_added(sandbox: SandboxServer, api: Api) -> None:
 # -- admin ---------------------------------------------------------------------------
 
 
-def test_config_endpoint_reads_and_updates_knobs(sandbox: SandboxServer) -> None:
-    url = sandbox.url + "/_sandbox/config"
+def test_config_endpoint_reads_and_updates_knobs(sb: SandboxServer) -> None:
+    url = sb.url + "/_sandbox/config"
     current = httpx.get(url).json()
     assert current["quota"] is None
     assert current["clients"] == {"sandbox-client": "***"}
@@ -527,31 +511,29 @@ def test_config_endpoint_reads_and_updates_knobs(sandbox: SandboxServer) -> None
     assert httpx.get(url).json()["quota"] == "10/s"
 
 
-def test_configure_validates(sandbox: SandboxServer) -> None:
+def test_configure_validates(sb: SandboxServer) -> None:
     with pytest.raises(ValidationError):
-        sandbox.configure(quota="30 per minute")
-    assert sandbox.state.config.quota is None
+        sb.configure(quota="30 per minute")
+    assert sb.state.config.quota is None
 
 
-def test_stats_log_entries(sandbox: SandboxServer, api: Api) -> None:
-    client = api(sandbox, get_token(sandbox))
+def test_stats_log_entries(sb: SandboxServer, api: Api) -> None:
+    client = api(sb, get_token(sb))
     client.get("/Persons")
-    entry = httpx.get(sandbox.url + "/_sandbox/stats").json()["log"][0]
+    entry = httpx.get(sb.url + "/_sandbox/stats").json()["log"][0]
     assert entry["method"] == "GET" and entry["path"] == "/Persons"
     assert (entry["status"], entry["client_id"]) == (200, "sandbox-client")
     assert isinstance(entry["t"], float)
 
 
-def test_logs_never_contain_tokens_or_secrets(
-    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture, api: Api
-) -> None:
+def test_logs_never_contain_tokens_or_secrets(sb: SandboxServer, caplog: pytest.LogCaptureFixture, api: Api) -> None:
     caplog.set_level(logging.DEBUG)
-    token = get_token(sandbox)
+    token = get_token(sb)
     httpx.post(
-        sandbox.token_url,
+        sb.token_url,
         data={"client_id": CLIENT[0], "client_secret": "oops-secret", "grant_type": "client_credentials"},
     )
-    api(sandbox, token).get("/Persons")
+    api(sb, token).get("/Persons")
     assert "sandbox-client" in caplog.text
     for secret in (token, CLIENT[1], "oops-secret"):
         assert secret not in caplog.text

@@ -1,33 +1,32 @@
 """The executor's rules (spec §5) over in-memory stores: no Redis, no HTTP, no Celery.
 
-``FakeJobs`` keeps job records the way the Lua scripts of ``JobStore`` do
-(finished jobs are never claimed or moved again, a stale dispatch or a lease
-refuses a claim); ``FakeApi`` answers from a script, calling ``before_send``
-where the real client does (a token refused or no slot to re-send: nothing leaves);
+``FakeJobs`` (``tests/support/fakes.py``) keeps job records the way the Lua
+scripts of ``JobStore`` do (``tests/integration/test_executor.py`` runs one
+sequence through both and compares); ``FakeApi`` answers from a script as the real client's
+``token`` and ``send`` do (a token refused or no slot: nothing leaves);
 ``FakeLeases.hold`` only records which lease is held. ``tests/integration/test_executor.py``
 runs the same rules against Redis and the sandbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from optimum_bridge.clock import Clock
 from optimum_bridge.errors import CredentialsRejected, Deferred, FinalError, NetworkError
 from optimum_bridge.jobs.executor import UNKNOWN_OUTCOME, Executor, Policy
-from optimum_bridge.jobs.retry import Backoff
-from optimum_bridge.jobs.store import Claim
+from optimum_bridge.jobs.retry import Backoff, retry_after
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
+from optimum_bridge.upstream.client import Attempt
+from tests.support.fakes import LEASE_MS, NOW, FakeJobs, Rescheduled
 
-NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
-LEASE_MS = 6000
 BACKOFF = Backoff(base_s=2.0, factor=3.0, cap_s=600.0, jitter=0.0)  # 2, 6, 18, 54... exactly
 GET = {"method": "GET", "path": "/Vehicles"}
 POST = {"method": "POST", "path": "/Persons", "body": {"firstName": "Lina"}, "callback": {"url": "https://h.example/x"}}
@@ -46,136 +45,12 @@ class FrozenClock(Clock):
         return self.moment.timestamp()
 
 
-@dataclass
-class Record:
-    """One job, as the Redis hash holds it."""
-
-    operation: Operation
-    submitted_at: datetime
-    status: str = "queued"
-    attempts: int = 0
-    inflight: bool = False
-    response: ApiResponse | None = None
-    error: ErrorInfo | None = None
-    callback_queued: bool = False
-    dispatch: int = 0
-
-
-@dataclass
-class Rescheduled:
-    job_id: str
-    delay_s: float
-    status: str | None
-
-
-@dataclass
-class FakeJobs:
-    """``JobStore`` in memory, with the same refusals as its Lua scripts."""
-
-    records: dict[str, Record] = field(default_factory=dict)
-    leases: dict[str, tuple[str, int]] = field(default_factory=dict)  # lease key -> (owner, ms left)
-    due: list[Rescheduled] = field(default_factory=list)
-    completions: int = 0
-
-    def add(self, operation: dict[str, Any], **fields: Any) -> str:
-        job_id = f"job{len(self.records) + 1}"
-        self.records[job_id] = Record(Operation.model_validate(operation), fields.pop("submitted_at", NOW), **fields)
-        return job_id
-
-    def lease_key(self, job_id: str) -> str:
-        return f"lease:{job_id}"
-
-    def operation(self, job_id: str) -> Operation:
-        return self.records[job_id].operation
-
-    def dispatch(self, job_id: str) -> int:
-        """What the scheduler does before a worker runs a job: a new dispatch number."""
-        record = self.records.get(job_id)
-        if record is None:
-            return 1
-        record.dispatch += 1
-        return record.dispatch
-
-    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int) -> Claim:
-        record = self.records.get(job_id)
-        if record is None:
-            return Claim("missing")
-        if record.status in ("succeeded", "failed"):
-            return Claim("final")
-        if dispatch != record.dispatch:
-            return Claim("stale")
-        if self.lease_key(job_id) in self.leases:
-            return Claim("leased", lease_ms=self.leases[self.lease_key(job_id)][1])
-        self.leases[self.lease_key(job_id)] = (owner, lease_ms)
-        record.status = "running"
-        return Claim(
-            "ok",
-            inflight=record.inflight,
-            attempts=record.attempts,
-            operation=record.operation,
-            submitted_at=record.submitted_at,
-        )
-
-    def mark_sent(self, job_id: str, dispatch: int = 0, **_: Any) -> int:
-        record = self.records[job_id]
-        record.attempts += 1
-        record.inflight = True
-        return record.attempts
-
-    def _release(self, job_id: str, owner: str) -> None:
-        if self.leases.get(self.lease_key(job_id), ("",))[0] == owner:
-            del self.leases[self.lease_key(job_id)]
-
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        succeeded: bool,
-        response: ApiResponse | None,
-        error: ErrorInfo | None,
-        callback: bool,
-        batch_id: str | None = None,
-    ) -> bool:
-        record = self.records[job_id]
-        if record.status in ("succeeded", "failed"):
-            return False
-        record.status = "succeeded" if succeeded else "failed"
-        record.response, record.error, record.inflight = response, error, False
-        record.callback_queued = callback
-        self.completions += 1
-        self._release(job_id, owner)
-        return True
-
-    def reschedule(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        account: str,
-        delay_s: float,
-        status: Literal["queued", "retrying"],
-        error: ErrorInfo | None = None,
-        response: ApiResponse | None = None,
-    ) -> bool:
-        record = self.records[job_id]
-        if record.status in ("succeeded", "failed"):
-            return False
-        record.status = status or record.status
-        record.inflight = False
-        record.error = error or record.error
-        record.response = response or record.response
-        self._release(job_id, owner)
-        self.due.append(Rescheduled(job_id, delay_s, status))
-        return True
-
-
 Answer = ApiResponse | Exception
 
 
 @dataclass
 class FakeApi:
-    """``OptimumClient.call`` from a script of answers (an ``ApiResponse``, or an error to raise)."""
+    """``OptimumClient.token`` and ``send`` from a script of answers (an ``ApiResponse``, or an error to raise)."""
 
     script: list[Answer] = field(default_factory=list)
     sent: list[Operation] = field(default_factory=list)
@@ -184,16 +59,19 @@ class FakeApi:
     leases_during_call: list[set[str]] = field(default_factory=list)
     leases: FakeLeases | None = None
 
-    def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-        answer = self.script.pop(0) if self.script else ApiResponse(status_code=200, body=[])
+    def token(self) -> object:
         self.leases_during_call.append(set(self.leases.held) if self.leases else set())
-        if isinstance(answer, Deferred | CredentialsRejected):  # no slot / no token: nothing leaves
-            raise answer
-        before_send()
+        if self.script and isinstance(self.script[0], Deferred | CredentialsRejected):  # no slot / no token
+            raise self.script.pop(0)  # nothing leaves
+        return "token"
+
+    def send(self, operation: Operation, token: object) -> Attempt:
+        answer = self.script.pop(0) if self.script else ApiResponse(status_code=200, body=[])
         self.sent.append(operation)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        wait = retry_after(answer.headers, now=NOW.timestamp())  # as OptimumClient reads it, capped once
+        return Attempt(answer, None if wait is None else min(wait, self.longest_pause_s))
 
 
 @dataclass
@@ -513,8 +391,8 @@ def test_a_job_finished_elsewhere_meanwhile_is_not_finished_twice(b: Bench) -> N
     job_id = b.jobs.add(GET)
 
     class Racing(FakeApi):
-        def call(self, operation: Operation, *, before_send: Callable[[], object]) -> ApiResponse:
-            reply = super().call(operation, before_send=before_send)
+        def send(self, operation: Operation, token: object) -> Attempt:
+            reply = super().send(operation, token)
             b.jobs.records[job_id].status = "succeeded"  # another worker's completion landed first
             return reply
 

@@ -20,13 +20,12 @@ from optimum_bridge.callbacks.deliveries import BATCH
 from optimum_bridge.ingress.ui.chart import MINUTES, Chart, layout
 from optimum_bridge.ingress.ui.security import Viewer
 from optimum_bridge.jobs.batches import BatchNotFound
+from optimum_bridge.jobs.status import shown_status
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
 from optimum_bridge.producer import BridgeClient
-from optimum_bridge.schemas import BatchStatus
+from optimum_bridge.schemas import JOB_STATES, WAITING_STATES, BatchStatus
 
 JOBS, BATCHES, LETTERS = 50, 20, 50
-STATES = ("queued", "retrying", "running", "succeeded", "failed", "cancelled")
-WAITING = frozenset({"queued", "retrying"})
 _JOB_FIELDS = (
     JobField.status,
     JobField.priority,
@@ -89,7 +88,7 @@ class JobRow:
     @property
     def waiting(self) -> bool:
         """Whether it can still be cancelled or moved."""
-        return self.status in WAITING
+        return self.status in WAITING_STATES
 
 
 @dataclass(frozen=True)
@@ -156,12 +155,11 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
     )
 
 
-def _job_row(job_id: str, account: str, values: list[bytes | None], running: set[str]) -> JobRow | None:
+def _job_row(job_id: str, account: str, values: list[bytes | None], calls: dict[str, str]) -> JobRow | None:
     status, priority, op, submitted, finished, leader = (text(v) if v is not None else "" for v in values)
     if not op:
         return None  # expired since it entered the index
-    if leader in running and status in WAITING:
-        status = "running"  # as ``get`` says
+    status = shown_status(status or "queued", calls.get(leader))  # as ``get`` says
     operation = json.loads(op)
     metadata = operation.get("metadata") or {}
     return JobRow(
@@ -178,7 +176,7 @@ def _job_row(job_id: str, account: str, values: list[bytes | None], running: set
 
 
 def recent_jobs(client: redis.Redis, keys: Keys, accounts: list[str], *, limit: int = JOBS) -> dict[str, list[JobRow]]:
-    """The latest ``limit`` jobs of each account from its index, grouped by state (states in ``STATES`` order)."""
+    """The latest ``limit`` jobs of each account from its index, grouped by state (states in ``JOB_STATES`` order)."""
     with client.pipeline(transaction=False) as pipe:
         for account in accounts:
             pipe.zrevrange(keys.recent_jobs(account), 0, limit - 1)
@@ -189,16 +187,14 @@ def recent_jobs(client: redis.Redis, keys: Keys, accounts: list[str], *, limit: 
             pipe.hmget(keys.job(job_id), list(_JOB_FIELDS))
         fetched = pipe.execute()
     # A waiting job that joined a shared call (spec §13) is running while that call is.
-    joined = [values for values in fetched if values[-1] is not None and text(values[0] or b"queued") in WAITING]
+    joined = [values for values in fetched if values[-1] is not None and text(values[0] or b"queued") in WAITING_STATES]
     leaders = sorted({text(values[-1]) for values in joined})
     with client.pipeline(transaction=False) as pipe:
         for leader in leaders:
             pipe.hget(keys.job(leader), JobField.status)
-        running = {leader for leader, status in zip(leaders, pipe.execute(), strict=True) if status == b"running"}
-    rows = [
-        _job_row(job_id, account, values, running) for (account, job_id), values in zip(listed, fetched, strict=True)
-    ]
-    grouped: dict[str, list[JobRow]] = {state: [] for state in STATES}
+        calls = {leader: text(status) for leader, status in zip(leaders, pipe.execute(), strict=True) if status}
+    rows = [_job_row(job_id, account, values, calls) for (account, job_id), values in zip(listed, fetched, strict=True)]
+    grouped: dict[str, list[JobRow]] = {state: [] for state in JOB_STATES}
     for row in rows:
         if row is not None:
             grouped.setdefault(row.status, []).append(row)

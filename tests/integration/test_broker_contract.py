@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -197,9 +199,6 @@ def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, 
 def test_every_brpop_answer_goes_through_the_handler_the_watchdog_wraps(redis_server, prefix, contract_settings):
     """``WatchConsumer`` beats in ``channel.handlers["BRPOP"]``: kombu must read each answer through it,
     ``queue.Empty`` when its one-second timeout passed, and say through ``qos.can_consume`` when it asks."""
-    import socket
-    from queue import Empty
-
     connection = Connection(redis_server.url, transport_options=broker.transport_options(contract_settings))
     channel = connection.channel()
     assert channel.handlers["BRPOP"] == channel._brpop_read and channel.brpop_timeout == 1

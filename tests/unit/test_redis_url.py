@@ -6,7 +6,9 @@ The failover itself, with real sentinels, is in ``tests/integration/test_sentine
 from __future__ import annotations
 
 import pytest
+from celery import Celery
 from kombu import Connection
+from kombu.transport.redis import SentinelChannel
 
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.process import kombu as broker
@@ -71,8 +73,6 @@ def test_celery_gets_kombus_sentinel_transport_with_both_passwords():
     connection = Connection(url, transport_options=options)
     assert connection.transport_cls == "sentinel" and connection.password == "data@pw"
     assert connection.virtual_host == "2"
-    from kombu.transport.redis import SentinelChannel
-
     assert set(options) <= set(SentinelChannel.from_transport_options)
 
 
@@ -80,3 +80,14 @@ def test_a_plain_url_is_unchanged_for_celery():
     s = settings("redis://:pw@localhost:6380/3")
     assert broker_connection(s) == ("redis://:pw@localhost:6380/3", {})
     assert broker.broker_url(settings("unix:///run/redis.sock")) == "redis+socket:///run/redis.sock"
+
+
+def test_celery_censors_both_passwords_where_it_shows_its_configuration():
+    """``celery inspect conf`` and ``celery report`` show ``humanize(censored=True)``; the banner ``as_uri``."""
+    s = settings(SENTINEL_URL, BRIDGE_REDIS_SENTINEL_PASSWORD="sentinel-pw")
+    app = Celery("censored", set_as_current=False)
+    app.conf.update(broker_url=broker.broker_url(s), broker_transport_options=broker.transport_options(s))
+    shown = app.conf.humanize(with_defaults=False, censored=True) + app.connection_for_read().as_uri()
+    assert "master_name" in shown and "sentinel_kwargs" in shown
+    for secret in ("sentinel-pw", "data@pw", "data%40pw"):
+        assert secret not in shown

@@ -75,6 +75,7 @@ class BridgeClient:
             result_ttl_s=settings.result_ttl_s,
             pending_ttl_s=settings.pending_ttl_s,
             clock=clock,
+            replicas=Replicas.of(settings),
         )
         self._clock = clock
         self._documents = DocumentStore(self._redis, self._keys, clock=clock)

@@ -26,6 +26,7 @@ from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import PRIORITIES, RECENT_BATCHES, Keys, text
 from optimum_bridge.lua import scripts
+from optimum_bridge.process.redis import UNREPLICATED, Replicas
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.schemas import Batch, BatchCounts, BatchStatus, Callback, Operation
 
@@ -65,7 +66,9 @@ class BatchStore:
         result_ttl_s: int,
         pending_ttl_s: int,
         clock: Clock = SYSTEM_CLOCK,
+        replicas: Replicas = UNREPLICATED,
     ) -> None:
+        self._replicas = replicas
         self._redis = client
         self._keys = keys
         self._jobs = jobs
@@ -114,7 +117,9 @@ class BatchStore:
             pipe.expire(self._keys.batch_jobs(batch_id), self._pending_ttl_s)
             pipe.execute()
         keys = [key, self._keys.callbacks_watch]
-        self._seal(keys=keys, args=[created, self._clock.now().isoformat(), self._result_ttl_s, batch_id])
+        # The last write: its WAIT (BRIDGE_REDIS_MIN_REPLICAS) covers the batch's record and job list before it.
+        args = [created, self._clock.now().isoformat(), self._result_ttl_s, batch_id]
+        self._replicas.run(self._redis, self._seal, keys=keys, args=args)
         return Batch(id=batch_id, job_ids=job_ids)
 
     def fields(self, batch_id: str) -> dict[str, str]:

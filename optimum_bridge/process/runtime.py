@@ -149,6 +149,7 @@ class Runtime:
             self.forecaster,
             result_ttl_s=self.settings.result_ttl_s,
             pending_ttl_s=self.settings.pending_ttl_s,
+            replicas=Replicas.of(self.settings),
         )
 
     @lazy

@@ -12,6 +12,7 @@ import asyncio
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ import redis
 from optimum_bridge import BridgeClient, BridgeUnavailable
 from optimum_bridge.devstack import RedisServer
 from optimum_bridge.ingress.app import create_app
+from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import JobField
 from optimum_bridge.sandbox.fleet import generate_fleet
 from tests.support import bridge_env, calls_to, run, settings_from, wait_until
@@ -122,3 +124,23 @@ def test_a_promoted_replica_without_the_scripts_still_replicates_the_write(repli
         primary.client().script_flush()
         job = client.submit({**OP, "idempotency_key": "order-3"})
         assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"queued"
+
+
+def test_a_batch_is_acknowledged_once_its_seal_is_on_the_replica(replicated, sandbox, monkeypatch):
+    """The seal is a batch's last write: the replica falls silent after its jobs, and the batch is refused."""
+    primary, replica = replicated
+    env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
+    submit_many = JobStore.submit_many
+
+    def then_freeze(self: JobStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return submit_many(self, *args, **kwargs)
+        finally:
+            replica.process.send_signal(signal.SIGSTOP)
+
+    monkeypatch.setattr(JobStore, "submit_many", then_freeze)
+    try:
+        with BridgeClient(settings_from(env)) as client, pytest.raises(BridgeUnavailable, match="0 of 1"):
+            client.submit_batch([{**OP, "idempotency_key": "batch-1"}])
+    finally:
+        replica.process.send_signal(signal.SIGCONT)

@@ -18,10 +18,15 @@ same run) and 1; the median and p99 time per operation, and the difference.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import CallbackReceiver, RedisServer, settings_from, start_redis
@@ -117,6 +122,57 @@ def wait_cost(workdir: Path, *, count: int) -> list[dict[str, Any]]:
         primary.stop()
 
 
+def acknowledged_then_lost(*, min_replicas: int, writers: int = 4) -> dict[str, Any]:
+    """Plain Redis, no bridge: writers ``INCR`` their own counters as fast as they can on the primary
+    (with ``WAIT 1`` after each when ``min_replicas``), the primary is SIGKILLed, and what each writer
+    was told it had written is compared with what the promoted replica has: the writes a failover loses.
+
+    On loopback this is zero even at N = 0: what Redis wrote to the replica's socket before dying,
+    the kernel still delivers (and a SIGSTOPped replica's kernel still receives it). Losing writes
+    takes a network that holds them, or a host that dies with its kernel; this harness has neither.
+    """
+    group = start_sentinel_group(replicas=1)
+    try:
+        primary = group.primary()
+        acknowledged = [0] * writers
+        stop = threading.Event()
+
+        def write(index: int) -> None:
+            client = primary.client(retry=Retry(NoBackoff(), 0), socket_timeout=5)
+            key = f"counter:{index}"
+            try:
+                while not stop.is_set():
+                    if min_replicas:
+                        pipe = client.pipeline(transaction=False)
+                        pipe.incr(key)
+                        pipe.wait(min_replicas, 1000)
+                        value, replicas = pipe.execute()
+                        if replicas >= min_replicas:
+                            acknowledged[index] = value
+                    else:
+                        acknowledged[index] = client.incr(key)
+            except (redis.RedisError, OSError):
+                return  # the primary is gone
+
+        threads = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: min(acknowledged) > 1000, timeout=30, what="writes under way")
+        old = group.kill_primary()
+        stop.set()
+        new = group.wait_promoted(old.port)
+        for thread in threads:
+            thread.join(10)
+        kept = [int(group.data_client(new).get(f"counter:{i}") or 0) for i in range(writers)]
+        return {
+            "min_replicas": min_replicas,
+            "acknowledged": sum(acknowledged),
+            "lost": sum(max(0, a - k) for a, k in zip(acknowledged, kept, strict=True)),
+        }
+    finally:
+        group.stop()
+
+
 def run(*, quick: bool) -> Path:
     """Quick: 300 operations per failover run, 1,000 WAIT samples. Full: 1,000 and 5,000."""
     operations, samples = (300, 1000) if quick else (1000, 5000)
@@ -124,6 +180,8 @@ def run(*, quick: bool) -> Path:
     with workspace("failover") as workdir:
         print(f"  WAIT: {samples} submissions one by one and in batches of 100, N = 0 and 1", flush=True)
         costs = wait_cost(workdir, count=samples)
+        print("  plain Redis: acknowledged writes a SIGKILLed primary takes with it, N = 0 and 1", flush=True)
+        raw = [acknowledged_then_lost(min_replicas=n) for n in (0, 1) for _ in range(3)]
         runs = []
         for n in (0, 1):
             print(f"  failover: {operations} operations, 2 kills, BRIDGE_REDIS_MIN_REPLICAS={n}", flush=True)
@@ -175,6 +233,12 @@ def run(*, quick: bool) -> Path:
             for i, k in enumerate(r["kills"])
         ],
     )
-    path = write_result("failover", {"quick": quick, "wait_cost": costs, "failover": runs}, stamp=stamp)
+    print_table(
+        "Plain Redis -- acknowledged writes lost when the primary is SIGKILLed (4 writers, INCR)",
+        ["N", "acknowledged", "lost"],
+        [[r["min_replicas"], r["acknowledged"], r["lost"]] for r in raw],
+    )
+    record = {"quick": quick, "wait_cost": costs, "failover": runs, "plain_redis_loss": raw}
+    path = write_result("failover", record, stamp=stamp)
     print(f"\nresults: {path}")
     return path

@@ -28,7 +28,7 @@ from optimum_bridge.jobs.status import shown_status, to_status
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
-from optimum_bridge.process.redis import UNREPLICATED, NotReplicated, Replicas
+from optimum_bridge.process.redis import UNREPLICATED, NotOwned, NotReplicated, Replicas
 from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import WAITING_STATES, ApiResponse, ErrorInfo, JobStatus, Operation
 
@@ -194,19 +194,26 @@ class JobStore:
         """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
         return self._keys.lease(job_id)
 
-    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str) -> int:
+    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str, owner: str | None = None) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number.
 
         Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
         account's window: a worker slowed down since its claim must not bunch calls at the API.
+        With ``owner``, also when the job's lease is not ``owner``'s on the Redis that recorded
+        it: redis-py retries a write on the primary a failover promoted, which may not have the
+        claim (the job would run again elsewhere).
         """
         keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
         args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
+        guard = (self._keys.lease(job_id), owner) if owner else None
         try:
-            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
+            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args, guard=guard))
         except NotReplicated as exc:  # a failover now would forget the call was sent: do not send it
             log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
             raise Deferred(NOT_REPLICATED_DELAY_S) from exc
+        except NotOwned as exc:  # the claim is not on this Redis: the job is another worker's to run
+            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, exc)
+            raise Deferred(0.0) from exc
         if attempts == 0:
             raise Deferred(0.0)
         return attempts

@@ -200,6 +200,14 @@ class NotReplicated(BridgeUnavailable):
         self.required = required
 
 
+class NotOwned(BridgeUnavailable):
+    """A guarded write found its key not holding the expected value (a lease lost in a failover)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Redis: {key} is not ours on this server (a failover lost it)")
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Replicas:
     """Runs a script and, with ``required`` >= 1, waits until that many replicas have its write.
@@ -216,26 +224,54 @@ class Replicas:
         """``BRIDGE_REDIS_MIN_REPLICAS`` of ``settings``."""
         return cls(settings.redis_min_replicas)
 
-    def run(self, client: redis.Redis, script: Script, *, keys: list[Any] | None = None, args: list[Any]) -> Any:
-        """The script's reply, once replicated; ``NotReplicated`` when too few replicas have it in time."""
-        if self.required == 0:
+    def run(
+        self,
+        client: redis.Redis,
+        script: Script,
+        *,
+        keys: list[Any] | None = None,
+        args: list[Any],
+        guard: tuple[str, str] | None = None,
+    ) -> Any:
+        """The script's reply, once replicated; ``NotReplicated`` when too few replicas have it in time.
+
+        ``guard`` (a key and the value it must hold, read in the same round trip just before the
+        script) raises ``NotOwned`` when the key does not hold it: a write redis-py retried on a
+        promoted replica that never saw the writes it follows (a lease taken just before the
+        failover) must not be taken for one that did.
+        """
+        if self.required == 0 and guard is None:
             return script(keys=keys, args=args)
         try:
-            reply, acknowledged = self._pipelined(client, script, keys, args)
+            replies = self._pipelined(client, script, keys, args, guard)
         except NoScriptError:
             # A promoted replica has no script cache (scripts are not replicated), and a pipeline
             # retried on the new primary after a lost connection does not load them again as a
             # lone script call would: load it and run once more (the script did not run there).
             client.script_load(script.script)
-            reply, acknowledged = self._pipelined(client, script, keys, args)
-        if int(acknowledged) < self.required:
-            raise NotReplicated(int(acknowledged), self.required)
-        return reply
+            replies = self._pipelined(client, script, keys, args, guard)
+        if guard is not None:
+            held = replies.pop(0)
+            if held is None or held.decode() != guard[1]:
+                raise NotOwned(guard[0])
+        if self.required and int(replies[1]) < self.required:
+            raise NotReplicated(int(replies[1]), self.required)
+        return replies[0]
 
-    def _pipelined(self, client: redis.Redis, script: Script, keys: list[Any] | None, args: list[Any]) -> list[Any]:
+    def _pipelined(
+        self,
+        client: redis.Redis,
+        script: Script,
+        keys: list[Any] | None,
+        args: list[Any],
+        guard: tuple[str, str] | None,
+    ) -> list[Any]:
         pipe = client.pipeline(transaction=False)
+        if guard is not None:
+            pipe.get(guard[0])
         script(keys=keys, args=args, client=pipe)
-        pipe.wait(self.required, self.timeout_ms)
+        if self.required:
+            pipe.wait(self.required, self.timeout_ms)
         replies: list[Any] = pipe.execute()
         return replies
 

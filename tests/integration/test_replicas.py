@@ -20,6 +20,7 @@ import redis
 
 from optimum_bridge import BridgeClient, BridgeUnavailable
 from optimum_bridge.devstack import RedisServer
+from optimum_bridge.errors import Deferred
 from optimum_bridge.ingress.app import create_app
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import JobField
@@ -144,3 +145,20 @@ def test_a_batch_is_acknowledged_once_its_seal_is_on_the_replica(replicated, san
             client.submit_batch([{**OP, "idempotency_key": "batch-1"}])
     finally:
         replica.process.send_signal(signal.SIGCONT)
+
+
+def test_no_call_goes_out_when_the_claim_is_not_on_the_redis_that_records_the_call(bridge):
+    """redis-py retries a write on the primary a failover promoted; there the claim may be missing
+    (it had not reached the replica). The "call sent" record then finds another lease, or none."""
+    rt, client, _ = bridge()
+    job = client.submit(OP)
+    rt.dispatchers["default"].run()
+    dispatch = int(rt.jobs.field(job, "dispatch") or 0)
+    quota = rt.accounts["default"].api.quota
+    claim = rt.jobs.claim(job, dispatch, "w1", quota=quota, account="default", lease_ms=30_000)
+    assert claim.outcome == "ok"
+    rt.redis.delete(rt.jobs.lease_key(job))  # what the promoted replica has: no lease
+    with pytest.raises(Deferred):
+        rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1")
+    rt.redis.set(rt.jobs.lease_key(job), "w1")
+    assert rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1") >= 1

@@ -1,4 +1,4 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|failover|all|profile]
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|failover|all|profile]
 [--quick]``."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ BENCHMARKS = {
     "accounts": "bench.accounts",
     "ui": "bench.ui",
     "waste": "bench.waste",
+    "async": "bench.async_clients",
     "failover": "bench.failover",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"

@@ -3,12 +3,16 @@ token inside one global quota, and deliver signed callbacks."""
 
 from __future__ import annotations
 
-from optimum_bridge.errors import BridgeError, BridgeUnavailable, ConfigError, JobNotFound
+from optimum_bridge.async_producer import AsyncBridgeClient
+from optimum_bridge.errors import BridgeError, BridgeUnavailable, ConfigError, JobNotFound, NotWaiting
 from optimum_bridge.producer import BridgeClient, InvalidOperation
-from optimum_bridge.schemas import CallbackEvent, JobStatus, Operation
+from optimum_bridge.schemas import Batch, BatchStatus, CallbackEvent, JobStatus, Operation
 from optimum_bridge.settings import Settings, load_settings
 
 __all__ = [
+    "AsyncBridgeClient",
+    "Batch",
+    "BatchStatus",
     "BridgeClient",
     "BridgeError",
     "BridgeUnavailable",
@@ -17,6 +21,7 @@ __all__ = [
     "InvalidOperation",
     "JobNotFound",
     "JobStatus",
+    "NotWaiting",
     "Operation",
     "Settings",
     "load_settings",

@@ -3,51 +3,30 @@
 Producers need only Redis: submitting writes the job and its queue message in
 one round trip per batch, and ``get``/``wait`` read the job record the workers
 update. Callback URLs are checked here, at submission, and again at delivery.
+Every method runs ``ProducerSteps`` (shared with ``AsyncBridgeClient``) on a
+blocking Redis client.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis
-from pydantic import ValidationError
 
-from optimum_bridge.callbacks.ssrf import check_callback_url
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.errors import BridgeError, JobNotFound, NotWaiting
-from optimum_bridge.jobs.batches import BatchStore
-from optimum_bridge.jobs.status import to_status
-from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.redis import Replicas, redis_client
-from optimum_bridge.quota.forecast import Backlog, Forecaster
+from optimum_bridge.producer_steps import MAX_BATCH, InvalidOperation, ProducerSteps, next_poll_s, timed_out
+from optimum_bridge.quota.forecast import Backlog
 from optimum_bridge.quota.limiter import LimiterState, RateLimiter
-from optimum_bridge.schemas import (
-    MAX_BATCH_OPERATIONS,
-    Batch,
-    BatchMeta,
-    BatchStatus,
-    Callback,
-    JobStatus,
-    Operation,
-    Priority,
-    first_error,
-)
+from optimum_bridge.schemas import Batch, BatchStatus, Callback, JobStatus, Operation, Priority
 from optimum_bridge.settings import Settings, load_settings
-from optimum_bridge.upstream.documents import DocumentStore
+from optimum_bridge.steps import SyncDriver
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_BATCH", "BridgeClient", "InvalidOperation"]
 
-MAX_BATCH = 1000
-#: The accounts whose missing OpenAPI document this process has logged (once each).
-_UNCHECKED_LOGGED: set[str] = set()
 Finished = TypeVar("Finished", JobStatus, BatchStatus)
-
-
-class InvalidOperation(BridgeError):
-    """An operation was refused; the message names the field."""
 
 
 class BridgeClient:
@@ -58,27 +37,9 @@ class BridgeClient:
         self._owns_redis = client is None
         self._redis = client or redis_client(settings)
         self._keys = Keys(settings.key_prefix)
-        self._jobs = JobStore(
-            self._redis,
-            self._keys,
-            result_ttl_s=settings.result_ttl_s,
-            pending_ttl_s=settings.pending_ttl_s,
-            clock=clock,
-            replicas=Replicas.of(settings),
-        )
-        self._forecaster = Forecaster(self._redis, self._keys, settings.quotas())
-        self._batches = BatchStore(
-            self._redis,
-            self._keys,
-            self._jobs,
-            self._forecaster,
-            result_ttl_s=settings.result_ttl_s,
-            pending_ttl_s=settings.pending_ttl_s,
-            clock=clock,
-            replicas=Replicas.of(settings),
-        )
         self._clock = clock
-        self._documents = DocumentStore(self._redis, self._keys, clock=clock)
+        self._steps = ProducerSteps(settings, clock=clock)
+        self._run = SyncDriver(self._redis, Replicas.of(settings))
 
     @classmethod
     def from_env(cls) -> BridgeClient:
@@ -106,42 +67,11 @@ class BridgeClient:
 
     def validate(self, operation: Operation | Mapping[str, Any]) -> Operation:
         """The operation as a checked model, or ``InvalidOperation`` naming the field."""
-        try:
-            op = operation if isinstance(operation, Operation) else Operation.model_validate(operation)
-        except ValidationError as exc:
-            raise InvalidOperation(first_error(exc)) from None
-        if op.account not in self.settings.accounts:
-            raise InvalidOperation(f"account: unknown account {op.account!r}")
-        if op.callback is not None:
-            try:
-                check_callback_url(str(op.callback.url), allow_private=self.settings.callback_allow_private)
-            except BridgeError as exc:
-                raise InvalidOperation(str(exc)) from None
-        self._check_against_api(op)
-        return op
-
-    def _check_against_api(self, op: Operation) -> None:
-        """Refuse (strict) or log (warn) what the API's OpenAPI document does not allow (spec §13)."""
-        mode = self.settings.validate_operations
-        if mode == "off":
-            return
-        checker = self._documents.checker(op.account)
-        if checker is None:
-            if op.account not in _UNCHECKED_LOGGED:
-                _UNCHECKED_LOGGED.add(op.account)
-                # INFO: a CLI run prints only its own answer; workers and the ingress log it.
-                log.info("no OpenAPI document of account %s in Redis: operations are queued unchecked", op.account)
-            return
-        refusal = checker.check(op)
-        if refusal is None:
-            return
-        if mode == "strict":
-            raise InvalidOperation(refusal)
-        log.warning("operation not in the API's document, queued anyway (warn mode): %s", refusal)
+        return self._run(self._steps.validate(operation))
 
     def submit(self, operation: Operation | Mapping[str, Any]) -> str:
         """Queue one operation; returns its job id (the existing one for a repeated idempotency key)."""
-        return self._jobs.submit_many([self.validate(operation)])[0][0]
+        return self._run(self._steps.submit(operation))
 
     def submit_many(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[str]:
         """Queue operations, one Redis round trip per batch of up to 1,000; all are checked first."""
@@ -149,35 +79,15 @@ class BridgeClient:
 
     def submit_many_detailed(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[tuple[str, bool]]:
         """Like ``submit_many``, with whether each job was created (False: idempotent repeat)."""
-        checked = self._check_all(operations)
-        results: list[tuple[str, bool]] = []
-        for start in range(0, len(checked), MAX_BATCH):
-            results += self._jobs.submit_many(checked[start : start + MAX_BATCH])
-        return results
-
-    def _check_all(self, operations: Iterable[Operation | Mapping[str, Any]]) -> list[Operation]:
-        checked = []
-        for index, operation in enumerate(operations):
-            try:
-                checked.append(self.validate(operation))
-            except InvalidOperation as exc:
-                raise InvalidOperation(f"operations[{index}].{exc}") from None
-        return checked
+        return self._run(self._steps.submit_many(operations))
 
     def get(self, job_id: str) -> JobStatus:
         """The job's current status, with its forecast while it waits (``JobNotFound`` when unknown or expired)."""
-        fields = self._jobs.shown(job_id)
-        status = to_status(job_id, fields)
-        forecast = self._forecaster.job(job_id, fields)
-        if forecast is None:
-            return status
-        return status.model_copy(
-            update={"position": forecast.position, "estimated_start_at": forecast.estimated_start_at}
-        )
+        return self._run(self._steps.get(job_id))
 
     def backlog(self, account: str) -> Backlog:
         """An account's lanes now, its next slot and when each lane's last job should start."""
-        return self._forecaster.backlog(account)
+        return self._run(self._steps.forecast.backlog(account))
 
     def quota_state(self, account: str) -> LimiterState:
         """An account's limiter now: configured, learned and why, calls in the window, pause (``KeyError``: unknown)."""
@@ -194,26 +104,15 @@ class BridgeClient:
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job that has not started its call (``NotWaiting`` if it has, or is finished)."""
-        [outcome] = self._jobs.cancel([job_id])
-        if outcome == "missing":
-            raise JobNotFound(job_id)
-        if outcome != "cancelled":
-            raise NotWaiting(f"job {job_id} is {'running' if outcome == 'running' else 'finished'}: not cancelled")
-        return self.get(job_id)
+        return self._run(self._steps.cancel(job_id))
 
     def cancel_batch(self, batch_id: str) -> BatchStatus:
         """Cancel, in one step, every job of a batch that has not started its call."""
-        self._jobs.cancel(self._batches.job_ids(batch_id) or [])
-        return self.get_batch(batch_id)
+        return self._run(self._steps.cancel_batch(batch_id))
 
     def reprioritize(self, job_id: str, priority: Priority) -> JobStatus:
         """Move a waiting job to another lane, keeping its age there (``NotWaiting`` once it runs)."""
-        outcome = self._jobs.reprioritize(job_id, priority)
-        if outcome == "missing":
-            raise JobNotFound(job_id)
-        if outcome != "moved":
-            raise NotWaiting(f"job {job_id} is {'running' if outcome == 'running' else 'finished'}: not moved")
-        return self.get(job_id)
+        return self._run(self._steps.reprioritize(job_id, priority))
 
     def submit_batch(
         self,
@@ -223,59 +122,36 @@ class BridgeClient:
         metadata: Mapping[str, Any] | None = None,
     ) -> Batch:
         """Queue a batch (all checked first); one ``batch.completed`` callback when every job is final."""
-        checked = self._check_all(operations)
-        if not 1 <= len(checked) <= MAX_BATCH_OPERATIONS:
-            raise InvalidOperation(f"operations: expected 1 to {MAX_BATCH_OPERATIONS} operations, got {len(checked)}")
-        hook = self._check_callback(callback)
-        try:
-            meta = BatchMeta.model_validate({"metadata": dict(metadata or {})}).metadata
-        except ValidationError as exc:
-            raise InvalidOperation(first_error(exc)) from None
-        return self._batches.create(checked, callback=hook, metadata=meta)
+        return self._run(self._steps.submit_batch(operations, callback=callback, metadata=metadata))
 
     def get_batch(self, batch_id: str) -> BatchStatus:
         """The batch's status and forecast (``BatchNotFound`` when unknown or expired)."""
-        return self._batches.status(batch_id)
+        return self._run(self._steps.batches.status(batch_id))
 
     def batch_accounts(self, batch_id: str) -> list[str]:
         """The accounts of a batch's operations (``BatchNotFound`` when unknown or expired)."""
-        return self._batches.accounts(batch_id)
+        return self._run(self._steps.batches.accounts(batch_id))
 
     def batch_jobs(self, batch_id: str) -> list[str]:
         """The batch's job ids, in submission order."""
-        return self._batches.job_ids(batch_id)
-
-    def wait_batch(self, batch_id: str, timeout: float, *, poll_s: float = 0.25) -> BatchStatus:
-        """Poll until every job of the batch is final; ``TimeoutError`` after ``timeout`` seconds."""
-        status = self._poll(lambda: self.get_batch(batch_id), timeout=timeout, poll_s=poll_s)
-        if not status.finished:
-            raise TimeoutError(f"batch {batch_id} still running after {timeout}s ({status.counts})")
-        return status
-
-    def _check_callback(self, callback: Callback | Mapping[str, Any] | None) -> Callback | None:
-        if callback is None:
-            return None
-        try:
-            hook = callback if isinstance(callback, Callback) else Callback.model_validate(callback)
-            check_callback_url(str(hook.url), allow_private=self.settings.callback_allow_private)
-        except ValidationError as exc:
-            raise InvalidOperation(f"callback.{first_error(exc)}") from None
-        except BridgeError as exc:
-            raise InvalidOperation(str(exc)) from None
-        return hook
+        return self._run(self._steps.batches.job_ids(batch_id))
 
     def wait(self, job_id: str, timeout: float, *, poll_s: float = 0.1) -> JobStatus:
-        """Poll until the job is finished; ``TimeoutError`` after ``timeout`` seconds."""
-        status = self._poll(lambda: self.get(job_id), timeout=timeout, poll_s=poll_s)
-        if not status.finished:
-            raise TimeoutError(f"job {job_id} still {status.status} after {timeout}s")
-        return status
+        """Read the job until it is finished; ``TimeoutError`` after ``timeout`` seconds."""
+        return self._poll(lambda: self.get(job_id), timeout=timeout, poll_s=poll_s)
+
+    def wait_batch(self, batch_id: str, timeout: float, *, poll_s: float = 0.25) -> BatchStatus:
+        """Read the batch until every job of it is final; ``TimeoutError`` after ``timeout`` seconds."""
+        return self._poll(lambda: self.get_batch(batch_id), timeout=timeout, poll_s=poll_s)
 
     def _poll(self, read: Callable[[], Finished], *, timeout: float, poll_s: float) -> Finished:
-        """``read()`` until what it reads is finished or ``timeout`` seconds pass; the last reading."""
+        """``read()`` until what it reads is finished (paced by ``next_poll_s``); ``TimeoutError`` past ``timeout``."""
         deadline = self._clock.monotonic() + timeout
         while True:
             status = read()
-            if status.finished or self._clock.monotonic() >= deadline:
+            if status.finished:
                 return status
-            self._clock.sleep(min(poll_s, max(0.0, deadline - self._clock.monotonic())))
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                raise timed_out(status, timeout)
+            self._clock.sleep(min(left, next_poll_s(status, now=self._clock.now(), poll_s=poll_s)))

@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,9 @@ OPTIONAL = (
     "token_encryption_key",
     "sentry_dsn",
     "accounts_file",
+    "proxy_url",
+    "ca_bundle",
+    "callback_proxy_url",
     "redis_sentinel_password",
 )
 
@@ -62,6 +66,9 @@ class Settings(BaseSettings):
     sandbox_url: str = Field(ENDPOINTS["sandbox"][0], validation_alias="OPTIMUM_SANDBOX_URL")
     rate_limit: Annotated[RateLimitField, NoDecode] = Field(RateLimit(30, 60.0), validation_alias="OPTIMUM_RATE_LIMIT")
     timeout_s: float = Field(30.0, validation_alias="OPTIMUM_TIMEOUT_S", gt=0, le=600)
+    proxy_url: SecretStr | None = Field(None, validation_alias="OPTIMUM_PROXY_URL")  # may carry user:password@
+    ca_bundle: Path | None = Field(None, validation_alias="OPTIMUM_CA_BUNDLE")
+    max_response_bytes: int = Field(16 * 2**20, validation_alias="BRIDGE_MAX_RESPONSE_BYTES", ge=1024, le=2**30)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
     redis_sentinel_password: SecretStr | None = Field(None, validation_alias="BRIDGE_REDIS_SENTINEL_PASSWORD")
@@ -79,6 +86,7 @@ class Settings(BaseSettings):
     callback_schedule: Annotated[tuple[float, ...], NoDecode] = Field((), validation_alias="BRIDGE_CALLBACK_SCHEDULE_S")
     callback_secret: SecretStr | None = Field(None, validation_alias="BRIDGE_CALLBACK_SECRET")
     callback_allow_private: bool = Field(False, validation_alias="BRIDGE_CALLBACK_ALLOW_PRIVATE")
+    callback_proxy_url: SecretStr | None = Field(None, validation_alias="BRIDGE_CALLBACK_PROXY_URL")
     callback_timeout_s: float = Field(10.0, validation_alias="BRIDGE_CALLBACK_TIMEOUT_S", gt=0, le=120)
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), validation_alias="BRIDGE_API_KEYS")
     api_host: str = Field("127.0.0.1", validation_alias="BRIDGE_API_HOST", min_length=1)
@@ -141,6 +149,23 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("proxy_url", "callback_proxy_url")
+    @classmethod
+    def _check_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value.get_secret_value()):
+            raise ValueError("expected an http:// or https:// proxy URL (scheme, optional user:password@, host, port)")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (OSError, ssl.SSLError):
+                raise ValueError(f"cannot read PEM certificates from {str(value)!r}") from None
         return value
 
     @model_validator(mode="after")

@@ -6,6 +6,12 @@ never holds an API slot. The body is the ``CallbackEvent`` of spec §6; the
 signature is recomputed at every attempt with a fresh timestamp. After the
 last scheduled retry the callback lands in the dead-letter hash, from which
 ``replay`` queues it again.
+
+Through ``BRIDGE_CALLBACK_PROXY_URL`` the URL is still resolved and checked
+just before each POST, but the request names the host (the proxy connects,
+and a TLS certificate is verified against the name), so the proxy's own DNS
+answer is the one used: see the README's "Proxies" for what that leaves to
+the proxy.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ NOT_REPLICATED_DELAY_S = 1.0
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
 
 
-def pinned_request(http: httpx.Client, target: Target, *, content: bytes, headers: dict[str, str]) -> httpx.Request:
-    """A POST to ``target`` that connects to the address that was checked, keeping Host and the TLS name."""
+def pinned_request(
+    http: httpx.Client, target: Target, *, content: bytes, headers: dict[str, str], pin: bool = True
+) -> httpx.Request:
+    """A POST to ``target`` that connects to the address that was checked, keeping Host and the TLS name
+    (``pin=False``: to the host by name, for a proxy to connect to)."""
     request = http.build_request("POST", target.url, content=content, headers=headers)
-    if target.address is not None:
+    if pin and target.address is not None:
         request.url = request.url.copy_with(host=target.address)
         request.headers["host"] = target.host if request.url.port is None else f"{target.host}:{request.url.port}"
         request.extensions["sni_hostname"] = target.host
@@ -77,9 +86,11 @@ class CallbackSender:
         allow_private: bool,
         schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
         lease_ms: int = 60_000,
+        proxied: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._deliveries = deliveries
+        self._proxied = proxied
         self._http = http
         self._key = key
         self._allow_private = allow_private
@@ -88,7 +99,8 @@ class CallbackSender:
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"CallbackSender(allow_private={self._allow_private}, schedule={self._schedule})"
+        options = f"allow_private={self._allow_private}, proxied={self._proxied}"
+        return f"CallbackSender({options}, schedule={self._schedule})"
 
     def deliver(self, subject: str, attempt: int) -> str:
         """Attempt delivery number ``attempt`` (1-based) of a job's or a batch's callback; returns what happened."""
@@ -161,7 +173,7 @@ class CallbackSender:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self._key, webhook_id, timestamp, body),
         }
-        request = pinned_request(self._http, target, content=body, headers=headers)
+        request = pinned_request(self._http, target, content=body, headers=headers, pin=not self._proxied)
         try:
             answer = self._http.send(request, follow_redirects=False)
         except httpx.HTTPError as exc:

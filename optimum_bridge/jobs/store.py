@@ -2,7 +2,9 @@
 
 A job is a hash (``keys.job``): the operation, its state, lane and place,
 attempts, the last answer and error. ``submit_many`` creates jobs in their
-priority lanes in one Lua call per batch, honouring idempotency keys. Then
+priority lanes in one Lua call per batch, honouring idempotency keys (its
+steps, and those of the other reads and controls a producer makes, are
+``jobs.steps``, shared with the asyncio client). Then
 the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
 takes it for one worker, refusing stale messages (a dispatch that is not the
 job's current one), finished jobs (a redelivery never runs one again) and a
@@ -14,32 +16,29 @@ same step -- and ``reschedule`` parks it until its retry is due.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 import redis
 
-from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
+from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import Deferred, JobNotFound
-from optimum_bridge.jobs.coalesce import read_digest
-from optimum_bridge.jobs.status import shown_status, to_status
-from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, RECENT_JOBS, JobField, Keys, text
+from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
+from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
 from optimum_bridge.process.redis import UNREPLICATED, NotOwned, NotReplicated, Replicas
 from optimum_bridge.quota.rate import Quota
-from optimum_bridge.schemas import WAITING_STATES, ApiResponse, ErrorInfo, JobStatus, Operation
+from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+from optimum_bridge.steps import SyncDriver
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_TTL_S = 86400
 #: A "call sent" record that did not reach its replicas: the call waits this long, back in its lane.
 NOT_REPLICATED_DELAY_S = 1.0
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
-ControlOutcome = Literal["cancelled", "moved", "running", "final", "missing"]
 
 
 @dataclass(frozen=True)
@@ -76,46 +75,17 @@ class JobStore:
         self._result_ttl_s = result_ttl_s
         self._pending_ttl_s = pending_ttl_s
         self._clock = clock
-        self._submit = scripts.register(client, "submit")
+        self.steps = JobSteps(keys, result_ttl_s, pending_ttl_s, clock)
+        self._run = SyncDriver(client, replicas)
         self._claim = scripts.register(client, "claim")
         self._complete = scripts.register(client, "complete")
         self._reschedule = scripts.register(client, "reschedule")
-        self._cancel = scripts.register(client, "cancel")
-        self._reprioritize = scripts.register(client, "reprioritize")
         self._mark_sent = scripts.register(client, "mark_sent")
         self._callback_template: tuple[str, str] | None = None  # built by the first complete: a worker's
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
-        if not operations:
-            return []
-        submitted = self._clock.now().isoformat()
-        args: list[str | int] = [
-            self._keys.job_prefix,
-            self._keys.lane_prefix,
-            self._keys.seq_prefix,
-            self._pending_ttl_s,
-            IDEMPOTENCY_TTL_S,
-            batch_key,
-            self._keys.delayed(""),
-            self._keys.recent_prefix,
-            RECENT_JOBS,
-            self._keys.followers_prefix,
-            self._keys.callbacks_watch,
-            self._result_ttl_s,
-            self._keys.stats,
-        ]
-        for operation in operations:
-            idem = self._keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""
-            op = operation.model_dump_json(exclude_defaults=True)
-            not_before = "" if operation.not_before is None else epoch_ms_ceil(operation.not_before)
-            digest = read_digest(operation)
-            read = self._keys.read(operation.account, digest) if digest else ""
-            args += [idem, uuid.uuid4().hex, op, submitted, operation.priority, operation.account, not_before]
-            has_callback = int(operation.callback is not None)
-            args += [read, int(operation.coalesce), int(operation.max_age_s * 1000), has_callback]
-        raw = self._replicas.run(self._redis, self._submit, args=args)  # NotReplicated: a retryable refusal
-        return [(raw[i].decode(), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return self._run(self.steps.submit_many(operations, batch_key=batch_key))
 
     def operation(self, job_id: str) -> Operation:
         """The operation of a job."""
@@ -126,29 +96,15 @@ class JobStore:
 
     def fields(self, job_id: str) -> dict[str, str]:
         """The job hash, decoded (``JobNotFound`` when unknown or expired)."""
-        raw = self._redis.hgetall(self._keys.job(job_id))
-        if not raw or JobField.op.encode() not in raw:
-            raise JobNotFound(job_id)
-        return {text(k): text(v) for k, v in raw.items()}
+        return self._run(self.steps.fields(job_id))
 
     def shown(self, job_id: str) -> dict[str, str]:
-        """The fields as producers see them: a job waiting on another's call (spec §13) is running,
-        from that call's start, while the call is."""
-        fields = self.fields(job_id)
-        leader, status = fields.get(JobField.coalesced_with), fields.get(JobField.status, "queued")
-        if not leader or status not in WAITING_STATES:
-            return fields
-        call_status, started_at = self._redis.hmget(self._keys.job(leader), [JobField.status, JobField.started_at])
-        if shown_status(status, text(call_status) if call_status else None) == status:
-            return fields
-        shown = {**fields, JobField.status: "running"}
-        if started_at is not None:  # the call's claim comes just before it is sent
-            shown[JobField.started_at] = text(started_at)
-        return shown
+        """The fields as producers see them (``JobSteps.shown``)."""
+        return self._run(self.steps.shown(job_id))
 
     def status(self, job_id: str) -> JobStatus:
         """The job as producers see it (without its forecast: see ``quota.forecast.Forecaster``)."""
-        return to_status(job_id, self.shown(job_id))
+        return self._run(self.steps.status(job_id))
 
     def field(self, job_id: str, name: str) -> str | None:
         """One raw field of the job record."""
@@ -201,14 +157,15 @@ class JobStore:
         account's window: a worker slowed down since its claim must not bunch calls at the API.
         With ``owner``, also when the job's lease is not ``owner``'s on the Redis that recorded
         it: redis-py retries a write on the primary a failover promoted, which may not have the
-        claim (the job would run again elsewhere).
+        claim (the job would run again elsewhere). With ``BRIDGE_REDIS_MIN_REPLICAS``, also when
+        the record did not reach the replicas: a failover would forget the call was sent.
         """
         keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
         args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
         guard = (self._keys.lease(job_id), owner) if owner else None
         try:
             attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args, guard=guard))
-        except NotReplicated as exc:  # a failover now would forget the call was sent: do not send it
+        except NotReplicated as exc:
             log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
             raise Deferred(NOT_REPLICATED_DELAY_S) from exc
         except NotOwned as exc:  # the claim is not on this Redis: the job is another worker's to run
@@ -293,23 +250,8 @@ class JobStore:
 
     def cancel(self, job_ids: list[str]) -> list[ControlOutcome]:
         """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``."""
-        if not job_ids:
-            return []
-        args: list[str | int] = [
-            self._keys.job_prefix,
-            self._keys.lane_prefix,
-            self._keys.delayed(""),
-            self._clock.now().isoformat(),
-            self._result_ttl_s,
-            self._keys.callbacks_watch,
-            self._keys.followers_prefix,
-            self._keys.stats,
-            *job_ids,
-        ]
-        return [text(outcome) for outcome in self._cancel(keys=[self._keys.dispatched], args=args)]  # type: ignore[misc]
+        return self._run(self.steps.cancel(job_ids))
 
     def reprioritize(self, job_id: str, priority: str) -> ControlOutcome:
         """Move a waiting job to ``priority``'s lane, keeping its age: ``moved``, ``running``, ``final``..."""
-        args = [self._keys.lane_prefix, priority, job_id, self._keys.job_prefix, self._keys.followers_prefix]
-        reply = self._reprioritize(keys=[self._keys.job(job_id)], args=args)
-        return text(reply)  # type: ignore[return-value]  # one of the script's documented outcomes
+        return self._run(self.steps.reprioritize(job_id, priority))

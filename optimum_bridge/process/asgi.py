@@ -19,6 +19,7 @@ class Listening(Protocol):
     config: uvicorn.Config
     started: bool
     should_exit: bool
+    server_state: Any  # uvicorn's ServerState: ``connections`` are the open ones
 
     def bound_port(self) -> int: ...
 

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.settings import Settings
@@ -25,7 +26,11 @@ def secret_values(settings: Settings) -> list[str]:
     """Every configured secret value, longest first (for substring scrubbing)."""
     accounts = [account.client_secret for account in settings.accounts.by_name.values()]
     values = [settings.client_secret, settings.callback_secret, settings.sentry_dsn, *settings.api_keys, *accounts]
+    proxies = [url for url in (settings.proxy_url, settings.callback_proxy_url) if url is not None]
     plain = [v.get_secret_value() for v in values if v is not None and len(v.get_secret_value()) >= 4]
+    for proxy in proxies:  # the URL, and its password alone (it may appear decoded)
+        password = urlsplit(proxy.get_secret_value()).password
+        plain += [proxy.get_secret_value(), *([unquote(password)] if password and len(password) >= 4 else [])]
     return sorted(plain, key=len, reverse=True)
 
 
@@ -85,6 +90,8 @@ def init_sentry(settings: Settings, *, component: str, transport: Any = None) ->
         before_send=before_send,
         send_default_pii=False,
         server_name=component,
+        http_proxy="",  # "": no HTTP_PROXY / HTTPS_PROXY from the environment: it would carry the DSN elsewhere
+        https_proxy="",
         **({"transport": transport} if transport is not None else {}),
     )
     return True

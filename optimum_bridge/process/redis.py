@@ -7,7 +7,8 @@ or a Sentinel-managed one::
 
 where the password is the data nodes' and ``BRIDGE_REDIS_SENTINEL_PASSWORD``
 the sentinels'. ``redis_client`` builds the client every part of the bridge
-uses (workers, ingress, producers, CLI): through Sentinel it asks the sentinels
+uses (workers, ingress, producers, CLI; ``async_redis_client`` its asyncio
+twin for ``AsyncBridgeClient``): through Sentinel it asks the sentinels
 for the primary on each (re)connect, so a client finds the promoted replica
 after a failover; ``connection_retry`` bounds how long a command keeps
 retrying meanwhile. ``broker_connection`` is the same Redis as kombu's
@@ -25,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.asyncio.sentinel
 from pydantic import SecretStr
 from redis.backoff import EqualJitterBackoff
-from redis.commands.core import Script
+from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -49,6 +53,10 @@ SENTINEL_TIMEOUT_S = 2.0
 RETRIES = 8
 RETRY_BASE_S = 0.1
 RETRY_CAP_S = 2.0
+
+#: Connections of one ``AsyncBridgeClient``: a hundred tasks share them instead of opening one each.
+ASYNC_MAX_CONNECTIONS = 32
+POOL_WAIT_S = 30.0
 
 #: How long a write waits for its replicas (``WAIT``) before the caller hears it did not reach them.
 WAIT_TIMEOUT_MS = 1000
@@ -122,7 +130,7 @@ def _options() -> dict[str, Any]:
         "socket_connect_timeout": 5,
         "retry": connection_retry(),
         # A demoted primary answers writes with READONLY: reconnect (DNS, or Sentinel) and retry.
-        "retry_on_error": [ReadOnlyError],
+        "retry_on_error": [ReadOnlyError, redis.ConnectionError, redis.TimeoutError],  # asyncio pipelines read it
         "retry_on_timeout": True,
     }
 
@@ -143,9 +151,86 @@ def redis_client(settings: Settings) -> redis.Redis:
     target = parse_sentinel_url(url)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
     password = target.password.get_secret_value() if target.password else None
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.service, db=target.db, username=target.username, password=password, **_options()
+    client: _SentinelRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.service,
+        redis_class=_SentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=password,
+        **_options(),
     )
+    client.manager = sentinel
+    return client
+
+
+class _SentinelRedis(redis.Redis):
+    """The primary's client, which closes its connections to the sentinels with its own."""
+
+    manager: Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.manager is not None:
+            self.manager.close()
+
+
+class _AsyncSentinelRedis(redis.asyncio.Redis):
+    """The same for asyncio."""
+
+    manager: redis.asyncio.sentinel.Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.manager is not None:
+            await self.manager.aclose()
+
+
+class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """redis-py's asyncio connection sends a command through ``connect_check_health``, which retries
+    the address it last had -- the dead primary -- for the whole retry budget instead of asking the
+    sentinels again (the blocking client asks them on each attempt): here it asks them."""
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self.is_connected:
+            return
+        if retry_socket_connect:
+            await self.connect()  # type: ignore[no-untyped-call]  # the sentinels' primary, each attempt
+        else:  # connect_to's own single attempt at the address the sentinels gave
+            await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+def async_redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """The same client for asyncio (``AsyncBridgeClient``): at most ``ASYNC_MAX_CONNECTIONS``; a task
+    finding them all busy waits for one (up to ``POOL_WAIT_S``) rather than failing (a plain Redis:
+    redis-py's Sentinel pool cannot wait, so through Sentinel a busy pool fails the call)."""
+    url = settings.redis_url.get_secret_value()
+    retry = redis.asyncio.retry.Retry(
+        EqualJitterBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S),
+        RETRIES,
+        supported_errors=(redis.ConnectionError, redis.TimeoutError, ReadOnlyError),
+    )
+    options = {**_options(), "retry": retry}
+    if not url.startswith(SENTINEL_SCHEME):
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=POOL_WAIT_S, **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
+    target = parse_sentinel_url(url)
+    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_kwargs(settings)
+    )
+    password = target.password.get_secret_value() if target.password else None
+    client: _AsyncSentinelRedis = sentinel.master_for(
+        target.service,
+        redis_class=_AsyncSentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=password,
+        max_connections=ASYNC_MAX_CONNECTIONS,
+        connection_class=_AsyncSentinelConnection,
+        **options,
+    )
+    client.manager = sentinel
     return client
 
 
@@ -257,6 +342,28 @@ class Replicas:
         if self.required and int(replies[1]) < self.required:
             raise NotReplicated(int(replies[1]), self.required)
         return replies[0]
+
+    async def run_async(
+        self, client: redis.asyncio.Redis, script: AsyncScript, *, keys: list[Any] | None = None, args: list[Any]
+    ) -> Any:
+        """``run`` for the asyncio client (``AsyncBridgeClient``): the same pipeline, the same refusals."""
+        try:
+            reply, acknowledged = await self._pipelined_async(client, script, keys, args)
+        except NoScriptError:  # a promoted replica has no script cache (see ``run``)
+            await client.script_load(script.script)
+            reply, acknowledged = await self._pipelined_async(client, script, keys, args)
+        if int(acknowledged) < self.required:
+            raise NotReplicated(int(acknowledged), self.required)
+        return reply
+
+    async def _pipelined_async(
+        self, client: redis.asyncio.Redis, script: AsyncScript, keys: list[Any] | None, args: list[Any]
+    ) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.wait(self.required, self.timeout_ms)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     def _pipelined(
         self,

@@ -26,6 +26,7 @@ from optimum_bridge.jobs.recovery import Recovery
 from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
+from optimum_bridge.process import egress
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import Replicas, redis_client
 from optimum_bridge.quota.dispatcher import Dispatcher
@@ -154,9 +155,7 @@ class Runtime:
 
     @lazy
     def api_http(self) -> httpx.Client:
-        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-        return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+        return egress.api_http(self.settings)
 
     @property
     def tokens(self) -> TokenStore:
@@ -196,7 +195,7 @@ class Runtime:
 
     @lazy
     def callback_http(self) -> httpx.Client:
-        return httpx.Client(timeout=self.settings.callback_timeout_s, follow_redirects=False, trust_env=False)
+        return egress.callback_http(self.settings)
 
     @lazy
     def callbacks(self) -> CallbackSender:
@@ -207,6 +206,7 @@ class Runtime:
             allow_private=self.settings.callback_allow_private,
             schedule=self.settings.callback_schedule or DEFAULT_SCHEDULE,
             lease_ms=int(self.settings.callback_timeout_s * 3000),
+            proxied=self.settings.callback_proxy_url is not None,
         )
 
     def close(self) -> None:
@@ -252,6 +252,7 @@ class AccountRuntime:
             limiter=self.limiter,
             metrics=rt.metrics.for_account(self.account.name),
             max_wait_s=rt.max_wait_s,
+            max_response_bytes=rt.settings.max_response_bytes,
         )
 
     @lazy

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import redis
 
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
-from optimum_bridge.lua import scripts
 from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import WAITING_STATES
+from optimum_bridge.steps import Command, Pipeline, Script, Steps, SyncDriver
 
 
 @dataclass(frozen=True)
@@ -51,71 +51,92 @@ class Backlog:
         return _moment(self.next_slot_ms + (ahead - 1) * self.interval_ms)
 
 
-class Forecaster:
-    """Reads the lanes and the quota of an account to forecast starts."""
+@dataclass(frozen=True)
+class ForecastSteps:
+    """The forecasts as steps (``optimum_bridge.steps``), for the blocking and the asyncio client alike."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, quotas: dict[str, Quota]) -> None:
-        self._redis = client
-        self._keys = keys
-        self._quotas = quotas
-        self._forecast = scripts.register(client, "forecast")
+    keys: Keys
+    quotas: dict[str, Quota]
 
-    def _ask(self, account: str, positions: list[tuple[str, str]]) -> tuple[int, int, int, list[int]]:
+    def _ask(self, account: str, positions: list[tuple[str, str]]) -> Steps[tuple[int, int, int, list[int]]]:
         """``(now, next slot, interval in force, ahead of each (priority, seq))`` for ``account``, in one round trip."""
-        raw = self._read(account, positions)
+        raw = yield from self._read(account, positions)
         return raw[0], raw[1], raw[2], raw[6:]
 
-    def _read(self, account: str, positions: list[tuple[str, str]]) -> list[int]:
+    def _read(self, account: str, positions: list[tuple[str, str]]) -> Steps[list[int]]:
         """The script's answer: now, next slot, the interval in force (the learned limit applied), the three
         lane sizes, then ahead of each position."""
-        quota = self._quotas[account]
+        quota = self.quotas[account]
         keys = [
-            *self._keys.lanes(account),
-            self._keys.limiter_log(account),
-            self._keys.limiter_pause(account),
-            self._keys.limiter_tat(account),
-            self._keys.limiter_learned(account),
+            *self.keys.lanes(account),
+            self.keys.limiter_log(account),
+            self.keys.limiter_pause(account),
+            self.keys.limiter_tat(account),
+            self.keys.limiter_learned(account),
         ]
         args: list[str | int] = [*quota.args()]
         for priority, seq in positions:
             args += [PRIORITIES.index(priority) + 1, seq]
-        return [int(value) for value in self._forecast(keys=keys, args=args)]
+        return [int(value) for value in (yield Script("forecast", keys, args))]
 
-    def backlog(self, account: str) -> Backlog:
+    def backlog(self, account: str) -> Steps[Backlog]:
         """The account's lanes and next slot, read in one step (``KeyError`` for an unknown account)."""
-        raw = self._read(account, [])
+        raw = yield from self._read(account, [])
         sizes = dict(zip(PRIORITIES, raw[3:6], strict=True))
         return Backlog(raw[0], raw[1], raw[2], sizes)
 
-    def job(self, job_id: str, fields: dict[str, str]) -> Forecast | None:
+    def job(self, job_id: str, fields: dict[str, str]) -> Steps[Forecast | None]:
         """The forecast of a job from its hash's fields; None unless it waits for a slot."""
         if fields.get(JobField.status) not in WAITING_STATES:
             return None
         leader = fields.get(JobField.coalesced_with)
         if leader:  # it waits on another job's call: it starts when that one does
-            raw = self._redis.hgetall(self._keys.job(leader))
-            return self.job(leader, {text(k): text(v) for k, v in raw.items()}) if raw else None
+            raw = yield Command("HGETALL", (self.keys.job(leader),))
+            return (yield from self.job(leader, {text(k): text(v) for k, v in raw.items()})) if raw else None
         account = fields.get(JobField.account, "default")
-        if account not in self._quotas:
+        if account not in self.quotas:
             return None
         dispatched = fields.get(JobField.dispatched_at)
-        _, next_slot, interval, ahead = self._ask(account, [(fields[JobField.priority], fields[JobField.seq])])
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zscore(self._keys.dispatched, job_id)
-            pipe.zscore(self._keys.delayed(account), job_id)
-            handed_off, due = pipe.execute()
+        _, next_slot, interval, ahead = yield from self._ask(
+            account, [(fields[JobField.priority], fields[JobField.seq])]
+        )
+        lookups = (
+            Command("ZSCORE", (self.keys.dispatched, job_id)),
+            Command("ZSCORE", (self.keys.delayed(account), job_id)),
+        )
+        handed_off, due = yield Pipeline(lookups, transaction=False)
         if handed_off is not None and dispatched:
             return Forecast(0, _moment(int(dispatched)))  # its slot is given; a worker is taking it
         start = next_slot + ahead[0] * interval
         return Forecast(ahead[0], _moment(max(start, int(due or 0))))
 
-    def batch_done(self, account: str, last_seqs: dict[str, str]) -> datetime | None:
+    def batch_done(self, account: str, last_seqs: dict[str, str]) -> Steps[datetime | None]:
         """When the last waiting job of a batch should start, from the batch's last place in each lane."""
-        if not last_seqs or account not in self._quotas:
+        if not last_seqs or account not in self.quotas:
             return None
         positions = [(priority, str(int(seq) + 1)) for priority, seq in last_seqs.items()]
-        now, next_slot, interval, ahead = self._ask(account, positions)
+        now, next_slot, interval, ahead = yield from self._ask(account, positions)
         last = max(ahead)
         if last == 0:  # nothing of it waits for a slot any more: it ends with the calls under way
             return _moment(now)
         return _moment(next_slot + (last - 1) * interval)
+
+
+class Forecaster:
+    """Reads the lanes and the quota of an account to forecast starts (``ForecastSteps`` on a blocking client)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, quotas: dict[str, Quota]) -> None:
+        self.steps = ForecastSteps(keys, quotas)
+        self._run = SyncDriver(client)
+
+    def backlog(self, account: str) -> Backlog:
+        """The account's lanes and next slot, read in one step (``KeyError`` for an unknown account)."""
+        return self._run(self.steps.backlog(account))
+
+    def job(self, job_id: str, fields: dict[str, str]) -> Forecast | None:
+        """The forecast of a job from its hash's fields; None unless it waits for a slot."""
+        return self._run(self.steps.job(job_id, fields))
+
+    def batch_done(self, account: str, last_seqs: dict[str, str]) -> datetime | None:
+        """When the last waiting job of a batch should start, from the batch's last place in each lane."""
+        return self._run(self.steps.batch_done(account, last_seqs))

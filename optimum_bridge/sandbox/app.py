@@ -17,6 +17,7 @@ import binascii
 import hmac
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from optimum_bridge.clock import Clock
@@ -39,6 +40,8 @@ API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+_PADDING_HEAD, _PADDING_TAIL = b'{"padding": "', b'"}'
+_PADDING_CHUNK = 1024 * 1024
 
 
 def _state(request: Request) -> SandboxState:
@@ -186,7 +189,22 @@ async def _scripted(fault: FaultResponse) -> Response:
     headers = {k: v for k, v in fault.headers.items() if k.lower() not in _HOP_HEADERS}
     if fault.status in _NO_BODY_STATUSES:
         return Response(status_code=fault.status, headers=headers)
+    if fault.padded_to_bytes is not None:
+        # Chunked, without a content-length: the reader learns the size only by reading.
+        headers |= {"content-type": "application/json"}
+        return StreamingResponse(_padding(fault.padded_to_bytes), status_code=fault.status, headers=headers)
     return JSONResponse(fault.json_body(), status_code=fault.status, headers=headers)
+
+
+async def _padding(size: int) -> AsyncIterator[bytes]:
+    """A JSON object of exactly ``size`` bytes, one chunk at a time."""
+    yield _PADDING_HEAD
+    left = size - len(_PADDING_HEAD) - len(_PADDING_TAIL)
+    chunk = b"x" * _PADDING_CHUNK
+    while left > 0:
+        yield chunk[:left]
+        left -= min(left, _PADDING_CHUNK)
+    yield _PADDING_TAIL
 
 
 # -- admin ---------------------------------------------------------------------------

@@ -96,6 +96,9 @@ class FaultResponse(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     delay_ms: float = Field(default=0.0, ge=0)
+    #: Instead of ``body``: a JSON object of exactly this many bytes (``{"padding": "xx…"}``), streamed,
+    #: so a test can send an answer far larger than the bridge may read without building it in memory.
+    padded_to_bytes: int | None = Field(default=None, ge=16, le=2**31)
 
     def json_body(self) -> Any:
         """The body to send: the given one, or a default error object when absent."""

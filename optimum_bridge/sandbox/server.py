@@ -27,17 +27,19 @@ from optimum_bridge.sandbox.state import SandboxState
 log = logging.getLogger(__name__)
 
 
-def _base_url(host: str, port: int) -> str:
+def _base_url(host: str, port: int, scheme: str = "http") -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:  # a host name
-        return f"http://{host or '127.0.0.1'}:{port}"
+        return f"{scheme}://{host or '127.0.0.1'}:{port}"
     if address.is_unspecified:  # a wildcard bind is reached through loopback
         address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
+    return f"{scheme}://[{address}]:{port}" if address.version == 6 else f"{scheme}://{address}:{port}"
 
 
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _uvicorn_config(
+    app: Any, host: str, port: int, log_level: str, tls: tuple[str, str] | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -46,6 +48,8 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.C
         lifespan="off",
         access_log=False,
         timeout_graceful_shutdown=2,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
 
 
@@ -61,7 +65,10 @@ class SandboxServer:
         log_level: str = "warning",
         clock: Clock | None = None,
         start_timeout_s: float = 10.0,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        """``tls``: ``(certificate file, key file)`` to serve HTTPS (a test's private CA signed them)."""
+        self.tls = tls
         self.app = create_app(config, clock=clock)
         self.state: SandboxState = self.app.state.sandbox
         self.host = host
@@ -74,19 +81,23 @@ class SandboxServer:
     @property
     def url(self) -> str:
         """The API base, e.g. ``http://127.0.0.1:54321``."""
-        return _base_url(self.host, self.port)
+        return _base_url(self.host, self.port, "https" if self.tls else "http")
 
     @property
     def token_url(self) -> str:
         """The identity server's token endpoint."""
         return self.url + "/connect/token"
 
+    def open_connections(self) -> int:
+        """Connections open now (a TLS test waits for none before stopping: TLS closes take a round trip)."""
+        return len(self._server.server_state.connections) if self._server is not None else 0
+
     def start(self) -> Self:
         """Start serving; returns once the server accepts connections."""
         if self._thread is not None:
             raise RuntimeError("sandbox server already started")
         started = threading.Event()
-        config = _uvicorn_config(self.app, self.host, self.port, self._log_level)
+        config = _uvicorn_config(self.app, self.host, self.port, self._log_level, self.tls)
         self._server = listening_server(config, lambda _server: started.set())
         self._thread = threading.Thread(target=self._server.run, name="sandbox", daemon=True)
         self._thread.start()

@@ -9,6 +9,12 @@ call is sent. ``send`` returns an ``Attempt`` (the answer, and its Retry-After
 capped here, once) and raises ``NetworkError`` when there is no answer;
 deciding what the answer means is the executor's job.
 
+The answer is read as a stream and no further than ``max_response_bytes``
+(``BRIDGE_MAX_RESPONSE_BYTES``): a longer one is a ``FinalError``
+``response_too_large``, never a truncated body stored as a success, and a
+worker's memory stays bounded whatever the API sends. A body that is not JSON
+is kept whole, as text.
+
 Every answer's rate-limit headers (``quota.headers``) go to the limiter, which
 follows them (``RateLimiter.observe``). A 429 pauses the account for its
 ``Retry-After`` (which takes precedence), else until the reset its headers
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.errors import Deferred, NetworkError
+from optimum_bridge.errors import Deferred, FinalError, NetworkError
 from optimum_bridge.jobs.retry import retry_after
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.quota.headers import Statement, parse_rate_headers
@@ -37,23 +43,46 @@ from optimum_bridge.upstream.tokens import Token, TokenStore
 log = logging.getLogger(__name__)
 
 KEPT_HEADERS = ("content-type", "retry-after", "location", "etag", "last-modified", "x-total-count", "link")
-MAX_BODY_BYTES = 16 * 1024 * 1024
+#: ``BRIDGE_MAX_RESPONSE_BYTES``'s default: the longest answer read.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: The longest pause a 429's Retry-After may impose (or two windows, when the quota's is longer).
 MAX_PAUSE_S = 3600.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-def parse_answer(answer: httpx.Response) -> ApiResponse:
-    """An httpx response as an ``ApiResponse`` (JSON body when it is JSON)."""
-    headers = {name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers}
-    content = answer.content[:MAX_BODY_BYTES]
+def parse_answer(status_code: int, headers: httpx.Headers, content: bytes) -> ApiResponse:
+    """A whole answer as an ``ApiResponse``: the JSON body when it is JSON, else the text."""
+    kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
     body: object = None
     if content:
         try:
             body = json.loads(content)
         except ValueError:
-            body = content.decode("utf-8", "replace")[:65536]
-    return ApiResponse.model_validate({"status_code": answer.status_code, "headers": headers, "body": body})
+            body = content.decode("utf-8", "replace")
+    return ApiResponse.model_validate({"status_code": status_code, "headers": kept, "body": body})
+
+
+def too_large(status_code: int, limit: int) -> FinalError:
+    """The final error of an answer longer than ``limit`` bytes."""
+    return FinalError(
+        "response_too_large",
+        f"the API answered {status_code} with a body over BRIDGE_MAX_RESPONSE_BYTES ({limit} bytes): not kept",
+    )
+
+
+def read_bounded(answer: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed answer, read no further than ``limit`` bytes (``response_too_large`` beyond)."""
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(answer.status_code, limit)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in answer.iter_bytes():  # decoded: a compressed answer is measured by what it inflates to
+        size += len(chunk)
+        if size > limit:
+            raise too_large(answer.status_code, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -77,9 +106,11 @@ class OptimumClient:
         limiter: RateLimiter,
         metrics: Metrics,
         max_wait_s: float,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._http = http
+        self._max_response_bytes = max_response_bytes
         self._base = api_url.rstrip("/")
         self._tokens = tokens
         self._limiter = limiter
@@ -114,29 +145,43 @@ class OptimumClient:
 
     def _send(self, operation: Operation, token: Token) -> Attempt:
         started = self._clock.monotonic()
+        request = self._http.build_request(
+            operation.method,
+            self._base + operation.path,
+            params=operation.query or None,
+            json=operation.body if operation.method != "GET" else None,
+            headers={"Authorization": f"Bearer {token.value.get_secret_value()}", "Accept": "application/json"},
+        )
         try:
-            answer = self._http.request(
-                operation.method,
-                self._base + operation.path,
-                params=operation.query or None,
-                json=operation.body if operation.method != "GET" else None,
-                headers={"Authorization": f"Bearer {token.value.get_secret_value()}", "Accept": "application/json"},
-                follow_redirects=False,
-            )
+            answer = self._http.send(request, stream=True, follow_redirects=False)
         except _NOT_SENT as exc:
             self._metrics.observe_call("error", self._clock.monotonic() - started)
             raise NetworkError("connect", f"could not reach the API: {type(exc).__name__}", maybe_sent=False) from None
-        except httpx.TimeoutException as exc:
-            self._metrics.observe_call("timeout", self._clock.monotonic() - started)
-            raise NetworkError(
-                "timeout", f"the API did not answer in time: {type(exc).__name__}", maybe_sent=True
-            ) from None
         except httpx.HTTPError as exc:
-            self._metrics.observe_call("error", self._clock.monotonic() - started)
-            raise NetworkError(
-                "network", f"the connection to the API failed: {type(exc).__name__}", maybe_sent=True
-            ) from None
+            raise self._failed(exc, started) from None
+        try:
+            wait = self._observe(answer)
+            content = read_bounded(answer, self._max_response_bytes)
+        except httpx.HTTPError as exc:
+            raise self._failed(exc, started) from None
+        except FinalError:  # too large: an answer all the same, counted as one
+            self._metrics.observe_call(answer.status_code, self._clock.monotonic() - started)
+            raise
+        finally:
+            answer.close()
         self._metrics.observe_call(answer.status_code, self._clock.monotonic() - started)
+        return Attempt(parse_answer(answer.status_code, answer.headers, content), wait)
+
+    def _failed(self, exc: httpx.HTTPError, started: float) -> NetworkError:
+        """The error of a request that may have reached the API and got no (whole) answer."""
+        if isinstance(exc, httpx.TimeoutException):
+            self._metrics.observe_call("timeout", self._clock.monotonic() - started)
+            return NetworkError("timeout", f"the API did not answer in time: {type(exc).__name__}", maybe_sent=True)
+        self._metrics.observe_call("error", self._clock.monotonic() - started)
+        return NetworkError("network", f"the connection to the API failed: {type(exc).__name__}", maybe_sent=True)
+
+    def _observe(self, answer: httpx.Response) -> float | None:
+        """Follow the quota an answer's headers state, pause the account on a 429; its capped Retry-After."""
         statement = parse_rate_headers(answer.headers, now=self._clock.time()) if self._limiter.learn else None
         wait = retry_after(answer.headers, now=self._clock.time())
         if wait is not None:  # an absurd one (an epoch read as seconds, a typo) must not stop the account for days
@@ -145,7 +190,7 @@ class OptimumClient:
             self._limiter.observe(statement, retry_after=wait is not None and answer.status_code == 429)
         if answer.status_code == 429:
             self._on_rate_limited(wait, statement)
-        return Attempt(parse_answer(answer), wait)
+        return wait
 
     def _on_rate_limited(self, wait: float | None, statement: Statement | None) -> None:
         """Pause the account: Retry-After first, then the stated reset of a used-up quota, then the window."""

@@ -15,6 +15,7 @@ import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.keys import Keys
+from optimum_bridge.steps import Blocking, Command, Steps, SyncDriver
 
 if TYPE_CHECKING:
     from optimum_bridge.upstream.openapi import OperationChecker
@@ -25,15 +26,60 @@ log = logging.getLogger(__name__)
 RECHECK_S = 5.0
 
 
+class DocumentCache:
+    """Each account's checker, cached per process behind a short check of the version (as steps)."""
+
+    def __init__(self, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._keys = keys
+        self._clock = clock
+        self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
+        self._unreadable: set[tuple[str, str]] = set()
+
+    def checker(self, account: str) -> Steps[OperationChecker | None]:
+        """The account's checker, None when no document was stored."""
+        now = self._clock.monotonic()
+        cached = self._cache.get(account)
+        if cached is not None and now - cached[2] < RECHECK_S:
+            return cached[1]
+        version = yield Command("GET", (self._keys.openapi_version(account),))
+        if version is None:
+            self._cache.pop(account, None)
+            return None
+        tag = version.decode() if isinstance(version, bytes) else str(version)
+        if cached is not None and cached[0] == tag:
+            self._cache[account] = (tag, cached[1], now)
+            return cached[1]
+        checker = yield from self._load(account, tag)
+        if checker is None:
+            return None
+        self._cache[account] = (tag, checker, now)
+        return checker
+
+    def _load(self, account: str, tag: str) -> Steps[OperationChecker | None]:
+        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
+        text = yield Command("GET", (self._keys.openapi(account),))
+        if text is None or (account, tag) in self._unreadable:
+            return None
+        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
+
+        document = json.loads(text)
+        try:  # building it takes a while: the asyncio client does it in a thread
+            checker: OperationChecker = yield Blocking(lambda: OperationChecker(document))
+        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
+            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
+            self._unreadable.add((account, tag))
+            return None
+        return checker
+
+
 class DocumentStore:
     """Each account's document in Redis (one key, and a version key), cached per process."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._redis = client
         self._keys = keys
-        self._clock = clock
-        self._cache: dict[str, tuple[str, OperationChecker, float]] = {}
-        self._unreadable: set[tuple[str, str]] = set()
+        self.cache = DocumentCache(keys, clock=clock)
+        self._run = SyncDriver(client)
 
     def put(self, account: str, document: dict[str, Any]) -> None:
         """Store an account's document (a new version for every producer)."""
@@ -45,34 +91,4 @@ class DocumentStore:
 
     def checker(self, account: str) -> OperationChecker | None:
         """The account's checker, None when no document was stored."""
-        now = self._clock.monotonic()
-        cached = self._cache.get(account)
-        if cached is not None and now - cached[2] < RECHECK_S:
-            return cached[1]
-        version = self._redis.get(self._keys.openapi_version(account))
-        if version is None:
-            self._cache.pop(account, None)
-            return None
-        tag = version.decode() if isinstance(version, bytes) else str(version)
-        if cached is not None and cached[0] == tag:
-            self._cache[account] = (tag, cached[1], now)
-            return cached[1]
-        checker = self._load(account, tag)
-        if checker is None:
-            return None
-        self._cache[account] = (tag, checker, now)
-        return checker
-
-    def _load(self, account: str, tag: str) -> OperationChecker | None:
-        """A checker of the stored document (None: none stored, or one openapi-core cannot read)."""
-        text = self._redis.get(self._keys.openapi(account))
-        if text is None or (account, tag) in self._unreadable:
-            return None
-        from optimum_bridge.upstream.openapi import OperationChecker  # noqa: PLC0415 - openapi-core loads at the first check
-
-        try:
-            return OperationChecker(json.loads(text))
-        except Exception:  # a document openapi-core cannot read checks nothing: queue unchecked
-            log.warning("the OpenAPI document of account %s cannot be read; operations go unchecked", account)
-            self._unreadable.add((account, tag))
-            return None
+        return self._run(self.cache.checker(account))

@@ -21,10 +21,12 @@ from cryptography.fernet import Fernet
 
 from optimum_bridge import BridgeClient
 from tests.support import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+from tests.support.forward_proxy import ForwardProxy
 
 CLIENT_SECRET = "cl13nt-s3cr3t-for-the-leak-test"
 SECOND_SECRET = "s3cond-acc0unt-s3cr3t-for-the-leak-test"
 API_KEY = "ingress-api-key-for-the-leak-test"
+PROXY_PASSWORD = "pr0xy-p4ssw0rd-for-the-leak-test"
 
 
 class SentryStub:
@@ -81,7 +83,14 @@ def redis_dump(client, prefix: str) -> str:
     return "\n".join(parts)
 
 
-def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub, tmp_path):
+@pytest.fixture
+def proxy():
+    forward = ForwardProxy()
+    yield forward
+    forward.close()
+
+
+def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub, tmp_path, proxy):
     sb = sandbox(quota=None, clients={"leak-client": CLIENT_SECRET, "second-client": SECOND_SECRET})
     accounts = tmp_path / "accounts.toml"
     accounts.write_text(
@@ -111,6 +120,8 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         BRIDGE_CALLBACK_SCHEDULE_S="0.1",
         BRIDGE_ACCOUNTS_FILE=str(accounts),
         SECOND_SECRET=SECOND_SECRET,
+        OPTIMUM_PROXY_URL=proxy.url.replace("://", f"://bridge:{PROXY_PASSWORD}@"),
+        BRIDGE_CALLBACK_PROXY_URL=proxy.url.replace("://", f"://bridge:{PROXY_PASSWORD}@"),
     )
     worker = workers(env, concurrency=2)
     client = BridgeClient(settings_from(env))
@@ -139,6 +150,7 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         "callback secret": CALLBACK_SECRET,
         "api key": API_KEY,
         "encryption key": encryption_key,
+        "proxy password": PROXY_PASSWORD,
     } | {f"token {i}": token for i, token in enumerate(issued)}
     worker.stop()
     places = {
@@ -157,6 +169,7 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         f"({len(sentry_stub.envelopes)} Sentry envelopes) for {len(secrets)} secrets: {len(leaks)} found"
     )
     assert "DEBUG" in places["worker log"] and "token" in places["worker log"]
+    assert any(line.startswith("POST http") for line in proxy.log)  # the calls and callbacks went through it
     assert leaks == []
 
 
@@ -202,3 +215,39 @@ def test_sentry_events_are_scrubbed_even_with_secrets_in_locals():
     assert "RuntimeError" in run.stdout and "[redacted]" in run.stdout
     assert CLIENT_SECRET not in run.stdout
     assert "tok-abcdef0123456789" not in run.stdout
+
+
+PROXIED_SCRIPT = """
+import sentry_sdk
+from optimum_bridge.process.observability import init_sentry
+from optimum_bridge.settings import load_settings
+
+init_sentry(load_settings(_env_file=None), component="test")
+sentry_sdk.capture_message("hello")
+sentry_sdk.flush()
+"""
+
+
+def test_sentry_obeys_no_proxy_variable(sentry_stub, proxy):
+    trap = proxy.url  # HTTP_PROXY and HTTPS_PROXY point here: nothing may reach it
+    env = {
+        "OPTIMUM_CLIENT_ID": "c",
+        "OPTIMUM_CLIENT_SECRET": CLIENT_SECRET,
+        "SENTRY_DSN": sentry_stub.dsn,
+        "HTTP_PROXY": trap,
+        "HTTPS_PROXY": trap,
+        "http_proxy": trap,
+        "PATH": "/usr/bin:/bin",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", PROXIED_SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    wait_until(lambda: sentry_stub.envelopes, what="the event at the Sentry stub, sent directly")
+    assert proxy.log == []

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import redis
 
-from optimum_bridge import BridgeClient, BridgeUnavailable
+from optimum_bridge import AsyncBridgeClient, BridgeClient, BridgeUnavailable
 from optimum_bridge.devstack import RedisServer
 from optimum_bridge.errors import Deferred
 from optimum_bridge.ingress.app import create_app
-from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.jobs.steps import JobSteps
 from optimum_bridge.keys import JobField
 from optimum_bridge.sandbox.fleet import generate_fleet
 from tests.support import bridge_env, calls_to, run, settings_from, wait_until
@@ -131,15 +131,14 @@ def test_a_batch_is_acknowledged_once_its_seal_is_on_the_replica(replicated, san
     """The seal is a batch's last write: the replica falls silent after its jobs, and the batch is refused."""
     primary, replica = replicated
     env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
-    submit_many = JobStore.submit_many
+    submit_many = JobSteps.submit_many
 
-    def then_freeze(self: JobStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return submit_many(self, *args, **kwargs)
-        finally:
-            replica.process.send_signal(signal.SIGSTOP)
+    def then_freeze(self: JobSteps, *args: Any, **kwargs: Any) -> Any:
+        result = yield from submit_many(self, *args, **kwargs)
+        replica.process.send_signal(signal.SIGSTOP)  # after the jobs' own WAIT: only the seal's is left
+        return result
 
-    monkeypatch.setattr(JobStore, "submit_many", then_freeze)
+    monkeypatch.setattr(JobSteps, "submit_many", then_freeze)
     try:
         with BridgeClient(settings_from(env)) as client, pytest.raises(BridgeUnavailable, match="0 of 1"):
             client.submit_batch([{**OP, "idempotency_key": "batch-1"}])
@@ -162,3 +161,19 @@ def test_no_call_goes_out_when_the_claim_is_not_on_the_redis_that_records_the_ca
         rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1")
     rt.redis.set(rt.jobs.lease_key(job), "w1")
     assert rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1") >= 1
+
+
+def test_the_asyncio_client_waits_for_the_replica_too(replicated, sandbox):
+    primary, replica = replicated
+    env = bridge_env(primary.url, "rep:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
+
+    async def submit_twice() -> str:
+        async with AsyncBridgeClient(settings_from(env)) as client:
+            job = await client.submit({**OP, "idempotency_key": "async-1"})
+            assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"queued"
+            with frozen(replica), pytest.raises(BridgeUnavailable, match="0 of 1"):
+                await client.submit({**OP, "idempotency_key": "async-2"})
+            return await client.submit({**OP, "idempotency_key": "async-2"})
+
+    job = asyncio.run(submit_twice())
+    assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"queued"

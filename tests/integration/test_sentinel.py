@@ -7,13 +7,16 @@ against the promoted replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
+from optimum_bridge import AsyncBridgeClient
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.process.redis import check_eviction_policy, redis_client
 from optimum_bridge.settings import Settings, load_settings
+from tests.support import bridge_env, settings_from
 
 
 def settings(url: str, **env: str) -> Settings:
@@ -65,3 +68,21 @@ def test_a_redis_refusing_config_gets_one_line_saying_so(private_redis, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "redis: could not check maxmemory-policy (CONFIG GET refused); it must be noeviction"
     ]
+
+
+def test_the_asyncio_client_follows_a_failover_too(sentinel_group, sandbox):
+    group = sentinel_group()
+    env = bridge_env(group.url, "as:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
+    operation = {"method": "GET", "path": "/Vehicles/AB-123-CD"}
+
+    async def submit_across_a_failover() -> tuple[str, str]:
+        async with AsyncBridgeClient(settings_from(env)) as client:
+            before = await client.submit(operation)
+            old = group.kill_primary()
+            after = await client.submit(operation)  # retried until the sentinels name the new primary
+            assert group.wait_promoted(old.port).port != old.port
+            return before, after
+
+    before, after = asyncio.run(submit_across_a_failover())
+    new = group.data_client(group.primary())
+    assert new.exists(f"as:job:{before}") and new.exists(f"as:job:{after}")

@@ -15,7 +15,7 @@ import pytest
 from openapi_spec_validator import validate
 from pydantic import SecretStr
 
-from optimum_bridge import BridgeClient, producer
+from optimum_bridge import BridgeClient, producer_steps
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.runtime import Runtime
 from optimum_bridge.process.upkeep import DocumentFetcher
@@ -148,7 +148,7 @@ def test_warn_queues_and_logs_off_queues_silently(redis_server, prefix, sandbox,
 def test_without_a_document_operations_are_queued_unchecked_logged_once(
     redis_server, prefix, sandbox, caplog, monkeypatch
 ):
-    monkeypatch.setattr(producer, "_UNCHECKED_LOGGED", set())  # as in a fresh process
+    monkeypatch.setattr(producer_steps, "_UNCHECKED_LOGGED", set())  # as in a fresh process
     settings = settings_from(bridge_env(redis_server.url, prefix, sandbox()))
     with caplog.at_level(logging.INFO, logger="optimum_bridge"):
         for _ in range(2):  # two clients of one process: still one line

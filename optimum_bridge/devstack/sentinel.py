@@ -75,6 +75,22 @@ class SentinelGroup:
                 return int(address[1])
         return None
 
+    def agreed_primary_port(self) -> int | None:
+        """The primary's port if every sentinel names the same one (a client may ask any of them)."""
+        ports = set()
+        for sentinel in self.sentinels:
+            try:
+                address = sentinel.client(self.sentinel_password).sentinel_get_master_addr_by_name(SERVICE)
+                state = sentinel.client(self.sentinel_password).sentinel_master(SERVICE)
+            except (redis.RedisError, OSError):
+                return None
+            if not isinstance(address, (tuple, list)) or not isinstance(state, dict):
+                return None
+            if state.get("is_sdown") or state.get("is_odown") or not state.get("is_master"):
+                return None  # what redis-py's Sentinel.discover_master refuses
+            ports.add(int(address[1]))
+        return ports.pop() if len(ports) == 1 else None
+
     def node(self, port: int) -> RedisServer:
         """The data node listening on ``port``."""
         return next(n for n in self.nodes if n.port == port)
@@ -106,8 +122,8 @@ class SentinelGroup:
     def wait_promoted(self, old_port: int, *, timeout: float = 30.0) -> RedisServer:
         """Wait until a sentinel names a primary other than ``old_port`` and that node says it is one."""
 
-        def promoted() -> int:  # the new primary's port, 0 until there is one
-            port = self.primary_port()
+        def promoted() -> int:  # the new primary's port, 0 until every sentinel names it
+            port = self.agreed_primary_port()
             if port is None or port == old_port:
                 return 0
             try:

@@ -1,5 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|failover|all|profile]
-[--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|failover|all``
+``|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "ui": "bench.ui",
     "waste": "bench.waste",
     "async": "bench.async_clients",
+    "schedules": "bench.schedules",
     "failover": "bench.failover",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"

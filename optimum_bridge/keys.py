@@ -238,6 +238,44 @@ class Keys:
         """Hash (kombu's): delivery tag -> message a worker holds unacknowledged."""
         return f"{self.prefix}unacked"
 
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> its definition (JSON: the schedule and where it comes from, file or api)."""
+        return f"{self.prefix}schedules"
+
+    @property
+    def schedules_due(self) -> str:
+        """Sorted set: schedule name -> its next tick (ms); what the upkeep timer of every worker reads."""
+        return f"{self.prefix}schedules:due"
+
+    @property
+    def schedules_seen(self) -> str:
+        """String: when (ms, Redis clock) a worker last looked for due ticks."""
+        return f"{self.prefix}schedules:seen"
+
+    @property
+    def schedules_outage(self) -> str:
+        """String: ``<from>:<to>`` (ms), the last span in which no worker looked: its ticks were missed."""
+        return f"{self.prefix}schedules:outage"
+
+    @property
+    def schedules_sources(self) -> str:
+        """Sorted set: ``<name>|<tick ms>`` whose source job a tick waits on -> when to look at it again (ms)."""
+        return f"{self.prefix}schedules:sources"
+
+    @property
+    def schedules_making(self) -> str:
+        """Sorted set: ``<name>|<tick ms>`` claimed by a worker, its batch not yet made -> when claimed (ms)."""
+        return f"{self.prefix}schedules:making"
+
+    def schedule(self, name: str) -> str:
+        """Hash: a schedule's state (paused, last run's tick, batch, size, error, source job)."""
+        return f"{self.prefix}schedule:{name}"
+
+    def schedule_tick(self, name: str, tick_ms: int) -> str:
+        """String: one tick of a schedule, claimed once (SET NX): what it made (a batch id, or why none)."""
+        return f"{self.prefix}schedule:{name}:tick:{tick_ms}"
+
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""
         return f"{self.prefix}{name}"

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     callback_proxy_url: SecretStr | None = Field(None, validation_alias="BRIDGE_CALLBACK_PROXY_URL")
     callback_timeout_s: float = Field(10.0, validation_alias="BRIDGE_CALLBACK_TIMEOUT_S", gt=0, le=120)
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), validation_alias="BRIDGE_API_KEYS")
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field((), validation_alias="BRIDGE_ADMIN_KEYS")
     api_host: str = Field("127.0.0.1", validation_alias="BRIDGE_API_HOST", min_length=1)
     api_port: int = Field(8080, validation_alias="BRIDGE_API_PORT", ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="BRIDGE_LOG_LEVEL")
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
     )
     _accounts: Accounts | None = PrivateAttr(None)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

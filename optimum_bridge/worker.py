@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from optimum_bridge.config.checks import require_simulator
+from optimum_bridge.config.checks import require_schedules, require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime
@@ -93,6 +93,7 @@ def _settings() -> Settings:
         for account in settings.accounts.by_name.values():
             account.require_credentials()
         require_simulator(settings)
+        require_schedules(settings)
         require_sentry(settings)
     except ConfigError as exc:
         print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)

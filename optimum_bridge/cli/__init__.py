@@ -1,7 +1,8 @@
 """The ``optimum-bridge`` command: the bridge's processes, its work and its set-up, one subcommand each.
 
 The products are ``worker``, ``api``, ``sandbox`` and ``demo``; the work is ``submit``, ``status``, ``cancel``,
-``move``, ``batch``, ``dead-letters``, ``token`` and ``quota``; ``init-env`` and ``config check`` set a bridge up.
+``move``, ``batch``, ``dead-letters``, ``token``, ``quota`` and ``schedules``; ``init-env`` and ``config check``
+set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
@@ -43,6 +44,7 @@ from optimum_bridge.cli.products import (
     cmd_worker,
 )
 from optimum_bridge.cli.quota import cmd_quota
+from optimum_bridge.cli.schedules import add_schedule_commands
 from optimum_bridge.errors import BridgeError, ConfigError, JobNotFound
 from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.keys import PRIORITIES
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=cmd_token)
     quota = sub.add_parser("quota", help="each account's quota: configured, learned and why, calls, pause")
     quota.set_defaults(handler=cmd_quota)
+    add_schedule_commands(sub)
     _add_setup_commands(sub)
     return parser
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from optimum_bridge.cli.commands import UsageError
-from optimum_bridge.config.checks import require_simulator
+from optimum_bridge.config.checks import require_schedules, require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.settings import Settings, describe_each, load_settings
 
@@ -90,13 +90,14 @@ def problems(env_file: str) -> tuple[Settings | None, list[str]]:
             account.require_credentials()
         except ConfigError as exc:
             found.append(f"account {account.name}: {exc}")
-    try:
-        require_simulator(settings)
-    except ConfigError as exc:
-        found.append(str(exc))
+    for check in (require_simulator, require_schedules):
+        try:
+            check(settings)
+        except ConfigError as exc:
+            found.append(str(exc))
     if settings.callback_secret is None:
         found.append("BRIDGE_CALLBACK_SECRET: not set: callbacks cannot be signed and go to the dead-letter list")
-    if not settings.api_keys and not settings.accounts.keys:
+    if not settings.api_keys and not settings.admin_keys and not settings.accounts.keys:
         found.append("BRIDGE_API_KEYS: not set: the HTTP ingress (optimum-bridge api) refuses to start")
     return settings, found
 

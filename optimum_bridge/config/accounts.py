@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
@@ -63,6 +63,7 @@ class KeyEntry(BaseModel):
 
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     accounts: list[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)]] | None = None
+    admin: bool = False  # spec §12a: may manage schedules (and accounts)
 
 
 class AccountsFile(BaseModel):
@@ -72,6 +73,9 @@ class AccountsFile(BaseModel):
 
     accounts: dict[Annotated[str, StringConstraints(pattern=ACCOUNT_NAME)], AccountEntry] = Field(min_length=1)
     api_keys: dict[str, KeyEntry] = Field(default_factory=dict)
+    # spec §15, checked whole by schedules.model.file_schedules (at a worker's start, and the ingress's): a
+    # producer reading this file loads no template engine.
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class ApiKey:
     name: str
     digest: bytes
     accounts: frozenset[str] | None
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Accounts:
 
     by_name: dict[str, Account]
     keys: tuple[ApiKey, ...] = ()
+    schedules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # spec §15: [schedules.NAME], as read
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
@@ -176,5 +182,5 @@ def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, envi
         if unknown:
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: api_keys.{key_name}.accounts: unknown account {unknown[0]!r}")
         allowed = frozenset(key.accounts) if key.accounts is not None else None
-        keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed))
-    return Accounts(accounts, tuple(keys))
+        keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed, key.admin))
+    return Accounts(accounts, tuple(keys), parsed.schedules)

@@ -6,6 +6,7 @@ import socket
 from urllib.parse import urlsplit
 
 from optimum_bridge.errors import ConfigError
+from optimum_bridge.schedules.model import file_schedules
 from optimum_bridge.settings import Settings
 
 
@@ -27,3 +28,9 @@ def require_simulator(settings: Settings) -> None:
             f"{variable}: the simulator's host {host!r} does not resolve; with OPTIMUM_ENVIRONMENT=sandbox it must "
             "run (docker compose: --profile sandbox, or COMPOSE_PROFILES=sandbox in .env)"
         ) from None
+
+
+def require_schedules(settings: Settings) -> None:
+    """A ``ConfigError`` naming the schedule and field if a ``[schedules.NAME]`` of the accounts file is wrong
+    (every template rendered for a tick now): refused at start, never at 2 a.m."""
+    file_schedules(settings.accounts)

@@ -12,6 +12,7 @@ everything it started, also on Ctrl-C or SIGTERM. It writes only under a fresh
 key prefix and deletes exactly those keys at the end. Exit 0 only when every
 operation succeeded, every callback verified, no call got a 429, the urgent
 operation started within one slot interval + 1 s, and the batch called back once.
+With ``--schedule``, the same sync runs as a schedule instead (``demo.schedule``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rich.console import Console
 from optimum_bridge.demo.batch import DemoBatch, UrgentProbe, submit_work
 from optimum_bridge.demo.receiver import callback_counts
 from optimum_bridge.demo.report import Report, failures, follow, summary_table
+from optimum_bridge.demo.schedule import run_schedule_demo
 from optimum_bridge.demo.stack import Plan, Running, display_url, start_stack, workers_ready
 from optimum_bridge.devstack import CallbackReceiver, RedisUnavailable, WaitTimeout, WorkerFailed
 from optimum_bridge.errors import BridgeError, ConfigError
@@ -43,6 +45,7 @@ from optimum_bridge.settings import load_settings
 
 DEFAULT_FLEET_SIZE = 120  # 1 + 2 x 120 + 1 urgent = 242 operations: about 28 s at 10/s
 DEFAULT_QUOTA = "10/s"
+SCHEDULE_FLEET_SIZE = 60  # --schedule: about 55 trips calls a tick, 6 s at 10/s, well within its 20 s
 CALLBACK_GRACE_S = 30.0
 #: After the last callback, how long a repeated ``batch.completed`` may take to show up.
 DUPLICATE_GRACE_S = 1.0
@@ -87,13 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=_positive, default=4, help="threads per worker (default 4)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the jobs (default: derived)")
     parser.add_argument("--no-progress", action="store_true", help="plain progress lines instead of a live bar")
+    parser.add_argument(
+        "--schedule", action="store_true", help='the nightly sync as a schedule (every = "20s"): two ticks'
+    )
     return parser
 
 
 def _plan(args: argparse.Namespace, console: Console) -> Plan:
-    fleet = args.fleet_size or (max(1, (args.operations - 1) // 2) if args.operations else DEFAULT_FLEET_SIZE)
+    default = SCHEDULE_FLEET_SIZE if args.schedule else DEFAULT_FLEET_SIZE
+    fleet = args.fleet_size or (max(1, (args.operations - 1) // 2) if args.operations else default)
     live = console.is_terminal and not args.no_progress
-    return Plan(fleet, args.quota, args.workers, args.concurrency, live, args.timeout)
+    return Plan(fleet, args.quota, args.workers, args.concurrency, live, args.timeout, schedule=args.schedule)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +160,8 @@ def _execute(running: Running, plan: Plan, console: Console, started: float) -> 
     """Submit, follow, summarise; returns the exit code."""
     settings = load_settings(environ=running.settings, _env_file=None, **dict(running.settings))
     client = BridgeClient(settings, client=running.redis)
+    if plan.schedule:
+        return run_schedule_demo(running, plan, client, console)
     work = submit_work(client, running.receiver.url, console)
     urgent = UrgentProbe(client, work, running.receiver.url, console)
     progress = _callback_progress(running.receiver, work.batch.id)

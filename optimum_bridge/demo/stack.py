@@ -55,6 +55,7 @@ class Plan:
     concurrency: int
     live: bool
     timeout_s: float | None
+    schedule: bool = False  # the nightly sync as a schedule (demo.schedule)
 
     @property
     def operations(self) -> int:

@@ -51,6 +51,8 @@ from optimum_bridge.ingress.http import (
     invalid,
     rejected,
 )
+from optimum_bridge.ingress.schedules import Pause
+from optimum_bridge.ingress.schedules import router as schedules
 from optimum_bridge.ingress.ui import router as dashboard
 from optimum_bridge.ingress.ui import static as dashboard_static
 from optimum_bridge.keys import Keys
@@ -58,6 +60,8 @@ from optimum_bridge.process.asgi import Listening, listening_server
 from optimum_bridge.process.observability import init_sentry
 from optimum_bridge.process.redis import check_eviction_policy
 from optimum_bridge.producer import MAX_BATCH, BridgeClient, InvalidOperation
+from optimum_bridge.schedules.model import Schedule
+from optimum_bridge.schedules.runner import manual_runner
 from optimum_bridge.schemas import JobStatus, Operation
 from optimum_bridge.settings import Settings
 
@@ -147,12 +151,13 @@ class IngressApp(FastAPI):
     """FastAPI whose OpenAPI document describes the request bodies the routes read themselves."""
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document, with the ``Operation``, ``OperationBatch`` and ``BatchRequest`` schemas."""
+        """The OpenAPI document, with the ``Operation``, ``OperationBatch``, ``BatchRequest``, ``Schedule`` and
+        ``Pause`` schemas."""
         fresh = self.openapi_schema is None
         schema = super().openapi()
         if fresh:
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (OperationBatch, BatchRequest):
+            for model in (OperationBatch, BatchRequest, Schedule, Pause):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update({**body.pop("$defs", {}), model.__name__: body})
         return schema
@@ -165,12 +170,14 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.bridge = bridge
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_ring = KeyRing.of(settings)
+    app.state.schedules = manual_runner(bridge)
     for kind in (HTTPException, RequestValidationError, redis.RedisError, BridgeUnavailable, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)
     app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(controls, dependencies=[Depends(require_key)], responses=ERRORS)
+    app.include_router(schedules, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
     app.include_router(dashboard)
     app.mount("/ui/static", dashboard_static, name="ui-static")

@@ -25,7 +25,8 @@ _SECRET_NAMES = ("authorization", "client_secret", "access_token", "token", "sec
 def secret_values(settings: Settings) -> list[str]:
     """Every configured secret value, longest first (for substring scrubbing)."""
     accounts = [account.client_secret for account in settings.accounts.by_name.values()]
-    values = [settings.client_secret, settings.callback_secret, settings.sentry_dsn, *settings.api_keys, *accounts]
+    values = [settings.client_secret, settings.callback_secret, settings.sentry_dsn, *settings.api_keys]
+    values += [*settings.admin_keys, *accounts]
     proxies = [url for url in (settings.proxy_url, settings.callback_proxy_url) if url is not None]
     plain = [v.get_secret_value() for v in values if v is not None and len(v.get_secret_value()) >= 4]
     for proxy in proxies:  # the URL, and its password alone (it may appear decoded)

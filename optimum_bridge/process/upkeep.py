@@ -11,6 +11,8 @@
 - **callback recovery**, every 2 s: queues again pending callbacks whose message
   was lost, or that were left to it (``callbacks.deliveries.sweep``), at once again while
   it finds 100 at a time;
+- **schedules**, every second or at the next tick: claims the due ticks of every
+  schedule in one script and makes their batches (``schedules.runner``);
 - **openapi ACCOUNT**, every minute: at start and then daily (hourly while it
   fails), one worker of all fetches the account's OpenAPI document into Redis, in
   a thread of its own, for producers' checks (``upstream.documents``, ``DocumentFetcher``).
@@ -41,6 +43,7 @@ from optimum_bridge.lua import scripts
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.process import runtime
 from optimum_bridge.quota.dispatcher import Dispatched
+from optimum_bridge.schedules.runner import worker_runner
 from optimum_bridge.upstream.documents import DocumentStore
 from optimum_bridge.upstream.openapi import fetch_document
 
@@ -153,6 +156,7 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("job recovery", 0.5, rt.recovery.run),
         Timer("due pump", 0.25, rt.due.pump),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
+        Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
         *(Timer(f"openapi {account}", 60.0, fetcher.run) for account, fetcher in _fetchers(rt).items()),
     ]
 

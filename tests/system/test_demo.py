@@ -279,3 +279,26 @@ def _feed_and_count(receiver: CallbackReceiver) -> None:
     post("msg_batch:b1", completed)  # a repeat is counted, so the demo can tell it was not exactly once
     assert callback_counts(receiver, "b1").batch == 2
     assert callback_counts(receiver, "other").batch == 0
+
+
+@pytest.mark.redis
+@pytest.mark.processes
+def test_demo_schedule_runs_the_nightly_sync_twice_with_forecasts_against_finishes(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "optimum_bridge.demo", "--schedule", "--fleet-size", "30", "--quota", "20/s"]
+    env = {**demo_env(), "COLUMNS": "160"}
+    done = subprocess.run([*args, "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "schedule  nightly-sync: every 20s, Europe/Paris" in done.stdout, output
+    rows = re.findall(
+        r"^│ (\d\d:\d\d:\d\d) │ \+(\d+\.\d+) s\s+│ (\d+)\s+│ (.+?)│ (.+?)│ (.+?)│ (.+?)│ (.+?)│$", done.stdout, re.M
+    )
+    assert len(rows) == 2, output
+    first, second = rows
+    assert (int(second[0][-2:]) - int(first[0][-2:])) % 60 == 20, output  # two consecutive ticks, 20 s apart
+    assert first[3].strip() == "—" and second[3].strip() != "—", output  # the schedule forecasts from the last run
+    for row in rows:
+        assert float(row[1]) < 10, output  # the batch made within seconds of its tick (the fleet fetched first)
+        off = float(row[6].strip().removesuffix(" s"))
+        assert abs(off) <= 0.05 + 1 + 1, output  # the batch forecast: ±(slot + 1 s), and a second of slack
+    assert "demo: OK: 2 ticks, one batch each" in done.stdout, output

@@ -48,7 +48,7 @@ from tests.unit.test_compose import IMAGE_PROGRAMS, REDIS_IMAGE
 
 pytestmark = [pytest.mark.stack, pytest.mark.processes, pytest.mark.timeout(1200)]
 
-STACK = ROOT / "tests" / "stack"
+STACK = ROOT / "tests" / "support" / "stack"
 PROJECT_IMAGE = "optimum-bridge:local"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # podman 4.3 refuses `host-gateway`; everything else of the worker stays as the file has it.

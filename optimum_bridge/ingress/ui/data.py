@@ -23,6 +23,8 @@ from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.jobs.status import shown_status
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
 from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schedules.outlook import ScheduleView, show
+from optimum_bridge.schedules.runner import ScheduleRunner
 from optimum_bridge.schemas import JOB_STATES, WAITING_STATES, BatchStatus
 
 JOBS, BATCHES, LETTERS = 50, 20, 50
@@ -250,3 +252,12 @@ def gather(bridge: BridgeClient, keys: Keys, viewer: Viewer) -> Dashboard:
         letters=letters,
         letters_total=total if viewer.caller.accounts is None else len(letters),
     )
+
+
+def schedule_views(runner: ScheduleRunner, bridge: BridgeClient, viewer: Viewer) -> list[ScheduleView]:
+    """The schedules of the viewer's accounts (spec §15), by name, each with its next ticks and forecast."""
+    return [
+        show(runner.store, bridge.settings, name, defined)
+        for name, defined in runner.store.all().items()
+        if viewer.caller.may_use(defined.schedule.account)
+    ]

@@ -22,11 +22,12 @@ from fastapi.templating import Jinja2Templates
 from optimum_bridge.callbacks.deliveries import BATCH, DeliveryStore
 from optimum_bridge.errors import JobNotFound, NotWaiting
 from optimum_bridge.ingress.http import ProblemError
-from optimum_bridge.ingress.ui.data import gather
+from optimum_bridge.ingress.ui.data import gather, schedule_views
 from optimum_bridge.ingress.ui.security import Viewer, ViewerDep, check_post
 from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.keys import PRIORITIES, Keys
 from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schedules.runner import ScheduleRunner
 from optimum_bridge.schemas import JobStatus
 
 HERE = Path(__file__).parent
@@ -44,8 +45,11 @@ NOTES = {
     "replayed": "Dead letter {id} queued again.",
     "not-replayed": "Dead letter {id} was not there any more.",
     "unknown": "No such job or batch: {id}.",
+    "schedule-paused": "Schedule {id} paused: its ticks pass without a batch.",
+    "schedule-resumed": "Schedule {id} resumed.",
+    "schedule-run": "Schedule {id}: one tick run now.",
 }
-_ID = re.compile(r"[A-Za-z0-9:_-]{1,80}")
+_ID = re.compile(r"[A-Za-z0-9:_.-]{1,80}")
 #: No frames, no scripts, no asset from elsewhere; forms post only here.
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -59,6 +63,12 @@ HEADERS = {
 
 def _bridge(request: Request) -> BridgeClient:
     return cast(BridgeClient, request.app.state.bridge)
+
+
+def _schedules(request: Request) -> ScheduleRunner:
+    runner = cast(ScheduleRunner, request.app.state.schedules)
+    runner.sync()
+    return runner
 
 
 def _keys(request: Request) -> Keys:
@@ -87,6 +97,10 @@ def dashboard(request: Request, viewer: ViewerDep) -> HTMLResponse:
     """The dashboard of the key's accounts; it reloads itself every ``?refresh=`` seconds (default 5)."""
     board = gather(_bridge(request), _keys(request), viewer)
     context = {"board": board, "csrf": viewer.csrf, "refresh": _refresh(request), "note": _note(request)}
+    context |= {
+        "schedules": schedule_views(_schedules(request), _bridge(request), viewer),
+        "admin": viewer.caller.admin,
+    }
     return _page(request, "dashboard.html", context | {"priorities": PRIORITIES})
 
 
@@ -183,3 +197,22 @@ async def replay(request: Request, viewer: ViewerDep) -> Response:
     deliveries = DeliveryStore(bridge.redis, _keys(request), watch_s=bridge.settings.redelivery_timeout_s)
     replayed = deliveries.replay([subject])
     return _back("replayed" if replayed else "not-replayed", subject, form)
+
+
+@router.post("/schedules/{name}/{action}")
+async def steer_schedule(request: Request, name: str, action: str, viewer: ViewerDep) -> Response:
+    """Pause, resume or run a schedule now (an admin key, as on the API)."""
+    form = await _form(request, viewer)
+    if action not in ("pause", "resume", "run"):
+        raise ProblemError(404, "no such action: pause, resume or run")
+    if not viewer.caller.admin:
+        raise ProblemError(403, "this needs an admin key (admin = true in [api_keys.NAME], or BRIDGE_ADMIN_KEYS)")
+    runner = _schedules(request)
+    defined = runner.store.get(name)
+    if defined is None or not viewer.caller.may_use(defined.schedule.account):
+        raise ProblemError(404, "no schedule with this name")
+    if action == "run":
+        runner.run_now(name)
+        return _back("schedule-run", name, form)
+    runner.store.set_paused(name, action == "pause")
+    return _back("schedule-paused" if action == "pause" else "schedule-resumed", name, form)

@@ -25,7 +25,7 @@ from optimum_bridge.ingress.app import create_app
 from optimum_bridge.jobs.steps import JobSteps
 from optimum_bridge.keys import JobField
 from optimum_bridge.sandbox.fleet import generate_fleet
-from tests.support import bridge_env, calls_to, run, settings_from, wait_until
+from tests.support import bridge_env, calls_to, give_slot, run, settings_from, wait_until
 
 KEY = "key-one"
 PATH = f"/Vehicles/{generate_fleet(42, 1).plates()[0]}"
@@ -151,8 +151,7 @@ def test_no_call_goes_out_when_the_claim_is_not_on_the_redis_that_records_the_ca
     (it had not reached the replica). The "call sent" record then finds another lease, or none."""
     rt, client, _ = bridge()
     job = client.submit(OP)
-    rt.dispatchers["default"].run()
-    dispatch = int(rt.jobs.field(job, "dispatch") or 0)
+    dispatch = give_slot(rt, job)
     quota = rt.accounts["default"].api.quota
     claim = rt.jobs.claim(job, dispatch, "w1", quota=quota, account="default", lease_ms=30_000)
     assert claim.outcome == "ok"

@@ -34,7 +34,7 @@ from redis.backoff import EqualJitterBackoff
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from optimum_bridge.errors import BridgeUnavailable
 
@@ -157,10 +157,29 @@ def redis_client(settings: Settings) -> redis.Redis:
         db=target.db,
         username=target.username,
         password=password,
+        connection_class=_SentinelConnection,
         **_options(),
     )
     client.manager = sentinel
     return client
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """redis-py's connection, once a command lost it, reconnects in ``send_packed_command`` through
+    ``connect_check_health``, which retries the address it last had -- the dead primary -- for the
+    whole retry budget (about 8 s of refused connects) instead of asking the sentinels again. A
+    worker's ``complete`` that lost its answer with a SIGKILLed primary then failed instead of being
+    made again on the promoted one: the job stayed running there with its call marked sent, went
+    back to its lane when its lease ran out, and was called a second time. Here each attempt asks
+    the sentinels, as ``connect`` (a connection taken from the pool) always did."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock:
+            return
+        if retry_socket_connect:
+            self.connect()  # type: ignore[no-untyped-call]  # the sentinels' primary, each attempt
+        else:  # connect_to's own single attempt at the address the sentinels gave
+            super().connect_check_health(check_health=check_health, retry_socket_connect=False)
 
 
 class _SentinelRedis(redis.Redis):
@@ -188,7 +207,7 @@ class _AsyncSentinelRedis(redis.asyncio.Redis):
 class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
     """redis-py's asyncio connection sends a command through ``connect_check_health``, which retries
     the address it last had -- the dead primary -- for the whole retry budget instead of asking the
-    sentinels again (the blocking client asks them on each attempt): here it asks them."""
+    sentinels again: here it asks them (as ``_SentinelConnection`` does for the blocking client)."""
 
     async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         if self.is_connected:

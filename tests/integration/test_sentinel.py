@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
@@ -49,6 +51,33 @@ def test_clients_follow_a_failover_through_the_sentinels(sentinel_group, caplog)
         assert not caplog.records
     finally:
         connection.release()
+        client.close()
+
+
+def test_a_command_in_flight_when_the_primary_dies_is_made_again_on_the_promoted_one(sentinel_group):
+    """A worker's ``complete`` whose answer the SIGKILL took must reach the promoted replica: retried
+    at the dead primary's address alone, it failed and the job ran again once its lease ran out."""
+    group = sentinel_group()
+    client = redis_client(settings(group.url))
+    outcome: list[object] = []
+
+    def blocked() -> None:  # in flight at the kill: its connection is lost mid-command, not between two
+        try:
+            outcome.append(client.blpop(["nothing-comes"], timeout=4))
+        except Exception as exc:
+            outcome.append(exc)
+
+    try:
+        client.set("k", "before")
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        time.sleep(0.5)
+        old = group.kill_primary()
+        thread.join(30)
+        new = group.wait_promoted(old.port)
+        assert outcome == [None]  # BLPOP timed out on the new primary, no ConnectionError
+        assert client.connection_pool.get_master_address()[1] == new.port
+    finally:
         client.close()
 
 

@@ -4,7 +4,7 @@ token inside one global quota, and deliver signed callbacks."""
 from __future__ import annotations
 
 from optimum_bridge.async_producer import AsyncBridgeClient
-from optimum_bridge.errors import BridgeError, ConfigError, JobNotFound, NotWaiting
+from optimum_bridge.errors import BridgeError, BridgeUnavailable, ConfigError, JobNotFound, NotWaiting
 from optimum_bridge.producer import BridgeClient, InvalidOperation
 from optimum_bridge.schemas import Batch, BatchStatus, CallbackEvent, JobStatus, Operation
 from optimum_bridge.settings import Settings, load_settings
@@ -15,6 +15,7 @@ __all__ = [
     "BatchStatus",
     "BridgeClient",
     "BridgeError",
+    "BridgeUnavailable",
     "CallbackEvent",
     "ConfigError",
     "InvalidOperation",

@@ -19,6 +19,11 @@ class ConfigError(BridgeError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+class BridgeUnavailable(BridgeError):
+    """The bridge could not keep its promise now (Redis did not reach ``BRIDGE_REDIS_MIN_REPLICAS``
+    replicas in time): retry, with the same idempotency key (HTTP ``503`` at the ingress)."""
+
+
 class JobNotFound(BridgeError):
     """No job with that id (unknown or expired)."""
 

@@ -29,6 +29,7 @@ from optimum_bridge.config.environments import (
     sandbox_endpoints,
 )
 from optimum_bridge.errors import ConfigError, field_problems, one_line
+from optimum_bridge.process.redis import check_redis_url
 from optimum_bridge.quota.rate import Quota, RateLimit, RateLimitField
 
 #: The settings without a default value: empty means unset for these.
@@ -45,6 +46,7 @@ OPTIONAL = (
     "proxy_url",
     "ca_bundle",
     "callback_proxy_url",
+    "redis_sentinel_password",
 )
 
 
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(16 * 2**20, validation_alias="BRIDGE_MAX_RESPONSE_BYTES", ge=1024, le=2**30)
 
     redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="BRIDGE_REDIS_URL")
+    redis_sentinel_password: SecretStr | None = Field(None, validation_alias="BRIDGE_REDIS_SENTINEL_PASSWORD")
+    redis_min_replicas: int = Field(0, validation_alias="BRIDGE_REDIS_MIN_REPLICAS", ge=0, le=16)
     key_prefix: str = Field("obr:", validation_alias="BRIDGE_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
     max_attempts: int = Field(8, validation_alias="BRIDGE_MAX_ATTEMPTS", ge=1, le=100)
     max_retry_duration_s: float = Field(86400.0, validation_alias="BRIDGE_MAX_RETRY_DURATION_S", gt=0)
@@ -132,8 +136,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis(cls, value: SecretStr) -> SecretStr:
-        if not re.match(r"^(redis|rediss|unix)://", value.get_secret_value()):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        check_redis_url(value.get_secret_value())
         return value
 
     @field_validator(*OPTIONAL, mode="before")

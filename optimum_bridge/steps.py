@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from optimum_bridge.lua import scripts
+from optimum_bridge.process.redis import UNREPLICATED, Replicas
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -32,11 +33,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Script:
-    """Run ``lua/<name>.lua``: its reply is sent back."""
+    """Run ``lua/<name>.lua``: its reply is sent back.
+
+    ``replicated``: an acknowledgement (a submission, a batch's seal), held until the driver's
+    ``BRIDGE_REDIS_MIN_REPLICAS`` replicas have it (``process.redis.Replicas``).
+    """
 
     name: str
     keys: Sequence[str]
     args: Sequence[str | int | float]
+    replicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,9 @@ def _advance(steps: Steps[Any], reply: Any, error: Exception | None) -> Step | _
 class SyncDriver:
     """Runs steps on a blocking ``redis.Redis``, each script registered once."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replicas: Replicas = UNREPLICATED) -> None:
         self.client = client
+        self.replicas = replicas
         self._scripts: dict[str, RedisScript] = {}
 
     def __call__(self, steps: Steps[T]) -> T:
@@ -103,7 +110,10 @@ class SyncDriver:
         if isinstance(step, Script):
             if step.name not in self._scripts:
                 self._scripts[step.name] = scripts.register(self.client, step.name)
-            return self._scripts[step.name](keys=step.keys, args=step.args)
+            script = self._scripts[step.name]
+            if step.replicated:
+                return self.replicas.run(self.client, script, keys=list(step.keys), args=list(step.args))
+            return script(keys=step.keys, args=step.args)
         if isinstance(step, Command):
             return self.client.execute_command(step.name, *step.args)  # type: ignore[no-untyped-call]  # redis-py
         if isinstance(step, Pipeline):
@@ -117,8 +127,9 @@ class SyncDriver:
 class AsyncDriver:
     """Runs steps on a ``redis.asyncio.Redis``, each script registered once."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, replicas: Replicas = UNREPLICATED) -> None:
         self.client = client
+        self.replicas = replicas
         self._scripts: dict[str, AsyncScript] = {}
 
     async def __call__(self, steps: Steps[T]) -> T:
@@ -137,7 +148,10 @@ class AsyncDriver:
         if isinstance(step, Script):
             if step.name not in self._scripts:
                 self._scripts[step.name] = self.client.register_script(scripts.source(step.name))
-            return await self._scripts[step.name](keys=step.keys, args=step.args)
+            script = self._scripts[step.name]
+            if step.replicated and self.replicas.required:
+                return await self.replicas.run_async(self.client, script, keys=list(step.keys), args=list(step.args))
+            return await script(keys=step.keys, args=step.args)
         if isinstance(step, Command):
             return await self.client.execute_command(step.name, *step.args)  # type: ignore[no-untyped-call]  # redis-py
         if isinstance(step, Pipeline):

@@ -30,7 +30,7 @@ def execute(job_id: str, dispatch: int = 0, account: str = DEFAULT_ACCOUNT) -> s
     try:
         return rt.executor.run(job_id, dispatch, account)
     except redis.RedisError as exc:
-        log.warning("job %s: Redis unavailable (%s); message put back", job_id, type(exc).__name__)
+        log.warning("job %s: Redis unavailable (%s: %s); message put back", job_id, type(exc).__name__, exc)
         raise Reject(str(type(exc).__name__), requeue=True) from None
     except Exception as exc:
         log.exception("job %s: unexpected error", job_id)
@@ -80,5 +80,5 @@ def _deliver(subject: str, attempt: int) -> str:
     try:
         return sender.deliver(subject, attempt)
     except redis.RedisError as exc:
-        log.warning("%s: Redis unavailable (%s); callback message put back", subject, type(exc).__name__)
+        log.warning("%s: Redis unavailable (%s: %s); callback message put back", subject, type(exc).__name__, exc)
         raise Reject(str(type(exc).__name__), requeue=True) from None

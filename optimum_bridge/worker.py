@@ -19,8 +19,16 @@ from optimum_bridge.config.checks import require_schedules, require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime
-from optimum_bridge.process.kombu import broker_url, record_unacked_step, task_queues, transport_options
+from optimum_bridge.process.kombu import (
+    broker_url,
+    consumer_class,
+    record_unacked_step,
+    task_queues,
+    transport_options,
+    watch_consumer_step,
+)
 from optimum_bridge.process.observability import init_sentry, require_sentry
+from optimum_bridge.process.redis import check_eviction_policy
 from optimum_bridge.process.upkeep import UpkeepStep
 from optimum_bridge.settings import Settings, load_settings
 
@@ -39,6 +47,7 @@ class WorkerStart(bootsteps.Step):  # type: ignore[misc]  # celery ships no type
         for account in settings.accounts.by_name.values():
             log.info("worker: account %s: API %s, quota %s", account.name, account.api_url, account.rate_limit)
         log.info("worker: key prefix %r", settings.key_prefix)
+        check_eviction_policy(runtime.current().redis)
 
 
 def create_app(settings: Settings) -> Celery:
@@ -49,6 +58,7 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        worker_consumer=consumer_class(),
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -73,6 +83,7 @@ def create_app(settings: Settings) -> Celery:
     app.steps["worker"].add(WorkerStart)
     app.steps["worker"].add(UpkeepStep)
     app.steps["consumer"].add(record_unacked_step())
+    app.steps["consumer"].add(watch_consumer_step())
     return app
 
 

@@ -26,6 +26,7 @@ from optimum_bridge.devstack import (
     settings_from,
     start_redis,
 )
+from optimum_bridge.devstack.sentinel import SentinelGroup, start_sentinel_group
 from optimum_bridge.process.runtime import Runtime
 from optimum_bridge.sandbox import SandboxConfig, SandboxServer
 from optimum_bridge.settings import Settings
@@ -53,6 +54,20 @@ def private_redis() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[Callable[..., SentinelGroup]]:
+    """Factory: a primary, replicas and three sentinels on loopback (``devstack.sentinel``), stopped afterwards."""
+    groups: list[SentinelGroup] = []
+
+    def start(**options: Any) -> SentinelGroup:
+        groups.append(start_sentinel_group(**options))
+        return groups[-1]
+
+    yield start
+    for group in groups:
+        group.stop()
 
 
 @pytest.fixture

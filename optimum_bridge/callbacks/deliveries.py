@@ -10,6 +10,7 @@ next attempt or files the dead letter, and releases the lease, also in one step.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,9 @@ import redis
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message
+from optimum_bridge.process.redis import UNREPLICATED, NotReplicated, Replicas
+
+log = logging.getLogger(__name__)
 
 Settlement = Literal["delivered", "retry", "dead", "later"]
 BATCH = "batch:"
@@ -51,7 +55,10 @@ class DeliveryClaim:
 class DeliveryStore:
     """The Redis side of callback delivery."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, watch_s: float = 300.0) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, watch_s: float = 300.0, replicas: Replicas = UNREPLICATED
+    ) -> None:
+        self._replicas = replicas
         self._redis = client
         self._keys = keys
         self._watch_ms = int(watch_s * 1000)
@@ -61,9 +68,13 @@ class DeliveryStore:
         self._recover = scripts.register(client, "delivery_recover")
 
     def claim(self, subject: str, owner: str, *, lease_ms: int) -> DeliveryClaim:
-        """Take the delivery lease and read the job, unless delivered, dead or taken."""
+        """Take the delivery lease and read the job, unless delivered, dead or taken.
+
+        With ``BRIDGE_REDIS_MIN_REPLICAS``, ``NotReplicated`` unless the claim -- and so, replication
+        being in order, the job's finished state written before it -- reached the replicas.
+        """
         keys = [self._hash(subject), self._lease(subject), self._keys.callbacks_watch]
-        reply = self._claim(keys=keys, args=[owner, lease_ms, self._watch_ms, subject])
+        reply = self._replicas.run(self._redis, self._claim, keys=keys, args=[owner, lease_ms, self._watch_ms, subject])
         kind = text(reply[0])
         if kind == "ok":
             raw = reply[1]
@@ -105,7 +116,13 @@ class DeliveryStore:
             self._watch_ms,
             next_attempt,
         ]
-        self._settle(keys=keys, args=args)
+        if outcome != "delivered":
+            self._settle(keys=keys, args=args)
+            return
+        try:  # replicated, so that a failover does not send a delivered callback again
+            self._replicas.run(self._redis, self._settle, keys=keys, args=args)
+        except NotReplicated as exc:
+            log.warning("%s: callback delivered, not yet on the replicas: %s", subject, exc)
 
     def dead_letters(self) -> list[dict[str, object]]:
         """Every dead letter, oldest first."""

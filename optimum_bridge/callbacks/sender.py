@@ -29,9 +29,13 @@ from optimum_bridge.errors import CallbackURLRefused
 from optimum_bridge.jobs.batches import to_batch_status
 from optimum_bridge.jobs.status import to_status
 from optimum_bridge.keys import JobField
+from optimum_bridge.process.redis import NotReplicated
 from optimum_bridge.schemas import BatchEvent, CallbackEvent, JobStatus, Operation
 
 log = logging.getLogger(__name__)
+
+#: A callback held because its job's state is not on the replicas yet is tried again this soon.
+NOT_REPLICATED_DELAY_S = 1.0
 
 #: Seconds to wait before each retry of a failed delivery (spec §6).
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
@@ -101,7 +105,12 @@ class CallbackSender:
     def deliver(self, subject: str, attempt: int) -> str:
         """Attempt delivery number ``attempt`` (1-based) of a job's or a batch's callback; returns what happened."""
         owner = uuid.uuid4().hex
-        claim = self._deliveries.claim(subject, owner, lease_ms=self._lease_ms)
+        try:
+            claim = self._deliveries.claim(subject, owner, lease_ms=self._lease_ms)
+        except NotReplicated as exc:  # the job's state may not survive a failover yet: not sent now
+            log.warning("%s: callback held: %s", _name(subject), exc)
+            self._deliveries.settle(subject, owner, "later", next_attempt=attempt, delay_s=NOT_REPLICATED_DELAY_S)
+            return "later"
         if claim.outcome == "leased":  # another worker is on it, or died on it: look again later
             self._deliveries.settle(subject, "", "later", next_attempt=attempt, delay_s=claim.lease_ms / 1000 + 0.5)
             return "leased"

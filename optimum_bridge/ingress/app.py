@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from optimum_bridge import __version__
-from optimum_bridge.errors import JobNotFound
+from optimum_bridge.errors import BridgeUnavailable, JobNotFound
 from optimum_bridge.ingress.auth import CallerDep, KeyRing, require_key
 from optimum_bridge.ingress.batches import BatchRequest
 from optimum_bridge.ingress.batches import router as batches
@@ -58,6 +58,7 @@ from optimum_bridge.ingress.ui import static as dashboard_static
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.asgi import Listening, listening_server
 from optimum_bridge.process.observability import init_sentry
+from optimum_bridge.process.redis import check_eviction_policy
 from optimum_bridge.producer import MAX_BATCH, BridgeClient, InvalidOperation
 from optimum_bridge.schedules.model import Schedule
 from optimum_bridge.schedules.runner import manual_runner
@@ -170,7 +171,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.state.keys = Keys(bridge.settings.key_prefix)
     app.state.key_ring = KeyRing.of(settings)
     app.state.schedules = manual_runner(bridge)
-    for kind in (HTTPException, RequestValidationError, redis.RedisError, Exception):
+    for kind in (HTTPException, RequestValidationError, redis.RedisError, BridgeUnavailable, Exception):
         app.add_exception_handler(kind, handle_error)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, larger=LARGER_BODIES)
     app.include_router(v1)
@@ -197,6 +198,7 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_sentry(settings, component="ingress")
     app = create_app(settings)
+    check_eviction_policy(app.state.bridge.redis)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
     try:
         listening_server(config, _announce).run()

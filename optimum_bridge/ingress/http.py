@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from optimum_bridge.errors import field_problems
+from optimum_bridge.errors import BridgeUnavailable, field_problems
 from optimum_bridge.producer import MAX_BATCH, BridgeClient
 from optimum_bridge.schemas import JobState, Operation
 
@@ -128,6 +128,9 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RequestValidationError):
         errors = [FieldError(field=field, message=message) for field, message in field_problems(exc.errors())]
         return problem(422, f"{errors[0].field}: {errors[0].message}", errors=errors)
+    if isinstance(exc, BridgeUnavailable):  # not replicated in time: the same request, again, is safe
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return problem(503, str(exc), headers={"Retry-After": "1"})
     if isinstance(exc, redis.RedisError):
         log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, type(exc).__name__)
         return problem(503, "the job store (Redis) is unavailable", headers={"Retry-After": "5"})

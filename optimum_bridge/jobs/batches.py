@@ -27,6 +27,7 @@ from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.steps import JobSteps
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import PRIORITIES, RECENT_BATCHES, Keys, text
+from optimum_bridge.process.redis import UNREPLICATED, Replicas
 from optimum_bridge.quota.forecast import Forecaster, ForecastSteps
 from optimum_bridge.schemas import Batch, BatchCounts, BatchStatus, Callback, Operation
 from optimum_bridge.steps import Command, Pipeline, Script, Steps, SyncDriver
@@ -100,7 +101,8 @@ class BatchSteps:
         )
         yield Pipeline(listed, transaction=False)
         args: list[str | int] = [created, self.clock.now().isoformat(), self.result_ttl_s, batch_id]
-        yield Script("batch_seal", (key, keys.callbacks_watch), args)
+        # The last write: its WAIT (BRIDGE_REDIS_MIN_REPLICAS) covers the batch's record and job list before it.
+        yield Script("batch_seal", (key, keys.callbacks_watch), args, replicated=True)
         return Batch(id=batch_id, job_ids=job_ids)
 
     def fields(self, batch_id: str) -> Steps[dict[str, str]]:
@@ -142,9 +144,10 @@ class BatchStore:
         result_ttl_s: int,
         pending_ttl_s: int,
         clock: Clock = SYSTEM_CLOCK,
+        replicas: Replicas = UNREPLICATED,
     ) -> None:
         self.steps = BatchSteps(keys, jobs.steps, forecaster.steps, result_ttl_s, pending_ttl_s, clock)
-        self._run = SyncDriver(client)
+        self._run = SyncDriver(client, replicas)
 
     def create(
         self,

@@ -115,7 +115,8 @@ class Executor:
         return self._judge(run, attempt, result)
 
     def _mark_sent(self, run: Run) -> int:
-        return self._jobs.mark_sent(run.job_id, run.dispatch, quota=self._apis[run.account].quota, account=run.account)
+        quota = self._apis[run.account].quota
+        return self._jobs.mark_sent(run.job_id, run.dispatch, quota=quota, account=run.account, owner=run.owner)
 
     def _judge(self, run: Run, attempt: int, result: Attempt) -> str:
         response = result.response

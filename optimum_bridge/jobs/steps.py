@@ -37,7 +37,7 @@ class JobSteps:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
         if not operations:
             return []
-        raw = yield Script("submit", (), self.submit_args(operations, batch_key=batch_key))
+        raw = yield Script("submit", (), self.submit_args(operations, batch_key=batch_key), replicated=True)
         return [(text(raw[i]), bool(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def submit_args(self, operations: list[Operation], *, batch_key: str) -> list[str | int]:

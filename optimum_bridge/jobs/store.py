@@ -15,6 +15,7 @@ same step -- and ``reschedule`` parks it until its retry is due.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -27,9 +28,15 @@ from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
+from optimum_bridge.process.redis import UNREPLICATED, NotOwned, NotReplicated, Replicas
 from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
 from optimum_bridge.steps import SyncDriver
+
+log = logging.getLogger(__name__)
+
+#: A "call sent" record that did not reach its replicas: the call waits this long, back in its lane.
+NOT_REPLICATED_DELAY_S = 1.0
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 
@@ -59,7 +66,9 @@ class JobStore:
         pending_ttl_s: int,
         callback_watch_s: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
+        replicas: Replicas = UNREPLICATED,
     ) -> None:
+        self._replicas = replicas
         self._callback_watch_ms = int(callback_watch_s * 1000)
         self._redis = client
         self._keys = keys
@@ -67,7 +76,7 @@ class JobStore:
         self._pending_ttl_s = pending_ttl_s
         self._clock = clock
         self.steps = JobSteps(keys, result_ttl_s, pending_ttl_s, clock)
-        self._run = SyncDriver(client)
+        self._run = SyncDriver(client, replicas)
         self._claim = scripts.register(client, "claim")
         self._complete = scripts.register(client, "complete")
         self._reschedule = scripts.register(client, "reschedule")
@@ -144,15 +153,27 @@ class JobStore:
         """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
         return self._keys.lease(job_id)
 
-    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str) -> int:
+    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str, owner: str | None = None) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number.
 
         Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
         account's window: a worker slowed down since its claim must not bunch calls at the API.
+        With ``owner``, also when the job's lease is not ``owner``'s on the Redis that recorded
+        it: redis-py retries a write on the primary a failover promoted, which may not have the
+        claim (the job would run again elsewhere). With ``BRIDGE_REDIS_MIN_REPLICAS``, also when
+        the record did not reach the replicas: a failover would forget the call was sent.
         """
         keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
         args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
-        attempts = int(self._mark_sent(keys=keys, args=args))
+        guard = (self._keys.lease(job_id), owner) if owner else None
+        try:
+            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args, guard=guard))
+        except NotReplicated as exc:
+            log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
+            raise Deferred(NOT_REPLICATED_DELAY_S) from exc
+        except NotOwned as exc:  # the claim is not on this Redis: the job is another worker's to run
+            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, exc)
+            raise Deferred(0.0) from exc
         if attempts == 0:
             raise Deferred(0.0)
         return attempts
@@ -197,7 +218,11 @@ class JobStore:
             self._keys.followers_prefix,
             *self._followers_template(),
         ]
-        return int(self._complete(keys=keys, args=args)) == 1
+        try:
+            return int(self._replicas.run(self._redis, self._complete, keys=keys, args=args)) == 1
+        except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
+            log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
+            return True
 
     def _followers_template(self) -> tuple[str, str]:
         """The callback message template for the jobs that joined a call (Celery is imported here only)."""

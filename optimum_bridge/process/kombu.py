@@ -5,7 +5,8 @@ batch) and reads kombu's own bookkeeping, so it depends on details that are
 not public API. Each is listed here, and ``tests/integration/test_broker_contract.py``
 compares them with what the pinned kombu and Celery (``pyproject.toml``)
 actually do, so an upgrade that changes one fails the suite instead of losing
-messages in production:
+messages in production; ``tests/integration/test_broker_failover.py`` checks
+that they still hold on a replica promoted by Sentinel:
 
 1. **The message in a queue list** (``build_message``, and ``message_template``
    for the messages ``lua/dispatch.lua`` builds): kombu's Redis transport
@@ -19,10 +20,20 @@ messages in production:
    in the hash ``<prefix>unacked`` as ``[message, exchange, routing_key]``.
 3. **The pop-then-record gap** (``record_unacked_step``): kombu pops with
    ``BRPOP`` and then records the message as unacked through the channel's
-   ``QoS.append``, in a second round trip; the consumer step wraps that method.
+   ``QoS.append``, in a second round trip; the consumer step wraps that method,
+   and ``QoS.ack``/``reject``/``restore_unacked``, which a message taken before a
+   failover calls through a transport already without its client (``tolerant``).
 4. **Transport options** (``transport_options``): ``global_keyprefix``,
-   ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``, and
-   ``redis+socket://`` as kombu's name for a Unix socket.
+   ``visibility_timeout``, ``unacked_restore_interval``/``_throttle``,
+   ``redis+socket://`` as kombu's name for a Unix socket, and for a
+   Sentinel-managed Redis ``sentinel://`` URLs joined by ``;`` with
+   ``master_name`` and ``sentinel_kwargs`` (built in ``process.redis``).
+5. **The consumer's heartbeat** (``watch_consumer_step``): kombu reads every
+   answer to its ``BRPOP`` through ``channel.handlers["BRPOP"]``, raising
+   ``queue.Empty`` when the one-second ``brpop_timeout`` passed, and asks for
+   no message while ``channel.qos.can_consume()`` is false (``watchdog``).
+6. **Reconnecting** (``consumer_class``): Celery's consumer reconnects through
+   ``Connection.ensure_connection`` with kombu's default intervals; ours are shorter.
 
 Celery is imported only where it is used, so a producer, which builds no
 message, never imports it.
@@ -34,12 +45,16 @@ import base64
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
+from queue import Empty
 from typing import Any
 
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
+from optimum_bridge.process import watchdog
+from optimum_bridge.process.redis import broker_connection
 from optimum_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -178,6 +193,28 @@ def retrying_append(
     return append_retrying
 
 
+def tolerant(method: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """A ``QoS`` method (``ack``, ``reject``, ``restore_unacked``) that logs instead of killing the worker
+    when its channel's connection is gone.
+
+    After a Sentinel failover, Celery closes the lost connection; a message taken through it and
+    finished later (acknowledged, rejected, or given back as the channel closes) reaches Redis
+    through a pool rebuilt from a transport without its client (kombu 5.7: ``AttributeError`` on
+    ``conninfo.hostname`` or ``connection.client``), and Celery stops the worker ("Unrecoverable
+    error"). Such a message is still in the unacked hash and comes back with the visibility
+    timeout (a finished job's message is then refused by its claim), so the worker goes on.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except AttributeError as exc:
+            log.warning("broker: %s skipped, its connection is gone (%s); back after the visibility timeout", what, exc)
+            return None
+
+    return call
+
+
 def record_unacked_step() -> type:
     """The consumer step ``RecordUnacked`` (built on first use: Celery is imported only by workers)."""
     from celery import bootsteps  # noqa: PLC0415 - Celery only in workers
@@ -201,6 +238,8 @@ def record_unacked_step() -> type:
             qos = channel.qos
             if not getattr(qos, "bridge_retrying", False):
                 qos.append = retrying_append(qos.append, retried_errors(channel.connection_errors), self.budget_s)
+                for name in ("ack", "reject", "restore_unacked"):
+                    setattr(qos, name, tolerant(getattr(qos, name), name))
                 qos.bridge_retrying = True
 
     return RecordUnacked
@@ -210,14 +249,14 @@ def record_unacked_step() -> type:
 
 
 def broker_url(settings: Settings) -> str:
-    """``BRIDGE_REDIS_URL`` as kombu names it (``unix://`` is ``redis+socket://`` there)."""
-    url = settings.redis_url.get_secret_value()
-    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+    """``BRIDGE_REDIS_URL`` as kombu names it (``redis+socket://``, ``sentinel://...;sentinel://...``)."""
+    return broker_connection(settings)[0]
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options: our key prefix, and redelivery within the configured timeout."""
     return {
+        **broker_connection(settings)[1],  # master_name and sentinel_kwargs, through Sentinel
         "global_keyprefix": settings.key_prefix,
         # A dead worker's message is visible again after ~0.75 x the timeout, and swept
         # every 0.2 x the timeout, so it runs again within BRIDGE_REDELIVERY_TIMEOUT_S.
@@ -239,3 +278,88 @@ def task_queues() -> tuple[Any, ...]:
         Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
         for name in (OPERATIONS_QUEUE, CALLBACKS_QUEUE)
     )
+
+
+# -- 5. the consumer's heartbeat ---------------------------------------------------------------
+
+
+def exit_stuck_worker(line: str) -> None:
+    """Log ``line`` and exit at once with ``watchdog.EXIT_CODE``.
+
+    ``os._exit``: a stuck consumer may hold the locks a clean shutdown would wait on. Unacked
+    messages come back after the visibility timeout and the jobs' own recovery, as after a SIGKILL.
+    """
+    log.critical(line)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(watchdog.EXIT_CODE)
+
+
+def watch_consumer_step() -> type:
+    """The consumer step ``WatchConsumer`` (built on first use: Celery is imported only by workers)."""
+    from celery import bootsteps  # noqa: PLC0415 - Celery only in workers
+
+    class WatchConsumer(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no types
+        """Consumer step: a heartbeat on every answer to the task channel's ``BRPOP``.
+
+        kombu reads each answer through ``channel.handlers["BRPOP"]`` (``Channel._brpop_read``,
+        bound at the channel's creation): a message, or ``Empty`` when the one-second timeout
+        passed; ``channel.qos.can_consume()`` says whether a ``BRPOP`` is due at all.
+        """
+
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            limit_s = float(parent.app.conf.get("bridge_consumer_limit_s", watchdog.LIMIT_S))
+            self.watchdog = watchdog.ConsumerWatchdog(exit_stuck_worker, limit_s=limit_s)
+
+        def start(self, parent: Any) -> None:
+            channel = parent.task_consumer.channel
+            read = channel.handlers["BRPOP"]
+            beat = self.watchdog.beat
+            if not getattr(read, "bridge_watched", False):
+
+                def read_and_beat(**options: Any) -> Any:
+                    try:
+                        result = read(**options)
+                    except Empty:
+                        beat()
+                        raise
+                    beat()
+                    return result
+
+                read_and_beat.bridge_watched = True  # type: ignore[attr-defined]
+                channel.handlers["BRPOP"] = read_and_beat
+            self.watchdog.connected(channel.qos.can_consume)
+            self.watchdog.start()
+
+        def stop(self, parent: Any) -> None:
+            self.watchdog.disconnected()
+
+        def shutdown(self, parent: Any) -> None:
+            self.watchdog.stop()
+
+    return WatchConsumer
+
+
+# -- 6. reconnecting -------------------------------------------------------------------------
+
+#: A lost broker connection is tried again after 0.2 s, then 0.5 s more each time, up to 2 s
+#: (kombu's defaults, which Celery's consumer keeps: 2 s, then 2 s more each time, up to 30 s,
+#: so that a two-second failover kept a worker from its queue for six or more).
+RECONNECT_INTERVALS: dict[str, float] = {"interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def consumer_class() -> type:
+    """Celery's consumer, reconnecting at ``RECONNECT_INTERVALS`` (the ``worker_consumer`` setting)."""
+    from celery.worker.consumer import Consumer  # noqa: PLC0415 - Celery only in workers
+
+    class BridgeConsumer(Consumer):  # type: ignore[misc]  # celery ships no types
+        """``Consumer.ensure_connected`` calls ``conn.ensure_connection`` without intervals."""
+
+        def ensure_connected(self, conn: Any) -> Any:
+            conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT_INTERVALS)
+            return super().ensure_connected(conn)
+
+    return BridgeConsumer

@@ -1,39 +1,406 @@
-"""The Redis client of every process: workers, the ingress, producers and the CLI build it here
-(and ``AsyncBridgeClient`` its asyncio twin)."""
+"""Every connection to the bridge's Redis, built from ``BRIDGE_REDIS_URL`` in one place (spec §16).
+
+``BRIDGE_REDIS_URL`` names one Redis (``redis://``, ``rediss://``, ``unix://``)
+or a Sentinel-managed one::
+
+    redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]
+
+where the password is the data nodes' and ``BRIDGE_REDIS_SENTINEL_PASSWORD``
+the sentinels'. ``redis_client`` builds the client every part of the bridge
+uses (workers, ingress, producers, CLI; ``async_redis_client`` its asyncio
+twin for ``AsyncBridgeClient``): through Sentinel it asks the sentinels
+for the primary on each (re)connect, so a client finds the promoted replica
+after a failover; ``connection_retry`` bounds how long a command keeps
+retrying meanwhile. ``broker_connection`` is the same Redis as kombu's
+Sentinel transport names it (Celery's broker). ``check_eviction_policy`` is
+the ``maxmemory-policy`` check every process runs at start. ``Replicas``
+holds a script's write until ``BRIDGE_REDIS_MIN_REPLICAS`` replicas have it.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+from pydantic import SecretStr
+from redis.backoff import EqualJitterBackoff
+from redis.commands.core import AsyncScript, Script
+from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from optimum_bridge.settings import Settings
+from optimum_bridge.errors import BridgeUnavailable
+
+if TYPE_CHECKING:
+    from optimum_bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SENTINEL_SCHEME = "redis+sentinel://"
+DEFAULT_SENTINEL_PORT = 26379
+#: Sentinels answer in milliseconds; one that does not is skipped for the next one.
+SENTINEL_TIMEOUT_S = 2.0
+#: A command retried on a lost connection (or a demoted primary's READONLY) for 5.5 to 11 s,
+#: with jitter: longer than a Sentinel failover (down-after-milliseconds + election), so that a
+#: write whose answer was lost with the old primary is made again on the new one.
+RETRIES = 8
+RETRY_BASE_S = 0.1
+RETRY_CAP_S = 2.0
 
 #: Connections of one ``AsyncBridgeClient``: a hundred tasks share them instead of opening one each.
 ASYNC_MAX_CONNECTIONS = 32
 POOL_WAIT_S = 30.0
 
+#: How long a write waits for its replicas (``WAIT``) before the caller hears it did not reach them.
+WAIT_TIMEOUT_MS = 1000
+
+_SERVICE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NODE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A Sentinel-managed Redis: where its sentinels are, its service name, database and credentials."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """A ``redis+sentinel://`` URL, or ``ValueError`` saying what is wrong (never echoing the password)."""
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError(f"expected {SENTINEL_SCHEME}")
+    netloc, _, path = url.removeprefix(SENTINEL_SCHEME).partition("/")
+    credentials, at, nodes_text = netloc.rpartition("@")
+    if "?" in path or "#" in path:
+        raise ValueError("redis+sentinel:// takes no query or fragment")
+    sentinels = tuple(_node(node) for node in nodes_text.split(","))
+    parts = path.split("/") if path else []
+    if not parts or len(parts) > 2 or not _SERVICE.match(parts[0]):
+        raise ValueError("expected redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]")
+    if len(parts) == 2 and not (parts[1].isdigit() and int(parts[1]) < 1000):
+        raise ValueError("the database after the service name must be a number")
+    username, password = _credentials(credentials) if at else (None, None)
+    return SentinelTarget(sentinels, parts[0], int(parts[1]) if len(parts) == 2 else 0, username, password)
+
+
+def _node(text: str) -> tuple[str, int]:
+    match = _NODE.match(text.strip())
+    port = int(match.group("port") or DEFAULT_SENTINEL_PORT) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise ValueError("each sentinel must be HOST:PORT (comma-separated)")
+    return match.group("v6") or match.group("host"), port
+
+
+def _credentials(text: str) -> tuple[str | None, SecretStr | None]:
+    if ":" not in text:
+        raise ValueError("the credentials must be :PASSWORD@ or USER:PASSWORD@")
+    user, _, password = text.partition(":")
+    return (unquote(user) or None), (SecretStr(unquote(password)) if password else None)
+
+
+def check_redis_url(url: str) -> None:
+    """``ValueError`` with one line unless ``url`` is a Redis URL the bridge can use."""
+    if url.startswith(SENTINEL_SCHEME):
+        parse_sentinel_url(url)
+    elif not re.match(r"^(redis|rediss|unix)://", url):
+        raise ValueError("expected a redis://, rediss://, unix:// or redis+sentinel:// URL")
+
+
+def connection_retry() -> Retry:
+    """The retry of every bridge connection: lost connections, timeouts and READONLY, 5.5 to 11 s."""
+    backoff = EqualJitterBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S)
+    return Retry(backoff, RETRIES, supported_errors=(redis.ConnectionError, redis.TimeoutError, ReadOnlyError))
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+        "retry": connection_retry(),
+        # A demoted primary answers writes with READONLY: reconnect (DNS, or Sentinel) and retry.
+        "retry_on_error": [ReadOnlyError, redis.ConnectionError, redis.TimeoutError],  # asyncio pipelines read it
+        "retry_on_timeout": True,
+    }
+
+
+def sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels themselves (their own password, short timeouts)."""
+    options: dict[str, Any] = {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S}
+    if settings.redis_sentinel_password is not None:
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    return options
+
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client for the bridge's own keys (health-checked, retried on blips)."""
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        health_check_interval=30,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        retry_on_timeout=True,
+    """The Redis client for the bridge's own keys: the one way every process connects."""
+    url = settings.redis_url.get_secret_value()
+    if not url.startswith(SENTINEL_SCHEME):
+        return redis.Redis.from_url(url, **_options())
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+    password = target.password.get_secret_value() if target.password else None
+    client: _SentinelRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.service,
+        redis_class=_SentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=password,
+        connection_class=_SentinelConnection,
+        **_options(),
     )
+    client.manager = sentinel
+    return client
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """redis-py's connection, once a command lost it, reconnects in ``send_packed_command`` through
+    ``connect_check_health``, which retries the address it last had -- the dead primary -- for the
+    whole retry budget (about 8 s of refused connects) instead of asking the sentinels again. A
+    worker's ``complete`` that lost its answer with a SIGKILLed primary then failed instead of being
+    made again on the promoted one: the job stayed running there with its call marked sent, went
+    back to its lane when its lease ran out, and was called a second time. Here each attempt asks
+    the sentinels, as ``connect`` (a connection taken from the pool) always did."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock:
+            return
+        if retry_socket_connect:
+            self.connect()  # type: ignore[no-untyped-call]  # the sentinels' primary, each attempt
+        else:  # connect_to's own single attempt at the address the sentinels gave
+            super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+class _SentinelRedis(redis.Redis):
+    """The primary's client, which closes its connections to the sentinels with its own."""
+
+    manager: Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.manager is not None:
+            self.manager.close()
+
+
+class _AsyncSentinelRedis(redis.asyncio.Redis):
+    """The same for asyncio."""
+
+    manager: redis.asyncio.sentinel.Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.manager is not None:
+            await self.manager.aclose()
+
+
+class _AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """redis-py's asyncio connection sends a command through ``connect_check_health``, which retries
+    the address it last had -- the dead primary -- for the whole retry budget instead of asking the
+    sentinels again: here it asks them (as ``_SentinelConnection`` does for the blocking client)."""
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self.is_connected:
+            return
+        if retry_socket_connect:
+            await self.connect()  # type: ignore[no-untyped-call]  # the sentinels' primary, each attempt
+        else:  # connect_to's own single attempt at the address the sentinels gave
+            await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
 
 
 def async_redis_client(settings: Settings) -> redis.asyncio.Redis:
-    """The same client for asyncio (``AsyncBridgeClient``): at most ``ASYNC_MAX_CONNECTIONS``, and a task
-    finding them all busy waits for one (up to ``POOL_WAIT_S``) rather than failing."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        settings.redis_url.get_secret_value(),
-        max_connections=ASYNC_MAX_CONNECTIONS,
-        timeout=POOL_WAIT_S,
-        health_check_interval=30,
-        socket_keepalive=True,
-        socket_connect_timeout=5,
-        retry_on_timeout=True,
+    """The same client for asyncio (``AsyncBridgeClient``): at most ``ASYNC_MAX_CONNECTIONS``; a task
+    finding them all busy waits for one (up to ``POOL_WAIT_S``) rather than failing (a plain Redis:
+    redis-py's Sentinel pool cannot wait, so through Sentinel a busy pool fails the call)."""
+    url = settings.redis_url.get_secret_value()
+    retry = redis.asyncio.retry.Retry(
+        EqualJitterBackoff(cap=RETRY_CAP_S, base=RETRY_BASE_S),
+        RETRIES,
+        supported_errors=(redis.ConnectionError, redis.TimeoutError, ReadOnlyError),
     )
-    return redis.asyncio.Redis.from_pool(pool)
+    options = {**_options(), "retry": retry}
+    if not url.startswith(SENTINEL_SCHEME):
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=POOL_WAIT_S, **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
+    target = parse_sentinel_url(url)
+    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_kwargs(settings)
+    )
+    password = target.password.get_secret_value() if target.password else None
+    client: _AsyncSentinelRedis = sentinel.master_for(
+        target.service,
+        redis_class=_AsyncSentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=password,
+        max_connections=ASYNC_MAX_CONNECTIONS,
+        connection_class=_AsyncSentinelConnection,
+        **options,
+    )
+    client.manager = sentinel
+    return client
+
+
+def broker_connection(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Celery's broker URL and the Sentinel part of its transport options (none for a plain Redis).
+
+    kombu's Sentinel transport takes ``sentinel://`` URLs joined by ``;``, the
+    data nodes' password in them, the service as ``master_name`` and the
+    sentinels' own options in ``sentinel_kwargs``.
+    """
+    url = settings.redis_url.get_secret_value()
+    if url.startswith("unix://"):
+        return "redis+socket://" + url.removeprefix("unix://"), {}
+    if not url.startswith(SENTINEL_SCHEME):
+        return url, {}
+    target = parse_sentinel_url(url)
+    auth = ""
+    if target.password is not None:
+        auth = f"{quote(target.username or '', safe='')}:{quote(target.password.get_secret_value(), safe='')}@"
+    nodes = [(f"[{host}]" if ":" in host else host, port) for host, port in target.sentinels]
+    urls = [f"sentinel://{auth}{host}:{port}/{target.db}" for host, port in nodes]
+    return ";".join(urls), {"master_name": target.service, "sentinel_kwargs": sentinel_kwargs(settings)}
+
+
+def check_eviction_policy(client: redis.Redis) -> str | None:
+    """Warn (one line) when Redis may evict keys, or say the policy could not be read; returns the policy."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:  # CONFIG renamed or refused (managed Redis)
+        log.warning("redis: could not check maxmemory-policy (CONFIG GET refused); it must be noeviction")
+        return None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # the process goes on and retries its own way
+        log.warning("redis: could not check maxmemory-policy (%s); it must be noeviction", type(exc).__name__)
+        return None
+    text = policy.decode() if isinstance(policy, bytes) else str(policy)
+    if text != "noeviction":
+        log.warning(
+            "redis: maxmemory-policy is %s, not noeviction: under memory pressure Redis would drop queued jobs", text
+        )
+    return text
+
+
+class NotReplicated(BridgeUnavailable):
+    """A write reached fewer replicas than required within ``WAIT_TIMEOUT_MS`` (it may still be on the primary)."""
+
+    def __init__(self, acknowledged: int, required: int) -> None:
+        super().__init__(
+            f"Redis: the write reached {acknowledged} of {required} required replica(s) in "
+            f"{WAIT_TIMEOUT_MS} ms (BRIDGE_REDIS_MIN_REPLICAS); retry with the same idempotency key"
+        )
+        self.acknowledged = acknowledged
+        self.required = required
+
+
+class NotOwned(BridgeUnavailable):
+    """A guarded write found its key not holding the expected value (a lease lost in a failover)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Redis: {key} is not ours on this server (a failover lost it)")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """Runs a script and, with ``required`` >= 1, waits until that many replicas have its write.
+
+    ``WAIT`` counts the writes of *its own connection*, so it goes in one pipeline with the script
+    (one round trip, one connection); with ``required`` 0 the script runs alone, as before.
+    """
+
+    required: int = 0
+    timeout_ms: int = WAIT_TIMEOUT_MS
+
+    @classmethod
+    def of(cls, settings: Settings) -> Replicas:
+        """``BRIDGE_REDIS_MIN_REPLICAS`` of ``settings``."""
+        return cls(settings.redis_min_replicas)
+
+    def run(
+        self,
+        client: redis.Redis,
+        script: Script,
+        *,
+        keys: list[Any] | None = None,
+        args: list[Any],
+        guard: tuple[str, str] | None = None,
+    ) -> Any:
+        """The script's reply, once replicated; ``NotReplicated`` when too few replicas have it in time.
+
+        ``guard`` (a key and the value it must hold, read in the same round trip just before the
+        script) raises ``NotOwned`` when the key does not hold it: a write redis-py retried on a
+        promoted replica that never saw the writes it follows (a lease taken just before the
+        failover) must not be taken for one that did.
+        """
+        if self.required == 0 and guard is None:
+            return script(keys=keys, args=args)
+        try:
+            replies = self._pipelined(client, script, keys, args, guard)
+        except NoScriptError:
+            # A promoted replica has no script cache (scripts are not replicated), and a pipeline
+            # retried on the new primary after a lost connection does not load them again as a
+            # lone script call would: load it and run once more (the script did not run there).
+            client.script_load(script.script)
+            replies = self._pipelined(client, script, keys, args, guard)
+        if guard is not None:
+            held = replies.pop(0)
+            if held is None or held.decode() != guard[1]:
+                raise NotOwned(guard[0])
+        if self.required and int(replies[1]) < self.required:
+            raise NotReplicated(int(replies[1]), self.required)
+        return replies[0]
+
+    async def run_async(
+        self, client: redis.asyncio.Redis, script: AsyncScript, *, keys: list[Any] | None = None, args: list[Any]
+    ) -> Any:
+        """``run`` for the asyncio client (``AsyncBridgeClient``): the same pipeline, the same refusals."""
+        try:
+            reply, acknowledged = await self._pipelined_async(client, script, keys, args)
+        except NoScriptError:  # a promoted replica has no script cache (see ``run``)
+            await client.script_load(script.script)
+            reply, acknowledged = await self._pipelined_async(client, script, keys, args)
+        if int(acknowledged) < self.required:
+            raise NotReplicated(int(acknowledged), self.required)
+        return reply
+
+    async def _pipelined_async(
+        self, client: redis.asyncio.Redis, script: AsyncScript, keys: list[Any] | None, args: list[Any]
+    ) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.wait(self.required, self.timeout_ms)
+            replies: list[Any] = await pipe.execute()
+        return replies
+
+    def _pipelined(
+        self,
+        client: redis.Redis,
+        script: Script,
+        keys: list[Any] | None,
+        args: list[Any],
+        guard: tuple[str, str] | None,
+    ) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        if guard is not None:
+            pipe.get(guard[0])
+        script(keys=keys, args=args, client=pipe)
+        if self.required:
+            pipe.wait(self.required, self.timeout_ms)
+        replies: list[Any] = pipe.execute()
+        return replies
+
+
+#: No replica waited for (``BRIDGE_REDIS_MIN_REPLICAS=0``): asynchronous replication, as Redis does by default.
+UNREPLICATED = Replicas()

@@ -28,7 +28,7 @@ from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
 from optimum_bridge.process.metrics import Metrics
-from optimum_bridge.process.redis import redis_client
+from optimum_bridge.process.redis import Replicas, redis_client
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
@@ -102,6 +102,7 @@ class Runtime:
             result_ttl_s=self.settings.result_ttl_s,
             pending_ttl_s=self.settings.pending_ttl_s,
             callback_watch_s=self.settings.redelivery_timeout_s,
+            replicas=Replicas.of(self.settings),
         )
 
     @lazy
@@ -149,6 +150,7 @@ class Runtime:
             self.forecaster,
             result_ttl_s=self.settings.result_ttl_s,
             pending_ttl_s=self.settings.pending_ttl_s,
+            replicas=Replicas.of(self.settings),
         )
 
     @lazy
@@ -187,7 +189,9 @@ class Runtime:
 
     @lazy
     def deliveries(self) -> DeliveryStore:
-        return DeliveryStore(self.redis, self.keys, watch_s=self.settings.redelivery_timeout_s)
+        return DeliveryStore(
+            self.redis, self.keys, watch_s=self.settings.redelivery_timeout_s, replicas=Replicas.of(self.settings)
+        )
 
     @lazy
     def callback_http(self) -> httpx.Client:

@@ -8,7 +8,10 @@ message format, the unacked record or the QoS hook fails here first.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -191,3 +194,35 @@ def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, 
     finally:
         rt.close()
     assert_same_message(ours, celery_sends(redis_server, prefix, CALLBACKS_QUEUE, DELIVER_TASK, [follower, 1]))
+
+
+def test_every_brpop_answer_goes_through_the_handler_the_watchdog_wraps(redis_server, prefix, contract_settings):
+    """``WatchConsumer`` beats in ``channel.handlers["BRPOP"]``: kombu must read each answer through it,
+    ``queue.Empty`` when its one-second timeout passed, and say through ``qos.can_consume`` when it asks."""
+    connection = Connection(redis_server.url, transport_options=broker.transport_options(contract_settings))
+    channel = connection.channel()
+    assert channel.handlers["BRPOP"] == channel._brpop_read and channel.brpop_timeout == 1
+    answers: list[str] = []
+    read = channel.handlers["BRPOP"]
+
+    def spy(**options: Any) -> Any:
+        try:
+            result = read(**options)
+        except Empty:
+            answers.append("empty")
+            raise
+        answers.append("message")
+        return result
+
+    channel.handlers["BRPOP"] = spy
+    queue = Queue(OPERATIONS_QUEUE, Exchange(""), routing_key=OPERATIONS_QUEUE)  # type: ignore[no-untyped-call]
+    consumer = Consumer(channel, queues=[queue], callbacks=[lambda body, message: message.ack()])
+    consumer.qos(prefetch_count=1)
+    try:
+        with consumer:
+            assert channel.qos.can_consume()
+            with contextlib.suppress(socket.timeout):
+                connection.drain_events(timeout=2.5)
+            assert answers and set(answers) == {"empty"}
+    finally:
+        connection.release()

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-REDIS_FIXTURES = frozenset({"redis_server", "prefix", "private_redis", "runtime"})
+REDIS_FIXTURES = frozenset({"redis_server", "prefix", "private_redis", "runtime", "sentinel_group"})
 PROCESS_FIXTURES = frozenset({"workers", "api_process"})
 PROCESS_DIRS = frozenset({"faults"})
 TIERS = ("redis", "processes")

@@ -27,6 +27,13 @@ PROJECT_IMAGE = "optimum-bridge:local"
 REDIS_IMAGE = "redis:7.0.15-bookworm"
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
+#: The ha profile's services (spec §16).
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+HA = {"redis-replica", *SENTINELS}
+#: Where a Redis password may be in a variable of its own (redis-cli reads REDISCLI_AUTH).
+PASSWORD_VARIABLES = {"redis": {"REDISCLI_AUTH"}, "redis-replica": {"REDISCLI_AUTH"}} | {
+    name: {"SENTINEL_AUTH_PASS"} for name in SENTINELS
+}
 #: Each secret, and the services that use it (and why); no other service may be given it.
 SECRET_USERS = {
     "OPTIMUM_CLIENT_SECRET": {"worker"},  # the workers fetch the token
@@ -34,7 +41,8 @@ SECRET_USERS = {
     "BRIDGE_CALLBACK_SECRET": {"worker"},  # the workers sign the callbacks
     "BRIDGE_API_KEYS": {"api"},  # the ingress checks them
     "FLOWER_BASIC_AUTH": {"flower"},
-    "BRIDGE_REDIS_PASSWORD": {"redis", "api", "worker", "flower"},  # in BRIDGE_REDIS_URL
+    # In BRIDGE_REDIS_URL; the replica and the sentinels (profile ha) authenticate to the primary with it.
+    "BRIDGE_REDIS_PASSWORD": {"redis", "api", "worker", "flower", "redis-replica", *SENTINELS},
     "SENTRY_DSN": {"api", "worker"},
 }
 #: What each image holds (the stand-ins of tests/stack hold the same; tests/system/test_stack.py runs the checks).
@@ -53,6 +61,8 @@ COMPOSE_ONLY = {
     "BRIDGE_SANDBOX_HOST_PORT",
     "FLOWER_BASIC_AUTH",
     "FLOWER_ENABLE_EVENTS",
+    "BRIDGE_REDIS_SCHEME",
+    "BRIDGE_REDIS_ADDRESS",
 }
 
 
@@ -110,7 +120,7 @@ def seconds(duration: str | int) -> float:
 
 def test_compose_spec_shape(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     assert "version" not in compose
-    assert set(services) == {"redis", "api", "worker", "flower", "sandbox"}
+    assert set(services) == {"redis", "api", "worker", "flower", "sandbox", *HA}
 
 
 def test_project_services_run_real_cli_subcommands(services: dict[str, dict[str, Any]]) -> None:
@@ -149,7 +159,7 @@ def test_required_secrets_fail_the_start_with_a_message(services: dict[str, dict
 def test_every_variable_is_a_setting_or_documented_compose_input(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         names = set(environment(service))
-        allowed = known_settings() | ({"REDISCLI_AUTH"} if name == "redis" else set()) | COMPOSE_ONLY
+        allowed = known_settings() | PASSWORD_VARIABLES.get(name, set()) | COMPOSE_ONLY
         assert names <= allowed, f"{name}: unknown variables {sorted(names - allowed)}"
     text = yaml.safe_dump(services)  # the values, not the comments
     documented = set(env_example_names())
@@ -181,7 +191,7 @@ def test_the_environment_alone_picks_the_urls(services: dict[str, dict[str, Any]
     sandbox = services["sandbox"]
     assert sandbox["profiles"] == ["sandbox"]
     assert sandbox["command"][:1] == ["sandbox"] and "0.0.0.0" in sandbox["command"]
-    assert all("profiles" not in s for n, s in services.items() if n != "sandbox")
+    assert all("profiles" not in s for n, s in services.items() if n != "sandbox" and n not in HA)
     for name in ("api", "worker", "flower"):
         depends = services[name]["depends_on"]
         assert depends["redis"]["condition"] == "service_healthy"
@@ -219,10 +229,13 @@ def test_health_checks_use_programs_of_their_image_and_check_what_they_claim(
         programs, script = healthcheck_programs(service["healthcheck"]["test"])
         assert programs <= IMAGE_PROGRAMS[image], f"{name}: {sorted(programs - IMAGE_PROGRAMS[image])} not in {image}"
         checked[name] = script
-    assert set(checked) == {"redis", "api"}
+    assert set(checked) == {"redis", "api", *HA}
     # redis-cli exits 0 on NOAUTH too: the check must look for the PONG, with the password from REDISCLI_AUTH.
-    assert "ping" in checked["redis"] and "grep -q PONG" in checked["redis"]
-    assert "REDISCLI_AUTH" in environment(services["redis"])
+    for name in ("redis", "redis-replica"):
+        assert "ping" in checked[name] and "grep -q PONG" in checked[name]
+        assert "REDISCLI_AUTH" in environment(services[name])
+    for name in SENTINELS:
+        assert "-p 26379 ping" in checked[name] and "grep -q PONG" in checked[name]
     assert "/healthz" in checked["api"]
 
 
@@ -243,7 +256,8 @@ def test_redis_keeps_every_job_and_hides_its_password(
     assert volume[1] == "/data" and volume[0] in compose["volumes"]
     for name in ("api", "worker", "flower"):
         url = environment(services[name])["BRIDGE_REDIS_URL"]
-        assert url.startswith("redis://:${BRIDGE_REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+        assert url.startswith("${BRIDGE_REDIS_SCHEME:-redis}://:${BRIDGE_REDIS_PASSWORD:?")
+        assert url.endswith("@${BRIDGE_REDIS_ADDRESS:-redis:6379/0}")
 
 
 def test_every_service_has_an_init_and_a_bounded_restart(services: dict[str, dict[str, Any]]) -> None:
@@ -389,3 +403,35 @@ def test_dockerignore_keeps_secrets_out_but_not_the_build_inputs() -> None:
 def test_env_files_used_by_compose_are_ignored_by_git() -> None:
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
     assert (ROOT / ".env.example").is_file()
+
+
+def test_the_ha_profile_fails_over_without_losing_a_job(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """``docker compose --profile ha up``: a replica of ``redis`` and three sentinels, quorum 2 (spec §16)."""
+    for name in HA:
+        assert services[name]["profiles"] == ["ha"] and services[name]["image"] == REDIS_IMAGE
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert not services[name].get("ports"), f"{name}: the bridge's services reach it on the compose network"
+    replica = " ".join(services["redis-replica"]["command"])
+    primary = " ".join(services["redis"]["command"])
+    for command in (primary, replica):  # either may be the primary after a failover
+        for flag in ("--appendonly yes", "--maxmemory-policy noeviction", "masterauth $$REDISCLI_AUTH"):
+            assert flag in command
+        assert "BRIDGE_REDIS_PASSWORD" not in command
+    assert "--replicaof redis 6379" in replica and "--replica-announce-ip redis-replica" in replica
+    assert "--replica-announce-ip redis" in primary
+    assert services["redis-replica"]["volumes"][0].split(":")[0] in compose["volumes"]
+    for name in SENTINELS:
+        config = " ".join(services[name]["command"])
+        assert "sentinel monitor bridge redis 6379 2" in config and "--sentinel" in config
+        assert "sentinel resolve-hostnames yes" in config.replace("\n", " ")
+        assert "sentinel auth-pass bridge $$SENTINEL_AUTH_PASS" in config
+    # The address the README gives for the ha profile is one the settings accept, service included.
+    url = "redis+sentinel://:pw@sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/bridge/0"
+    settings = Settings(_env_file=None, BRIDGE_REDIS_URL=url)  # type: ignore[call-arg]
+    assert settings.redis_url.get_secret_value() == url
+    assert (
+        "BRIDGE_REDIS_ADDRESS=sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/bridge/0"
+        in (ROOT / "docker-compose.yml").read_text()
+    )

@@ -90,6 +90,6 @@ def test_importing_the_worker_module_only_builds_the_app():
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == (
-        "['bridge.callbacks', 'bridge.operations'] ['UpkeepStep', 'WorkerStart', 'RecordUnacked'] "
+        "['bridge.callbacks', 'bridge.operations'] ['UpkeepStep', 'WorkerStart', 'RecordUnacked', 'WatchConsumer'] "
         "False ['optimum_bridge.tasks']"
     )

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import redis.asyncio
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.process.redis import Replicas, async_redis_client
+from optimum_bridge.process.redis import async_redis_client
+from optimum_bridge.process.replicas import Replicas
 from optimum_bridge.producer_steps import ProducerSteps, next_poll_s, timed_out
 from optimum_bridge.quota.forecast import Backlog
 from optimum_bridge.schemas import Batch, BatchStatus, Callback, JobStatus, Operation, Priority

@@ -16,7 +16,8 @@ import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.keys import Keys
-from optimum_bridge.process.redis import Replicas, redis_client
+from optimum_bridge.process.redis import redis_client
+from optimum_bridge.process.replicas import Replicas
 from optimum_bridge.producer_steps import MAX_BATCH, InvalidOperation, ProducerSteps, next_poll_s, timed_out
 from optimum_bridge.quota.forecast import Backlog
 from optimum_bridge.quota.limiter import LimiterState, RateLimiter

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from optimum_bridge.lua import scripts
-from optimum_bridge.process.redis import UNREPLICATED, Replicas
+from optimum_bridge.process.replicas import UNREPLICATED, Replicas
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -36,7 +36,7 @@ class Script:
     """Run ``lua/<name>.lua``: its reply is sent back.
 
     ``replicated``: an acknowledgement (a submission, a batch's seal), held until the driver's
-    ``BRIDGE_REDIS_MIN_REPLICAS`` replicas have it (``process.redis.Replicas``).
+    ``BRIDGE_REDIS_MIN_REPLICAS`` replicas have it (``process.replicas.Replicas``).
     """
 
     name: str

@@ -19,7 +19,7 @@ import redis
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message
-from optimum_bridge.process.redis import UNREPLICATED, NotReplicated, Replicas
+from optimum_bridge.process.replicas import UNREPLICATED, NotReplicated, Replicas
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from optimum_bridge.errors import CallbackURLRefused
 from optimum_bridge.jobs.batches import to_batch_status
 from optimum_bridge.jobs.status import to_status
 from optimum_bridge.keys import JobField
-from optimum_bridge.process.redis import NotReplicated
+from optimum_bridge.process.replicas import NotReplicated
 from optimum_bridge.schemas import BatchEvent, CallbackEvent, JobStatus, Operation
 
 log = logging.getLogger(__name__)

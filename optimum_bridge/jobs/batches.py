@@ -27,7 +27,7 @@ from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.steps import JobSteps
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import PRIORITIES, RECENT_BATCHES, Keys, text
-from optimum_bridge.process.redis import UNREPLICATED, Replicas
+from optimum_bridge.process.replicas import UNREPLICATED, Replicas
 from optimum_bridge.quota.forecast import Forecaster, ForecastSteps
 from optimum_bridge.schemas import Batch, BatchCounts, BatchStatus, Callback, Operation
 from optimum_bridge.steps import Command, Pipeline, Script, Steps, SyncDriver

@@ -28,7 +28,7 @@ from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import build_message, message_template
-from optimum_bridge.process.redis import UNREPLICATED, NotOwned, NotReplicated, Replicas
+from optimum_bridge.process.replicas import UNREPLICATED, NotOwned, NotReplicated, Replicas
 from optimum_bridge.quota.rate import Quota
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
 from optimum_bridge.steps import SyncDriver

@@ -28,7 +28,8 @@ from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
 from optimum_bridge.process.metrics import Metrics
-from optimum_bridge.process.redis import Replicas, redis_client
+from optimum_bridge.process.redis import redis_client
+from optimum_bridge.process.replicas import Replicas
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter

@@ -37,7 +37,7 @@ test-fast: $(STAMP) ## the fast tier: no Redis, no processes (tests/support/tier
 	$(BIN)/python -m pytest -m "not redis and not processes and not stack"
 
 test-stack: $(STAMP) ## build the image and run the compose stack in podman (tests/system/test_stack.py)
-	$(BIN)/python -m pytest -m stack tests/system/test_stack.py
+	$(BIN)/python -m pytest -m stack tests/system/test_stack.py tests/system/test_stack_ha.py
 
 constraints: $(STAMP) ## pin the image to this tested environment: constraints.txt from pip freeze
 	{ echo "# Every package of the tested environment (make constraints): the Dockerfile installs with -c."; \

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 import httpx
 import redis
 
+from optimum_bridge.accounts.cipher import SecretsCipher
+from optimum_bridge.accounts.registry import AccountRegistry
+from optimum_bridge.accounts.removal import Removal
+from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.callbacks.deliveries import DeliveryStore
 from optimum_bridge.callbacks.sender import DEFAULT_SCHEDULE, CallbackSender
 from optimum_bridge.config.accounts import Account
@@ -33,6 +37,8 @@ from optimum_bridge.process.replicas import Replicas
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import Quota
+from optimum_bridge.schemas import TokenResponse
 from optimum_bridge.settings import Settings
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
@@ -107,19 +113,43 @@ class Runtime:
         )
 
     @lazy
-    def accounts(self) -> dict[str, AccountRuntime]:
-        """Each account's token, quota and API client, by name."""
-        return {name: self._account(name) for name in self.settings.accounts.names}
+    def account_store(self) -> AccountStore:
+        """The accounts created at runtime, in Redis (spec §12a)."""
+        cipher = SecretsCipher(self.settings.secrets_key)
+        return AccountStore(
+            self.redis, self.keys, file=self.settings.accounts, cipher=cipher, sandbox_url=self.settings.sandbox_url
+        )
 
-    def _account(self, name: str) -> AccountRuntime:
-        account = self.settings.accounts[name]
+    @lazy
+    def registry(self) -> AccountRegistry:
+        """Every account, the file's and those created at runtime, refreshed within a second of a change."""
+        return AccountRegistry(self.account_store)
+
+    @lazy
+    def removal(self) -> Removal:
+        return Removal(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s)
+
+    @lazy
+    def accounts(self) -> LiveAccounts:
+        """Each account's token, quota and API client, by name (built when first needed)."""
+        return LiveAccounts(self)
+
+    def quota_of(self, account: Account) -> Quota:
+        """An account's quota, with the margin and burst of the settings."""
+        return Quota.of(account.rate_limit, margin_s=self.settings.rate_limit_margin_s, burst=self.settings.rate_burst)
+
+    def quotas(self) -> dict[str, Quota]:
+        """Every account's quota, by name (runtime accounts as last seen)."""
+        return {name: self.quota_of(account) for name, account in self.registry.all().items()}
+
+    def _account(self, account: Account) -> AccountRuntime:
         limiter = RateLimiter(
             self.redis,
             self.keys,
             account.rate_limit,
             margin_s=self.settings.rate_limit_margin_s,
             burst=self.settings.rate_burst,
-            account=name,
+            account=account.name,
             learn=self.settings.learn_quota,
         )
         return AccountRuntime(self, account, limiter)
@@ -132,7 +162,7 @@ class Runtime:
     @lazy
     def dispatcher(self) -> Dispatcher:
         """Gives the due accounts' free slots to their best jobs (one for every account)."""
-        return Dispatcher(self.redis, self.keys, self.settings.quotas(), handoff_s=self.settings.handoff_s)
+        return Dispatcher(self.redis, self.keys, self.quotas(), handoff_s=self.settings.handoff_s)
 
     @lazy
     def recovery(self) -> Recovery:
@@ -140,7 +170,7 @@ class Runtime:
 
     @lazy
     def forecaster(self) -> Forecaster:
-        return Forecaster(self.redis, self.keys, self.settings.quotas())
+        return Forecaster(self.redis, self.keys, self.quotas())
 
     @lazy
     def batches(self) -> BatchStore:
@@ -170,7 +200,7 @@ class Runtime:
 
     @lazy
     def executor(self) -> Executor:
-        apis = {name: account.api for name, account in self.accounts.items()}
+        apis = LiveApis(self.accounts)
         policy = Policy(
             max_attempts=self.settings.max_attempts,
             budget_s=self.settings.max_retry_duration_s,
@@ -229,17 +259,24 @@ class AccountRuntime:
     def build_lock(self) -> threading.RLock:
         return self.runtime.build_lock
 
+    def identity(self, account: Account) -> IdentityClient:
+        """Where ``account``'s tokens come from, with its credentials."""
+        rt = self.runtime
+        client_id, secret = account.require_credentials()
+        return IdentityClient(
+            rt.api_http,
+            token_url=account.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=rt.metrics.for_account(account.name),
+        )
+
     @lazy
     def tokens(self) -> TokenStore:
         rt = self.runtime
-        client_id, secret = self.account.require_credentials()
-        identity = IdentityClient(
-            rt.api_http,
-            token_url=self.account.token_url,
-            client_id=client_id,
-            client_secret=secret,
-            metrics=rt.metrics.for_account(self.account.name),
-        )
+        identity: IdentityClient | CurrentIdentity = self.identity(self.account)
+        if self.account.name not in rt.settings.accounts:  # created at runtime: its secret may rotate
+            identity = CurrentIdentity(self, self.identity(self.account))
         cipher = TokenCipher(rt.settings.token_encryption_key)
         return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
 
@@ -255,6 +292,86 @@ class AccountRuntime:
             max_wait_s=rt.max_wait_s,
             max_response_bytes=rt.settings.max_response_bytes,
         )
+
+
+class CurrentIdentity:
+    """A runtime account's identity that fetches with the credentials stored *now* (spec §12a).
+
+    A token is fetched rarely; before each fetch the registry looks at Redis at once, so a worker
+    that has not yet seen a rotation (it looks every second) never fetches a token with the old
+    secret after the change dropped the token: the next call fetches one, once.
+    """
+
+    def __init__(self, parts: AccountRuntime, identity: IdentityClient) -> None:
+        self._parts = parts
+        self._identity = identity
+        self._account = parts.account
+
+    def fetch(self) -> TokenResponse:
+        """A new token, with the account's current credentials."""
+        registry = self._parts.runtime.registry
+        registry.refresh(force=True)
+        current = registry.get(self._account.name)
+        if current is not None and current != self._account:
+            self._identity, self._account = self._parts.identity(current), current
+        return self._identity.fetch()
+
+
+class LiveAccounts(Mapping[str, "AccountRuntime"]):
+    """Each account's parts, by name, following the registry: an account created at runtime is built when
+    first needed, one whose record changed is built again (a new quota; its token was dropped by the change),
+    and a removed one is no longer listed; its parts stay reachable by name for a call under way."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._built: dict[str, AccountRuntime] = {}
+
+    def active(self, name: str) -> AccountRuntime | None:
+        """The account's parts, None once it is removed (or never was)."""
+        account = self._rt.registry.get(name)
+        if account is None:
+            return None
+        built = self._built.get(name)
+        if built is None or built.account != account:
+            with self._rt.build_lock:
+                built = self._built.get(name)
+                if built is None or built.account != account:
+                    built = self._rt._account(account)
+                    self._built[name] = built
+        return built
+
+    def __getitem__(self, name: str) -> AccountRuntime:
+        built = self.active(name) or self._built.get(name)  # removed: what a call under way was using
+        if built is None:
+            raise KeyError(name)
+        return built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rt.registry.names())
+
+    def __len__(self) -> int:
+        return len(self._rt.registry.names())
+
+
+class LiveApis(Mapping[str, OptimumClient]):
+    """The executor's view of the accounts' API clients: ``get`` is None for an account removed or unknown
+    (its message is left alone), ``[]`` still answers for one removed while its call was under way."""
+
+    def __init__(self, accounts: LiveAccounts) -> None:
+        self._accounts = accounts
+
+    def get(self, name: str, default: OptimumClient | None = None) -> OptimumClient | None:  # type: ignore[override]
+        built = self._accounts.active(name)
+        return built.api if built is not None else default
+
+    def __getitem__(self, name: str) -> OptimumClient:
+        return self._accounts[name].api
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._accounts)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
 
 
 _lock = threading.Lock()

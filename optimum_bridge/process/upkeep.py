@@ -11,6 +11,10 @@
   it finds 100 at a time;
 - **schedules**, every 2 s or at the next tick: claims the due ticks of every
   schedule in one script and makes their batches (``schedules.runner``);
+- **accounts**, every second: one ``GET`` of the accounts' version; when accounts were created,
+  changed or removed at runtime (spec §12a), this worker's view follows (``accounts.registry``) and
+  so do the quotas its dispatcher reads (``AccountsFollower``); every 5 s, the jobs still waiting on
+  an account removed in the last day are cancelled (``accounts.removal``), one command when none was;
 - **openapi**, every 5 s: the accounts whose OpenAPI document is due
   (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
   while it fails): one worker of all fetches each into Redis, in a thread of its
@@ -65,6 +69,10 @@ DOCUMENT_RETRY_S = 3600.0
 #: How often a worker looks for due documents, and how many it takes at a time.
 DOCUMENT_TICK_S = 5.0
 DOCUMENTS_PER_TICK = 10
+
+#: How often a worker looks for accounts changed at runtime, and for jobs of removed ones.
+ACCOUNTS_TICK_S = 1.0
+REMOVED_TICK_S = 5.0
 
 #: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
 ALIVE_S = 5
@@ -165,6 +173,8 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("due pump", 1.0, rt.due.run),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
         Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
+        Timer("accounts", ACCOUNTS_TICK_S, AccountsFollower(rt).run),
+        Timer("removed accounts", REMOVED_TICK_S, rt.removal.sweep),
         Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
     ]
 
@@ -173,6 +183,45 @@ def dispatch_loop() -> DispatchLoop:
     """The dispatch of a worker process, built (not started) on this process's runtime."""
     rt = runtime.current()
     return DispatchLoop(rt.redis, rt.keys, rt.dispatcher)
+
+
+class AccountsFollower:
+    """Brings this worker along when accounts are created, changed or removed at runtime (spec §12a).
+
+    The registry looks at the version (one command); when it saw a change, the dispatcher's
+    quotas follow: a new or changed account's quota is stored for the dispatch script (and the
+    account put in the ready set if work waits), a removed one's is forgotten. The diff is over
+    every account, but only when something changed, never per account on a timer.
+    """
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        self._rt = rt
+        self._generation = -1
+
+    def run(self) -> None:
+        """Look for changes; follow them."""
+        registry = self._rt.registry
+        registry.refresh()
+        if registry.generation == self._generation:
+            return
+        self._generation = registry.generation
+        quotas = self._rt.quotas()
+        dispatcher = self._rt.dispatcher
+        gone = [name for name in dispatcher.quotas if name not in quotas]
+        changed = [name for name, quota in quotas.items() if dispatcher.quotas.get(name) != quota]
+        if not gone and not changed:
+            return
+        dispatcher.quotas = quotas  # replaced whole: the dispatch thread reads one or the other
+        if "forecaster" in self._rt.__dict__:  # its readers only look names up: changed in place
+            forecasts = self._rt.forecaster.steps.quotas
+            forecasts.update({name: quotas[name] for name in changed})
+            for name in gone:
+                forecasts.pop(name, None)
+        if gone:  # a worker that had not yet seen the removal may have stored it again
+            self._rt.redis.hdel(self._rt.keys.quotas, *gone)
+        if changed:
+            dispatcher.publish(changed)
+        log.info("accounts: %d new or changed, %d removed; quotas follow", len(changed), len(gone))
 
 
 class DocumentFetchers:
@@ -188,7 +237,7 @@ class DocumentFetchers:
         rt = self._rt
         due = rt.redis.zrangebyscore(rt.keys.openapi_due, "-inf", time.time(), start=0, num=DOCUMENTS_PER_TICK)
         for name in (text(raw) for raw in due if isinstance(raw, bytes | str)):  # members, without scores
-            if name not in rt.settings.accounts:  # not ours: a worker that knows it will fetch it
+            if name not in rt.registry:  # not ours: a worker that knows it will fetch it
                 rt.redis.zadd(rt.keys.openapi_due, {name: time.time() + DOCUMENT_RETRY_S})
                 continue
             if name not in self._fetchers:
@@ -238,7 +287,9 @@ class DocumentFetcher:
         return wait_s
 
     def _fetch(self) -> float:
-        account = self._rt.settings.accounts[self.account]
+        account = self._rt.registry.get(self.account)
+        if account is None:  # removed since
+            return DOCUMENT_EVERY_S
         try:
             tokens = self._rt.accounts[self.account].tokens
         except ConfigError:

@@ -5,7 +5,10 @@ wrong ``BRIDGE_SECRETS_KEY`` stops a worker at start in one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -20,7 +23,7 @@ from optimum_bridge.accounts.model import NewAccount
 from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.ingress import create_app
 from optimum_bridge.keys import Keys
-from tests.support import bridge_env, run_cli, settings_from, wait_finished, wait_until
+from tests.support import ROOT, bridge_env, run_cli, settings_from, wait_finished, wait_until
 from tests.system.test_ingress import InProcess
 
 KEY = Fernet.generate_key().decode()
@@ -153,3 +156,49 @@ def test_a_wrong_secrets_key_stops_the_worker_at_start_in_one_line(redis_server,
     assert result.stderr.strip().splitlines() == [
         "optimum-bridge: configuration error: BRIDGE_SECRETS_KEY: not set, and account 'newco' is stored in Redis"
     ]
+
+
+def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "optimum_bridge.cli", *args],
+        env=env,
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.processes
+def test_the_accounts_commands_add_rotate_change_remove_and_rekey(redis_server, prefix, sandbox):
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb, BRIDGE_SECRETS_KEY=KEY)
+    added = cli(
+        env, "accounts", "add", "newco", "--client-id", "newco-client", "--secret-stdin", "--environment", "sandbox",
+        "--rate-limit", "20/m", stdin=FIRST + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("newco (api): client newco-client, 20/m,") and FIRST not in added.stdout
+    listed = cli(env, "accounts", "list")
+    assert [line.split(" ")[0] for line in listed.stdout.splitlines()] == ["default", "newco"]
+    shown = json.loads(cli(env, "accounts", "show", "newco").stdout)
+    assert shown["secret_fingerprint"] == hashlib.sha256(FIRST.encode()).hexdigest()[:8]
+    rotated = cli(env, "accounts", "rotate", "newco", "--secret-stdin", stdin=SECOND + "\n")
+    assert rotated.returncode == 0 and hashlib.sha256(SECOND.encode()).hexdigest()[:8] in rotated.stdout
+    assert "5/s" in cli(env, "accounts", "set", "newco", "--rate-limit", "5/s").stdout
+    bad = cli(env, "accounts", "set", "newco", "--rate-limit", "lots")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "optimum-bridge: rate_limit: expected N/s, N/m or N/h with N >= 1, got 'lots'"
+    read_only = cli(env, "accounts", "remove", "default")
+    assert read_only.returncode == 1 and "comes from the accounts file" in read_only.stderr
+    newer = Fernet.generate_key().decode()
+    rekeyed = cli({**env, "BRIDGE_SECRETS_KEY": f"{newer},{KEY}"}, "accounts", "rekey")
+    assert rekeyed.stdout.strip() == "1 account secret(s) encrypted with the first key"
+    assert cli({**env, "BRIDGE_SECRETS_KEY": newer}, "accounts", "show", "newco").returncode == 0
+    removed = cli({**env, "BRIDGE_SECRETS_KEY": newer}, "accounts", "remove", "newco")
+    assert removed.stdout.strip() == "newco: removed; 0 waiting job(s) cancelled"
+    missing = cli(env, "accounts", "show", "newco")
+    assert missing.returncode == 1 and missing.stderr.strip() == "optimum-bridge: no account 'newco'"
+    assert FIRST not in redis_server.client().dump(Keys(prefix).accounts_changes).decode(errors="replace")

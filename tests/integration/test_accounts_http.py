@@ -225,3 +225,23 @@ def _secret(value: str) -> Any:
     from pydantic import SecretStr
 
     return SecretStr(value)
+
+
+def test_the_dashboard_pages_runtime_accounts_with_work_first_and_filters_by_name(make_http: Any) -> None:
+    http, settings = make_http(BRIDGE_SECRETS_KEY=KEY)
+    for name in ("alpha", "bravo", "charlie", "zulu"):
+        assert http.post("/v1/accounts", json=new(name), headers=ADMIN).status_code == 201
+    producer = BridgeClient(settings)
+    producer.submit({"method": "GET", "path": "/Vehicles", "account": "zulu"})  # no worker: it waits
+    page = http.get("/ui", auth=("", "admin-key"))
+    assert page.status_code == 200, page.text
+    table = page.text[page.text.index('id="runtime-accounts"') :]
+    order = [name for name in ("zulu", "alpha", "bravo", "charlie") if f'data-account="{name}"' in table]
+    assert order == ["zulu", "alpha", "bravo", "charlie"]
+    assert table.index('data-account="zulu"') < table.index('data-account="alpha"')  # with work first
+    assert SECRET not in page.text
+    filtered = http.get("/ui", params={"accounts_filter": "br"}, auth=("", "admin-key")).text
+    assert 'data-account="bravo"' in filtered and 'data-account="alpha"' not in filtered
+    limited = http.get("/ui", auth=("", "newco-only")).text
+    assert 'data-account="alpha"' not in limited
+    producer.close()

@@ -90,10 +90,10 @@ def onboard(http: httpx.Client, client: BridgeClient, sandbox: SandboxProc, name
     return status.started_at.timestamp() - posted
 
 
-def commands(client: redis.Redis) -> int:
-    """Every command Redis has run (``INFO commandstats``; commands inside Lua included)."""
+def commands(client: redis.Redis) -> dict[str, int]:
+    """Every command Redis has run, by name (``INFO commandstats``; commands inside Lua included)."""
     stats: dict[str, Any] = client.info("commandstats")
-    return sum(int(value["calls"]) for value in stats.values())
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
 def ui_times(base: str, *, requests: int = UI_REQUESTS) -> list[float]:
@@ -162,7 +162,15 @@ def run(*, quick: bool) -> Path:
 
         start_calls, started = commands(client.redis), time.monotonic()
         time.sleep(WINDOW_S)  # the measuring window: nothing queued, Redis counts what the workers do
-        idle_rate = (commands(client.redis) - start_calls) / (time.monotonic() - started) / WORKERS
+        elapsed = time.monotonic() - started
+        end_calls = commands(client.redis)
+        by_command = {
+            name: round((calls - start_calls.get(name, 0) - (name == "info")) / elapsed / WORKERS, 2)
+            for name, calls in end_calls.items()
+        }
+        by_command = {name: rate for name, rate in sorted(by_command.items(), key=lambda kv: -kv[1]) if rate > 0}
+        idle_rate = sum(by_command.values())
+        print(f"  idle, per worker: {idle_rate:.1f} commands/s {by_command}", flush=True)
 
         times = ui_times(base)
     first_p50, first_p95 = median(firsts), percentile(firsts, 95)
@@ -197,6 +205,7 @@ def run(*, quick: bool) -> Path:
         "first_calls_s": [round(t, 3) for t in firsts],
         "created_per_s": round(rest / created_s, 1) if created_s else None,
         "ui_requests_ms": [round(t, 2) for t in times],
+        "idle_commands_per_worker_by_name": by_command,
         **figures,
         "targets": TARGETS,
         "table": table,

@@ -72,8 +72,11 @@ class Removal:
         return total
 
     def sweep(self) -> int:
-        """Cancel what still waits on an account removed in the last day (workers' upkeep); how many."""
+        """Cancel what still waits on an account removed in the last day (workers' upkeep); how many.
+
+        One command when no account was removed in the last day."""
         since_ms = (time.time() - SWEEP_FOR_S) * 1000
-        self._redis.zremrangebyscore(self._keys.accounts_removed, "-inf", f"({since_ms}")
-        removed = members(self._redis.zrange(self._keys.accounts_removed, 0, -1))
+        removed = members(self._redis.zrangebyscore(self._keys.accounts_removed, f"({since_ms}", "+inf"))
+        if removed:
+            self._redis.zremrangebyscore(self._keys.accounts_removed, "-inf", since_ms)
         return sum(self.cancel_waiting(name) for name in removed)

@@ -113,3 +113,14 @@ def test_an_idle_registry_costs_one_get_a_second_whatever_the_accounts(rt: Any) 
     after = rt.redis.info("commandstats")
     calls = {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after}
     assert calls.get("cmdstat_get", 0) == 5 and sum(calls.values()) - calls.get("cmdstat_info", 0) <= 6
+
+
+def test_the_upkeep_sweep_cancels_what_reaches_a_removed_account_late(bridge: Any) -> None:
+    rt, client, _ = bridge(BRIDGE_SECRETS_KEY=KEY, BRIDGE_VALIDATE_OPERATIONS="off")
+    rt.account_store.create(new("newco"))
+    late = client.submit({"method": "GET", "path": "/Vehicles", "account": "newco"})
+    rt.account_store.remove("newco")  # as if the job came after the removal's own cancel
+    assert rt.removal.sweep() == 1
+    status = client.get(late)
+    assert status.status == "cancelled" and status.error is not None and status.error.kind == "account_removed"
+    assert rt.removal.sweep() == 0

@@ -245,3 +245,12 @@ def test_the_dashboard_pages_runtime_accounts_with_work_first_and_filters_by_nam
     limited = http.get("/ui", auth=("", "newco-only")).text
     assert 'data-account="alpha"' not in limited
     producer.close()
+
+
+def test_a_schedule_may_name_an_account_created_at_runtime(make_http: Any) -> None:
+    http, _ = make_http(BRIDGE_SECRETS_KEY=KEY)
+    hourly = {"every": "1h", "account": "newco", "operations": [{"method": "GET", "path": "/Vehicles"}]}
+    refused = problem_of(http.put("/v1/schedules/hourly", json=hourly, headers=ADMIN), 422)
+    assert refused["detail"] == "account: unknown account 'newco'"
+    assert http.post("/v1/accounts", json=new(), headers=ADMIN).status_code == 201
+    assert http.put("/v1/schedules/hourly", json=hourly, headers=ADMIN).status_code == 201

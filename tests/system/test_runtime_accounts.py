@@ -111,6 +111,8 @@ def test_removing_an_account_cancels_its_waiting_jobs_and_lets_its_call_finish(
     assert http.post("/v1/accounts", json=newco(sb, rate_limit="1/m"), headers=ADMIN).status_code == 201
     jobs = client.submit_many([vehicles(callback={"url": receiver.url}) for _ in range(4)])
     wait_until(lambda: client.get(jobs[0]).status == "running", what="the first call under way")
+    waiting = client.get(jobs[3])
+    assert waiting.position == 2 and waiting.estimated_start_at is not None  # forecast from the stored quota
     removed = http.delete("/v1/accounts/newco", headers=ADMIN)
     assert removed.status_code == 200 and removed.json() == {"name": "newco", "cancelled_jobs": 3}
     assert client.wait(jobs[0], timeout=30).status == "succeeded"  # the call under way finished

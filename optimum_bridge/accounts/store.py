@@ -16,7 +16,7 @@ entry in each of two sorted sets; nothing else is created until it has work.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -172,22 +172,20 @@ class AccountStore:
         secret = account.client_secret.get_secret_value() if account.client_secret is not None else ""
         return file_view(account, fingerprint(secret) if secret else None)
 
-    def page(
-        self, *, cursor: str = "", limit: int = DEFAULT_PAGE, visible: Callable[[str], bool] | None = None
-    ) -> AccountPage:
-        """The accounts after ``cursor`` by name, at most ``limit``; only those ``visible`` says (a limited key)."""
+    def page(self, *, cursor: str = "", limit: int = DEFAULT_PAGE, only: frozenset[str] | None = None) -> AccountPage:
+        """The accounts after ``cursor`` by name, at most ``limit``; ``only``: those names alone (a limited key)."""
         limit = max(1, min(limit, MAX_PAGE))
-        start = f"({cursor}" if cursor else "-"
-        runtime: list[str] = []
-        while len(runtime) < limit + 1:
-            batch = members(self._redis.zrangebylex(self._keys.accounts, start, "+", start=0, num=limit + 1))
-            runtime += [name for name in batch if visible is None or visible(name)]
-            if len(batch) < limit + 1:
-                break
-            start = f"({batch[-1]}"
-        names = sorted({*runtime, *(n for n in self.file.names if n > cursor and (visible is None or visible(n)))})
-        names, more = names[:limit], len(names) > limit
-        stored = self.stored_many(n for n in names if n not in self.file)
+        if only is not None:  # a few names: no walk through the index
+            wanted = sorted(name for name in only if name > cursor)
+            stored = self.stored_many(name for name in wanted if name not in self.file)
+            present = [name for name in wanted if name in self.file or stored.get(name) is not None]
+        else:
+            start = f"({cursor}" if cursor else "-"
+            runtime = members(self._redis.zrangebylex(self._keys.accounts, start, "+", start=0, num=limit + 1))
+            present = sorted({*runtime, *(name for name in self.file.names if name > cursor)})
+            stored = {}
+        names, more = present[:limit], len(present) > limit
+        stored |= self.stored_many(name for name in names if name not in self.file and name not in stored)
         views = []
         for name in names:
             record = stored.get(name)

@@ -84,7 +84,7 @@ def list_accounts(
 ) -> Response:
     """The accounts the key may see, by name, ``limit`` at a time after ``cursor`` (the last name of a page)."""
     store = account_store(request, bridge)
-    return _json(store.page(cursor=cursor, limit=limit, visible=None if caller.accounts is None else caller.may_use))
+    return _json(store.page(cursor=cursor, limit=limit, only=caller.accounts))
 
 
 @router.get("/{name}", response_model=AccountView, responses=ANSWERS)

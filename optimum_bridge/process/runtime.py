@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
@@ -31,6 +31,7 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
+from optimum_bridge.process.live_accounts import CurrentIdentity, LiveAccounts, LiveApis
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
 from optimum_bridge.process.replicas import Replicas
@@ -38,7 +39,6 @@ from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.quota.rate import Quota
-from optimum_bridge.schemas import TokenResponse
 from optimum_bridge.settings import Settings
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
@@ -292,86 +292,6 @@ class AccountRuntime:
             max_wait_s=rt.max_wait_s,
             max_response_bytes=rt.settings.max_response_bytes,
         )
-
-
-class CurrentIdentity:
-    """A runtime account's identity that fetches with the credentials stored *now* (spec §12a).
-
-    A token is fetched rarely; before each fetch the registry looks at Redis at once, so a worker
-    that has not yet seen a rotation (it looks every second) never fetches a token with the old
-    secret after the change dropped the token: the next call fetches one, once.
-    """
-
-    def __init__(self, parts: AccountRuntime, identity: IdentityClient) -> None:
-        self._parts = parts
-        self._identity = identity
-        self._account = parts.account
-
-    def fetch(self) -> TokenResponse:
-        """A new token, with the account's current credentials."""
-        registry = self._parts.runtime.registry
-        registry.refresh(force=True)
-        current = registry.get(self._account.name)
-        if current is not None and current != self._account:
-            self._identity, self._account = self._parts.identity(current), current
-        return self._identity.fetch()
-
-
-class LiveAccounts(Mapping[str, "AccountRuntime"]):
-    """Each account's parts, by name, following the registry: an account created at runtime is built when
-    first needed, one whose record changed is built again (a new quota; its token was dropped by the change),
-    and a removed one is no longer listed; its parts stay reachable by name for a call under way."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-        self._built: dict[str, AccountRuntime] = {}
-
-    def active(self, name: str) -> AccountRuntime | None:
-        """The account's parts, None once it is removed (or never was)."""
-        account = self._rt.registry.get(name)
-        if account is None:
-            return None
-        built = self._built.get(name)
-        if built is None or built.account != account:
-            with self._rt.build_lock:
-                built = self._built.get(name)
-                if built is None or built.account != account:
-                    built = self._rt._account(account)
-                    self._built[name] = built
-        return built
-
-    def __getitem__(self, name: str) -> AccountRuntime:
-        built = self.active(name) or self._built.get(name)  # removed: what a call under way was using
-        if built is None:
-            raise KeyError(name)
-        return built
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._rt.registry.names())
-
-    def __len__(self) -> int:
-        return len(self._rt.registry.names())
-
-
-class LiveApis(Mapping[str, OptimumClient]):
-    """The executor's view of the accounts' API clients: ``get`` is None for an account removed or unknown
-    (its message is left alone), ``[]`` still answers for one removed while its call was under way."""
-
-    def __init__(self, accounts: LiveAccounts) -> None:
-        self._accounts = accounts
-
-    def get(self, name: str, default: OptimumClient | None = None) -> OptimumClient | None:  # type: ignore[override]
-        built = self._accounts.active(name)
-        return built.api if built is not None else default
-
-    def __getitem__(self, name: str) -> OptimumClient:
-        return self._accounts[name].api
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._accounts)
-
-    def __len__(self) -> int:
-        return len(self._accounts)
 
 
 _lock = threading.Lock()

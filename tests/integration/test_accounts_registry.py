@@ -11,11 +11,11 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from optimum_bridge.accounts.cipher import SecretsCipher, SecretsKeyError
+from optimum_bridge.accounts.follower import AccountsFollower
 from optimum_bridge.accounts.model import AccountPatch, NewAccount
 from optimum_bridge.accounts.registry import AccountRegistry
 from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.keys import Keys
-from optimum_bridge.process.upkeep import AccountsFollower
 from optimum_bridge.quota.rate import RateLimit
 
 KEY = Fernet.generate_key().decode()

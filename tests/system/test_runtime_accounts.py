@@ -204,3 +204,17 @@ def test_the_accounts_commands_add_rotate_change_remove_and_rekey(redis_server, 
     missing = cli(env, "accounts", "show", "newco")
     assert missing.returncode == 1 and missing.stderr.strip() == "optimum-bridge: no account 'newco'"
     assert FIRST not in redis_server.client().dump(Keys(prefix).accounts_changes).decode(errors="replace")
+
+
+def test_a_prefork_pool_serves_an_account_created_after_its_children_forked(redis_server, prefix, sandbox, workers):
+    sb = sandbox(quota=None, clients={"sandbox-client": "sandbox-secret", "newco-client": FIRST})
+    env, http, client = stack(redis_server, prefix, sb)
+    workers(env, concurrency=2, pool="prefork")
+    warm = client.submit({"method": "GET", "path": "/Vehicles"})  # the children are up and have run a job
+    assert client.wait(warm, timeout=60).status == "succeeded"
+    assert http.post("/v1/accounts", json=newco(sb), headers=ADMIN).status_code == 201
+    jobs = client.submit_many([vehicles() for _ in range(3)])
+    wait_finished(client, jobs, timeout=60)
+    assert [client.get(job).status for job in jobs] == ["succeeded"] * 3
+    assert sb.stats()["by_client"]["newco-client"]["token_requests"] == 1
+    client.close()

@@ -66,49 +66,55 @@ class AccountRegistry:
         """Read every runtime account now; how many. ``strict``: a secret no key decrypts raises
         ``SecretsKeyError`` (a worker's start), else that account is logged and left out."""
         with self._lock:
-            version = self._read_version()
-            names = self.store.names()
-            accounts: dict[str, Account] = {}
-            for name, stored in self.store.stored_many(names).items():
-                account = self._account(stored, strict=strict)
-                if account is not None:
-                    accounts[name] = account
-            self._runtime = accounts
-            self._version = version
-            self._checked = self._clock()
-            self.generation += 1
-            return len(accounts)
+            return self._load(strict=strict)
+
+    def _load(self, *, strict: bool) -> int:
+        version = self._read_version()
+        accounts: dict[str, Account] = {}
+        for name, stored in self.store.stored_many(self.store.names()).items():
+            account = self._account(stored, strict=strict)
+            if account is not None:
+                accounts[name] = account
+        self._runtime = accounts
+        self._version = version
+        self._checked = self._clock()
+        self.generation += 1
+        return len(accounts)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Look for changes (at most once every ``every_s`` unless ``force``); whether any were applied."""
-        if self._version is None:
-            self.load()
-            return True
-        if not force and self._clock() - self._checked < self._every_s:
+        if self._version is not None and not force and self._clock() - self._checked < self._every_s:
             return False
         with self._lock:
+            if self._version is None:
+                self._load(strict=False)
+                return True
             if not force and self._clock() - self._checked < self._every_s:
                 return False  # another thread just looked
             self._checked = self._clock()
-            version = self._read_version()
-            seen = self._version or 0
+            version, seen = self._read_version(), self._version
             if version == seen:
                 return False
-            changed = self._redis.zrangebyscore(self.store._keys.accounts_changes, f"({seen}", version)
-            names = members(changed)
-            accounts = dict(self._runtime)
-            for name, stored in self.store.stored_many(names).items():
-                account = self._account(stored, strict=False) if stored is not None else None
-                if account is None:
-                    if accounts.pop(name, None) is not None:
-                        log.info("accounts: %s removed", name)
-                elif accounts.get(name) != account:
-                    log.info("accounts: %s %s", name, "changed" if name in accounts else "added")
-                    accounts[name] = account
-            self._runtime = accounts  # swapped whole: readers in other threads see one or the other
+            if version < seen:  # a Redis restored from an older snapshot, or emptied: read everything again
+                self._load(strict=False)
+                return True
+            self._apply(members(self._redis.zrangebyscore(self.store._keys.accounts_changes, f"({seen}", version)))
             self._version = version
             self.generation += 1
             return True
+
+    def _apply(self, names: list[str]) -> None:
+        """Read again the accounts ``names`` (created, changed or removed since the last look)."""
+        accounts = dict(self._runtime)
+        for name, stored in self.store.stored_many(names).items():
+            account = self._account(stored, strict=False) if stored is not None else None
+            if account is None:
+                if accounts.pop(name, None) is not None:
+                    log.info("accounts: %s removed", name)
+            elif accounts.get(name) != account:
+                log.info("accounts: %s %s", name, "changed" if name in accounts else "added")
+                accounts[name] = account
+        self._runtime = accounts  # swapped whole: readers in other threads see one or the other
 
     def _read_version(self) -> int:
         raw = self._redis.get(self.store._keys.accounts_version)

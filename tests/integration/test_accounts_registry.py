@@ -124,3 +124,16 @@ def test_the_upkeep_sweep_cancels_what_reaches_a_removed_account_late(bridge: An
     status = client.get(late)
     assert status.status == "cancelled" and status.error is not None and status.error.kind == "account_removed"
     assert rt.removal.sweep() == 0
+
+
+def test_a_version_gone_back_makes_the_registry_read_everything_again(rt: Any) -> None:
+    store, keys = rt.account_store, rt.keys
+    store.create(new("kept"))
+    store.create(new("lost"))
+    registry = AccountRegistry(store)
+    assert registry.load() == 2
+    rt.redis.delete(keys.account("lost"))  # as a Redis restored from an older snapshot
+    rt.redis.zrem(keys.accounts, "lost")
+    rt.redis.set(keys.accounts_version, 1)
+    assert registry.refresh(force=True)
+    assert registry.get("lost") is None and registry.get("kept") is not None

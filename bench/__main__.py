@@ -1,4 +1,5 @@
 """``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle|failover``
+``|onboarding``
 ``|all|profile] [--quick]``."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "schedules": "bench.schedules",
     "idle": "bench.idle",
     "failover": "bench.failover",
+    "onboarding": "bench.onboarding",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"
 

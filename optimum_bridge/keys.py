@@ -306,6 +306,30 @@ class Keys:
         """String: one tick of a schedule, claimed once (SET NX): what it made (a batch id, or why none)."""
         return f"{self.prefix}schedule:{name}:tick:{tick_ms}"
 
+    @property
+    def accounts(self) -> str:
+        """Sorted set (every score 0, so ordered by name): the accounts created at runtime (spec §12a)."""
+        return f"{self.prefix}accounts"
+
+    def account(self, name: str) -> str:
+        """Hash: an account created at runtime (its secret encrypted with ``BRIDGE_SECRETS_KEY``)."""
+        return f"{self.prefix}account:{name}"
+
+    @property
+    def accounts_version(self) -> str:
+        """String: a counter bumped at every change of a runtime account (workers check it every second)."""
+        return f"{self.prefix}accounts:version"
+
+    @property
+    def accounts_changes(self) -> str:
+        """Sorted set: account name -> the ``accounts_version`` of its last change (created, changed, removed)."""
+        return f"{self.prefix}accounts:changes"
+
+    @property
+    def accounts_removed(self) -> str:
+        """Sorted set: removed account -> when (ms); a day long, their late jobs are cancelled."""
+        return f"{self.prefix}accounts:removed"
+
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""
         return f"{self.prefix}{name}"

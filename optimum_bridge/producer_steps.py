@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optimum_bridge.accounts.known import KnownAccounts
 from optimum_bridge.callbacks.ssrf import check_callback_url
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import BridgeError, JobNotFound, NotWaiting
@@ -93,14 +94,16 @@ class ProducerSteps:
         self.forecast = ForecastSteps(keys, settings.quotas())
         self.batches = BatchSteps(keys, self.jobs, self.forecast, settings.result_ttl_s, pending_ttl, clock)
         self.documents = DocumentCache(keys, clock=clock)
+        self.known = KnownAccounts(keys)
 
-    def validate(self, operation: Operation | Mapping[str, Any]) -> Steps[Operation]:
-        """The operation as a checked model, or ``InvalidOperation`` naming the field."""
+    def validate(self, operation: Operation | Mapping[str, Any], *, found: set[str] | None = None) -> Steps[Operation]:
+        """The operation as a checked model, or ``InvalidOperation`` naming the field (``found``: the runtime
+        accounts this submission already found)."""
         try:
             op = operation if isinstance(operation, Operation) else Operation.model_validate(operation)
         except ValidationError as exc:
             raise InvalidOperation(first_error(exc)) from None
-        if op.account not in self.settings.accounts:
+        if op.account not in self.settings.accounts and not (yield from self.known.exists(op.account, found=found)):
             raise InvalidOperation(f"account: unknown account {op.account!r}")
         if op.callback is not None:
             yield from self.check_callback_url(str(op.callback.url))
@@ -140,9 +143,10 @@ class ProducerSteps:
     def check_all(self, operations: Iterable[Operation | Mapping[str, Any]]) -> Steps[list[Operation]]:
         """Every operation checked (``InvalidOperation`` naming ``operations[i].field`` at the first bad one)."""
         checked = []
+        found: set[str] = set()
         for index, operation in enumerate(operations):
             try:
-                checked.append((yield from self.validate(operation)))
+                checked.append((yield from self.validate(operation, found=found)))
             except InvalidOperation as exc:
                 raise InvalidOperation(f"operations[{index}].{exc}") from None
         return checked

@@ -41,6 +41,7 @@ OPTIONAL = (
     "openapi_url",
     "callback_secret",
     "token_encryption_key",
+    "secrets_key",
     "sentry_dsn",
     "accounts_file",
     "proxy_url",
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, validation_alias="BRIDGE_API_PORT", ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="BRIDGE_LOG_LEVEL")
     token_encryption_key: SecretStr | None = Field(None, validation_alias="BRIDGE_TOKEN_ENCRYPTION_KEY")
+    # Spec §12a: the secrets of accounts created at runtime, encrypted in Redis; comma-separated Fernet keys,
+    # the first encrypts, every one decrypts (``optimum-bridge accounts rekey`` moves them to the first).
+    secrets_key: SecretStr | None = Field(None, validation_alias="BRIDGE_SECRETS_KEY")
     sentry_dsn: SecretStr | None = Field(None, validation_alias="SENTRY_DSN")
     accounts_file: Path | None = Field(None, validation_alias="BRIDGE_ACCOUNTS_FILE")
     openapi_url: str | None = Field(None, validation_alias="OPTIMUM_OPENAPI_URL")
@@ -131,6 +135,19 @@ class Settings(BaseSettings):
     def _check_fernet(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _is_fernet_key(value.get_secret_value()):
             raise ValueError("expected a Fernet key (32 url-safe base64-encoded bytes)")
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _check_secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = [part.strip() for part in value.get_secret_value().split(",")]
+            for index, part in enumerate(parts):
+                if not _is_fernet_key(part):
+                    raise ValueError(
+                        f"key {index + 1} of {len(parts)} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                        "keys are separated by commas"
+                    )
         return value
 
     @field_validator("redis_url")

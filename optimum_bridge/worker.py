@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from optimum_bridge.config.checks import require_schedules, require_simulator
+from optimum_bridge.config.checks import require_schedules, require_secrets_key, require_simulator
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime
@@ -46,6 +46,9 @@ class WorkerStart(bootsteps.Step):  # type: ignore[misc]  # celery ships no type
             log.warning("BRIDGE_CALLBACK_SECRET is not set: callbacks cannot be signed and will be dead-lettered")
         for account in settings.accounts.by_name.values():
             log.info("worker: account %s: API %s, quota %s", account.name, account.api_url, account.rate_limit)
+        created = len(runtime.current().registry.all()) - len(settings.accounts.by_name)
+        if created:
+            log.info("worker: %d account(s) created at runtime (BRIDGE_SECRETS_KEY)", created)
         log.info("worker: key prefix %r", settings.key_prefix)
         check_eviction_policy(runtime.current().redis)
 
@@ -95,6 +98,7 @@ def _settings() -> Settings:
         require_simulator(settings)
         require_schedules(settings)
         require_sentry(settings)
+        require_secrets_key(settings)
     except ConfigError as exc:
         print(f"optimum-bridge: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,8 +1,8 @@
 """The ``optimum-bridge`` command: the bridge's processes, its work and its set-up, one subcommand each.
 
 The products are ``worker``, ``api``, ``sandbox`` and ``demo``; the work is ``submit``, ``status``, ``cancel``,
-``move``, ``batch``, ``dead-letters``, ``token``, ``quota`` and ``schedules``; ``init-env`` and ``config check``
-set a bridge up.
+``move``, ``batch``, ``dead-letters``, ``token``, ``quota``, ``schedules`` and ``accounts``; ``init-env`` and
+``config check`` set a bridge up.
 
 Exit codes: 0 success, 1 the operation failed or was refused, 2 bad usage or
 configuration (a missing extra too). Errors are one line on stderr, never a traceback.
@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from optimum_bridge.cli.accounts import add_account_commands
 from optimum_bridge.cli.commands import (
     UsageError,
     cmd_batch_cancel,
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota = sub.add_parser("quota", help="each account's quota: configured, learned and why, calls, pause")
     quota.set_defaults(handler=cmd_quota)
     add_schedule_commands(sub)
+    add_account_commands(sub)
     _add_setup_commands(sub)
     return parser
 

@@ -175,8 +175,8 @@ def cmd_token(args: argparse.Namespace, extra: list[str]) -> int:
     from optimum_bridge.process import runtime  # noqa: PLC0415 - a worker's wiring only for the commands that need it
 
     rt = runtime.install(load_settings())
-    for name, account in rt.accounts.items():
-        token = account.tokens.get()
+    for name in rt.settings.accounts.names:  # the file's: a token for each of 10,000 runtime accounts is no check
+        token = rt.accounts[name].tokens.get()
         remaining = token.expires_at - SYSTEM_CLOCK.time()
         print(f"{name}: token {token.fingerprint}: valid for {remaining:.0f}s more ({remaining / 86400:.1f} days)")
     return 0

@@ -5,7 +5,8 @@ Without ``BRIDGE_ACCOUNTS_FILE`` there is one account, ``default``, from the
 (read with ``tomllib``); ``OPTIMUM_*`` credentials, when set, still define
 ``default`` unless the file names one. A secret is never in the file: each
 account names the environment variable that holds it. The file may also hold
-ingress keys, as SHA-256 digests, each limited to some accounts. Anything
+ingress keys, as SHA-256 digests, each limited to some accounts (which may be accounts
+created at runtime, ``accounts.store``, even before they exist). Anything
 wrong stops the process at start with one line naming the account and the
 field, e.g. ``BRIDGE_ACCOUNTS_FILE: accounts.acme.client_secret_env: ACME_SECRET is not set``.
 """
@@ -30,13 +31,13 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]+")]
 
 
-class AccountEntry(BaseModel):
-    """One ``[accounts.NAME]`` table."""
+class AccountFields(BaseModel):
+    """Where an account calls and its quota: the rules every account follows, from the file or created at
+    runtime (spec §12a reuses them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    client_secret_env: EnvName
     environment: Literal["preprod", "production", "sandbox"] | None = None
     api_url: Url | None = None
     token_url: Url | None = None
@@ -44,7 +45,7 @@ class AccountEntry(BaseModel):
     rate_limit: RateLimitField = RateLimit(30, 60.0)
 
     @model_validator(mode="after")
-    def _where(self) -> AccountEntry:
+    def _where(self) -> AccountFields:
         if (self.api_url is None) != (self.token_url is None):
             raise ValueError("api_url and token_url go together")
         if self.environment is None and self.api_url is None:
@@ -54,6 +55,20 @@ class AccountEntry(BaseModel):
         ):
             raise ValueError('http:// URLs only with environment = "sandbox" (the secret would travel in clear)')
         return self
+
+    def endpoints(self, sandbox_url: str) -> tuple[str, str]:
+        """The API base URL and the token URL this account calls."""
+        if self.api_url is not None and self.token_url is not None:
+            return self.api_url.rstrip("/"), self.token_url
+        if self.environment == "sandbox":
+            return sandbox_endpoints(sandbox_url)
+        return ENDPOINTS[self.environment or "preprod"]
+
+
+class AccountEntry(AccountFields):
+    """One ``[accounts.NAME]`` table."""
+
+    client_secret_env: EnvName
 
 
 class KeyEntry(BaseModel):
@@ -134,14 +149,6 @@ class Accounts:
         return sorted(self.by_name, key=lambda name: (name != DEFAULT, name))
 
 
-def _where(entry: AccountEntry, sandbox_url: str) -> tuple[str, str]:
-    if entry.api_url is not None and entry.token_url is not None:
-        return entry.api_url.rstrip("/"), entry.token_url
-    if entry.environment == "sandbox":
-        return sandbox_endpoints(sandbox_url)
-    return ENDPOINTS[entry.environment or "preprod"]
-
-
 def _read(path: Path) -> AccountsFile:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -172,15 +179,14 @@ def load_accounts(file: Path | None, *, default: Account, sandbox_url: str, envi
         if not secret:
             where = f"accounts.{name}.client_secret_env"
             raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: {where}: {entry.client_secret_env} is not set")
-        api_url, token_url = _where(entry, sandbox_url)
+        api_url, token_url = entry.endpoints(sandbox_url)
         accounts[name] = Account(
             name, entry.client_id, SecretStr(secret), api_url, token_url, entry.rate_limit, entry.openapi_url or ""
         )
     keys = []
     for key_name, key in parsed.api_keys.items():
-        unknown = sorted(set(key.accounts or ()) - set(accounts))
-        if unknown:
-            raise ConfigError(f"BRIDGE_ACCOUNTS_FILE: api_keys.{key_name}.accounts: unknown account {unknown[0]!r}")
+        # A name the file does not define is an account created at runtime (spec §12a), now or later:
+        # the key sees it once it exists, and nothing of it before.
         allowed = frozenset(key.accounts) if key.accounts is not None else None
         keys.append(ApiKey(key_name, bytes.fromhex(key.sha256), allowed, key.admin))
     return Accounts(accounts, tuple(keys), parsed.schedules)

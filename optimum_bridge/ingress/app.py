@@ -27,7 +27,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from optimum_bridge import __version__
+from optimum_bridge.accounts.model import AccountPatch, NewAccount
 from optimum_bridge.errors import BridgeUnavailable, JobNotFound
+from optimum_bridge.ingress.accounts import router as accounts
 from optimum_bridge.ingress.auth import CallerDep, KeyRing, require_key
 from optimum_bridge.ingress.batches import BatchRequest
 from optimum_bridge.ingress.batches import router as batches
@@ -157,7 +159,7 @@ class IngressApp(FastAPI):
         schema = super().openapi()
         if fresh:
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (OperationBatch, BatchRequest, Schedule, Pause):
+            for model in (OperationBatch, BatchRequest, Schedule, Pause, NewAccount, AccountPatch):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update({**body.pop("$defs", {}), model.__name__: body})
         return schema
@@ -178,6 +180,7 @@ def create_app(settings: Settings, *, client: BridgeClient | None = None) -> Fas
     app.include_router(batches, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(controls, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(schedules, dependencies=[Depends(require_key)], responses=ERRORS)
+    app.include_router(accounts, dependencies=[Depends(require_key)], responses=ERRORS)
     app.include_router(ops)
     app.include_router(dashboard)
     app.mount("/ui/static", dashboard_static, name="ui-static")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
 from optimum_bridge.callbacks.ssrf import check_callback_url
 from optimum_bridge.errors import BridgeError, first_problem
+from optimum_bridge.ingress.accounts import account_store
 from optimum_bridge.ingress.auth import AdminDep, Caller, CallerDep
 from optimum_bridge.ingress.http import Bridge, JsonBody, Problem, ProblemError, invalid
 from optimum_bridge.schedules.model import SCHEDULE_NAME, Schedule
@@ -100,7 +101,7 @@ def put_schedule(name: str, payload: JsonBody, request: Request, bridge: Bridge,
         schedule = Schedule.model_validate(payload)
     except ValidationError as exc:
         raise invalid(first_problem(exc)) from None
-    if schedule.account not in bridge.settings.accounts:
+    if not account_store(request, bridge).exists(schedule.account):  # the file's, or created at runtime
         raise invalid(f"account: unknown account {schedule.account!r}")
     if schedule.callback is not None:
         try:

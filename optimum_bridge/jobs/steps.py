@@ -16,7 +16,7 @@ from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.coalesce import read_digest
 from optimum_bridge.jobs.status import shown_status, to_status
 from optimum_bridge.keys import RECENT_JOBS, JobField, Keys, text
-from optimum_bridge.schemas import WAITING_STATES, JobStatus, Operation
+from optimum_bridge.schemas import WAITING_STATES, ErrorInfo, JobStatus, Operation
 from optimum_bridge.steps import Command, Script, Steps
 
 IDEMPOTENCY_TTL_S = 86400
@@ -99,8 +99,10 @@ class JobSteps:
         """The job as producers see it (without its forecast: see ``quota.forecast``)."""
         return to_status(job_id, (yield from self.shown(job_id)))
 
-    def cancel(self, job_ids: list[str]) -> Steps[list[ControlOutcome]]:
-        """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``."""
+    def cancel(self, job_ids: list[str], *, error: ErrorInfo | None = None) -> Steps[list[ControlOutcome]]:
+        """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``.
+
+        ``error``: why, recorded on each cancelled job (a removed account's, spec §12a)."""
         if not job_ids:
             return []
         keys = self.keys
@@ -113,6 +115,7 @@ class JobSteps:
             keys.callbacks_watch,
             keys.followers_prefix,
             keys.stats,
+            error.model_dump_json() if error is not None else "",
             *job_ids,
         ]
         outcomes = yield Script("cancel", (keys.dispatched, keys.ready, keys.wake), args)

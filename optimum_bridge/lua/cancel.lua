@@ -6,7 +6,8 @@
 -- lane and the others wait on it. A read that joined another's call just leaves it.
 -- An heir's account is due at once in the ready set; a hand-off undone frees a thread.
 -- KEYS: 1 dispatched, 2 ready, 3 wake.  ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 finished at,
---       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, 8 stats, then job ids.
+--       5 result ttl (s), 6 callbacks watch key, 7 followers key prefix, 8 stats, 9 the error to record
+--       on each cancelled job (JSON; '' for none: a producer's cancel), then job ids.
 -- Returns, per job id: 'cancelled', 'running', 'final' or 'missing'.
 
 -- `jid` gives up its call: the oldest job still waiting on it leads it instead (or nobody does).
@@ -53,7 +54,7 @@ local function hand_on(jid, key)
 end
 
 local out = {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local jid = ARGV[i]
   local key = ARGV[1] .. jid
   local f = redis.call('HMGET', key, FIELD.status, FIELD.account, FIELD.op, FIELD.batch, FIELD.coalesced_with)
@@ -80,6 +81,7 @@ for i = 9, #ARGV do
     if handed_off then wake_if_due(KEYS[2], KEYS[3], now_ms()) end
     set_status(key, 'cancelled')
     redis.call('HSET', key, FIELD.finished_at, ARGV[4], FIELD.inflight, '0')
+    if ARGV[9] ~= '' then redis.call('HSET', key, FIELD.error, ARGV[9]) end
     redis.call('EXPIRE', key, tonumber(ARGV[5]))
     if has_callback(f[3]) then
       redis.call('HSET', key, FIELD.cb, 'pending')

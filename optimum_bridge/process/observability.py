@@ -12,6 +12,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from optimum_bridge.accounts.cipher import seen_secrets
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.settings import Settings
 
@@ -79,8 +80,9 @@ def init_sentry(settings: Settings, *, component: str, transport: Any = None) ->
     secrets = secret_values(settings)
 
     def before_send(event: Any, hint: Any) -> Any:
-        try:
-            return scrub(event, secrets)
+        try:  # with the secrets of the accounts created at runtime that this process has seen (spec §12a)
+            runtime = [value for value in seen_secrets() if len(value) >= 4]
+            return scrub(event, sorted({*secrets, *runtime}, key=len, reverse=True))
         except Exception:  # a broken scrubber must not leak: drop the event
             log.warning("sentry scrubber failed; event dropped", exc_info=True)
             return None

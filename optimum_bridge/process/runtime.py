@@ -15,6 +15,10 @@ from typing import Any, Generic, TypeVar, overload
 import httpx
 import redis
 
+from optimum_bridge.accounts.cipher import SecretsCipher
+from optimum_bridge.accounts.registry import AccountRegistry
+from optimum_bridge.accounts.removal import Removal
+from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.callbacks.deliveries import DeliveryStore
 from optimum_bridge.callbacks.sender import DEFAULT_SCHEDULE, CallbackSender
 from optimum_bridge.config.accounts import Account
@@ -27,12 +31,14 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
+from optimum_bridge.process.live_accounts import CurrentIdentity, LiveAccounts, LiveApis
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
 from optimum_bridge.process.replicas import Replicas
 from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
+from optimum_bridge.quota.rate import Quota
 from optimum_bridge.settings import Settings
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
@@ -107,19 +113,43 @@ class Runtime:
         )
 
     @lazy
-    def accounts(self) -> dict[str, AccountRuntime]:
-        """Each account's token, quota and API client, by name."""
-        return {name: self._account(name) for name in self.settings.accounts.names}
+    def account_store(self) -> AccountStore:
+        """The accounts created at runtime, in Redis (spec §12a)."""
+        cipher = SecretsCipher(self.settings.secrets_key)
+        return AccountStore(
+            self.redis, self.keys, file=self.settings.accounts, cipher=cipher, sandbox_url=self.settings.sandbox_url
+        )
 
-    def _account(self, name: str) -> AccountRuntime:
-        account = self.settings.accounts[name]
+    @lazy
+    def registry(self) -> AccountRegistry:
+        """Every account, the file's and those created at runtime, refreshed within a second of a change."""
+        return AccountRegistry(self.account_store)
+
+    @lazy
+    def removal(self) -> Removal:
+        return Removal(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s)
+
+    @lazy
+    def accounts(self) -> LiveAccounts:
+        """Each account's token, quota and API client, by name (built when first needed)."""
+        return LiveAccounts(self)
+
+    def quota_of(self, account: Account) -> Quota:
+        """An account's quota, with the margin and burst of the settings."""
+        return Quota.of(account.rate_limit, margin_s=self.settings.rate_limit_margin_s, burst=self.settings.rate_burst)
+
+    def quotas(self) -> dict[str, Quota]:
+        """Every account's quota, by name (runtime accounts as last seen)."""
+        return {name: self.quota_of(account) for name, account in self.registry.all().items()}
+
+    def _account(self, account: Account) -> AccountRuntime:
         limiter = RateLimiter(
             self.redis,
             self.keys,
             account.rate_limit,
             margin_s=self.settings.rate_limit_margin_s,
             burst=self.settings.rate_burst,
-            account=name,
+            account=account.name,
             learn=self.settings.learn_quota,
         )
         return AccountRuntime(self, account, limiter)
@@ -132,7 +162,7 @@ class Runtime:
     @lazy
     def dispatcher(self) -> Dispatcher:
         """Gives the due accounts' free slots to their best jobs (one for every account)."""
-        return Dispatcher(self.redis, self.keys, self.settings.quotas(), handoff_s=self.settings.handoff_s)
+        return Dispatcher(self.redis, self.keys, self.quotas(), handoff_s=self.settings.handoff_s)
 
     @lazy
     def recovery(self) -> Recovery:
@@ -140,7 +170,7 @@ class Runtime:
 
     @lazy
     def forecaster(self) -> Forecaster:
-        return Forecaster(self.redis, self.keys, self.settings.quotas())
+        return Forecaster(self.redis, self.keys, self.quotas())
 
     @lazy
     def batches(self) -> BatchStore:
@@ -170,7 +200,7 @@ class Runtime:
 
     @lazy
     def executor(self) -> Executor:
-        apis = {name: account.api for name, account in self.accounts.items()}
+        apis = LiveApis(self.accounts)
         policy = Policy(
             max_attempts=self.settings.max_attempts,
             budget_s=self.settings.max_retry_duration_s,
@@ -229,17 +259,24 @@ class AccountRuntime:
     def build_lock(self) -> threading.RLock:
         return self.runtime.build_lock
 
+    def identity(self, account: Account) -> IdentityClient:
+        """Where ``account``'s tokens come from, with its credentials."""
+        rt = self.runtime
+        client_id, secret = account.require_credentials()
+        return IdentityClient(
+            rt.api_http,
+            token_url=account.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=rt.metrics.for_account(account.name),
+        )
+
     @lazy
     def tokens(self) -> TokenStore:
         rt = self.runtime
-        client_id, secret = self.account.require_credentials()
-        identity = IdentityClient(
-            rt.api_http,
-            token_url=self.account.token_url,
-            client_id=client_id,
-            client_secret=secret,
-            metrics=rt.metrics.for_account(self.account.name),
-        )
+        identity: IdentityClient | CurrentIdentity = self.identity(self.account)
+        if self.account.name not in rt.settings.accounts:  # created at runtime: its secret may rotate
+            identity = CurrentIdentity(self, self.identity(self.account))
         cipher = TokenCipher(rt.settings.token_encryption_key)
         return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
 

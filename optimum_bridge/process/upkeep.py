@@ -11,6 +11,10 @@
   it finds 100 at a time;
 - **schedules**, every 2 s or at the next tick: claims the due ticks of every
   schedule in one script and makes their batches (``schedules.runner``);
+- **accounts**, every second: one ``GET`` of the accounts' version; when accounts were created,
+  changed or removed at runtime (spec §12a), this worker's view follows (``accounts.registry``) and
+  so do the quotas its dispatcher reads (``AccountsFollower``); every 5 s, the jobs still waiting on
+  an account removed in the last day are cancelled (``accounts.removal``), one command when none was;
 - **openapi**, every 5 s: the accounts whose OpenAPI document is due
   (``keys.openapi_due``: asked by a producer that found none, then daily, hourly
   while it fails): one worker of all fetches each into Redis, in a thread of its
@@ -43,6 +47,7 @@ import httpx
 import redis
 from celery import bootsteps
 
+from optimum_bridge.accounts.follower import AccountsFollower
 from optimum_bridge.errors import BridgeError, ConfigError
 from optimum_bridge.keys import OPERATIONS_QUEUE, Keys, text
 from optimum_bridge.lua import scripts
@@ -65,6 +70,10 @@ DOCUMENT_RETRY_S = 3600.0
 #: How often a worker looks for due documents, and how many it takes at a time.
 DOCUMENT_TICK_S = 5.0
 DOCUMENTS_PER_TICK = 10
+
+#: How often a worker looks for accounts changed at runtime, and for jobs of removed ones.
+ACCOUNTS_TICK_S = 1.0
+REMOVED_TICK_S = 5.0
 
 #: A worker whose last heartbeat is older than this no longer counts in the dispatcher's capacity.
 ALIVE_S = 5
@@ -165,6 +174,8 @@ def worker_timers(name: str, *, threads: int) -> list[Timer]:
         Timer("due pump", 1.0, rt.due.run),
         Timer("callback recovery", 2.0, rt.deliveries.sweep),
         Timer("schedules", 1.0, worker_runner(rt.settings, rt.redis, rt.keys, owner=name, alive_s=ALIVE_S).run),
+        Timer("accounts", ACCOUNTS_TICK_S, AccountsFollower(rt).run),
+        Timer("removed accounts", REMOVED_TICK_S, rt.removal.sweep),
         Timer("openapi", DOCUMENT_TICK_S, DocumentFetchers(rt).run),
     ]
 
@@ -188,7 +199,7 @@ class DocumentFetchers:
         rt = self._rt
         due = rt.redis.zrangebyscore(rt.keys.openapi_due, "-inf", time.time(), start=0, num=DOCUMENTS_PER_TICK)
         for name in (text(raw) for raw in due if isinstance(raw, bytes | str)):  # members, without scores
-            if name not in rt.settings.accounts:  # not ours: a worker that knows it will fetch it
+            if name not in rt.registry:  # not ours: a worker that knows it will fetch it
                 rt.redis.zadd(rt.keys.openapi_due, {name: time.time() + DOCUMENT_RETRY_S})
                 continue
             if name not in self._fetchers:
@@ -238,7 +249,9 @@ class DocumentFetcher:
         return wait_s
 
     def _fetch(self) -> float:
-        account = self._rt.settings.accounts[self.account]
+        account = self._rt.registry.get(self.account)
+        if account is None:  # removed since
+            return DOCUMENT_EVERY_S
         try:
             tokens = self._rt.accounts[self.account].tokens
         except ConfigError:

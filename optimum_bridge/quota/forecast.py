@@ -63,10 +63,23 @@ class ForecastSteps:
         raw = yield from self._read(account, positions)
         return raw[0], raw[1], raw[2], raw[6:]
 
+    def _quota(self, account: str) -> Steps[Quota | None]:
+        """The account's quota: known to this process, or (an account created at runtime, spec §12a) as the
+        workers stored it for the dispatch (``keys.quotas``); None when neither knows it."""
+        known = self.quotas.get(account)
+        if known is not None:
+            return known
+        raw = yield Command("HGET", (self.keys.quotas, account))
+        if raw is None:
+            return None
+        return Quota(*(int(part) for part in text(raw).split()))
+
     def _read(self, account: str, positions: list[tuple[str, str]]) -> Steps[list[int]]:
         """The script's answer: now, next slot, the interval in force (the learned limit applied), the three
         lane sizes, then ahead of each position."""
-        quota = self.quotas[account]
+        quota = yield from self._quota(account)
+        if quota is None:
+            raise KeyError(account)
         keys = [
             *self.keys.lanes(account),
             self.keys.limiter_log(account),
@@ -94,7 +107,7 @@ class ForecastSteps:
             raw = yield Command("HGETALL", (self.keys.job(leader),))
             return (yield from self.job(leader, {text(k): text(v) for k, v in raw.items()})) if raw else None
         account = fields.get(JobField.account, "default")
-        if account not in self.quotas:
+        if (yield from self._quota(account)) is None:
             return None
         dispatched = fields.get(JobField.dispatched_at)
         _, next_slot, interval, ahead = yield from self._ask(
@@ -112,7 +125,7 @@ class ForecastSteps:
 
     def batch_done(self, account: str, last_seqs: dict[str, str]) -> Steps[datetime | None]:
         """When the last waiting job of a batch should start, from the batch's last place in each lane."""
-        if not last_seqs or account not in self.quotas:
+        if not last_seqs or (yield from self._quota(account)) is None:
             return None
         positions = [(priority, str(int(seq) + 1)) for priority, seq in last_seqs.items()]
         now, next_slot, interval, ahead = yield from self._ask(account, positions)

@@ -16,15 +16,21 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.ingress import create_app
 from tests.support import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
 from tests.support.forward_proxy import ForwardProxy
+from tests.system.test_ingress import InProcess
 
 CLIENT_SECRET = "cl13nt-s3cr3t-for-the-leak-test"
 SECOND_SECRET = "s3cond-acc0unt-s3cr3t-for-the-leak-test"
+RUNTIME_SECRET = "runt1me-acc0unt-s3cr3t-for-the-leak-test"
+ROTATED_SECRET = "r0tated-runt1me-s3cr3t-for-the-leak-test"
+ADMIN_KEY = "admin-api-key-for-the-leak-test"
 API_KEY = "ingress-api-key-for-the-leak-test"
 PROXY_PASSWORD = "pr0xy-p4ssw0rd-for-the-leak-test"
 
@@ -76,8 +82,9 @@ def redis_dump(client, prefix: str) -> str:
             "string": lambda k: client.get(k),
             "hash": lambda k: client.hgetall(k),
             "list": lambda k: client.lrange(k, 0, -1),
-            "zset": lambda k: client.zrange(k, 0, -1),
+            "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
             "set": lambda k: client.smembers(k),
+            "stream": lambda k: client.xrange(k),
         }[kind](key)
         parts.append(f"{key!r} {value!r}")
     return "\n".join(parts)
@@ -91,7 +98,8 @@ def proxy():
 
 
 def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, receiver, sentry_stub, tmp_path, proxy):
-    sb = sandbox(quota=None, clients={"leak-client": CLIENT_SECRET, "second-client": SECOND_SECRET})
+    clients = {"leak-client": CLIENT_SECRET, "second-client": SECOND_SECRET, "runtime-client": RUNTIME_SECRET}
+    sb = sandbox(quota=None, clients=clients)
     accounts = tmp_path / "accounts.toml"
     accounts.write_text(
         f'[accounts.second]\nclient_id = "second-client"\nclient_secret_env = "SECOND_SECRET"\n'
@@ -107,6 +115,7 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
 
     sb.state.issue_token = recording  # type: ignore[method-assign]
     encryption_key = Fernet.generate_key().decode()
+    secrets_key = Fernet.generate_key().decode()
     env = bridge_env(
         redis_server.url,
         prefix,
@@ -114,6 +123,8 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         OPTIMUM_CLIENT_ID="leak-client",
         OPTIMUM_CLIENT_SECRET=CLIENT_SECRET,
         BRIDGE_API_KEYS=API_KEY,
+        BRIDGE_ADMIN_KEYS=ADMIN_KEY,
+        BRIDGE_SECRETS_KEY=secrets_key,
         BRIDGE_TOKEN_ENCRYPTION_KEY=encryption_key,
         SENTRY_DSN=sentry_stub.dsn,
         BRIDGE_LOG_LEVEL="DEBUG",
@@ -125,28 +136,55 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
     )
     worker = workers(env, concurrency=2)
     client = BridgeClient(settings_from(env))
+    http = httpx.Client(transport=InProcess(create_app(settings_from(env))), base_url="http://ingress.test")
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    runtime_account = {
+        "name": "third",
+        "client_id": "runtime-client",
+        "client_secret": RUNTIME_SECRET,
+        "environment": "sandbox",
+        "api_url": sb.url,
+        "token_url": sb.token_url,
+        "rate_limit": "10/s",
+    }
+    created = http.post("/v1/accounts", json=runtime_account, headers=admin)  # spec §12a: at runtime
+    assert created.status_code == 201, created.text
     receiver.statuses = [500, 500]  # the first callback is dead-lettered (an error log, so a Sentry event)
     first = client.submit_many(
         [
             {"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}},
             {"method": "GET", "path": "/Vehicles/ZZ-000-ZZ"},
             {"method": "GET", "path": "/Persons", "account": "second"},
+            {"method": "GET", "path": "/Persons", "account": "third"},
         ]
     )
     for job_id in first:
         client.wait(job_id, timeout=30)
     wait_until(lambda: redis_server.client().hlen(f"{prefix}deadletters") == 1, what="the dead letter")
     sb.revoke()  # the next call meets a 401: invalidate, refresh, retry
-    second = client.submit_many([{"method": "GET", "path": "/Persons", "callback": {"url": receiver.url}}])
-    client.wait(second[0], timeout=30)
+    sb.state.config.clients["runtime-client"] = ROTATED_SECRET
+    rotated = http.patch("/v1/accounts/third", json={"client_secret": ROTATED_SECRET}, headers=admin)
+    assert rotated.status_code == 200, rotated.text
+    second = client.submit_many(
+        [
+            {"method": "GET", "path": "/Persons", "callback": {"url": receiver.url}},
+            {"method": "GET", "path": "/Vehicles", "account": "third", "callback": {"url": receiver.url}},
+        ]
+    )
+    for job_id in second:
+        client.wait(job_id, timeout=30)
     wait_until(lambda: receiver.received, what="the second callback")
     wait_until(lambda: sentry_stub.envelopes, timeout=30, what="a Sentry event from the dead letter")
 
-    assert len(issued) == 3 and sb.stats()["unauthorized"] >= 1  # default's two tokens, and second's
-    assert client.get(first[2]).status == "succeeded"
+    assert len(issued) == 5 and sb.stats()["unauthorized"] >= 1  # default's two, second's, third's two
+    assert client.get(first[2]).status == client.get(first[3]).status == client.get(second[1]).status == "succeeded"
     secrets = {
         "client secret": CLIENT_SECRET,
         "second account's secret": SECOND_SECRET,
+        "runtime account's secret": RUNTIME_SECRET,
+        "runtime account's rotated secret": ROTATED_SECRET,
+        "secrets key": secrets_key,
+        "admin key": ADMIN_KEY,
         "callback secret": CALLBACK_SECRET,
         "api key": API_KEY,
         "encryption key": encryption_key,
@@ -160,6 +198,10 @@ def test_no_secret_anywhere_after_a_run(redis_server, prefix, sandbox, workers, 
         "job records": "\n".join(client.get(i).model_dump_json() for i in first + second),
         "sentry": "\n".join(e.decode(errors="replace") for e in sentry_stub.envelopes),
         "settings repr": repr(client.settings),
+        "accounts api": http.get("/v1/accounts", headers=admin).text
+        + http.get("/v1/accounts/third", headers=admin).text,
+        "metrics": http.get("/metrics").text,
+        "ui": http.get("/ui", auth=("", ADMIN_KEY)).text,
     }
     leaks = [
         f"{name} in {place}" for name, secret in secrets.items() for place, text in places.items() if secret in text

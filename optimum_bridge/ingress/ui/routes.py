@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from optimum_bridge.callbacks.deliveries import BATCH, DeliveryStore
 from optimum_bridge.errors import JobNotFound, NotWaiting
 from optimum_bridge.ingress.http import ProblemError
+from optimum_bridge.ingress.ui.accounts import accounts_table
 from optimum_bridge.ingress.ui.data import gather, schedule_views
 from optimum_bridge.ingress.ui.security import Viewer, ViewerDep, check_post
 from optimum_bridge.jobs.batches import BatchNotFound
@@ -50,6 +51,7 @@ NOTES = {
     "schedule-run": "Schedule {id}: one tick run now.",
 }
 _ID = re.compile(r"[A-Za-z0-9:_.-]{1,80}")
+_NAME = re.compile(r"[A-Za-z0-9_-]{0,64}")
 #: No frames, no scripts, no asset from elsewhere; forms post only here.
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -85,6 +87,12 @@ def _refresh(request: Request) -> int:
     return min(300, max(1, int(raw))) if raw.isdigit() else 5
 
 
+def _query_name(request: Request, name: str) -> str:
+    """An account name (or the start of one) from the query; anything else is ignored."""
+    value = request.query_params.get(name, "")
+    return value if _NAME.fullmatch(value) else ""
+
+
 def _note(request: Request) -> str | None:
     template, ident = NOTES.get(request.query_params.get("note", "")), request.query_params.get("id", "")
     if template is None or not _ID.fullmatch(ident):
@@ -100,6 +108,13 @@ def dashboard(request: Request, viewer: ViewerDep) -> HTMLResponse:
     context |= {
         "schedules": schedule_views(_schedules(request), _bridge(request), viewer),
         "admin": viewer.caller.admin,
+        "runtime_accounts": accounts_table(
+            _bridge(request).redis,
+            _keys(request),
+            viewer,
+            cursor=_query_name(request, "accounts_after"),
+            prefix=_query_name(request, "accounts_filter"),
+        ),
     }
     return _page(request, "dashboard.html", context | {"priorities": PRIORITIES})
 

@@ -1,0 +1,291 @@
+"""Accounts created at runtime, in Redis (spec §12a): one small hash each, a name index, a version.
+
+The HTTP routes (``ingress.accounts``) and the CLI (``cli.accounts``) both go
+through ``AccountStore``; workers read the same records through
+``accounts.registry``. Every write bumps ``keys.accounts_version`` and records
+the account's name at that version in ``keys.accounts_changes``, in the same
+script, so a process learns what changed with one ``GET`` a second and reads
+only the accounts that did. Accounts of the accounts file (and ``default``) are
+listed beside them with ``"source": "file"`` and are never changed here.
+
+Per idle account Redis holds the hash (about ten short fields: the secret
+encrypted, its fingerprint, where it calls, its quota, two times) and one
+entry in each of two sorted sets; nothing else is created until it has work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+import redis
+from pydantic import SecretStr
+
+from optimum_bridge.accounts.cipher import SecretsCipher, fingerprint
+from optimum_bridge.accounts.model import AccountPage, AccountPatch, AccountView, NewAccount, file_view
+from optimum_bridge.config.accounts import Account, AccountFields, Accounts
+from optimum_bridge.errors import BridgeError, ConfigError
+from optimum_bridge.keys import Keys, text
+from optimum_bridge.lua import scripts
+from optimum_bridge.quota.rate import RateLimit
+
+#: Most accounts on one page of ``GET /v1/accounts``, and the default.
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+#: Accounts read per round trip when a process loads many.
+CHUNK = 500
+
+
+class AccountNotFound(BridgeError):
+    """No account of that name (or not one the key may see)."""
+
+
+class AccountConflict(BridgeError):
+    """The change cannot be made (an account of the file, a name taken, no ``BRIDGE_SECRETS_KEY``)."""
+
+
+READ_ONLY = "account {name!r} comes from the accounts file: change it there"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An account's record as Redis holds it (the secret still encrypted)."""
+
+    name: str
+    fields: dict[str, str]
+
+    @classmethod
+    def of(cls, name: str, raw: dict[bytes, bytes]) -> Stored | None:
+        """The record from an ``HGETALL`` reply (None: no such account)."""
+        return cls(name, {text(k): text(v) for k, v in raw.items()}) if raw else None
+
+    def account(self, cipher: SecretsCipher, *, sandbox_url: str) -> Account:
+        """The account, its secret decrypted (``SecretsKeyError`` naming it if no key can)."""
+        f = self.fields
+        secret = cipher.decrypt(f["secret"], account=self.name)
+        api_url, token_url = self.where(sandbox_url)
+        rate = RateLimit.parse(f["rate_limit"])
+        return Account(self.name, f["client_id"], secret, api_url, token_url, rate, f.get("openapi_url", ""))
+
+    def where(self, sandbox_url: str) -> tuple[str, str]:
+        """The API and token URLs it calls."""
+        f = self.fields
+        fields = AccountFields.model_construct(
+            client_id=f["client_id"],
+            environment=f.get("environment") or None,  # type: ignore[arg-type]  # stored by ``create``, checked
+            api_url=f.get("api_url") or None,
+            token_url=f.get("token_url") or None,
+        )
+        return fields.endpoints(sandbox_url)
+
+    def view(self, *, sandbox_url: str) -> AccountView:
+        """How the API shows it."""
+        f = self.fields
+        api_url, token_url = self.where(sandbox_url)
+        return AccountView(
+            name=self.name,
+            source="api",
+            client_id=f["client_id"],
+            environment=f.get("environment") or None,
+            api_url=api_url,
+            token_url=token_url,
+            openapi_url=f.get("openapi_url") or None,
+            rate_limit=f["rate_limit"],
+            secret_fingerprint=f["fp"],
+            created_at=_moment(f.get("created_ms")),
+            updated_at=_moment(f.get("updated_ms")),
+        )
+
+
+def members(reply: object) -> list[str]:
+    """The members of a sorted-set reply without scores, as text."""
+    return [text(raw) for raw in cast("list[bytes]", reply)]
+
+
+def _moment(ms: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms else None
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+class AccountStore:
+    """Creates, lists, changes and removes runtime accounts; lists the file's beside them."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, file: Accounts, cipher: SecretsCipher, sandbox_url: str
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self.file = file
+        self.cipher = cipher
+        self._sandbox_url = sandbox_url
+        self._put = scripts.register(client, "account_put")
+        self._remove = scripts.register(client, "account_remove")
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def stored(self, name: str) -> Stored | None:
+        """A runtime account's record (None: none of that name)."""
+        return Stored.of(name, self._redis.hgetall(self._keys.account(name)))  # type: ignore[arg-type]  # bytes
+
+    def stored_many(self, names: Iterable[str]) -> dict[str, Stored | None]:
+        """Records of ``names``, read ``CHUNK`` at a time in one round trip each."""
+        names = list(names)
+        found: dict[str, Stored | None] = {}
+        for start in range(0, len(names), CHUNK):
+            chunk = names[start : start + CHUNK]
+            with self._redis.pipeline(transaction=False) as pipe:
+                for name in chunk:
+                    pipe.hgetall(self._keys.account(name))
+                replies = pipe.execute()
+            found |= {name: Stored.of(name, raw) for name, raw in zip(chunk, replies, strict=True)}
+        return found
+
+    def names(self) -> list[str]:
+        """Every runtime account's name, in order."""
+        return members(self._redis.zrange(self._keys.accounts, 0, -1))
+
+    def count(self) -> int:
+        """How many runtime accounts there are."""
+        return int(self._redis.zcard(self._keys.accounts))
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is an account, of the file or created at runtime."""
+        return name in self.file or self._redis.zscore(self._keys.accounts, name) is not None
+
+    def view(self, name: str) -> AccountView:
+        """One account as the API shows it (``AccountNotFound``)."""
+        if name in self.file:
+            return self._file_view(name)
+        stored = self.stored(name)
+        if stored is None:
+            raise AccountNotFound(name)
+        return stored.view(sandbox_url=self._sandbox_url)
+
+    def _file_view(self, name: str) -> AccountView:
+        account = self.file[name]
+        secret = account.client_secret.get_secret_value() if account.client_secret is not None else ""
+        return file_view(account, fingerprint(secret) if secret else None)
+
+    def page(self, *, cursor: str = "", limit: int = DEFAULT_PAGE, only: frozenset[str] | None = None) -> AccountPage:
+        """The accounts after ``cursor`` by name, at most ``limit``; ``only``: those names alone (a limited key)."""
+        limit = max(1, min(limit, MAX_PAGE))
+        if only is not None:  # a few names: no walk through the index
+            wanted = sorted(name for name in only if name > cursor)
+            stored = self.stored_many(name for name in wanted if name not in self.file)
+            present = [name for name in wanted if name in self.file or stored.get(name) is not None]
+        else:
+            start = f"({cursor}" if cursor else "-"
+            runtime = members(self._redis.zrangebylex(self._keys.accounts, start, "+", start=0, num=limit + 1))
+            present = sorted({*runtime, *(name for name in self.file.names if name > cursor)})
+            stored = {}
+        names, more = present[:limit], len(present) > limit
+        stored |= self.stored_many(name for name in names if name not in self.file and name not in stored)
+        views = []
+        for name in names:
+            record = stored.get(name)
+            if name in self.file:
+                views.append(self._file_view(name))
+            elif record is not None:
+                views.append(record.view(sandbox_url=self._sandbox_url))
+        return AccountPage(accounts=views, next_cursor=names[-1] if more and names else None)
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def _writable(self, name: str) -> None:
+        if name in self.file:
+            raise AccountConflict(READ_ONLY.format(name=name))
+
+    def _encrypt(self, secret: SecretStr) -> str:
+        try:
+            return self.cipher.encrypt(secret)
+        except ConfigError as exc:
+            raise AccountConflict(str(exc)) from None
+
+    def create(self, new: NewAccount) -> AccountView:
+        """Store a new account (``AccountConflict`` if the name is taken or no key is set)."""
+        self._writable(new.name)
+        now = _now_ms()
+        fields = {
+            "client_id": new.client_id,
+            "secret": self._encrypt(new.client_secret),
+            "fp": fingerprint(new.client_secret.get_secret_value()),
+            "environment": new.environment or "",
+            "api_url": (new.api_url or "").rstrip("/"),
+            "token_url": new.token_url or "",
+            "openapi_url": new.openapi_url or "",
+            "rate_limit": str(new.rate_limit),
+            "created_ms": now,
+            "updated_ms": now,
+        }
+        if self._write(new.name, "create", fields, drop_token=True) == "exists":
+            raise AccountConflict(f"account {new.name!r} exists: change it with PATCH /v1/accounts/{new.name}")
+        return self.view(new.name)
+
+    def update(self, name: str, patch: AccountPatch) -> AccountView:
+        """Change an account (``AccountNotFound``, or ``AccountConflict`` for one of the file)."""
+        self._writable(name)
+        fields: dict[str, str] = {"updated_ms": _now_ms()}
+        if patch.client_secret is not None:
+            fields["secret"] = self._encrypt(patch.client_secret)
+            fields["fp"] = fingerprint(patch.client_secret.get_secret_value())
+        if patch.client_id is not None:
+            fields["client_id"] = patch.client_id
+        if patch.rate_limit is not None:
+            fields["rate_limit"] = str(patch.rate_limit)
+        if "openapi_url" in patch.model_fields_set:
+            fields["openapi_url"] = patch.openapi_url or ""
+        drop = patch.client_secret is not None or patch.client_id is not None
+        if self._write(name, "update", fields, drop_token=drop) == "missing":
+            raise AccountNotFound(name)
+        return self.view(name)
+
+    def _write(self, name: str, mode: str, fields: dict[str, str], *, drop_token: bool) -> str:
+        k = self._keys
+        keys = [k.account(name), k.accounts, k.accounts_version, k.accounts_changes, k.accounts_removed, k.token(name)]
+        pairs = [v for item in fields.items() for v in item]
+        return text(self._put(keys=keys, args=[name, mode, "1" if drop_token else "0", *pairs]))
+
+    def remove(self, name: str) -> None:
+        """Remove an account: no slot is given for it from now on (``AccountNotFound``, ``AccountConflict``).
+
+        Its waiting jobs are cancelled by the caller (``accounts.removal.cancel_waiting``)."""
+        self._writable(name)
+        k = self._keys
+        keys = [
+            k.account(name),
+            k.accounts,
+            k.accounts_version,
+            k.accounts_changes,
+            k.accounts_removed,
+            k.quotas,
+            k.ready,
+            k.openapi_due,
+            k.token(name),
+            k.limiter_log(name),
+            k.limiter_pause(name),
+            k.limiter_learned(name),
+            k.limiter_tat(name),
+            k.openapi(name),
+            k.openapi_version(name),
+            k.openapi_claim(name),
+        ]
+        if text(self._remove(keys=keys, args=[name])) == "missing":
+            raise AccountNotFound(name)
+
+    def rekey(self) -> int:
+        """Encrypt every stored secret again with the first key of ``BRIDGE_SECRETS_KEY``; how many."""
+        done = 0
+        for name, stored in self.stored_many(self.names()).items():
+            if stored is None:
+                continue
+            rotated = self.cipher.rotate(stored.fields["secret"], account=name)
+            # Same secret, same client: the token stays (workers reread it and find nothing changed).
+            if self._write(name, "update", {"secret": rotated}, drop_token=False) != "missing":
+                done += 1
+        return done

@@ -1,0 +1,139 @@
+"""A worker's view of the accounts created at runtime (spec §12a), over real Redis: the registry reads only
+what changed, the dispatcher's quotas follow a creation, a new rate limit and a removal, an unreadable secret
+is left out (or stops a start), and an idle worker pays one GET a second whatever the number of accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+from optimum_bridge.accounts.cipher import SecretsCipher, SecretsKeyError
+from optimum_bridge.accounts.follower import AccountsFollower
+from optimum_bridge.accounts.model import AccountPatch, NewAccount
+from optimum_bridge.accounts.registry import AccountRegistry
+from optimum_bridge.accounts.store import AccountStore
+from optimum_bridge.keys import Keys
+from optimum_bridge.quota.rate import RateLimit
+
+KEY = Fernet.generate_key().decode()
+
+
+def new(name: str, rate: str = "30/m") -> NewAccount:
+    return NewAccount.model_validate(
+        {"name": name, "client_id": f"{name}-client", "client_secret": f"{name}-secret", "environment": "sandbox",
+         "rate_limit": rate}
+    )  # fmt: skip
+
+
+@pytest.fixture
+def rt(bridge: Any) -> Any:
+    runtime, _, _ = bridge(BRIDGE_SECRETS_KEY=KEY)
+    return runtime
+
+
+def test_the_dispatcher_follows_creation_quota_change_and_removal(rt: Any) -> None:
+    store, keys = rt.account_store, rt.keys
+    follower = AccountsFollower(rt)
+    follower.run()
+    assert "newco" not in rt.dispatcher.quotas
+    store.create(new("newco", "6/s"))
+    rt.registry.refresh(force=True)
+    follower.run()
+    quota = rt.dispatcher.quotas["newco"]
+    assert quota.limit == 6
+    assert rt.redis.hget(keys.quotas, "newco") == " ".join(map(str, quota.args())).encode()
+    assert rt.accounts["newco"].limiter is not None and rt.executor  # parts built on demand
+    store.update("newco", AccountPatch(rate_limit=RateLimit(2, 1.0)))
+    rt.registry.refresh(force=True)
+    follower.run()
+    assert rt.dispatcher.quotas["newco"].limit == 2
+    assert rt.accounts["newco"].account.rate_limit == RateLimit(2, 1.0)
+    store.remove("newco")
+    rt.registry.refresh(force=True)
+    follower.run()
+    assert "newco" not in rt.dispatcher.quotas and rt.redis.hget(keys.quotas, "newco") is None
+    assert rt.registry.get("newco") is None and "newco" not in list(rt.accounts)
+
+
+def test_the_registry_rereads_only_the_accounts_that_changed(rt: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = rt.account_store
+    for i in range(20):
+        store.create(new(f"c{i:02d}"))
+    registry = AccountRegistry(store)
+    assert registry.load() == 20
+    read: list[list[str]] = []
+    original = store.stored_many
+
+    def counting(names: Any) -> Any:
+        names = list(names)
+        read.append(names)
+        return original(names)
+
+    monkeypatch.setattr(store, "stored_many", counting)
+    store.update("c07", AccountPatch(client_id="renamed"))
+    store.create(new("c99"))
+    assert registry.refresh(force=True)
+    assert read == [["c07", "c99"]]
+    account = registry.get("c07")
+    assert account is not None and account.client_id == "renamed"
+    assert not registry.refresh(force=True)  # nothing new: one GET
+
+
+def test_an_unreadable_secret_is_left_out_or_stops_a_start(rt: Any) -> None:
+    store = rt.account_store
+    store.create(new("newco"))
+    other = AccountStore(
+        rt.redis,
+        Keys(rt.settings.key_prefix),
+        file=rt.settings.accounts,
+        cipher=SecretsCipher(SecretStr(Fernet.generate_key().decode())),
+        sandbox_url="",
+    )
+    with pytest.raises(SecretsKeyError, match=r"^BRIDGE_SECRETS_KEY: cannot decrypt the secret of account 'newco'"):
+        AccountRegistry(other).load(strict=True)
+    lenient = AccountRegistry(other)
+    assert lenient.load() == 0 and lenient.get("newco") is None
+
+
+def test_an_idle_registry_costs_one_get_a_second_whatever_the_accounts(rt: Any) -> None:
+    store = rt.account_store
+    for i in range(300):
+        store.create(new(f"idle{i:03d}"))
+    now = [0.0]
+    registry = AccountRegistry(store, clock=lambda: now[0])
+    registry.load()
+    before = rt.redis.info("commandstats")
+    for step in range(1, 11):
+        now[0] = step * 0.5  # twenty calls over ten seconds
+        registry.refresh()
+        registry.names()
+    after = rt.redis.info("commandstats")
+    calls = {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after}
+    assert calls.get("cmdstat_get", 0) == 5 and sum(calls.values()) - calls.get("cmdstat_info", 0) <= 6
+
+
+def test_the_upkeep_sweep_cancels_what_reaches_a_removed_account_late(bridge: Any) -> None:
+    rt, client, _ = bridge(BRIDGE_SECRETS_KEY=KEY, BRIDGE_VALIDATE_OPERATIONS="off")
+    rt.account_store.create(new("newco"))
+    late = client.submit({"method": "GET", "path": "/Vehicles", "account": "newco"})
+    rt.account_store.remove("newco")  # as if the job came after the removal's own cancel
+    assert rt.removal.sweep() == 1
+    status = client.get(late)
+    assert status.status == "cancelled" and status.error is not None and status.error.kind == "account_removed"
+    assert rt.removal.sweep() == 0
+
+
+def test_a_version_gone_back_makes_the_registry_read_everything_again(rt: Any) -> None:
+    store, keys = rt.account_store, rt.keys
+    store.create(new("kept"))
+    store.create(new("lost"))
+    registry = AccountRegistry(store)
+    assert registry.load() == 2
+    rt.redis.delete(keys.account("lost"))  # as a Redis restored from an older snapshot
+    rt.redis.zrem(keys.accounts, "lost")
+    rt.redis.set(keys.accounts_version, 1)
+    assert registry.refresh(force=True)
+    assert registry.get("lost") is None and registry.get("kept") is not None

@@ -1,5 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle|failover``
-``|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle``
+``|commands|failover|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "async": "bench.async_clients",
     "schedules": "bench.schedules",
     "idle": "bench.idle",
+    "commands": "bench.commands",
     "failover": "bench.failover",
 }
 EXTRA = {"profile": "bench.profile"}  # needs py-spy; not part of "all"

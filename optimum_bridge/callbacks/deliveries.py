@@ -23,13 +23,19 @@ from optimum_bridge.process.replicas import UNREPLICATED, NotReplicated, Replica
 
 log = logging.getLogger(__name__)
 
-Settlement = Literal["delivered", "retry", "dead", "later"]
+Settlement = Literal["delivered", "retry", "dead", "later", "queue"]
 BATCH = "batch:"
 
 
 def batch_subject(batch_id: str) -> str:
     """The delivery subject of a batch's callback."""
     return BATCH + batch_id
+
+
+def delivery_lease(keys: Keys, subject: str) -> str:
+    """The key of the lease held by whoever delivers ``subject``'s callback (taken by ``claim``, or by
+    ``lua/complete.lua`` for the worker that finished the job and delivers at once)."""
+    return keys.lease(f"cb:{subject}")
 
 
 def message_for(subject: str, attempt: int) -> str:
@@ -93,9 +99,10 @@ class DeliveryStore:
         delay_s: float = 0.0,
         dead_letter: dict[str, object] | None = None,
     ) -> None:
-        """Record the outcome (``later``/``retry``: try again in ``delay_s``) and release the lease."""
+        """Record the outcome (``later``/``retry``: try again in ``delay_s``; ``queue``: at once, on the
+        callbacks queue) and release the lease."""
         member = ""
-        if outcome in ("retry", "later"):
+        if outcome in ("retry", "later", "queue"):
             member = _due_message(self._keys, subject, next_attempt)
         keys = [
             self._hash(subject),
@@ -176,4 +183,4 @@ class DeliveryStore:
         return self._keys.job(subject)
 
     def _lease(self, subject: str) -> str:
-        return self._keys.lease(f"cb:{subject}")
+        return delivery_lease(self._keys, subject)

@@ -2,8 +2,9 @@
 
 claim the dispatched job (lease; stale messages, finished jobs and slots that
 went by are refused) -> call the API at once (the slot was given by the
-scheduler) -> classify the answer -> complete the job (and queue its
-callback) or park it for a retry with backoff. Everything is plain Python
+scheduler) -> classify the answer -> complete the job and make its callback's
+first delivery (``FirstDelivery``; without one, the callback is queued) or
+park it for a retry with backoff. Everything is plain Python
 over injected stores, so it is tested without Celery.
 """
 
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
@@ -30,6 +31,20 @@ UNKNOWN_OUTCOME = (
     "a previous attempt may have reached the API and the operation is not idempotent "
     "(no idempotency_key): not sent again"
 )
+
+
+class FirstDelivery(Protocol):
+    """Delivers a finished job's callback at once, in the worker that finished it
+    (``callbacks.sender.CallbackSender``)."""
+
+    @property
+    def lease_ms(self) -> int:
+        """How long the delivery lease taken with the finished job lasts."""
+        ...
+
+    def deliver_held(self, subject: str, owner: str, fields: dict[str, str] | None) -> str:
+        """Attempt 1 of the callback of job ``subject``, whose delivery lease ``owner`` holds."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,10 @@ class Executor:
         policy: Policy,
         leases: LeaseKeeper,
         *,
+        callbacks: FirstDelivery | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._callbacks = callbacks
         self._jobs = jobs
         self._apis = apis
         self._policy = policy
@@ -158,7 +175,10 @@ class Executor:
         return "retrying"
 
     def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
-        done = self._jobs.complete(
+        deliver = None
+        if self._callbacks is not None and run.operation.callback is not None:
+            deliver = (uuid.uuid4().hex, self._callbacks.lease_ms)
+        done = self._jobs.finish(
             run.job_id,
             run.owner,
             succeeded=error is None,
@@ -166,7 +186,20 @@ class Executor:
             error=error,
             callback=run.operation.callback is not None,
             batch_id=run.batch_id,
+            deliver=deliver,
         )
         outcome = "succeeded" if error is None else "failed"
-        log.info("job %s: %s%s", run.job_id, outcome, "" if done else " (already finished elsewhere)")
+        log.info("job %s: %s%s", run.job_id, outcome, "" if done.finished else " (already finished elsewhere)")
+        if done.held and deliver is not None and self._callbacks is not None:
+            self._deliver(run.job_id, deliver[0], done.fields)
         return outcome
+
+    def _deliver(self, job_id: str, owner: str, fields: dict[str, str] | None) -> None:
+        """The callback's first delivery; the job is final whatever happens here (the watch on the
+        callback queues it again if this fails without settling it)."""
+        if self._callbacks is None:
+            return
+        try:
+            self._callbacks.deliver_held(job_id, owner, fields)
+        except Exception:
+            log.exception("job %s: first callback delivery not settled; the callbacks watch queues it again", job_id)

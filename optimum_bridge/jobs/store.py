@@ -22,6 +22,7 @@ from typing import Literal
 
 import redis
 
+from optimum_bridge.callbacks.deliveries import delivery_lease
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import Deferred, JobNotFound
 from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
@@ -39,6 +40,17 @@ log = logging.getLogger(__name__)
 NOT_REPLICATED_DELAY_S = 1.0
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The result of ``finish``: whether the job finished now, and whether its callback is held for
+    the caller to deliver (``fields``: the finished job, to build it from; None when the finished
+    state has not reached the replicas yet: the delivery path makes it once it has)."""
+
+    finished: bool
+    held: bool = False
+    fields: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,25 @@ class JobStore:
         batch_id: str | None = None,
     ) -> bool:
         """Finish the job (once) and queue its callback (and its batch's); False if already finished."""
+        outcome = self.finish(
+            job_id, owner, succeeded=succeeded, response=response, error=error, callback=callback, batch_id=batch_id
+        )
+        return outcome.finished
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        succeeded: bool,
+        response: ApiResponse | None,
+        error: ErrorInfo | None,
+        callback: bool,
+        batch_id: str | None = None,
+        deliver: tuple[str, int] | None = None,
+    ) -> Completion:
+        """``complete``; with ``deliver`` (a delivery owner and lease ms), the job's callback is not queued
+        but held for the caller, who makes its first delivery (``Completion.fields``: what to send)."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
@@ -201,6 +232,7 @@ class JobStore:
             self._keys.running,
             self._keys.ready,
             self._keys.wake,
+            delivery_lease(self._keys, job_id),
         ]
         args: list[str | int] = [
             owner,
@@ -217,12 +249,18 @@ class JobStore:
             self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
+            *(deliver if deliver and callback else ("", 0)),
         ]
         try:
-            return int(self._replicas.run(self._redis, self._complete, keys=keys, args=args)) == 1
+            reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
         except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
             log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
-            return True
+            return Completion(True, held=bool(deliver and callback))
+        if len(reply) > 1:
+            raw = reply[1]
+            fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
+            return Completion(True, held=True, fields=fields)
+        return Completion(int(reply[0]) == 1)
 
     def _followers_template(self) -> tuple[str, str]:
         """The callback message template for the jobs that joined a call (Celery is imported here only)."""

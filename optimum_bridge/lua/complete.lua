@@ -6,18 +6,23 @@
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
 -- Its worker thread is free again: a dispatcher waiting for one is woken.
+-- With a delivery owner (ARGV 16), the job's own callback is not queued: its first delivery is made
+-- by the worker that finished the job, right after this script, under the delivery lease taken here
+-- (and the watch set past it, so the callback is queued again if that worker dies before settling).
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
---       8 wake.
+--       8 wake, 9 the callback's delivery lease.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
---       14 callback message template, 15 its body embed.
--- Returns 1 when finished now, 0 when it already was, -1 when the job is gone.
+--       14 callback message template, 15 its body embed, 16 delivery owner ('' to queue the
+--       callback), 17 delivery lease ms.
+-- Returns {1} when finished now ({1, HGETALL of the job} when its callback is this caller's to
+-- deliver), {0} when it already was, {-1} when the job is gone.
 -- Every field it needs is read in one HMGET, and written in one HSET.
 local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
 local status, batch, read, started = f[1], f[2], f[3], f[4]
-if not status then return -1 end
-if is_final(status) then return 0 end
+if not status then return {-1} end
+if is_final(status) then return {0} end
 if batch then  -- set_status, with the fields read above
   redis.call('HINCRBY', batch, 'n:' .. status, -1)
   redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
@@ -35,7 +40,11 @@ redis.call('ZREM', KEYS[6], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
 local now = now_ms()
 wake_if_due(KEYS[7], KEYS[8], now)
-if ARGV[7] ~= '' then
+local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
+if deliver then
+  redis.call('SET', KEYS[9], ARGV[16], 'PX', tonumber(ARGV[17]))
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[17]) + tonumber(ARGV[8]), ARGV[9])
+elseif ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
@@ -76,4 +85,5 @@ if batch and ARGV[10] ~= '' then
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
   end
 end
-return 1
+if deliver then return {1, redis.call('HGETALL', KEYS[1])} end
+return {1}

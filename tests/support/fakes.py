@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from optimum_bridge.jobs.store import Claim
+from optimum_bridge.jobs.store import Claim, Completion
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -123,6 +123,14 @@ class FakeJobs:
         self.completions += 1
         self._release(job_id, owner)
         return True
+
+    def finish(self, job_id: str, owner: str, *, deliver: tuple[str, int] | None = None, **kwargs: Any) -> Completion:
+        """``complete``; with ``deliver``, the callback is held for the caller (``callback_queued`` stays False)."""
+        finished = self.complete(job_id, owner, **kwargs)
+        if not (finished and deliver and kwargs["callback"]):
+            return Completion(finished)
+        self.records[job_id].callback_queued = False
+        return Completion(True, held=True, fields={"id": job_id, "status": self.records[job_id].status})
 
     def reschedule(
         self,

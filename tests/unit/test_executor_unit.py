@@ -146,6 +146,33 @@ def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) 
     assert b.jobs.due == []
 
 
+@dataclass
+class FakeFirstDelivery:
+    """``CallbackSender.deliver_held`` recording its calls; ``fail`` makes it raise."""
+
+    lease_ms: int = 30_000
+    delivered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
+    fail: bool = False
+
+    def deliver_held(self, subject: str, owner: str, fields: dict[str, str] | None) -> str:
+        self.delivered.append((subject, fields))
+        if self.fail:
+            raise RuntimeError("receiver exploded")
+        return "delivered"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_worker_that_finishes_a_job_delivers_its_callback_itself(fail: bool) -> None:
+    """Issue 17: no callback task when the receiver answers at once; a failing delivery never fails the job."""
+    b = bench()
+    first = FakeFirstDelivery(fail=fail)
+    b.executor = Executor(b.jobs, {"default": b.api}, Policy(5, 86400.0, BACKOFF), b.leases, callbacks=first)
+    job_id, plain = b.jobs.add(POST), b.jobs.add(GET)
+    assert (b.run(job_id), b.run(plain)) == ("succeeded", "succeeded")
+    assert first.delivered == [(job_id, {"id": job_id, "status": "succeeded"})]  # not for the job without a URL
+    assert not b.jobs.records[job_id].callback_queued  # held for the worker, not queued
+
+
 def test_no_callback_queued_without_a_callback_url(b: Bench) -> None:
     job_id = b.jobs.add(GET)
     assert b.run(job_id) == "succeeded"

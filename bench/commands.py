@@ -78,7 +78,7 @@ def attribute(lines: list[dict[str, Any]], shas: dict[str, str]) -> Counter[str]
 def record(url: str, stop: threading.Event, lines: list[dict[str, Any]]) -> None:
     """Append every ``MONITOR`` line to ``lines`` until ``stop`` is set (and one more command comes)."""
     client = redis.Redis.from_url(url)
-    with client.monitor() as monitor:
+    with client.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         for line in monitor.listen():
             lines.append(line)
             if stop.is_set():

@@ -32,12 +32,6 @@ def batch_subject(batch_id: str) -> str:
     return BATCH + batch_id
 
 
-def delivery_lease(keys: Keys, subject: str) -> str:
-    """The key of the lease held by whoever delivers ``subject``'s callback (taken by ``claim``, or by
-    ``lua/complete.lua`` for the worker that finished the job and delivers at once)."""
-    return keys.lease(f"cb:{subject}")
-
-
 def message_for(subject: str, attempt: int) -> str:
     """The Celery message delivering attempt ``attempt`` of ``subject``'s callback."""
     if subject.startswith(BATCH):
@@ -183,4 +177,4 @@ class DeliveryStore:
         return self._keys.job(subject)
 
     def _lease(self, subject: str) -> str:
-        return delivery_lease(self._keys, subject)
+        return self._keys.lease(f"cb:{subject}")

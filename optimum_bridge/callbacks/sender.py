@@ -1,7 +1,7 @@
 """Delivering callbacks: their own retry schedule, dead letters and replay (signed by ``callbacks.signing``).
 
 A job's callback is first delivered by the worker that finished the job, right
-after (``deliver_held``, under the delivery lease ``lua/complete.lua`` took), with
+after (``deliver_held``; ``lua/complete.lua`` held it back from the queue), with
 a short timeout: no second task, no second claim when the receiver answers at
 once. A receiver that did not answer in time gets it from the delivery path, a
 task of its own on its own queue with the full timeout, so a slow receiver
@@ -134,16 +134,18 @@ class CallbackSender:
             raise
 
     @property
-    def lease_ms(self) -> int:
-        """How long a delivery lease lasts (``deliver_held``'s caller takes it with the finished job)."""
+    def hold_ms(self) -> int:
+        """How long a callback held for ``deliver_held`` waits, more than a queued one, before the
+        callbacks watch queues it again (its worker died before settling it)."""
         return self._lease_ms
 
-    def deliver_held(self, subject: str, owner: str, fields: dict[str, str] | None) -> str:
-        """Attempt 1 of a job's callback by the worker that finished the job, which holds the delivery
-        lease as ``owner`` (``JobStore.finish``), built from the finished job's ``fields`` (None: its
-        state is not on the replicas yet, so the delivery path sends it once it is). A receiver that
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
+        """Attempt 1 of a job's callback by the worker that finished the job (``JobStore.finish`` held
+        it for it: no other delivery is made meanwhile), built from the finished job's ``fields``
+        (None: its state is not on the replicas yet, so the delivery path sends it once it is). A receiver that
         does not answer within ``FIRST_DELIVERY_TIMEOUT_S`` gets it from the delivery path, attempt 1
         again with the full timeout; one that answered other than 2xx, from its retries."""
+        owner = ""  # held by no lease
         if fields is None:
             self._deliveries.settle(subject, owner, "later", next_attempt=1, delay_s=NOT_REPLICATED_DELAY_S)
             return "later"

@@ -38,12 +38,12 @@ class FirstDelivery(Protocol):
     (``callbacks.sender.CallbackSender``)."""
 
     @property
-    def lease_ms(self) -> int:
-        """How long the delivery lease taken with the finished job lasts."""
+    def hold_ms(self) -> int:
+        """The time a held callback is left to its first delivery before the callbacks watch counts."""
         ...
 
-    def deliver_held(self, subject: str, owner: str, fields: dict[str, str] | None) -> str:
-        """Attempt 1 of the callback of job ``subject``, whose delivery lease ``owner`` holds."""
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
+        """Attempt 1 of the callback of job ``subject``, held for this worker by ``JobStore.finish``."""
         ...
 
 
@@ -175,9 +175,9 @@ class Executor:
         return "retrying"
 
     def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
-        deliver = None
+        hold_ms = None
         if self._callbacks is not None and run.operation.callback is not None:
-            deliver = (uuid.uuid4().hex, self._callbacks.lease_ms)
+            hold_ms = self._callbacks.hold_ms
         done = self._jobs.finish(
             run.job_id,
             run.owner,
@@ -186,20 +186,20 @@ class Executor:
             error=error,
             callback=run.operation.callback is not None,
             batch_id=run.batch_id,
-            deliver=deliver,
+            hold_ms=hold_ms,
         )
         outcome = "succeeded" if error is None else "failed"
         log.info("job %s: %s%s", run.job_id, outcome, "" if done.finished else " (already finished elsewhere)")
-        if done.held and deliver is not None and self._callbacks is not None:
-            self._deliver(run.job_id, deliver[0], done.fields)
+        if done.held:
+            self._deliver(run.job_id, done.fields)
         return outcome
 
-    def _deliver(self, job_id: str, owner: str, fields: dict[str, str] | None) -> None:
+    def _deliver(self, job_id: str, fields: dict[str, str] | None) -> None:
         """The callback's first delivery; the job is final whatever happens here (the watch on the
         callback queues it again if this fails without settling it)."""
         if self._callbacks is None:
             return
         try:
-            self._callbacks.deliver_held(job_id, owner, fields)
+            self._callbacks.deliver_held(job_id, fields)
         except Exception:
             log.exception("job %s: first callback delivery not settled; the callbacks watch queues it again", job_id)

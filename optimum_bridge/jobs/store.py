@@ -22,7 +22,6 @@ from typing import Literal
 
 import redis
 
-from optimum_bridge.callbacks.deliveries import delivery_lease
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import Deferred, JobNotFound
 from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
@@ -175,17 +174,27 @@ class JobStore:
         claim (the job would run again elsewhere). With ``BRIDGE_REDIS_MIN_REPLICAS``, also when
         the record did not reach the replicas: a failover would forget the call was sent.
         """
-        keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
-        args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
-        guard = (self._keys.lease(job_id), owner) if owner else None
+        keys = [
+            self._keys.job(job_id),
+            self._keys.limiter_log(account),
+            self._keys.limiter_learned(account),
+            self._keys.lease(job_id),
+        ]
+        args: list[str | int] = [
+            f"{job_id}.{dispatch}",
+            quota.window_ms,
+            quota.limit,
+            self._clock.now().isoformat(),
+            owner or "",
+        ]
         try:
-            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args, guard=guard))
+            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
         except NotReplicated as exc:
             log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
             raise Deferred(NOT_REPLICATED_DELAY_S) from exc
-        except NotOwned as exc:  # the claim is not on this Redis: the job is another worker's to run
-            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, exc)
-            raise Deferred(0.0) from exc
+        if attempts < 0:  # the claim is not on this Redis: the job is another worker's to run
+            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, NotOwned(self._keys.lease(job_id)))
+            raise Deferred(0.0)
         if attempts == 0:
             raise Deferred(0.0)
         return attempts
@@ -217,10 +226,10 @@ class JobStore:
         error: ErrorInfo | None,
         callback: bool,
         batch_id: str | None = None,
-        deliver: tuple[str, int] | None = None,
+        hold_ms: int | None = None,
     ) -> Completion:
-        """``complete``; with ``deliver`` (a delivery owner and lease ms), the job's callback is not queued
-        but held for the caller, who makes its first delivery (``Completion.fields``: what to send)."""
+        """``complete``; with ``hold_ms``, the job's callback is not queued but held for the caller, who
+        makes its first delivery within that time (``Completion.fields``: what to send)."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
@@ -232,7 +241,6 @@ class JobStore:
             self._keys.running,
             self._keys.ready,
             self._keys.wake,
-            delivery_lease(self._keys, job_id),
         ]
         args: list[str | int] = [
             owner,
@@ -249,13 +257,13 @@ class JobStore:
             self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
-            *(deliver if deliver and callback else ("", 0)),
+            hold_ms if hold_ms is not None and callback else "",
         ]
         try:
             reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
         except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
             log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
-            return Completion(True, held=bool(deliver and callback))
+            return Completion(True, held=hold_ms is not None and callback)
         if len(reply) > 1:
             raw = reply[1]
             fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}

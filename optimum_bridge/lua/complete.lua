@@ -6,16 +6,16 @@
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
 -- Its worker thread is free again: a dispatcher waiting for one is woken.
--- With a delivery owner (ARGV 16), the job's own callback is not queued: its first delivery is made
--- by the worker that finished the job, right after this script, under the delivery lease taken here
--- (and the watch set past it, so the callback is queued again if that worker dies before settling).
+-- With a hold (ARGV 16), the job's own callback is not queued: its first delivery is made by the
+-- worker that finished the job, right after this script; the callbacks watch waits that much longer
+-- before it queues the callback again (the worker died before settling it). Nothing else delivers
+-- it meanwhile, so no delivery lease is needed.
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
---       8 wake, 9 the callback's delivery lease.
+--       8 wake.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
---       14 callback message template, 15 its body embed, 16 delivery owner ('' to queue the
---       callback), 17 delivery lease ms.
+--       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback).
 -- Returns {1} when finished now ({1, HGETALL of the job} when its callback is this caller's to
 -- deliver), {0} when it already was, {-1} when the job is gone.
 -- Every field it needs is read in one HMGET, and written in one HSET.
@@ -42,8 +42,7 @@ local now = now_ms()
 wake_if_due(KEYS[7], KEYS[8], now)
 local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
 if deliver then
-  redis.call('SET', KEYS[9], ARGV[16], 'PX', tonumber(ARGV[17]))
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[17]) + tonumber(ARGV[8]), ARGV[9])
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
 elseif ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
@@ -58,7 +57,9 @@ if read then
 end
 -- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
 local followers = ARGV[13] .. ARGV[9]
-for _, fid in ipairs(read and redis.call('SMEMBERS', followers) or {}) do
+local members = read and redis.call('SMEMBERS', followers) or {}
+local followers_seen = #members > 0
+for _, fid in ipairs(members) do
   local fkey = ARGV[12] .. fid
   local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
   if f[1] and not is_final(f[1]) and f[2] == ARGV[9] then
@@ -76,7 +77,7 @@ for _, fid in ipairs(read and redis.call('SMEMBERS', followers) or {}) do
     finish_batch_if_done(f[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
   end
 end
-if read then redis.call('DEL', followers) end
+if read and followers_seen then redis.call('DEL', followers) end
 if batch and ARGV[10] ~= '' then
   local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
   if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then

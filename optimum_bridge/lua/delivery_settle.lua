@@ -27,5 +27,5 @@ else
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), ARGV[3])
   redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]) + tonumber(ARGV[7]), ARGV[5])
 end
-release_if_owner(KEYS[2], ARGV[1])
+if ARGV[1] ~= '' then release_if_owner(KEYS[2], ARGV[1]) end  -- '': held by no lease
 return 1

@@ -98,11 +98,11 @@ local function serve(account)
     end
     local key = job_prefix .. best
     redis.call('ZREM', lane, best)
-    local status = redis.call('HGET', key, FIELD.status)
-    if status == 'queued' or status == 'retrying' then
-      local dispatch = redis.call('HINCRBY', key, FIELD.dispatch, 1)
+    local job = redis.call('HMGET', key, FIELD.status, FIELD.dispatch)
+    if job[1] == 'queued' or job[1] == 'retrying' then
+      local dispatch = tonumber(job[2] or '0') + 1
       take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
-      redis.call('HSET', key, FIELD.dispatched_at, now)
+      redis.call('HSET', key, FIELD.dispatch, dispatch, FIELD.dispatched_at, now)
       redis.call('ZADD', KEYS[4], now + handoff, best)
       redis.call('LPUSH', KEYS[7], job_message(template, embed, best, dispatch, account))
       given = given + 1

@@ -124,10 +124,10 @@ class FakeJobs:
         self._release(job_id, owner)
         return True
 
-    def finish(self, job_id: str, owner: str, *, deliver: tuple[str, int] | None = None, **kwargs: Any) -> Completion:
-        """``complete``; with ``deliver``, the callback is held for the caller (``callback_queued`` stays False)."""
+    def finish(self, job_id: str, owner: str, *, hold_ms: int | None = None, **kwargs: Any) -> Completion:
+        """``complete``; with ``hold_ms``, the callback is held for the caller (``callback_queued`` stays False)."""
         finished = self.complete(job_id, owner, **kwargs)
-        if not (finished and deliver and kwargs["callback"]):
+        if not (finished and hold_ms is not None and kwargs["callback"]):
             return Completion(finished)
         self.records[job_id].callback_queued = False
         return Completion(True, held=True, fields={"id": job_id, "status": self.records[job_id].status})

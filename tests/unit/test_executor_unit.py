@@ -150,11 +150,11 @@ def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) 
 class FakeFirstDelivery:
     """``CallbackSender.deliver_held`` recording its calls; ``fail`` makes it raise."""
 
-    lease_ms: int = 30_000
+    hold_ms: int = 30_000
     delivered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
     fail: bool = False
 
-    def deliver_held(self, subject: str, owner: str, fields: dict[str, str] | None) -> str:
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
         self.delivered.append((subject, fields))
         if self.fail:
             raise RuntimeError("receiver exploded")

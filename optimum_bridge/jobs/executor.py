@@ -139,21 +139,31 @@ class Executor:
         response = result.response
         verdict = classify_status(response.status_code)
         log.info("job %s attempt %d: API answered %d (%s)", run.job_id, attempt, response.status_code, verdict)
+        counts = result.counts  # the call's metrics, added by the script that finishes or parks the job
         if verdict == "succeeded":
-            return self._finish(run, response=response, error=None)
+            return self._finish(run, response=response, error=None, counts=counts)
         if verdict == "failed":
             message = f"the API answered {response.status_code}"
             if 300 <= response.status_code < 400:
                 message += "; redirects are not followed (the token stays with the API host)"
-            return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
+            failed = ErrorInfo(kind="http_error", message=message)
+            return self._finish(run, response=response, error=failed, counts=counts)
         kind = "rate_limited" if response.status_code == 429 else "server_error"
         error = RetryableError(kind, f"the API answered {response.status_code}", delay=result.retry_after_s)
-        return self._retry_or_fail(run, attempt, error, response=response)
+        return self._retry_or_fail(run, attempt, error, response=response, counts=counts)
 
-    def _retry_or_fail(self, run: Run, attempt: int, exc: AttemptError, *, response: ApiResponse | None) -> str:
+    def _retry_or_fail(
+        self,
+        run: Run,
+        attempt: int,
+        exc: AttemptError,
+        *,
+        response: ApiResponse | None,
+        counts: tuple[str, ...] = (),
+    ) -> str:
         error = ErrorInfo(kind=exc.kind, message=exc.message)
         if isinstance(exc, FinalError):
-            return self._finish(run, response=response, error=error)
+            return self._finish(run, response=response, error=error, counts=counts)
         delay = self._policy.backoff.delay(max(1, attempt))
         if isinstance(exc, RetryableError) and exc.delay is not None:
             delay = max(delay, exc.delay)
@@ -167,14 +177,23 @@ class Executor:
         )
         if not budget_ok:
             error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
-            return self._finish(run, response=response, error=error)
+            return self._finish(run, response=response, error=error, counts=counts)
         self._jobs.reschedule(
-            run.job_id, run.owner, account=run.account, delay_s=delay, status="retrying", error=error, response=response
+            run.job_id,
+            run.owner,
+            account=run.account,
+            delay_s=delay,
+            status="retrying",
+            error=error,
+            response=response,
+            counts=counts,
         )
         log.info("job %s attempt %d: %s; retry in %.1fs", run.job_id, attempt, exc.kind, delay)
         return "retrying"
 
-    def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
+    def _finish(
+        self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None, counts: tuple[str, ...] = ()
+    ) -> str:
         hold_ms = None
         if self._callbacks is not None and run.operation.callback is not None:
             hold_ms = self._callbacks.hold_ms
@@ -187,6 +206,7 @@ class Executor:
             callback=run.operation.callback is not None,
             batch_id=run.batch_id,
             hold_ms=hold_ms,
+            counts=counts,
         )
         outcome = "succeeded" if error is None else "failed"
         log.info("job %s: %s%s", run.job_id, outcome, "" if done.finished else " (already finished elsewhere)")

@@ -227,9 +227,11 @@ class JobStore:
         callback: bool,
         batch_id: str | None = None,
         hold_ms: int | None = None,
+        counts: tuple[str, ...] = (),
     ) -> Completion:
         """``complete``; with ``hold_ms``, the job's callback is not queued but held for the caller, who
-        makes its first delivery within that time (``Completion.fields``: what to send)."""
+        makes its first delivery within that time (``Completion.fields``: what to send). ``counts``:
+        the metrics of the call that decided it (``Metrics.call_counts``), added in the same step."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
@@ -258,6 +260,7 @@ class JobStore:
             self._keys.followers_prefix,
             *self._followers_template(),
             hold_ms if hold_ms is not None and callback else "",
+            *counts,
         ]
         try:
             reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
@@ -286,8 +289,10 @@ class JobStore:
         status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
+        counts: tuple[str, ...] = (),
     ) -> bool:
-        """Park the job for ``delay_s``, then back in its lane; releases its lease."""
+        """Park the job for ``delay_s``, then back in its lane; releases its lease (``counts``: the
+        metrics of the call that failed, added in the same step)."""
         keys = [
             self._keys.job(job_id),
             self._keys.lease(job_id),
@@ -304,6 +309,7 @@ class JobStore:
             job_id,
             response.model_dump_json() if response else "",
             account,
+            *counts,
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
 

@@ -15,10 +15,12 @@
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
---       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback).
+--       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback),
+--       17... the call's metrics (add_counts), added whatever the job's state.
 -- Returns {1} when finished now ({1, HGETALL of the job} when its callback is this caller's to
 -- deliver), {0} when it already was, {-1} when the job is gone.
 -- Every field it needs is read in one HMGET, and written in one HSET.
+add_counts(17)
 local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
 local status, batch, read, started = f[1], f[2], f[3], f[4]
 if not status then return {-1} end

@@ -16,8 +16,9 @@
 -- waits), 'wait' (the next slot is later), 'busy' (no free thread: a finished job wakes a
 -- dispatcher), 'more' (a limit was reached: call again), 'unknown' (the named account has no quota
 -- stored); next ms is the time until the earliest account in the ready set (the named one, with
--- ARGV[10]) is due, -1 when there is none. An account without a quota leaves the set: a worker that
--- knows it stores its quota and puts it back (scheduler.Dispatcher.publish).
+-- ARGV[10]) is due, -1 when there is none (or, serving the due ones, when 'busy'). An account
+-- without a quota leaves the set: a worker that knows it stores its quota and puts it back
+-- (scheduler.Dispatcher.publish).
 local job_prefix, lane_prefix, delayed_prefix, limiter_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local handoff, template, embed = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local most, most_accounts, named = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -133,7 +134,8 @@ for _, account in ipairs(due) do
   if o == 'more' or (o == 'wait' and outcome == 'idle') then outcome = o end
 end
 if #due >= most_accounts and outcome ~= 'busy' then outcome = 'more' end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+-- 'busy': a finished job wakes a dispatcher, which does not need the earliest due time (-1).
+local first = outcome == 'busy' and {} or redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local out = {outcome, total, due_in(first[2])}
 for _, account in ipairs(unknown) do table.insert(out, account) end
 return out

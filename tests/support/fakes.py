@@ -124,7 +124,9 @@ class FakeJobs:
         self._release(job_id, owner)
         return True
 
-    def finish(self, job_id: str, owner: str, *, hold_ms: int | None = None, **kwargs: Any) -> Completion:
+    def finish(
+        self, job_id: str, owner: str, *, hold_ms: int | None = None, counts: tuple[str, ...] = (), **kwargs: Any
+    ) -> Completion:
         """``complete``; with ``hold_ms``, the callback is held for the caller (``callback_queued`` stays False)."""
         finished = self.complete(job_id, owner, **kwargs)
         if not (finished and hold_ms is not None and kwargs["callback"]):
@@ -142,6 +144,7 @@ class FakeJobs:
         status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
+        counts: tuple[str, ...] = (),
     ) -> bool:
         record = self.records[job_id]
         if record.status in ("succeeded", "failed"):

@@ -24,6 +24,7 @@ from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 from optimum_bridge.upstream.client import Attempt, OptimumClient
+from optimum_bridge.upstream.tokens import Token
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ class Executor:
         if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
             log.error("job %s: account %r is not configured on this worker; left for another", job_id, account)
             return "unknown_account"
+        token = api.cached_token()  # in hand: the claim counts the call as sent too (one step, not two)
         claim = self._jobs.claim(
-            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms
+            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms, send=bool(token)
         )
         if claim.outcome in ("missing", "final", "stale", "late", "leased"):
             log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
@@ -108,14 +110,20 @@ class Executor:
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
         with self._leases.hold(self._jobs.lease_key(job_id), owner):
-            return self._attempt(run, claim.attempts)
+            return self._attempt(run, claim.attempts, sent=claim.sent, token=token)
 
-    def _attempt(self, run: Run, attempts: int) -> str:
+    def _attempt(self, run: Run, attempts: int, *, sent: int | None = None, token: Token | None = None) -> str:
+        """The call; ``sent``: the claim already counted it as sent (attempt number; 0: no room now)."""
         api = self._apis[run.account]
         attempt = attempts  # the attempts made before this one, until this one is recorded as sent
         try:
-            token = api.token()
-            attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
+            if sent is None or token is None:
+                token = api.token()
+                attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
+            elif sent == 0:
+                raise Deferred(0.0)  # the window has no room now: nothing sent, the slot given back
+            else:
+                attempt = sent
             result = api.send(run.operation, token)
         except Deferred as exc:
             status: Literal["queued", "retrying"] = "retrying" if attempt else "queued"

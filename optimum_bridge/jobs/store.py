@@ -63,6 +63,9 @@ class Claim:
     operation: Operation | None = None
     submitted_at: datetime | None = None
     batch_id: str | None = None
+    #: With ``claim(..., send=True)``: the attempt number when counted as sent by the claim, 0 when
+    #: the window has no room now (nothing may leave); None when left to ``mark_sent``.
+    sent: int | None = None
 
 
 class JobStore:
@@ -122,8 +125,16 @@ class JobStore:
         value = self._redis.hget(self._keys.job(job_id), name)
         return text(value) if value is not None else None
 
-    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int) -> Claim:
-        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds."""
+    def claim(
+        self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int, send: bool = False
+    ) -> Claim:
+        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds.
+
+        ``send``: the caller has its token and calls right after, so the claim also does what
+        ``mark_sent`` does (one step instead of two), unless an earlier attempt may be in flight or
+        the record must reach replicas first (``BRIDGE_REDIS_MIN_REPLICAS``: ``mark_sent`` waits).
+        """
+        sent_at = self._clock.now().isoformat() if send and self._replicas.required == 0 else ""
         keys = [
             self._keys.job(job_id),
             self._keys.lease(job_id),
@@ -143,6 +154,7 @@ class JobStore:
             self._keys.lane_prefix,
             job_id,
             account,
+            sent_at,
         ]
         reply = self._claim(keys=keys, args=args)
         kind = text(reply[0])
@@ -158,6 +170,7 @@ class JobStore:
             operation=Operation.model_validate_json(reply[3]),
             submitted_at=datetime.fromisoformat(text(reply[4])),
             batch_id=self._keys.batch_id(batch) if batch else None,
+            sent=int(reply[6]) if int(reply[6]) >= 0 else None,
         )
 
     def lease_key(self, job_id: str) -> str:

@@ -134,6 +134,10 @@ class OptimumClient:
         """The shared token for the next call (fetched under the lock when needed); nothing has left yet."""
         return self._tokens.get()
 
+    def cached_token(self) -> Token | None:
+        """The token this process holds, if it needs no Redis read or refresh (``TokenStore.peek``)."""
+        return self._tokens.peek()
+
     def send(self, operation: Operation, token: Token) -> Attempt:
         """The call, sent at once; on a 401, one new token and one re-send in a slot of its own."""
         answer = self._send(operation, token)

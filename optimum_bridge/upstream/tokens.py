@@ -122,6 +122,11 @@ class TokenStore:
         value = self._cipher.decrypt(text(raw[b"value"]))
         return Token(SecretStr(value), text(raw[b"fp"]), float(raw[b"exp"]))
 
+    def peek(self) -> Token | None:
+        """The token this process read less than ``LOCAL_S`` ago, if any: no Redis, no refresh."""
+        local = self._local
+        return local[0] if local is not None and self._clock.monotonic() < local[1] else None
+
     def get(self) -> Token:
         """A usable token; fetches one (in exactly one process) when needed."""
         local = self._local

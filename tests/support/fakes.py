@@ -73,7 +73,9 @@ class FakeJobs:
         record.dispatched = True
         return record.dispatch
 
-    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int) -> Claim:
+    def claim(
+        self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int, send: bool = False
+    ) -> Claim:
         record = self.records.get(job_id)
         if record is None:
             return Claim("missing")
@@ -85,12 +87,15 @@ class FakeJobs:
             return Claim("leased", lease_ms=self.leases[self.lease_key(job_id)][1])
         self.leases[self.lease_key(job_id)] = (owner, lease_ms)
         record.status, record.dispatched = "running", False
+        inflight, attempts = record.inflight, record.attempts
+        sent = self.mark_sent(job_id) if send and not inflight else None  # claim.lua's sent-at step
         return Claim(
             "ok",
-            inflight=record.inflight,
-            attempts=record.attempts,
+            inflight=inflight,
+            attempts=attempts,
             operation=record.operation,
             submitted_at=record.submitted_at,
+            sent=sent,
         )
 
     def mark_sent(self, job_id: str, dispatch: int = 0, **_: Any) -> int:

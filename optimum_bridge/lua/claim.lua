@@ -48,8 +48,9 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
 end
 redis.call('ZREM', KEYS[3], jid)
 redis.call('ZADD', KEYS[4], now, jid)
+local fields = {}  -- written in one HSET at the end
 if status ~= 'running' then  -- set_status, with the fields read above
-  redis.call('HSET', KEYS[1], FIELD.status, 'running')
+  fields = {FIELD.status, 'running'}
   if batch then
     redis.call('HINCRBY', batch, 'n:' .. status, -1)
     redis.call('HINCRBY', batch, 'n:running', 1)
@@ -72,7 +73,11 @@ if ARGV[9] ~= '' and f[5] ~= '1' then  -- mark_sent.lua's step: the call leaves 
   end
   if own >= now then
     sent = redis.call('HINCRBY', KEYS[1], FIELD.attempts, 1)
-    redis.call('HSET', KEYS[1], FIELD.inflight, '1', FIELD.started_at, ARGV[9])
+    table.insert(fields, FIELD.inflight)
+    table.insert(fields, '1')
+    table.insert(fields, FIELD.started_at)
+    table.insert(fields, ARGV[9])
   end
 end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 return {'ok', f[5] or '0', tonumber(f[6]), f[7], f[8], batch or '', sent}

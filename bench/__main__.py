@@ -1,6 +1,5 @@
-"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle|failover``
-``|onboarding``
-``|all|profile] [--quick]``."""
+"""``python -m bench [quota|priority|overhead|latency|token|scale|accounts|ui|waste|async|schedules|idle``
+``|commands|failover|onboarding|all|profile] [--quick]``."""
 
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ BENCHMARKS = {
     "async": "bench.async_clients",
     "schedules": "bench.schedules",
     "idle": "bench.idle",
+    "commands": "bench.commands",
     "failover": "bench.failover",
     "onboarding": "bench.onboarding",
 }

@@ -23,11 +23,16 @@ Redis, same sandbox for every phase of the run:
    (the worker's wall clock just before it sends the call).
 
 Every account's token is fetched by a warm-up job first, so no phase pays it.
+
+3. **many accounts** (issue 17, ``bench.many_accounts``): 1,000 accounts at 6/m
+   with backlogs on their own stack (200 with ``--quick``). ``BENCH_ACCOUNTS=many``
+   runs this phase only, ``BENCH_ACCOUNTS=few`` phases 1 and 2 only.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import textwrap
 import time
@@ -41,6 +46,7 @@ from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.sandbox.state import max_in_window
 
+from . import many_accounts
 from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .quota import trips
 from .report import achieved_rate, percentile, print_table, workspace, write_result
@@ -253,9 +259,25 @@ def show(rows: list[dict[str, Any]], latency: dict[str, Any], plan: Plan) -> lis
 
 
 def run(*, quick: bool) -> Path:
-    """Full: 60 jobs per account, 200 on A with 10 on B (about 2.5 min). Quick: 20, 60 and 5."""
+    """Full: 60 jobs per account, 200 on A with 10 on B (about 2.5 min), then 1,000 accounts (about
+    5 min). Quick: 20, 60 and 5, then 200 accounts (about 2 min)."""
+    which = os.environ.get("BENCH_ACCOUNTS", "all")
+    record: dict[str, Any] = {"quick": quick}
+    with workspace("accounts") as workdir:
+        if which != "many":
+            record |= few_accounts(quick=quick, workdir=workdir)
+        if which != "few":
+            plan = many_accounts.QUICK if quick else many_accounts.FULL
+            record["many_accounts"] = many_accounts.run_phase(plan, workdir)
+    path = write_result("accounts", record)
+    print(f"\nwrote {path}")
+    return path
+
+
+def few_accounts(*, quick: bool, workdir: Path) -> dict[str, Any]:
+    """Phases 1 and 2: the three accounts of ``QUOTAS``."""
     plan = QUICK if quick else FULL
-    with workspace("accounts") as workdir, ExitStack() as stop:
+    with ExitStack() as stop:
         redis_proc = start_redis(workdir)
         stop.callback(redis_proc.stop)
         sandbox = start_sandbox(workdir, quota=None)
@@ -283,8 +305,7 @@ def run(*, quick: bool) -> Path:
         rows = quota_use(client, sandbox, plan)
         latency = start_latency(client, sandbox, plan)
         tokens = {name: sandbox.stats()["by_client"].get(client_id(name), {}) for name in QUOTAS}
-    record = {
-        "quick": quick,
+    return {
         "plan": plan.__dict__,
         "quotas": QUOTAS,
         "workers": WORKERS,
@@ -298,6 +319,3 @@ def run(*, quick: bool) -> Path:
         "by_client_whole_run": tokens,
         "tables": show(rows, latency, plan),
     }
-    path = write_result("accounts", record)
-    print(f"\nwrote {path}")
-    return path

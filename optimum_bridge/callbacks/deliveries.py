@@ -23,7 +23,7 @@ from optimum_bridge.process.replicas import UNREPLICATED, NotReplicated, Replica
 
 log = logging.getLogger(__name__)
 
-Settlement = Literal["delivered", "retry", "dead", "later"]
+Settlement = Literal["delivered", "retry", "dead", "later", "queue"]
 BATCH = "batch:"
 
 
@@ -93,9 +93,10 @@ class DeliveryStore:
         delay_s: float = 0.0,
         dead_letter: dict[str, object] | None = None,
     ) -> None:
-        """Record the outcome (``later``/``retry``: try again in ``delay_s``) and release the lease."""
+        """Record the outcome (``later``/``retry``: try again in ``delay_s``; ``queue``: at once, on the
+        callbacks queue) and release the lease."""
         member = ""
-        if outcome in ("retry", "later"):
+        if outcome in ("retry", "later", "queue"):
             member = _due_message(self._keys, subject, next_attempt)
         keys = [
             self._hash(subject),

@@ -1,9 +1,15 @@
 """Delivering callbacks: their own retry schedule, dead letters and replay (signed by ``callbacks.signing``).
 
-A callback is delivered by its own task on its own queue, so a slow receiver
-never holds an API slot. The body is the ``CallbackEvent`` of spec §6; the
-``webhook-id`` is stable per job (receivers can de-duplicate) and the
-signature is recomputed at every attempt with a fresh timestamp. After the
+A job's callback is first delivered by the worker that finished the job, right
+after (``deliver_held``; ``lua/complete.lua`` held it back from the queue), with
+a short timeout: no second task, no second claim when the receiver answers at
+once. A receiver that did not answer in time gets it from the delivery path, a
+task of its own on its own queue with the full timeout, so a slow receiver
+never holds an API slot for long; a failed delivery is retried there too.
+
+The body is the ``CallbackEvent`` of spec §6; the ``webhook-id`` is stable per
+job (receivers can de-duplicate) and the signature is recomputed at every
+attempt with a fresh timestamp. After the
 last scheduled retry the callback lands in the dead-letter hash, from which
 ``replay`` queues it again.
 
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 #: A callback held because its job's state is not on the replicas yet is tried again this soon.
 NOT_REPLICATED_DELAY_S = 1.0
+
+#: Longest the first delivery made by the worker that finished the job waits for the receiver (less
+#: when ``BRIDGE_CALLBACK_TIMEOUT_S`` is): a slower receiver gets the callback from the delivery path.
+FIRST_DELIVERY_TIMEOUT_S = 2.0
 
 #: Seconds to wait before each retry of a failed delivery (spec §6).
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
@@ -123,7 +133,30 @@ class CallbackSender:
             self._deliveries.settle(subject, owner, "later", next_attempt=attempt, delay_s=self._retry_delay(attempt))
             raise
 
-    def _attempt(self, subject: str, owner: str, attempt: int, fields: dict[str, str]) -> str:
+    @property
+    def hold_ms(self) -> int:
+        """How long a callback held for ``deliver_held`` waits, more than a queued one, before the
+        callbacks watch queues it again (its worker died before settling it)."""
+        return self._lease_ms
+
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
+        """Attempt 1 of a job's callback by the worker that finished the job (``JobStore.finish`` held
+        it for it: no other delivery is made meanwhile), built from the finished job's ``fields``
+        (None: its state is not on the replicas yet, so the delivery path sends it once it is). A receiver that
+        does not answer within ``FIRST_DELIVERY_TIMEOUT_S`` gets it from the delivery path, attempt 1
+        again with the full timeout; one that answered other than 2xx, from its retries."""
+        owner = ""  # held by no lease
+        if fields is None:
+            self._deliveries.settle(subject, owner, "later", next_attempt=1, delay_s=NOT_REPLICATED_DELAY_S)
+            return "later"
+        try:
+            return self._attempt(subject, owner, 1, fields, first=True)
+        except Exception:
+            log.exception("%s: first callback delivery failed; left to the delivery path", _name(subject))
+            self._deliveries.settle(subject, owner, "queue", next_attempt=1)
+            return "queued"
+
+    def _attempt(self, subject: str, owner: str, attempt: int, fields: dict[str, str], *, first: bool = False) -> str:
         url, body = self.event(subject, fields)
         if url is None:
             self._deliveries.settle(subject, owner, "delivered")
@@ -132,7 +165,11 @@ class CallbackSender:
             target = resolve_pinned(url, allow_private=self._allow_private)
         except CallbackURLRefused as exc:
             return self._dead(subject, owner, url, attempt, str(exc))
-        reason = self._post(message_id(subject), body, target)
+        reason, slow = self._post(message_id(subject), body, target, first=first)
+        if slow:  # no answer in the first delivery's short time: the delivery path, attempt 1 again
+            log.info("%s: callback receiver slow (%s); handed to the delivery path", _name(subject), reason)
+            self._deliveries.settle(subject, owner, "queue", next_attempt=attempt)
+            return "queued"
         if reason is None:
             self._deliveries.settle(subject, owner, "delivered")
             log.info("%s: callback delivered (attempt %d)", _name(subject), attempt)
@@ -164,7 +201,8 @@ class CallbackSender:
         event = CallbackEvent(type=kind, timestamp=isoformat(self._clock.now()), data=status)
         return event.model_dump_json().encode()
 
-    def _post(self, webhook_id: str, body: bytes, target: Target) -> str | None:
+    def _post(self, webhook_id: str, body: bytes, target: Target, *, first: bool = False) -> tuple[str | None, bool]:
+        """Sign and POST: why it failed (None: delivered), and whether a ``first`` delivery timed out."""
         timestamp = int(self._clock.time())
         headers = {
             "content-type": "application/json",
@@ -174,13 +212,19 @@ class CallbackSender:
             "webhook-signature": sign(self._key, webhook_id, timestamp, body),
         }
         request = pinned_request(self._http, target, content=body, headers=headers, pin=not self._proxied)
+        configured = self._http.timeout.read
+        first = first and (configured is None or configured > FIRST_DELIVERY_TIMEOUT_S)  # else a full attempt
+        if first:
+            request.extensions["timeout"] = httpx.Timeout(FIRST_DELIVERY_TIMEOUT_S).as_dict()
         try:
             answer = self._http.send(request, follow_redirects=False)
+        except httpx.TimeoutException as exc:
+            return f"receiver unreachable: {type(exc).__name__}", first
         except httpx.HTTPError as exc:
-            return f"receiver unreachable: {type(exc).__name__}"
+            return f"receiver unreachable: {type(exc).__name__}", False
         if 200 <= answer.status_code < 300:
-            return None
-        return f"receiver answered {answer.status_code}"
+            return None, False
+        return f"receiver answered {answer.status_code}", False
 
     def _dead(self, subject: str, owner: str, url: str, attempts: int, reason: str) -> str:
         record = dead_letter(subject, url, attempts, reason, failed_at=isoformat(self._clock.now()))

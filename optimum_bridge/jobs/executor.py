@@ -2,8 +2,9 @@
 
 claim the dispatched job (lease; stale messages, finished jobs and slots that
 went by are refused) -> call the API at once (the slot was given by the
-scheduler) -> classify the answer -> complete the job (and queue its
-callback) or park it for a retry with backoff. Everything is plain Python
+scheduler) -> classify the answer -> complete the job and make its callback's
+first delivery (``FirstDelivery``; without one, the callback is queued) or
+park it for a retry with backoff. Everything is plain Python
 over injected stores, so it is tested without Celery.
 """
 
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
@@ -23,6 +24,7 @@ from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 from optimum_bridge.upstream.client import Attempt, OptimumClient
+from optimum_bridge.upstream.tokens import Token
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,20 @@ UNKNOWN_OUTCOME = (
     "a previous attempt may have reached the API and the operation is not idempotent "
     "(no idempotency_key): not sent again"
 )
+
+
+class FirstDelivery(Protocol):
+    """Delivers a finished job's callback at once, in the worker that finished it
+    (``callbacks.sender.CallbackSender``)."""
+
+    @property
+    def hold_ms(self) -> int:
+        """The time a held callback is left to its first delivery before the callbacks watch counts."""
+        ...
+
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
+        """Attempt 1 of the callback of job ``subject``, held for this worker by ``JobStore.finish``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,8 +80,10 @@ class Executor:
         policy: Policy,
         leases: LeaseKeeper,
         *,
+        callbacks: FirstDelivery | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._callbacks = callbacks
         self._jobs = jobs
         self._apis = apis
         self._policy = policy
@@ -79,8 +97,9 @@ class Executor:
         if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
             log.error("job %s: account %r is not configured on this worker; left for another", job_id, account)
             return "unknown_account"
+        token = api.cached_token()  # in hand: the claim counts the call as sent too (one step, not two)
         claim = self._jobs.claim(
-            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms
+            job_id, dispatch, owner, quota=api.quota, account=account, lease_ms=self._leases.ttl_ms, send=bool(token)
         )
         if claim.outcome in ("missing", "final", "stale", "late", "leased"):
             log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
@@ -91,14 +110,20 @@ class Executor:
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
         with self._leases.hold(self._jobs.lease_key(job_id), owner):
-            return self._attempt(run, claim.attempts)
+            return self._attempt(run, claim.attempts, sent=claim.sent, token=token)
 
-    def _attempt(self, run: Run, attempts: int) -> str:
+    def _attempt(self, run: Run, attempts: int, *, sent: int | None = None, token: Token | None = None) -> str:
+        """The call; ``sent``: the claim already counted it as sent (attempt number; 0: no room now)."""
         api = self._apis[run.account]
         attempt = attempts  # the attempts made before this one, until this one is recorded as sent
         try:
-            token = api.token()
-            attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
+            if sent is None or token is None:
+                token = api.token()
+                attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
+            elif sent == 0:
+                raise Deferred(0.0)  # the window has no room now: nothing sent, the slot given back
+            else:
+                attempt = sent
             result = api.send(run.operation, token)
         except Deferred as exc:
             status: Literal["queued", "retrying"] = "retrying" if attempt else "queued"
@@ -122,21 +147,31 @@ class Executor:
         response = result.response
         verdict = classify_status(response.status_code)
         log.info("job %s attempt %d: API answered %d (%s)", run.job_id, attempt, response.status_code, verdict)
+        counts = result.counts  # the call's metrics, added by the script that finishes or parks the job
         if verdict == "succeeded":
-            return self._finish(run, response=response, error=None)
+            return self._finish(run, response=response, error=None, counts=counts)
         if verdict == "failed":
             message = f"the API answered {response.status_code}"
             if 300 <= response.status_code < 400:
                 message += "; redirects are not followed (the token stays with the API host)"
-            return self._finish(run, response=response, error=ErrorInfo(kind="http_error", message=message))
+            failed = ErrorInfo(kind="http_error", message=message)
+            return self._finish(run, response=response, error=failed, counts=counts)
         kind = "rate_limited" if response.status_code == 429 else "server_error"
         error = RetryableError(kind, f"the API answered {response.status_code}", delay=result.retry_after_s)
-        return self._retry_or_fail(run, attempt, error, response=response)
+        return self._retry_or_fail(run, attempt, error, response=response, counts=counts)
 
-    def _retry_or_fail(self, run: Run, attempt: int, exc: AttemptError, *, response: ApiResponse | None) -> str:
+    def _retry_or_fail(
+        self,
+        run: Run,
+        attempt: int,
+        exc: AttemptError,
+        *,
+        response: ApiResponse | None,
+        counts: tuple[str, ...] = (),
+    ) -> str:
         error = ErrorInfo(kind=exc.kind, message=exc.message)
         if isinstance(exc, FinalError):
-            return self._finish(run, response=response, error=error)
+            return self._finish(run, response=response, error=error, counts=counts)
         delay = self._policy.backoff.delay(max(1, attempt))
         if isinstance(exc, RetryableError) and exc.delay is not None:
             delay = max(delay, exc.delay)
@@ -150,15 +185,27 @@ class Executor:
         )
         if not budget_ok:
             error = ErrorInfo(kind=exc.kind, message=f"{exc.message} (gave up after {attempt} attempts)")
-            return self._finish(run, response=response, error=error)
+            return self._finish(run, response=response, error=error, counts=counts)
         self._jobs.reschedule(
-            run.job_id, run.owner, account=run.account, delay_s=delay, status="retrying", error=error, response=response
+            run.job_id,
+            run.owner,
+            account=run.account,
+            delay_s=delay,
+            status="retrying",
+            error=error,
+            response=response,
+            counts=counts,
         )
         log.info("job %s attempt %d: %s; retry in %.1fs", run.job_id, attempt, exc.kind, delay)
         return "retrying"
 
-    def _finish(self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None) -> str:
-        done = self._jobs.complete(
+    def _finish(
+        self, run: Run, *, response: ApiResponse | None, error: ErrorInfo | None, counts: tuple[str, ...] = ()
+    ) -> str:
+        hold_ms = None
+        if self._callbacks is not None and run.operation.callback is not None:
+            hold_ms = self._callbacks.hold_ms
+        done = self._jobs.finish(
             run.job_id,
             run.owner,
             succeeded=error is None,
@@ -166,7 +213,21 @@ class Executor:
             error=error,
             callback=run.operation.callback is not None,
             batch_id=run.batch_id,
+            hold_ms=hold_ms,
+            counts=counts,
         )
         outcome = "succeeded" if error is None else "failed"
-        log.info("job %s: %s%s", run.job_id, outcome, "" if done else " (already finished elsewhere)")
+        log.info("job %s: %s%s", run.job_id, outcome, "" if done.finished else " (already finished elsewhere)")
+        if done.held:
+            self._deliver(run.job_id, done.fields)
         return outcome
+
+    def _deliver(self, job_id: str, fields: dict[str, str] | None) -> None:
+        """The callback's first delivery; the job is final whatever happens here (the watch on the
+        callback queues it again if this fails without settling it)."""
+        if self._callbacks is None:
+            return
+        try:
+            self._callbacks.deliver_held(job_id, fields)
+        except Exception:
+            log.exception("job %s: first callback delivery not settled; the callbacks watch queues it again", job_id)

@@ -42,6 +42,17 @@ ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 
 
 @dataclass(frozen=True)
+class Completion:
+    """The result of ``finish``: whether the job finished now, and whether its callback is held for
+    the caller to deliver (``fields``: the finished job, to build it from; None when the finished
+    state has not reached the replicas yet: the delivery path makes it once it has)."""
+
+    finished: bool
+    held: bool = False
+    fields: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Claim:
     """The result of ``claim``: go ahead (``ok``), or why not."""
 
@@ -52,6 +63,9 @@ class Claim:
     operation: Operation | None = None
     submitted_at: datetime | None = None
     batch_id: str | None = None
+    #: With ``claim(..., send=True)``: the attempt number when counted as sent by the claim, 0 when
+    #: the window has no room now (nothing may leave); None when left to ``mark_sent``.
+    sent: int | None = None
 
 
 class JobStore:
@@ -111,8 +125,16 @@ class JobStore:
         value = self._redis.hget(self._keys.job(job_id), name)
         return text(value) if value is not None else None
 
-    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int) -> Claim:
-        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds."""
+    def claim(
+        self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int, send: bool = False
+    ) -> Claim:
+        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds.
+
+        ``send``: the caller has its token and calls right after, so the claim also does what
+        ``mark_sent`` does (one step instead of two), unless an earlier attempt may be in flight or
+        the record must reach replicas first (``BRIDGE_REDIS_MIN_REPLICAS``: ``mark_sent`` waits).
+        """
+        sent_at = self._clock.now().isoformat() if send and self._replicas.required == 0 else ""
         keys = [
             self._keys.job(job_id),
             self._keys.lease(job_id),
@@ -132,6 +154,7 @@ class JobStore:
             self._keys.lane_prefix,
             job_id,
             account,
+            sent_at,
         ]
         reply = self._claim(keys=keys, args=args)
         kind = text(reply[0])
@@ -147,6 +170,7 @@ class JobStore:
             operation=Operation.model_validate_json(reply[3]),
             submitted_at=datetime.fromisoformat(text(reply[4])),
             batch_id=self._keys.batch_id(batch) if batch else None,
+            sent=int(reply[6]) if int(reply[6]) >= 0 else None,
         )
 
     def lease_key(self, job_id: str) -> str:
@@ -163,17 +187,27 @@ class JobStore:
         claim (the job would run again elsewhere). With ``BRIDGE_REDIS_MIN_REPLICAS``, also when
         the record did not reach the replicas: a failover would forget the call was sent.
         """
-        keys = [self._keys.job(job_id), self._keys.limiter_log(account), self._keys.limiter_learned(account)]
-        args: list[str | int] = [f"{job_id}.{dispatch}", quota.window_ms, quota.limit, self._clock.now().isoformat()]
-        guard = (self._keys.lease(job_id), owner) if owner else None
+        keys = [
+            self._keys.job(job_id),
+            self._keys.limiter_log(account),
+            self._keys.limiter_learned(account),
+            self._keys.lease(job_id),
+        ]
+        args: list[str | int] = [
+            f"{job_id}.{dispatch}",
+            quota.window_ms,
+            quota.limit,
+            self._clock.now().isoformat(),
+            owner or "",
+        ]
         try:
-            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args, guard=guard))
+            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
         except NotReplicated as exc:
             log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
             raise Deferred(NOT_REPLICATED_DELAY_S) from exc
-        except NotOwned as exc:  # the claim is not on this Redis: the job is another worker's to run
-            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, exc)
-            raise Deferred(0.0) from exc
+        if attempts < 0:  # the claim is not on this Redis: the job is another worker's to run
+            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, NotOwned(self._keys.lease(job_id)))
+            raise Deferred(0.0)
         if attempts == 0:
             raise Deferred(0.0)
         return attempts
@@ -190,6 +224,27 @@ class JobStore:
         batch_id: str | None = None,
     ) -> bool:
         """Finish the job (once) and queue its callback (and its batch's); False if already finished."""
+        outcome = self.finish(
+            job_id, owner, succeeded=succeeded, response=response, error=error, callback=callback, batch_id=batch_id
+        )
+        return outcome.finished
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        succeeded: bool,
+        response: ApiResponse | None,
+        error: ErrorInfo | None,
+        callback: bool,
+        batch_id: str | None = None,
+        hold_ms: int | None = None,
+        counts: tuple[str, ...] = (),
+    ) -> Completion:
+        """``complete``; with ``hold_ms``, the job's callback is not queued but held for the caller, who
+        makes its first delivery within that time (``Completion.fields``: what to send). ``counts``:
+        the metrics of the call that decided it (``Metrics.call_counts``), added in the same step."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
@@ -217,12 +272,19 @@ class JobStore:
             self._keys.job_prefix,
             self._keys.followers_prefix,
             *self._followers_template(),
+            hold_ms if hold_ms is not None and callback else "",
+            *counts,
         ]
         try:
-            return int(self._replicas.run(self._redis, self._complete, keys=keys, args=args)) == 1
+            reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
         except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
             log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
-            return True
+            return Completion(True, held=hold_ms is not None and callback)
+        if len(reply) > 1:
+            raw = reply[1]
+            fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
+            return Completion(True, held=True, fields=fields)
+        return Completion(int(reply[0]) == 1)
 
     def _followers_template(self) -> tuple[str, str]:
         """The callback message template for the jobs that joined a call (Celery is imported here only)."""
@@ -240,8 +302,10 @@ class JobStore:
         status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
+        counts: tuple[str, ...] = (),
     ) -> bool:
-        """Park the job for ``delay_s``, then back in its lane; releases its lease."""
+        """Park the job for ``delay_s``, then back in its lane; releases its lease (``counts``: the
+        metrics of the call that failed, added in the same step)."""
         keys = [
             self._keys.job(job_id),
             self._keys.lease(job_id),
@@ -258,6 +322,7 @@ class JobStore:
             job_id,
             response.model_dump_json() if response else "",
             account,
+            *counts,
         ]
         return int(self._reschedule(keys=keys, args=args)) == 1
 

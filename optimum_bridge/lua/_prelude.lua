@@ -21,6 +21,20 @@ local function has_callback(op_json)
   return ok and type(op) == 'table' and type(op.callback) == 'table'
 end
 
+-- Add the counters given from ARGV[first] on, as quadruples (key, field, amount, ttl): an amount
+-- with a decimal point is a float; a ttl ('' for none) is set on the key when the field is new. The
+-- metrics of an API call, written by the script that follows the call (process.metrics.Metrics).
+local function add_counts(first)
+  for i = first, #ARGV - 3, 4 do
+    local key, field, amount, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    if string.find(amount, '.', 1, true) then
+      redis.call('HINCRBYFLOAT', key, field, amount)
+    elseif redis.call('HINCRBY', key, field, amount) == tonumber(amount) and ttl ~= '' then
+      redis.call('EXPIRE', key, tonumber(ttl))
+    end
+  end
+end
+
 -- Make `key` live at least `ttl` more seconds (EXPIRE's GT option needs Redis 7; the demo may run 6.2).
 local function extend(key, ttl)
   local left = redis.call('TTL', key)

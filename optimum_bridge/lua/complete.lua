@@ -6,18 +6,25 @@
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
 -- Its worker thread is free again: a dispatcher waiting for one is woken.
+-- With a hold (ARGV 16), the job's own callback is not queued: its first delivery is made by the
+-- worker that finished the job, right after this script; the callbacks watch waits that much longer
+-- before it queues the callback again (the worker died before settling it). Nothing else delivers
+-- it meanwhile, so no delivery lease is needed.
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
 --       8 wake.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
---       14 callback message template, 15 its body embed.
--- Returns 1 when finished now, 0 when it already was, -1 when the job is gone.
+--       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback),
+--       17... the call's metrics (add_counts), added whatever the job's state.
+-- Returns {1} when finished now ({1, HGETALL of the job} when its callback is this caller's to
+-- deliver), {0} when it already was, {-1} when the job is gone.
 -- Every field it needs is read in one HMGET, and written in one HSET.
+add_counts(17)
 local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
 local status, batch, read, started = f[1], f[2], f[3], f[4]
-if not status then return -1 end
-if is_final(status) then return 0 end
+if not status then return {-1} end
+if is_final(status) then return {0} end
 if batch then  -- set_status, with the fields read above
   redis.call('HINCRBY', batch, 'n:' .. status, -1)
   redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
@@ -35,7 +42,10 @@ redis.call('ZREM', KEYS[6], ARGV[9])
 redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
 local now = now_ms()
 wake_if_due(KEYS[7], KEYS[8], now)
-if ARGV[7] ~= '' then
+local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
+if deliver then
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
+elseif ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[3], ARGV[7])
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
 end
@@ -49,7 +59,9 @@ if read then
 end
 -- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
 local followers = ARGV[13] .. ARGV[9]
-for _, fid in ipairs(read and redis.call('SMEMBERS', followers) or {}) do
+local members = read and redis.call('SMEMBERS', followers) or {}
+local followers_seen = #members > 0
+for _, fid in ipairs(members) do
   local fkey = ARGV[12] .. fid
   local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
   if f[1] and not is_final(f[1]) and f[2] == ARGV[9] then
@@ -67,7 +79,7 @@ for _, fid in ipairs(read and redis.call('SMEMBERS', followers) or {}) do
     finish_batch_if_done(f[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
   end
 end
-if read then redis.call('DEL', followers) end
+if read and followers_seen then redis.call('DEL', followers) end
 if batch and ARGV[10] ~= '' then
   local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
   if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then
@@ -76,4 +88,5 @@ if batch and ARGV[10] ~= '' then
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
   end
 end
-return 1
+if deliver then return {1, redis.call('HGETALL', KEYS[1])} end
+return {1}

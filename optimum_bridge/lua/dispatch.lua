@@ -16,8 +16,9 @@
 -- waits), 'wait' (the next slot is later), 'busy' (no free thread: a finished job wakes a
 -- dispatcher), 'more' (a limit was reached: call again), 'unknown' (the named account has no quota
 -- stored); next ms is the time until the earliest account in the ready set (the named one, with
--- ARGV[10]) is due, -1 when there is none. An account without a quota leaves the set: a worker that
--- knows it stores its quota and puts it back (scheduler.Dispatcher.publish).
+-- ARGV[10]) is due, -1 when there is none (or, serving the due ones, when 'busy'). An account
+-- without a quota leaves the set: a worker that knows it stores its quota and puts it back
+-- (scheduler.Dispatcher.publish).
 local job_prefix, lane_prefix, delayed_prefix, limiter_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local handoff, template, embed = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local most, most_accounts, named = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -98,11 +99,11 @@ local function serve(account)
     end
     local key = job_prefix .. best
     redis.call('ZREM', lane, best)
-    local status = redis.call('HGET', key, FIELD.status)
-    if status == 'queued' or status == 'retrying' then
-      local dispatch = redis.call('HINCRBY', key, FIELD.dispatch, 1)
+    local job = redis.call('HMGET', key, FIELD.status, FIELD.dispatch)
+    if job[1] == 'queued' or job[1] == 'retrying' then
+      local dispatch = tonumber(job[2] or '0') + 1
       take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
-      redis.call('HSET', key, FIELD.dispatched_at, now)
+      redis.call('HSET', key, FIELD.dispatch, dispatch, FIELD.dispatched_at, now)
       redis.call('ZADD', KEYS[4], now + handoff, best)
       redis.call('LPUSH', KEYS[7], job_message(template, embed, best, dispatch, account))
       given = given + 1
@@ -133,7 +134,8 @@ for _, account in ipairs(due) do
   if o == 'more' or (o == 'wait' and outcome == 'idle') then outcome = o end
 end
 if #due >= most_accounts and outcome ~= 'busy' then outcome = 'more' end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+-- 'busy': a finished job wakes a dispatcher, which does not need the earliest due time (-1).
+local first = outcome == 'busy' and {} or redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local out = {outcome, total, due_in(first[2])}
 for _, account in ipairs(unknown) do table.insert(out, account) end
 return out

@@ -3,8 +3,10 @@
 -- released, and with it a worker thread, which a dispatcher waiting for one hears of.
 -- KEYS: 1 job hash, 2 job lease, 3 delayed set, 4 running, 5 ready, 6 wake.
 -- ARGV: 1 owner, 2 new status, 3 error JSON ('' to keep), 4 delay ms, 5 job id,
---       6 response JSON ('' to keep), 7 account.
+--       6 response JSON ('' to keep), 7 account, 8... the call's metrics (add_counts), added whatever
+--       the job's state.
 -- Returns 1 when parked, 0 when the job is already final, -1 when it is gone.
+add_counts(8)
 local status = redis.call('HGET', KEYS[1], FIELD.status)
 if not status then return -1 end
 if is_final(status) then return 0 end

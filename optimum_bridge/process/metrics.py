@@ -2,7 +2,10 @@
 
 Recording never breaks the main path: a failed write is logged and dropped.
 An account's calls are also counted per minute (``keys.calls_per_minute``,
-one hash per hour, kept two hours) for the chart of ``/ui``.
+one hash per hour, kept two hours) for the chart of ``/ui``. The counts of an
+API call that got an answer (``call_counts``) are written by the script that
+finishes or parks its job (``add_counts`` in ``lua/_prelude.lua``), in the
+same round trip (issue 17).
 """
 
 from __future__ import annotations
@@ -48,21 +51,36 @@ class Metrics:
         except redis.RedisError:
             log.warning("could not record metric %s", name, exc_info=True)
 
+    def call_counts(self, status: int | str, seconds: float) -> tuple[str, ...]:
+        """What one API call adds: (key, field, amount, ttl) quadruples, flat, as ``add_counts`` in
+        ``lua/_prelude.lua`` takes them (a float amount has a decimal point; ttl '' for none)."""
+        bucket = next((str(bound) for bound in LATENCY_BUCKETS if seconds <= bound), "inf")
+        counts = [(self._key, name, "1", "") for name in self._names(f"calls:{status}")]
+        counts.append((self._key, f"latency_bucket:{bucket}", "1", ""))  # one bucket; /metrics accumulates
+        counts.append((self._key, "latency_count", "1", ""))
+        counts.append((self._key, "latency_sum", f"{seconds:.6f}", ""))
+        if self.account is not None:
+            minute = int(self._clock.now().timestamp()) // 60
+            per_minute = self._keys.calls_per_minute(self.account, minute // 60)
+            counts.append((per_minute, str(minute), "1", str(CALLS_PER_MINUTE_TTL_S)))
+        return tuple(value for quadruple in counts for value in quadruple)
+
     def observe_call(self, status: int | str, seconds: float) -> None:
         """Count one API call by status (and the account's) and add its latency to the histogram."""
-        bucket = next((str(bound) for bound in LATENCY_BUCKETS if seconds <= bound), "inf")
+        self.add(self.call_counts(status, seconds))
+
+    def add(self, counts: tuple[str, ...]) -> None:
+        """Write ``call_counts`` now, in one round trip (when no script that follows the call does)."""
         try:
             with self._redis.pipeline(transaction=False) as pipe:
-                for key in self._names(f"calls:{status}"):
-                    pipe.hincrby(self._key, key, 1)
-                pipe.hincrby(self._key, f"latency_bucket:{bucket}", 1)  # one bucket; /metrics accumulates
-                pipe.hincrby(self._key, "latency_count", 1)
-                pipe.hincrbyfloat(self._key, "latency_sum", seconds)
-                if self.account is not None:
-                    minute = int(self._clock.now().timestamp()) // 60
-                    per_minute = self._keys.calls_per_minute(self.account, minute // 60)
-                    pipe.hincrby(per_minute, str(minute), 1)
-                    pipe.expire(per_minute, CALLS_PER_MINUTE_TTL_S)
+                for i in range(0, len(counts) - 3, 4):
+                    key, field, amount, ttl = counts[i : i + 4]
+                    if "." in amount:
+                        pipe.hincrbyfloat(key, field, float(amount))
+                    else:
+                        pipe.hincrby(key, field, int(amount))
+                    if ttl:
+                        pipe.expire(key, int(ttl))
                 pipe.execute()
         except redis.RedisError:
             log.warning("could not record call metrics", exc_info=True)

@@ -206,7 +206,9 @@ class Runtime:
             budget_s=self.settings.max_retry_duration_s,
             backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
         )
-        return Executor(self.jobs, apis, policy, self.leases)
+        # Callbacks are first delivered by the worker that finished the job (none without a secret: queued).
+        callbacks = self.callbacks if self.settings.callback_secret is not None else None
+        return Executor(self.jobs, apis, policy, self.leases, callbacks=callbacks)
 
     @lazy
     def leases(self) -> LeaseKeeper:

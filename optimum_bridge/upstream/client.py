@@ -92,6 +92,8 @@ class Attempt:
     response: ApiResponse
     #: The answer's ``Retry-After``, never longer than the account's longest pause (None: it gave none).
     retry_after_s: float | None = None
+    #: The call's metrics (``Metrics.call_counts``), for the script that finishes or parks the job to add.
+    counts: tuple[str, ...] = ()
 
 
 class OptimumClient:
@@ -132,10 +134,15 @@ class OptimumClient:
         """The shared token for the next call (fetched under the lock when needed); nothing has left yet."""
         return self._tokens.get()
 
+    def cached_token(self) -> Token | None:
+        """The token this process holds, if it needs no Redis read or refresh (``TokenStore.peek``)."""
+        return self._tokens.peek()
+
     def send(self, operation: Operation, token: Token) -> Attempt:
         """The call, sent at once; on a 401, one new token and one re-send in a slot of its own."""
         answer = self._send(operation, token)
         if answer.response.status_code == 401:
+            self._metrics.add(answer.counts)
             self._tokens.invalidate(token)
             token = self._tokens.get()
             if not self._limiter.wait_for_slot(max_wait_s=self._max_wait_s):
@@ -169,8 +176,8 @@ class OptimumClient:
             raise
         finally:
             answer.close()
-        self._metrics.observe_call(answer.status_code, self._clock.monotonic() - started)
-        return Attempt(parse_answer(answer.status_code, answer.headers, content), wait)
+        counts = self._metrics.call_counts(answer.status_code, self._clock.monotonic() - started)
+        return Attempt(parse_answer(answer.status_code, answer.headers, content), wait, counts)
 
     def _failed(self, exc: httpx.HTTPError, started: float) -> NetworkError:
         """The error of a request that may have reached the API and got no (whole) answer."""

@@ -7,6 +7,11 @@ calls ``invalidate(token)``, which deletes the stored token only if it is still
 the one that failed (compare-and-delete on a fingerprint), so a newer token
 another worker already stored survives. The token is a ``SecretStr`` and only
 its fingerprint is ever logged.
+
+A process keeps the token it read for ``LOCAL_S`` (never into the refresh
+margin), so a call costs no Redis read (issue 17); a token another process
+dropped after a 401 is at worst met once more by this one, whose own 401 then
+drops it here too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from optimum_bridge.lua import scripts
 from optimum_bridge.schemas import TokenResponse
 
 log = logging.getLogger(__name__)
+
+#: How long a process reuses the token it read from Redis without reading it again.
+LOCAL_S = 5.0
 
 
 def fingerprint(value: str) -> str:
@@ -102,6 +110,7 @@ class TokenStore:
         self._margin = refresh_margin_s
         self._lock_ttl_ms = int(lock_ttl_s * 1000)
         self._poll_s = poll_s
+        self._local: tuple[Token, float] | None = None  # the token read last, and until when (monotonic)
         self._delete_if = scripts.register(client, "token_delete_if")
         self._release_if = scripts.register(client, "release")
 
@@ -113,8 +122,22 @@ class TokenStore:
         value = self._cipher.decrypt(text(raw[b"value"]))
         return Token(SecretStr(value), text(raw[b"fp"]), float(raw[b"exp"]))
 
+    def peek(self) -> Token | None:
+        """The token this process read less than ``LOCAL_S`` ago, if any: no Redis, no refresh."""
+        local = self._local
+        return local[0] if local is not None and self._clock.monotonic() < local[1] else None
+
     def get(self) -> Token:
         """A usable token; fetches one (in exactly one process) when needed."""
+        local = self._local
+        if local is not None and self._clock.monotonic() < local[1]:
+            return local[0]
+        token = self._get()
+        usable_s = min(LOCAL_S, token.expires_at - self._margin - self._clock.time())
+        self._local = (token, self._clock.monotonic() + usable_s) if usable_s > 0 else None
+        return token
+
+    def _get(self) -> Token:
         deadline = self._clock.monotonic() + self._lock_ttl_ms / 1000 * 2
         while True:
             token = self.cached()
@@ -132,6 +155,9 @@ class TokenStore:
 
     def invalidate(self, token: Token) -> bool:
         """Forget ``token`` if it is still the stored one; True when deleted."""
+        local = self._local
+        if local is not None and local[0].fingerprint == token.fingerprint:
+            self._local = None
         deleted = bool(self._delete_if(keys=[self._token_key], args=[token.fingerprint]))
         outcome = "dropped" if deleted else "already replaced"
         log.info("account %s: token %s rejected by the API; %s", self.account, token.fingerprint, outcome)

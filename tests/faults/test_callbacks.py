@@ -88,7 +88,9 @@ def test_a_lost_callback_message_is_queued_again(redis_server, prefix, sandbox, 
     sb = sandbox(quota=None)
     env = bridge_env(redis_server.url, prefix, sb, BRIDGE_REDELIVERY_TIMEOUT_S="5")
     settings = settings_from(env)
-    rt = runtime(settings)
+    # In-process, without the secret: the executor queues the callback instead of delivering it at
+    # once (as one does whose first delivery went to a slow receiver).
+    rt = runtime(settings.model_copy(update={"callback_secret": None}))
     client = BridgeClient(settings, client=rt.redis)
     job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
     rt.dispatcher.run("default")  # in-process: the job is given a slot, then run
@@ -103,3 +105,36 @@ def test_a_lost_callback_message_is_queued_again(redis_server, prefix, sandbox, 
     # The worker logs the delivery just after settling it.
     wait_until(lambda: "callback delivered" in worker.log(), what="the worker to log the delivery")
     assert receiver.attempts == 1
+
+
+def test_the_first_delivery_is_made_by_the_worker_that_finished_the_job(
+    redis_server, prefix, sandbox, workers, receiver, runtime
+):
+    """Issue 17: no callback task when the receiver answers at once; one that fails goes to the delivery
+    path, whose retries deliver it, signed the same way."""
+    sb = sandbox(quota=None)
+    env = bridge_env(redis_server.url, prefix, sb, BRIDGE_CALLBACK_SCHEDULE_S="0.2,0.4")
+    settings = settings_from(env)
+    rt = runtime(settings)
+    keys = Keys(prefix)
+    client = BridgeClient(settings, client=rt.redis)
+    op = {"method": "GET", "path": "/Vehicles", "coalesce": False, "callback": {"url": receiver.url}}
+    first, second = client.submit(op), client.submit(op)
+    rt.dispatcher.run("default")  # in-process: given a slot, then run here
+    assert rt.executor.run(first, 1) == "succeeded"
+    assert len(receiver.received) == 1  # delivered before the task returned ...
+    assert rt.redis.llen(keys.queue(CALLBACKS_QUEUE)) == 0  # ... with no callback message queued
+    assert rt.redis.hget(keys.job(first), "cb") == b"delivered" and rt.redis.zcard(keys.callbacks_watch) == 0
+
+    receiver.statuses = [500]  # the second one's first delivery fails: its retry is the delivery path's
+    wait_until(lambda: rt.dispatcher.run("default").given == 1, what="the second job's slot")
+    assert rt.executor.run(second, 1) == "succeeded"
+    assert receiver.attempts == 2 and len(receiver.received) == 1
+    assert rt.redis.zcard(keys.due) == 1  # attempt 2, scheduled
+    workers(env, concurrency=2)
+    wait_until(lambda: len(receiver.received) == 2, timeout=20, what="the retried callback")
+    for got, job_id in zip(receiver.received, (first, second), strict=True):
+        payload = Webhook(CALLBACK_SECRET).verify(got.body, got.headers)
+        assert payload["data"]["id"] == job_id and got.headers["webhook-id"] == f"msg_{job_id}"
+    wait_until(lambda: rt.redis.hget(keys.job(second), "cb") == b"delivered", what="the delivery recorded")
+    assert receiver.attempts == 3

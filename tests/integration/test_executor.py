@@ -180,3 +180,22 @@ def test_the_fake_store_answers_as_the_lua_scripts_do(bridge):
     )
     assert real == EXPECTED
     assert faked == real
+
+
+def test_a_claim_with_the_token_in_hand_counts_the_call_unless_the_window_is_full(bridge):
+    """Issue 17: claim.lua does mark_sent.lua's step when the worker holds its token (one call, not two)."""
+    rt, client, _ = bridge()
+    keys = Keys(client.settings.key_prefix)
+    first, second = client.submit_many([GET, {"method": "GET", "path": "/Persons"}])
+    claim = rt.jobs.claim(first, give_slot(rt, first), "w1", quota=QUOTA, account="default", lease_ms=5000, send=True)
+    assert (claim.outcome, claim.sent, claim.attempts) == ("ok", 1, 0)
+    assert rt.redis.hmget(keys.job(first), "attempts", "inflight") == [b"1", b"1"]
+
+    given = give_slot(rt, second)
+    seconds, micros = rt.redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    rt.redis.zadd(keys.limiter_log(), {f"other{i}": now_ms for i in range(QUOTA.limit)})  # no room left
+    claim = rt.jobs.claim(second, given, "w2", quota=QUOTA, account="default", lease_ms=5000, send=True)
+    assert (claim.outcome, claim.sent) == ("ok", 0)  # nothing may leave now: the worker gives the slot back
+    assert rt.redis.hget(keys.job(second), "attempts") in (None, b"0")
+    assert rt.redis.zscore(keys.limiter_log(), f"{second}.{given}") is None

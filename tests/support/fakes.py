@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from optimum_bridge.jobs.store import Claim
+from optimum_bridge.jobs.store import Claim, Completion
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -73,7 +73,9 @@ class FakeJobs:
         record.dispatched = True
         return record.dispatch
 
-    def claim(self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int) -> Claim:
+    def claim(
+        self, job_id: str, dispatch: int, owner: str, *, quota: Any, account: str, lease_ms: int, send: bool = False
+    ) -> Claim:
         record = self.records.get(job_id)
         if record is None:
             return Claim("missing")
@@ -85,12 +87,15 @@ class FakeJobs:
             return Claim("leased", lease_ms=self.leases[self.lease_key(job_id)][1])
         self.leases[self.lease_key(job_id)] = (owner, lease_ms)
         record.status, record.dispatched = "running", False
+        inflight, attempts = record.inflight, record.attempts
+        sent = self.mark_sent(job_id) if send and not inflight else None  # claim.lua's sent-at step
         return Claim(
             "ok",
-            inflight=record.inflight,
-            attempts=record.attempts,
+            inflight=inflight,
+            attempts=attempts,
             operation=record.operation,
             submitted_at=record.submitted_at,
+            sent=sent,
         )
 
     def mark_sent(self, job_id: str, dispatch: int = 0, **_: Any) -> int:
@@ -124,6 +129,16 @@ class FakeJobs:
         self._release(job_id, owner)
         return True
 
+    def finish(
+        self, job_id: str, owner: str, *, hold_ms: int | None = None, counts: tuple[str, ...] = (), **kwargs: Any
+    ) -> Completion:
+        """``complete``; with ``hold_ms``, the callback is held for the caller (``callback_queued`` stays False)."""
+        finished = self.complete(job_id, owner, **kwargs)
+        if not (finished and hold_ms is not None and kwargs["callback"]):
+            return Completion(finished)
+        self.records[job_id].callback_queued = False
+        return Completion(True, held=True, fields={"id": job_id, "status": self.records[job_id].status})
+
     def reschedule(
         self,
         job_id: str,
@@ -134,6 +149,7 @@ class FakeJobs:
         status: Literal["queued", "retrying"],
         error: ErrorInfo | None = None,
         response: ApiResponse | None = None,
+        counts: tuple[str, ...] = (),
     ) -> bool:
         record = self.records[job_id]
         if record.status in ("succeeded", "failed"):

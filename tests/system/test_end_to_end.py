@@ -84,17 +84,23 @@ def test_the_plain_celery_command_runs_operations_and_callbacks(redis_server, pr
 @pytest.mark.processes
 def test_dash_q_still_narrows_a_worker_to_one_queue(redis_server, prefix, sandbox, receiver, tmp_path):
     sb = sandbox(quota=None)
-    env = bridge_env(redis_server.url, prefix, sb)
+    env = bridge_env(redis_server.url, prefix, sb, BRIDGE_CALLBACK_SCHEDULE_S="0.2")
     operations = plain_celery(env, tmp_path / "ops.log", "-Q", "bridge.operations", "-P", "threads")
     callbacks = None
     try:
         client = BridgeClient(settings_from(env))
+        receiver.statuses = [500]  # the first delivery, made by the operations worker, fails: its retry is a task
         job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
         assert client.wait(job_id, timeout=60).status == "succeeded"
         banner = (tmp_path / "ops.log").read_text()
         assert ".> bridge.operations" in banner and "bridge.callbacks" not in banner
         redis = redis_server.client()
-        assert redis.llen(Keys(prefix).queue(CALLBACKS_QUEUE)) == 1  # nobody consumes callbacks yet
+        wait_until(
+            lambda: redis.llen(Keys(prefix).queue(CALLBACKS_QUEUE)) == 1,
+            timeout=30,
+            what="the retry on the callbacks queue, which nobody consumes yet",
+        )
+        assert receiver.attempts == 1
         callbacks = plain_celery(env, tmp_path / "cbs.log", "-Q", "bridge.callbacks", "-P", "threads")
         wait_until(lambda: receiver.received, timeout=30, what="the callback once a callbacks worker runs")
         assert "bridge.operations" not in (tmp_path / "cbs.log").read_text()

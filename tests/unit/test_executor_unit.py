@@ -58,6 +58,10 @@ class FakeApi:
     longest_pause_s: float = 3600.0  # what OptimumApi obeys of a Retry-After at most
     leases_during_call: list[set[str]] = field(default_factory=list)
     leases: FakeLeases | None = None
+    cached: bool = False  # the process holds a token: the claim counts the call as sent
+
+    def cached_token(self) -> object:
+        return "token" if self.cached else None
 
     def token(self) -> object:
         self.leases_during_call.append(set(self.leases.held) if self.leases else set())
@@ -144,6 +148,43 @@ def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) 
     assert b.api.leases_during_call == [{b.jobs.lease_key(job_id)}]  # the lease is renewed during the call
     assert b.leases.held == set() and b.jobs.leases == {}  # and given back after it
     assert b.jobs.due == []
+
+
+def test_with_its_token_in_hand_the_worker_claims_and_counts_the_call_in_one_step(b: Bench) -> None:
+    b.api.cached = True
+    job_id = b.jobs.add(POST)
+    assert b.run(job_id) == "succeeded"
+    record = b.jobs.records[job_id]
+    assert (record.status, record.attempts, record.inflight) == ("succeeded", 1, False)
+    assert b.api.leases_during_call == []  # no token asked for: the one in hand was used
+    assert len(b.api.sent) == 1
+
+
+@dataclass
+class FakeFirstDelivery:
+    """``CallbackSender.deliver_held`` recording its calls; ``fail`` makes it raise."""
+
+    hold_ms: int = 30_000
+    delivered: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
+    fail: bool = False
+
+    def deliver_held(self, subject: str, fields: dict[str, str] | None) -> str:
+        self.delivered.append((subject, fields))
+        if self.fail:
+            raise RuntimeError("receiver exploded")
+        return "delivered"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_worker_that_finishes_a_job_delivers_its_callback_itself(fail: bool) -> None:
+    """Issue 17: no callback task when the receiver answers at once; a failing delivery never fails the job."""
+    b = bench()
+    first = FakeFirstDelivery(fail=fail)
+    b.executor = Executor(b.jobs, {"default": b.api}, Policy(5, 86400.0, BACKOFF), b.leases, callbacks=first)
+    job_id, plain = b.jobs.add(POST), b.jobs.add(GET)
+    assert (b.run(job_id), b.run(plain)) == ("succeeded", "succeeded")
+    assert first.delivered == [(job_id, {"id": job_id, "status": "succeeded"})]  # not for the job without a URL
+    assert not b.jobs.records[job_id].callback_queued  # held for the worker, not queued
 
 
 def test_no_callback_queued_without_a_callback_url(b: Bench) -> None:

@@ -25,12 +25,18 @@ Redis, same sandbox for every phase of the run:
 Every account's token is fetched by a warm-up job first, so no phase pays it.
 
 3. **many accounts** (issue 17, ``bench.many_accounts``): 1,000 accounts at 6/m
-   with backlogs on their own stack (200 with ``--quick``). ``BENCH_ACCOUNTS=many``
-   runs this phase only, ``BENCH_ACCOUNTS=few`` phases 1 and 2 only.
+   with backlogs on their own stack (200 with ``--quick``).
+4. **onboarding** (issue 18, ``bench.onboarding``): ``POST /v1/accounts`` -> that
+   account's first call with 1,000 accounts present, Redis bytes per idle account
+   and ``/ui`` at 10,000 (200 / 2,000 with ``--quick``), on their own stack; its own
+   result file too.
+
+``BENCH_ACCOUNTS=few|many|onboarding`` runs only phases 1 and 2, 3, or 4.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -46,7 +52,7 @@ from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.sandbox.state import max_in_window
 
-from . import many_accounts
+from . import many_accounts, onboarding
 from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
 from .quota import trips
 from .report import achieved_rate, percentile, print_table, workspace, write_result
@@ -260,15 +266,22 @@ def show(rows: list[dict[str, Any]], latency: dict[str, Any], plan: Plan) -> lis
 
 def run(*, quick: bool) -> Path:
     """Full: 60 jobs per account, 200 on A with 10 on B (about 2.5 min), then 1,000 accounts (about
-    5 min). Quick: 20, 60 and 5, then 200 accounts (about 2 min)."""
+    5 min), then onboarding (about 1 min). Quick: 20, 60 and 5, then 200 accounts (about 2 min),
+    then onboarding among 200."""
     which = os.environ.get("BENCH_ACCOUNTS", "all")
+    if which not in ("all", "few", "many", "onboarding"):
+        raise SystemExit(f"BENCH_ACCOUNTS: {which!r} is none of all, few, many, onboarding")
     record: dict[str, Any] = {"quick": quick}
     with workspace("accounts") as workdir:
-        if which != "many":
+        if which in ("all", "few"):
             record |= few_accounts(quick=quick, workdir=workdir)
-        if which != "few":
+        if which in ("all", "many"):
             plan = many_accounts.QUICK if quick else many_accounts.FULL
             record["many_accounts"] = many_accounts.run_phase(plan, workdir)
+    if which in ("all", "onboarding"):
+        written = onboarding.run(quick=quick)
+        figures = json.loads(written.read_text())
+        record["onboarding"] = {"result": written.name} | {k: v for k, v in figures.items() if k != "table"}
     path = write_result("accounts", record)
     print(f"\nwrote {path}")
     return path

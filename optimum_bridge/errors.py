@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pydantic_core import PydanticCustomError
+
+#: The error type of ``blame``.
+BLAME = "blamed_field"
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -98,10 +103,19 @@ def field_problems(
     found = []
     for error in errors:
         location = tuple(error.get("loc", ()))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error.get("type") == BLAME:  # a check across fields that names the one it blames
+            location, message = (*location, error["ctx"]["field"]), error["ctx"]["problem"]
         dotted = (name(location) if name else ".".join(str(part) for part in location)) if location else ""
         field = f"{prefix}.{dotted}" if prefix and dotted else prefix or dotted or whole
-        found.append((field, str(error["msg"]).removeprefix("Value error, ")))
+        found.append((field, message))
     return found
+
+
+def blame(field: str, problem: str) -> PydanticCustomError:
+    """What a check across fields raises to name the field at fault: ``field_problems`` puts it in the
+    location, so the one-line error reads ``api_url: ...`` and not a sentence without a field."""
+    return PydanticCustomError(BLAME, "{field}: {problem}", {"field": field, "problem": problem})
 
 
 def one_line(problem: tuple[str, str]) -> str:

@@ -128,11 +128,17 @@ class AccountRegistry:
         except SecretsKeyError as exc:
             if strict:
                 raise
-            mark = (stored.name, stored.fields.get("fp", ""))
-            if mark not in self._unreadable:
-                self._unreadable.add(mark)
-                log.error("accounts: %s; not served", exc)
+            self._unreadable_once(stored, str(exc))
             return None
+        except (KeyError, ValueError) as exc:  # a record not written by this version: one account left out
+            self._unreadable_once(stored, f"account {stored.name!r}: its record in Redis does not load ({exc!r})")
+            return None
+
+    def _unreadable_once(self, stored: Stored, problem: str) -> None:
+        mark = (stored.name, stored.fields.get("fp", ""))
+        if mark not in self._unreadable:
+            self._unreadable.add(mark)
+            log.error("accounts: %s; not served", problem)
 
     def get(self, name: str) -> Account | None:
         """The account named ``name`` now (None: none), looking at once for one this view lacks."""

@@ -239,11 +239,23 @@ class AccountStore:
         if patch.rate_limit is not None:
             fields["rate_limit"] = str(patch.rate_limit)
         if "openapi_url" in patch.model_fields_set:
+            if patch.openapi_url:
+                self._check_where(name, openapi_url=patch.openapi_url)
             fields["openapi_url"] = patch.openapi_url or ""
         drop = patch.client_secret is not None or patch.client_id is not None
         if self._write(name, "update", fields, drop_token=drop) == "missing":
             raise AccountNotFound(name)
         return self.view(name)
+
+    def _check_where(self, name: str, **changes: str) -> None:
+        """The account's place with ``changes`` checked by the rules it was created with (a ``ValidationError``
+        naming the field: an ``http://`` document only for a sandbox account, say)."""
+        stored = self.stored(name)
+        if stored is None:
+            raise AccountNotFound(name)
+        f = stored.fields
+        where = {field: f.get(field) or None for field in ("environment", "api_url", "token_url")}
+        AccountFields.model_validate({"client_id": f["client_id"], **where, **changes})
 
     def _write(self, name: str, mode: str, fields: dict[str, str], *, drop_token: bool) -> str:
         k = self._keys

@@ -91,6 +91,8 @@ def _named(call: Any, name: str) -> Any:
         raise BridgeError(f"no account {name!r}") from None
     except AccountConflict as exc:
         raise BridgeError(str(exc)) from None
+    except ValidationError as exc:  # a change checked with the account's other fields
+        raise UsageError(first_problem(exc)) from None
 
 
 def line(view: AccountView) -> str:

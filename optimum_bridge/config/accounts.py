@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 
 from optimum_bridge.config.environments import ENDPOINTS, sandbox_endpoints
-from optimum_bridge.errors import ConfigError, first_problem
+from optimum_bridge.errors import ConfigError, blame, first_problem
 from optimum_bridge.quota.rate import RateLimit, RateLimitField
 from optimum_bridge.schemas import ACCOUNT_NAME
 
@@ -47,13 +47,15 @@ class AccountFields(BaseModel):
     @model_validator(mode="after")
     def _where(self) -> AccountFields:
         if (self.api_url is None) != (self.token_url is None):
-            raise ValueError("api_url and token_url go together")
+            missing, given = ("token_url", "api_url") if self.token_url is None else ("api_url", "token_url")
+            raise blame(missing, f"required with {given}")
         if self.environment is None and self.api_url is None:
-            raise ValueError("needs environment, or api_url and token_url")
-        if self.environment != "sandbox" and any(
-            url.startswith("http://") for url in (self.api_url, self.token_url) if url
-        ):
-            raise ValueError('http:// URLs only with environment = "sandbox" (the secret would travel in clear)')
+            raise blame("environment", "required, or api_url and token_url")
+        if self.environment != "sandbox":
+            # The OpenAPI document is fetched with the account's token when it is on the API's host.
+            for name in ("api_url", "token_url", "openapi_url"):
+                if (getattr(self, name) or "").startswith("http://"):
+                    raise blame(name, 'http:// only with environment = "sandbox" (credentials would travel in clear)')
         return self
 
     def endpoints(self, sandbox_url: str) -> tuple[str, str]:

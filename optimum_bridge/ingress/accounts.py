@@ -124,6 +124,8 @@ def change_account(name: str, payload: JsonBody, request: Request, bridge: Bridg
         raise invalid("body: nothing to change (client_secret, client_id, rate_limit, openapi_url)")
     try:
         return _json(store.update(name, patch))
+    except ValidationError as exc:  # the change checked with the account's other fields
+        raise invalid(first_problem(exc)) from None
     except AccountConflict as exc:
         raise ProblemError(409, str(exc)) from None
     except AccountNotFound:

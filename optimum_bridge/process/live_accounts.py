@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from optimum_bridge.errors import TokenError
 from optimum_bridge.schemas import TokenResponse
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
@@ -38,7 +39,9 @@ class CurrentIdentity:
         registry = self._parts.runtime.registry
         registry.refresh(force=True)
         current = registry.get(self._account.name)
-        if current is not None and current != self._account:
+        if current is None:  # removed: a call under way finishes with the token it has, and gets no other
+            raise TokenError("account_removed", f"account {self._account.name!r} was removed: no new token")
+        if current != self._account:
             self._identity, self._account = self._parts.identity(current), current
         return self._identity.fetch()
 

@@ -12,6 +12,8 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pydantic import SecretStr
+
 from optimum_bridge.accounts.cipher import seen_secrets
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.settings import Settings
@@ -27,7 +29,11 @@ def secret_values(settings: Settings) -> list[str]:
     """Every configured secret value, longest first (for substring scrubbing)."""
     accounts = [account.client_secret for account in settings.accounts.by_name.values()]
     values = [settings.client_secret, settings.callback_secret, settings.sentry_dsn, *settings.api_keys]
-    values += [*settings.admin_keys, *accounts]
+    values += [*settings.admin_keys, *accounts, settings.redis_sentinel_password]
+    # The encryption keys, and each key of a comma-separated list alone.
+    for keys in (settings.secrets_key, settings.token_encryption_key):
+        if keys is not None:
+            values += [keys, *(SecretStr(part.strip()) for part in keys.get_secret_value().split(","))]
     proxies = [url for url in (settings.proxy_url, settings.callback_proxy_url) if url is not None]
     plain = [v.get_secret_value() for v in values if v is not None and len(v.get_secret_value()) >= 4]
     for proxy in proxies:  # the URL, and its password alone (it may appear decoded)

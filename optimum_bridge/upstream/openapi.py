@@ -179,8 +179,9 @@ def _cause(exc: BaseException, *, body: bool = False) -> str:
 
 
 def fetch_document(http: httpx.Client, url: str, *, api_url: str, tokens: TokenStore | None) -> dict[str, Any]:
-    """GET the document; the account's token goes to the API's own host only (a 401 there gets one)."""
-    same_host = urlsplit(url).netloc.lower() == urlsplit(api_url).netloc.lower()
+    """GET the document; the account's token goes to the API's own scheme and host only (a 401 there gets one)."""
+    document_at, api_at = urlsplit(url), urlsplit(api_url)
+    same_host = (document_at.scheme, document_at.netloc.lower()) == (api_at.scheme, api_at.netloc.lower())
     token = tokens.cached() if tokens is not None and same_host else None
     answer = http.get(url, headers={"Authorization": f"Bearer {token.value.get_secret_value()}"} if token else {})
     if answer.status_code == 401 and tokens is not None and same_host:

@@ -120,19 +120,34 @@ def test_only_admin_keys_change_accounts_and_file_accounts_are_read_only(make_ht
     [
         (
             {"environment": None, "api_url": "http://api.example.com", "token_url": "http://id.example.com/t"},
-            'http:// URLs only with environment = "sandbox"',
+            'api_url: http:// only with environment = "sandbox"',
         ),
         ({"rate_limit": "lots"}, "rate_limit: expected N/s, N/m or N/h with N >= 1, got 'lots'"),
         ({"name": "no spaces"}, "name: "),
         ({"client_secret": ""}, "client_secret: expected 1 to 4096 characters"),
-        ({"api_url": "https://api.example.com"}, "api_url and token_url go together"),
+        ({"api_url": "https://api.example.com"}, "token_url: required with api_url"),
+        ({"environment": None}, "environment: required, or api_url and token_url"),
+        ({"environment": "production", "openapi_url": "http://api.example.com/s.json"}, "openapi_url: http:// only"),
         ({"secret": "x"}, "secret: "),
     ],
 )
 def test_a_bad_account_is_a_one_line_422_naming_the_field(make_http: Any, fields: dict[str, Any], detail: str) -> None:
     http, _ = make_http(BRIDGE_SECRETS_KEY=KEY)
     refused = problem_of(http.post("/v1/accounts", json={**new(), **fields}, headers=ADMIN), 422)
-    assert detail in refused["detail"], refused
+    assert refused["detail"].startswith(detail), refused
+    assert detail.startswith(refused["errors"][0]["field"] + ": "), "the error names the field"
+
+
+def test_a_changed_document_url_follows_the_rules_of_the_account(make_http: Any) -> None:
+    """The token goes with the document's fetch on the API's host: plain http only for a sandbox account."""
+    http, _ = make_http(BRIDGE_SECRETS_KEY=KEY)
+    assert http.post("/v1/accounts", json=new("prod", environment="production"), headers=ADMIN).status_code == 201
+    change = {"openapi_url": "http://api.optimum-automotive.com/swagger.json"}
+    refused = problem_of(http.patch("/v1/accounts/prod", json=change, headers=ADMIN), 422)
+    assert refused["detail"].startswith('openapi_url: http:// only with environment = "sandbox"'), refused
+    assert http.get("/v1/accounts/prod", headers=ADMIN).json()["openapi_url"] is None, "nothing was changed"
+    assert http.post("/v1/accounts", json=new("play"), headers=ADMIN).status_code == 201
+    assert http.patch("/v1/accounts/play", json=change, headers=ADMIN).status_code == 200, "a sandbox account may"
     assert SECRET not in str(refused)
 
 

@@ -137,3 +137,33 @@ def test_a_version_gone_back_makes_the_registry_read_everything_again(rt: Any) -
     rt.redis.set(keys.accounts_version, 1)
     assert registry.refresh(force=True)
     assert registry.get("lost") is None and registry.get("kept") is not None
+
+
+def test_a_record_that_does_not_load_leaves_out_that_account_only(rt: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A malformed record (written by hand, or by another version) does not stop the view from following."""
+    store, keys = rt.account_store, rt.keys
+    registry = AccountRegistry(store)
+    registry.load()
+    store.create(new("broken"))
+    rt.redis.hdel(keys.account("broken"), "rate_limit")
+    store.create(new("fine"))
+    assert registry.refresh(force=True)
+    assert registry.get("fine") is not None and registry.get("broken") is None
+    assert "account 'broken': its record in Redis does not load" in caplog.text
+    store.create(new("later"))
+    assert registry.refresh(force=True) and registry.get("later") is not None, "later changes still apply"
+
+
+def test_a_removed_account_gets_no_new_token(rt: Any) -> None:
+    """A call under way when its account was removed finishes with the token it holds, and fetches no other."""
+    from optimum_bridge.errors import TokenError
+    from optimum_bridge.process.live_accounts import CurrentIdentity
+
+    store = rt.account_store
+    store.create(new("gone"))
+    rt.registry.refresh(force=True)
+    parts = rt.accounts["gone"]
+    identity = CurrentIdentity(parts, parts.identity(parts.account))
+    store.remove("gone")
+    with pytest.raises(TokenError, match="'gone' was removed"):
+        identity.fetch()

@@ -112,7 +112,7 @@ def test_an_unknown_account_is_refused_at_submission(redis_server, prefix, sandb
         (
             '[accounts.acme]\nclient_id = "a"\nclient_secret_env = "S"\n',
             {"S": "x"},
-            "BRIDGE_ACCOUNTS_FILE: accounts.acme: needs environment, or api_url and token_url",
+            "BRIDGE_ACCOUNTS_FILE: accounts.acme.environment: required, or api_url and token_url",
         ),
         (
             '[accounts.acme]\nclient_id = "a"\nclient_secret_env = "S"\nenvironment = "preprod"\nrate_limit = "lots"\n',

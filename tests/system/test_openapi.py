@@ -248,7 +248,10 @@ def test_the_token_goes_to_the_api_host_only():
     with httpx.Client(transport=httpx.MockTransport(handler)) as http:
         fetch_document(http, "https://api.test/swagger/v1/swagger.json", api_url="https://api.test", tokens=Tokens())
         fetch_document(http, "https://docs.test/swagger.json", api_url="https://api.test", tokens=Tokens())
-    assert seen == [("api.test", None), ("api.test", "Bearer tok"), ("docs.test", None)]
+        # The API's host in plain http is not the API: the token would travel in clear.
+        with pytest.raises(httpx.HTTPStatusError):
+            fetch_document(http, "http://api.test/swagger.json", api_url="https://api.test", tokens=Tokens())
+    assert seen == [("api.test", None), ("api.test", "Bearer tok"), ("docs.test", None), ("api.test", None)]
 
 
 def test_openapi_url_per_account_from_the_accounts_file(redis_server, prefix, sandbox, tmp_path):

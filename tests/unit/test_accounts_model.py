@@ -12,7 +12,8 @@ from pydantic import SecretStr, ValidationError
 from optimum_bridge.accounts.cipher import SecretsCipher, SecretsKeyError, fingerprint
 from optimum_bridge.accounts.model import AccountPatch, NewAccount
 from optimum_bridge.errors import ConfigError, first_problem
-from optimum_bridge.settings import load_settings
+from optimum_bridge.process.observability import secret_values
+from optimum_bridge.settings import Settings, load_settings
 
 SECRET = "unit-s3cret-value"
 
@@ -52,8 +53,8 @@ def test_the_fingerprint_is_the_first_8_hex_digits_of_sha256() -> None:
     ("fields", "expected"),
     [
         ({"environment": "preprod", "api_url": "http://a.example", "token_url": "http://t.example/t"},
-         'http:// URLs only with environment = "sandbox" (the secret would travel in clear)'),
-        ({"environment": None}, "needs environment, or api_url and token_url"),
+         'api_url: http:// only with environment = "sandbox" (credentials would travel in clear)'),
+        ({"environment": None}, "environment: required, or api_url and token_url"),
         ({"rate_limit": "0/m"}, "rate_limit: expected N/s, N/m or N/h with N >= 1, got '0/m'"),
         ({"client_secret_env": "X"}, "client_secret_env: Extra inputs are not permitted"),
     ],
@@ -73,3 +74,13 @@ def test_a_sandbox_account_may_call_plain_http_and_hides_its_secret() -> None:
     assert SECRET not in repr(account) and SECRET not in str(account)
     assert AccountPatch.model_validate({}).is_empty()
     assert not AccountPatch.model_validate({"rate_limit": "2/s"}).is_empty()
+
+
+def test_the_encryption_keys_are_scrubbed_whole_and_each_alone() -> None:
+    """Sentry events and logs never show ``BRIDGE_SECRETS_KEY`` or ``BRIDGE_TOKEN_ENCRYPTION_KEY``, nor one
+    key of a rotation list."""
+    first, second, token_key = (Fernet.generate_key().decode() for _ in range(3))
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, BRIDGE_SECRETS_KEY=f"{first}, {second}", BRIDGE_TOKEN_ENCRYPTION_KEY=token_key
+    )
+    assert {first, second, token_key} <= set(secret_values(settings))

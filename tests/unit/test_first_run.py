@@ -122,10 +122,12 @@ def test_an_account_with_plain_http_urls_must_be_a_sandbox_one(workdir: Path) ->
     table = '[accounts.acme]\nclient_id = "c"\nclient_secret_env = "ACME_SECRET"\n'
     urls = 'api_url = "http://sandbox:8090"\ntoken_url = "http://sandbox:8090/connect/token"\n'
     accounts.write_text(table + 'environment = "production"\n' + urls)
-    with pytest.raises(ConfigError, match=r"^BRIDGE_ACCOUNTS_FILE: accounts\.acme: http:// URLs only with environment"):
+    with pytest.raises(
+        ConfigError, match=r"^BRIDGE_ACCOUNTS_FILE: accounts\.acme\.api_url: http:// only with environment"
+    ):
         load_settings(BRIDGE_ACCOUNTS_FILE=str(accounts), environ={"ACME_SECRET": "s"})
     accounts.write_text(table + urls)  # no environment at all: not a sandbox either
-    with pytest.raises(ConfigError, match="http:// URLs only"):
+    with pytest.raises(ConfigError, match="api_url: http:// only"):
         load_settings(BRIDGE_ACCOUNTS_FILE=str(accounts), environ={"ACME_SECRET": "s"})
     accounts.write_text(table + 'environment = "sandbox"\n')
     sandbox = load_settings(

@@ -31,7 +31,8 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
-from optimum_bridge.process.live_accounts import CurrentIdentity, LiveAccounts, LiveApis
+from optimum_bridge.process.checked_identity import CheckedCurrentIdentity
+from optimum_bridge.process.live_accounts import LiveAccounts, LiveApis
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
 from optimum_bridge.process.replicas import Replicas
@@ -276,9 +277,9 @@ class AccountRuntime:
     @lazy
     def tokens(self) -> TokenStore:
         rt = self.runtime
-        identity: IdentityClient | CurrentIdentity = self.identity(self.account)
+        identity: IdentityClient | CheckedCurrentIdentity = self.identity(self.account)
         if self.account.name not in rt.settings.accounts:  # created at runtime: its secret may rotate
-            identity = CurrentIdentity(self, self.identity(self.account))
+            identity = CheckedCurrentIdentity(self, self.identity(self.account))
         cipher = TokenCipher(rt.settings.token_encryption_key)
         return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
 

@@ -330,6 +330,11 @@ class Keys:
         """Sorted set: removed account -> when (ms); a day long, their late jobs are cancelled."""
         return f"{self.prefix}accounts:removed"
 
+    @property
+    def accounts_removed_claim(self) -> str:
+        """String: set (``PX``) by the worker that sweeps the removed accounts this round; the others skip it."""
+        return f"{self.prefix}accounts:removed:claim"
+
     def queue(self, name: str) -> str:
         """The Redis list behind a Celery queue (kombu adds the same prefix)."""
         return f"{self.prefix}{name}"

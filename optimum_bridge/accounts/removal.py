@@ -6,19 +6,21 @@ its lane, delayed set or hand-off, makes no call, and its callback
 whose call is under way is left to finish. The store's removal runs it once;
 the workers' upkeep runs it again for a day over the removed accounts
 (``keys.accounts_removed``), for a retry parked by a call that was under way or
-a submission that raced the removal.
+a submission that raced the removal. Each round is one script (``lua/removed_sweep.lua``,
+on the Redis clock) claimed by one worker of the pool, so an idle worker pays one
+command per round whatever the number of removals; a name leaves the set after a
+round that finds nothing of it once ``quiet_s`` (the longest a job of it may still
+come back) has passed since its removal.
 """
 
 from __future__ import annotations
 
-import time
-
 import redis
 
-from optimum_bridge.accounts.store import members
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.jobs.steps import JobSteps
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
+from optimum_bridge.lua import scripts
 from optimum_bridge.schemas import ErrorInfo
 from optimum_bridge.steps import SyncDriver
 
@@ -28,16 +30,30 @@ PER_STEP = 500
 MAX_STEPS = 200
 #: How long after its removal an account's lanes are still swept by the workers.
 SWEEP_FOR_S = 86400
+#: How long one worker holds a round of the sweep: under the upkeep's 5 s, so each round is done once.
+ROUND_S = 4.0
 
 
 class Removal:
     """Cancels the waiting jobs of removed accounts."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, result_ttl_s: int, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        result_ttl_s: int,
+        quiet_s: float = SWEEP_FOR_S,
+        round_s: float = ROUND_S,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._run = SyncDriver(client)
         self._steps = JobSteps(keys, result_ttl_s, result_ttl_s, clock)
+        self._quiet_ms = int(quiet_s * 1000)
+        self._round_ms = max(1, int(round_s * 1000))
+        self._sweep = scripts.register(client, "removed_sweep")
 
     def waiting(self, account: str) -> list[str]:
         """Up to ``PER_STEP`` jobs of ``account`` that wait: in a lane, parked, or handed to a worker."""
@@ -74,9 +90,32 @@ class Removal:
     def sweep(self) -> int:
         """Cancel what still waits on an account removed in the last day (workers' upkeep); how many.
 
-        One command when no account was removed in the last day."""
-        since_ms = (time.time() - SWEEP_FOR_S) * 1000
-        removed = members(self._redis.zrangebyscore(self._keys.accounts_removed, f"({since_ms}", "+inf"))
-        if removed:
-            self._redis.zremrangebyscore(self._keys.accounts_removed, "-inf", since_ms)
-        return sum(self.cancel_waiting(name) for name in removed)
+        One command for this worker when no account is left to sweep or another worker has this round."""
+        total, claim = 0, True
+        for _ in range(MAX_STEPS):
+            ids = self.round(claim=claim)
+            claim = False
+            if not ids:
+                break
+            outcomes = self._run(self._steps.cancel(ids, error=REMOVED))
+            cancelled = sum(1 for outcome in outcomes if outcome == "cancelled")
+            total += cancelled
+            if cancelled == 0:  # only calls under way are left: they finish
+                break
+        return total
+
+    def round(self, *, claim: bool = True) -> list[str]:
+        """One step of a sweep: up to ``PER_STEP`` waiting jobs of removed accounts (``claim``: take the round)."""
+        k = self._keys
+        args = [
+            k.job_prefix,
+            k.lane_prefix,
+            k.delayed(""),
+            "1" if claim else "0",
+            self._round_ms,
+            SWEEP_FOR_S * 1000,
+            self._quiet_ms,
+            PER_STEP,
+        ]
+        keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.running]
+        return [text(raw) for raw in self._sweep(keys=keys, args=args)]

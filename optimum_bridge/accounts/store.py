@@ -257,11 +257,12 @@ class AccountStore:
         where = {field: f.get(field) or None for field in ("environment", "api_url", "token_url")}
         AccountFields.model_validate({"client_id": f["client_id"], **where, **changes})
 
-    def _write(self, name: str, mode: str, fields: dict[str, str], *, drop_token: bool) -> str:
+    def _write(self, name: str, mode: str, fields: dict[str, str], *, drop_token: bool, if_secret: str = "") -> str:
+        """Run ``account_put.lua``; ``if_secret``: write only if the record still holds that encrypted secret."""
         k = self._keys
         keys = [k.account(name), k.accounts, k.accounts_version, k.accounts_changes, k.accounts_removed, k.token(name)]
         pairs = [v for item in fields.items() for v in item]
-        return text(self._put(keys=keys, args=[name, mode, "1" if drop_token else "0", *pairs]))
+        return text(self._put(keys=keys, args=[name, mode, "1" if drop_token else "0", if_secret, *pairs]))
 
     def remove(self, name: str) -> None:
         """Remove an account: no slot is given for it from now on (``AccountNotFound``, ``AccountConflict``).
@@ -294,10 +295,19 @@ class AccountStore:
         """Encrypt every stored secret again with the first key of ``BRIDGE_SECRETS_KEY``; how many."""
         done = 0
         for name, stored in self.stored_many(self.names()).items():
-            if stored is None:
-                continue
-            rotated = self.cipher.rotate(stored.fields["secret"], account=name)
-            # Same secret, same client: the token stays (workers reread it and find nothing changed).
-            if self._write(name, "update", {"secret": rotated}, drop_token=False) != "missing":
+            if stored is not None and self.rekey_one(name, stored):
                 done += 1
         return done
+
+    def rekey_one(self, name: str, stored: Stored) -> bool:
+        """Encrypt ``stored``'s secret again, unless the account changed since it was read; whether it was.
+
+        The write is a compare-and-set on the encrypted secret read: a rotation in between is newer
+        (already encrypted with the first key) and is kept, never overwritten by the old secret."""
+        old = stored.fields["secret"]
+        rotated = self.cipher.rotate(old, account=name)
+        # Same secret, same client: the token stays (workers reread it and find nothing changed).
+        return self._write(name, "update", {"secret": rotated}, drop_token=False, if_secret=old) not in {
+            "missing",
+            "changed",
+        }

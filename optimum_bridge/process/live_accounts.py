@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from optimum_bridge.accounts.cipher import fingerprint
 from optimum_bridge.errors import TokenError
 from optimum_bridge.schemas import TokenResponse
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
 
 if TYPE_CHECKING:
+    from optimum_bridge.config.accounts import Account
     from optimum_bridge.process.runtime import AccountRuntime, Runtime
 
 
@@ -26,7 +28,10 @@ class CurrentIdentity:
 
     A token is fetched rarely; before each fetch the registry looks at Redis at once, so a worker
     that has not yet seen a rotation (it looks every second) never fetches a token with the old
-    secret after the change dropped the token: the next call fetches one, once.
+    secret after the change dropped the token: the next call fetches one, once. ``fetch_checked``
+    also says which credentials it used: ``upstream.tokens.TokenStore`` stores the token only if the
+    account's record still holds them (``lua/token_put.lua``), so a fetch begun with the old secret
+    and ending after a rotation is discarded. A removed account gets no new token.
     """
 
     def __init__(self, parts: AccountRuntime, identity: IdentityClient) -> None:
@@ -36,6 +41,10 @@ class CurrentIdentity:
 
     def fetch(self) -> TokenResponse:
         """A new token, with the account's current credentials."""
+        return self.fetch_checked()[0]
+
+    def fetch_checked(self) -> tuple[TokenResponse, Mapping[str, str]]:
+        """A new token, and the record's fields (``fp``, ``client_id``) of the credentials it was fetched with."""
         registry = self._parts.runtime.registry
         registry.refresh(force=True)
         current = registry.get(self._account.name)
@@ -43,7 +52,13 @@ class CurrentIdentity:
             raise TokenError("account_removed", f"account {self._account.name!r} was removed: no new token")
         if current != self._account:
             self._identity, self._account = self._parts.identity(current), current
-        return self._identity.fetch()
+        return self._identity.fetch(), credentials_of(self._account)
+
+
+def credentials_of(account: Account) -> dict[str, str]:
+    """The fields of an account's record that name its credentials (as ``accounts.store`` writes them)."""
+    client_id, secret = account.require_credentials()
+    return {"fp": fingerprint(secret.get_secret_value()), "client_id": client_id}
 
 
 class LiveAccounts(Mapping[str, "AccountRuntime"]):

@@ -127,7 +127,10 @@ class Runtime:
 
     @lazy
     def removal(self) -> Removal:
-        return Removal(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s)
+        # A job of a removed account may come back until its call under way ends and parks it (the
+        # redelivery timeout bounds a lost worker) and its retry is due (at most ``retry_cap_s``).
+        quiet_s = self.settings.redelivery_timeout_s + self.settings.retry_cap_s
+        return Removal(self.redis, self.keys, result_ttl_s=self.settings.result_ttl_s, quiet_s=quiet_s)
 
     @lazy
     def accounts(self) -> LiveAccounts:

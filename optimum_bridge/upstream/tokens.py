@@ -12,6 +12,11 @@ A process keeps the token it read for ``LOCAL_S`` (never into the refresh
 margin), so a call costs no Redis read (issue 17); a token another process
 dropped after a 401 is at worst met once more by this one, whose own 401 then
 drops it here too.
+
+A runtime account's token is stored only if the account's record still holds the
+credentials it was fetched with (``lua/token_put.lua``, spec §12a): a fetch begun
+with the old secret and ending after a rotation is discarded, and the token is
+fetched again with the new one.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis
 from cryptography.fernet import Fernet, InvalidToken
@@ -83,6 +89,15 @@ class Identity(Protocol):
         ...
 
 
+@runtime_checkable
+class CheckedIdentity(Identity, Protocol):
+    """An identity that says which credentials it fetched with: a runtime account's (spec §12a)."""
+
+    def fetch_checked(self) -> tuple[TokenResponse, Mapping[str, str]]:
+        """A new token, and the fields of the account's record (``fp``, ``client_id``) it was fetched with."""
+        ...
+
+
 class TokenStore:
     """Hands out the one token, fetching a new one under a lock when needed."""
 
@@ -111,7 +126,9 @@ class TokenStore:
         self._lock_ttl_ms = int(lock_ttl_s * 1000)
         self._poll_s = poll_s
         self._local: tuple[Token, float] | None = None  # the token read last, and until when (monotonic)
+        self._record_key = keys.account(account)
         self._delete_if = scripts.register(client, "token_delete_if")
+        self._put = scripts.register(client, "token_put")
         self._release_if = scripts.register(client, "release")
 
     def cached(self) -> Token | None:
@@ -146,9 +163,12 @@ class TokenStore:
             owner = uuid.uuid4().hex
             if self._redis.set(self._lock_key, owner, nx=True, px=self._lock_ttl_ms):
                 try:
-                    return self.cached() or self._refresh()
+                    fresh = self.cached() or self._refresh()
                 finally:
                     self._release_if(keys=[self._lock_key], args=[owner])
+                if fresh is not None:
+                    return fresh
+                continue  # fetched with credentials changed meanwhile: fetch again with the current ones
             if self._clock.monotonic() > deadline:
                 raise TokenError("token_timeout", "timed out waiting for another process to fetch the token")
             self._clock.sleep(self._poll_s)
@@ -163,20 +183,35 @@ class TokenStore:
         log.info("account %s: token %s rejected by the API; %s", self.account, token.fingerprint, outcome)
         return deleted
 
-    def _refresh(self) -> Token:
-        answer = self._identity.fetch()
+    def _refresh(self) -> Token | None:
+        """Fetch and store a token; None when the credentials changed during the fetch (it is discarded)."""
+        if isinstance(self._identity, CheckedIdentity):
+            answer, used = self._identity.fetch_checked()
+        else:  # an account of the file: no record to check
+            answer, used = self._identity.fetch(), {}
         value = answer.access_token.get_secret_value()
         now = self._clock.time()
         margin = min(self._margin, answer.expires_in / 10)
         usable_s = max(1.0, answer.expires_in - margin)
         token = Token(answer.access_token, fingerprint(value), now + answer.expires_in)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._token_key)
-            pipe.hset(
-                self._token_key,
-                mapping={"value": self._cipher.encrypt(value), "fp": token.fingerprint, "exp": token.expires_at},
+        args: list[str | float] = [
+            self._cipher.encrypt(value),
+            token.fingerprint,
+            token.expires_at,
+            int(usable_s * 1000),
+        ]
+        outcome = text(self._put(keys=[self._token_key, self._record_key], args=[*args, *_pairs(used)]))
+        if outcome == "changed":
+            log.info(
+                "account %s: token %s discarded, the credentials changed meanwhile", self.account, token.fingerprint
             )
-            pipe.pexpire(self._token_key, int(usable_s * 1000))
-            pipe.execute()
+            return None
+        if outcome == "gone":  # removed: the call under way may use it, no other will
+            log.info("account %s: token %s not stored, the account was removed", self.account, token.fingerprint)
+            return token
         log.info("account %s: fetched token %s, valid for %ss", self.account, token.fingerprint, answer.expires_in)
         return token
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [v for item in fields.items() for v in item]

@@ -236,6 +236,34 @@ def test_secrets_are_never_in_redis_in_clear_and_rekey_keeps_them_readable(
     assert ROTATED not in redis_text(client, prefix)
 
 
+def test_rekey_keeps_a_rotation_made_between_its_read_and_its_write(
+    make_http: Any, redis_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http, settings = make_http(BRIDGE_SECRETS_KEY=KEY)
+    assert http.post("/v1/accounts", json=new(), headers=ADMIN).status_code == 201
+    client = redis_server.client()
+    newer = Fernet.generate_key().decode()
+    cipher = SecretsCipher(_secret(f"{newer},{KEY}"))
+    store = AccountStore(client, Keys(prefix), file=settings.accounts, cipher=cipher, sandbox_url="")
+    reencrypt = cipher.rotate
+
+    def rotated_meanwhile(stored: str, *, account: str) -> str:  # rekey has read the record: a PATCH lands now
+        assert http.patch("/v1/accounts/newco", json={"client_secret": ROTATED}, headers=ADMIN).status_code == 200
+        return reencrypt(stored, account=account)
+
+    monkeypatch.setattr(cipher, "rotate", rotated_meanwhile)
+    assert store.rekey() == 0  # nothing re-encrypted: the record changed under it
+    account = AccountRegistry(store)
+    assert account.load(strict=True) == 1
+    found = account.get("newco")
+    assert found is not None and found.client_secret is not None
+    assert found.client_secret.get_secret_value() == ROTATED
+    assert (
+        store.view("newco").secret_fingerprint
+        == http.get("/v1/accounts/newco", headers=ADMIN).json()["secret_fingerprint"]
+    )
+
+
 def _secret(value: str) -> Any:
     from pydantic import SecretStr
 

@@ -4,6 +4,7 @@ is left out (or stops a start), and an idle worker pays one GET a second whateve
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from optimum_bridge.accounts.cipher import SecretsCipher, SecretsKeyError
 from optimum_bridge.accounts.follower import AccountsFollower
 from optimum_bridge.accounts.model import AccountPatch, NewAccount
 from optimum_bridge.accounts.registry import AccountRegistry
+from optimum_bridge.accounts.removal import Removal
 from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.rate import RateLimit
@@ -124,6 +126,60 @@ def test_the_upkeep_sweep_cancels_what_reaches_a_removed_account_late(bridge: An
     status = client.get(late)
     assert status.status == "cancelled" and status.error is not None and status.error.kind == "account_removed"
     assert rt.removal.sweep() == 0
+
+
+def _commands(client: Any) -> dict[str, int]:
+    return {name: stat["calls"] for name, stat in client.info("commandstats").items()}
+
+
+def _spent(client: Any, before: dict[str, int]) -> int:
+    after = _commands(client)
+    return sum(calls - before.get(name, 0) for name, calls in after.items() if name != "cmdstat_info")
+
+
+def test_the_removed_accounts_sweep_costs_one_command_a_round_once_nothing_waits(bridge: Any) -> None:
+    rt, _, _ = bridge(BRIDGE_SECRETS_KEY=KEY)
+    for i in range(20):
+        rt.account_store.create(new(f"gone{i}"))
+        rt.account_store.remove(f"gone{i}")
+    redis = rt.redis
+    one, other = (Removal(redis, rt.keys, result_ttl_s=60, quiet_s=3600) for _ in range(2))
+    assert one.sweep() == 0
+    before = _commands(redis)
+    assert other.sweep() == 0  # another worker in the same round: the round is claimed, it skips it
+    assert _spent(redis, before) <= 4  # EVALSHA, ZRANGE, SET (twenty removed accounts: ~100 before)
+    assert redis.zcard(rt.keys.accounts_removed) == 20  # within the quiet time: still swept
+    redis.delete(rt.keys.accounts_removed_claim)  # the next round
+    quiet = Removal(redis, rt.keys, result_ttl_s=60, quiet_s=0, round_s=0.001)
+    assert quiet.sweep() == 0  # past it, a round that finds nothing lets them go
+    assert redis.zcard(rt.keys.accounts_removed) == 0
+    before = _commands(redis)
+    for _ in range(10):
+        time.sleep(0.002)
+        assert quiet.sweep() == 0
+    assert _spent(redis, before) <= 25  # one script and its ZRANGE a round, whatever was removed
+
+
+def test_a_retry_parked_after_the_removal_by_a_call_under_way_is_still_cancelled(bridge: Any) -> None:
+    rt, client, _ = bridge(BRIDGE_SECRETS_KEY=KEY, BRIDGE_VALIDATE_OPERATIONS="off")
+    keys, redis = rt.keys, rt.redis
+    rt.account_store.create(new("newco"))
+    job = client.submit({"method": "GET", "path": "/Vehicles", "account": "newco"})
+    lane = next(lane for lane in keys.lanes("newco") if redis.zscore(lane, job) is not None)
+    redis.zrem(lane, job)  # its call is under way when the account is removed
+    redis.zadd(keys.running, {job: 1})
+    rt.account_store.remove("newco")
+    removal = Removal(redis, keys, result_ttl_s=60, quiet_s=0, round_s=0.001)
+    assert removal.sweep() == 0
+    assert redis.zscore(keys.accounts_removed, "newco") is not None  # a call under way: still watched
+    redis.zrem(keys.running, job)  # the call ends and parks a retry
+    redis.zadd(keys.delayed("newco"), {job: 1})
+    time.sleep(0.002)
+    assert removal.sweep() == 1
+    status = client.get(job)
+    assert status.status == "cancelled" and status.error is not None and status.error.kind == "account_removed"
+    time.sleep(0.002)
+    assert removal.sweep() == 0 and redis.zcard(keys.accounts_removed) == 0
 
 
 def test_a_version_gone_back_makes_the_registry_read_everything_again(rt: Any) -> None:

@@ -103,11 +103,26 @@ def test_no_call_goes_out_and_no_callback_leaves_before_the_replica_has_them(rep
         assert run(rt, job) == "deferred"  # the "call sent" record did not reach the replica
     assert calls_to(sb, PATH) == 0
     assert replica.client().hget(f"rep:job:{job}", JobField.inflight) == b"0"
-    assert run(rt, job) == "succeeded"  # once the replica is back
-    assert calls_to(sb, PATH) == 1
-    with frozen(replica):
-        assert rt.callbacks.deliver(job, 1) == "later"
+    # Once the replica is back the call goes out; the replica stops while the API answers, so the
+    # finished state cannot reach it: the worker that finished the job must not send its callback.
+    api = rt.accounts["default"].api
+    send = api.send
+
+    def send_then_freeze(*args: Any, **kwargs: Any) -> Any:
+        answer = send(*args, **kwargs)
+        replica.process.send_signal(signal.SIGSTOP)
+        return answer
+
+    api.send = send_then_freeze  # type: ignore[method-assign]
+    try:
+        assert run(rt, job) == "succeeded"
+        assert calls_to(sb, PATH) == 1
+        assert receiver.received == [], "no callback before the replica has the finished state"
+        assert rt.callbacks.deliver(job, 1) == "later"  # nor from the delivery path
         assert receiver.received == []
+    finally:
+        api.send = send  # type: ignore[method-assign]
+        replica.process.send_signal(signal.SIGCONT)
     assert rt.callbacks.deliver(job, 1) == "delivered"
     assert len(receiver.received) == 1
     assert replica.client().hget(f"rep:job:{job}", JobField.status) == b"succeeded"

@@ -37,6 +37,8 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 #: Accounts read per round trip when a process loads many.
 CHUNK = 500
+#: Keys per UNLINK when a removed account's shared reads are forgotten.
+FORGET_BATCH = 500
 
 
 class AccountNotFound(BridgeError):
@@ -223,6 +225,8 @@ class AccountStore:
             "created_ms": now,
             "updated_ms": now,
         }
+        if self._redis.zscore(self._keys.accounts_removed, new.name) is not None:
+            self.forget_answers(new.name)  # of a call of the removed account that finished since its removal
         if self._write(new.name, "create", fields, drop_token=True) == "exists":
             raise AccountConflict(f"account {new.name!r} exists: change it with PATCH /v1/accounts/{new.name}")
         return self.view(new.name)
@@ -290,6 +294,24 @@ class AccountStore:
         ]
         if text(self._remove(keys=keys, args=[name])) == "missing":
             raise AccountNotFound(name)
+        self.forget_answers(name)
+
+    def forget_answers(self, name: str) -> int:
+        """Drop the account's shared reads and fresh answers (spec §13); how many keys.
+
+        Another customer may be created later under the same name: it must never join a call made with
+        the removed account's credentials, nor be handed one of its answers (``max_age_s``). One ``SCAN``
+        of the keyspace, at a removal (and at the creation of a name removed before), never on a timer."""
+        pattern = self._keys.read(name, "*")  # names hold no glob character (schemas.ACCOUNT_NAME)
+        dropped, batch = 0, []
+        for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= FORGET_BATCH:
+                dropped += int(self._redis.unlink(*batch))
+                batch = []
+        if batch:
+            dropped += int(self._redis.unlink(*batch))
+        return dropped
 
     def rekey(self) -> int:
         """Encrypt every stored secret again with the first key of ``BRIDGE_SECRETS_KEY``; how many."""

@@ -223,3 +223,21 @@ def test_a_removed_account_gets_no_new_token(rt: Any) -> None:
     store.remove("gone")
     with pytest.raises(TokenError, match="'gone' was removed"):
         identity.fetch()
+
+
+def test_a_removed_account_leaves_no_shared_read_or_answer_to_a_customer_created_later_under_its_name(rt: Any) -> None:
+    """Spec §13's shared reads are per account name: a new customer named as a removed one must never join a
+    call made with the old credentials, nor be handed one of its answers."""
+    store, keys, client = rt.account_store, rt.keys, rt.redis
+    store.create(new("acme"))
+    store.create(new("acme-2"))
+    theirs = [keys.read("acme", "d1"), keys.read("acme", "d1") + ":fresh", keys.fresh("acme", "d2")]
+    others = [keys.read("acme-2", "d1"), keys.fresh("acme-2", "d1")]
+    for key in theirs + others:
+        client.set(key, "job:1")
+    store.remove("acme")
+    assert client.exists(*theirs) == 0
+    assert client.exists(*others) == len(others), "only the removed account's"
+    client.set(keys.fresh("acme", "d3"), "job:2")  # a call under way at the removal, finished since
+    store.create(new("acme"))
+    assert client.exists(keys.fresh("acme", "d3")) == 0

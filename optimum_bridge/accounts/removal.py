@@ -15,6 +15,8 @@ come back) has passed since its removal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
@@ -75,26 +77,19 @@ class Removal:
 
     def cancel_waiting(self, account: str) -> int:
         """Cancel every waiting job of ``account``; how many were cancelled."""
-        total = 0
-        for _ in range(MAX_STEPS):
-            ids = self.waiting(account)
-            if not ids:
-                break
-            outcomes = self._run(self._steps.cancel(ids, error=REMOVED))
-            cancelled = sum(1 for outcome in outcomes if outcome == "cancelled")
-            total += cancelled
-            if cancelled == 0:  # only calls under way are left: they finish
-                break
-        return total
+        return self._cancel_each(lambda step: self.waiting(account))
 
     def sweep(self) -> int:
         """Cancel what still waits on an account removed in the last day (workers' upkeep); how many.
 
         One command for this worker when no account is left to sweep or another worker has this round."""
-        total, claim = 0, True
-        for _ in range(MAX_STEPS):
-            ids = self.round(claim=claim)
-            claim = False
+        return self._cancel_each(lambda step: self.round(claim=step == 0))
+
+    def _cancel_each(self, found: Callable[[int], list[str]]) -> int:
+        """Cancel, step after step, the jobs ``found(step)`` lists, until it lists none; how many."""
+        total = 0
+        for step in range(MAX_STEPS):
+            ids = found(step)
             if not ids:
                 break
             outcomes = self._run(self._steps.cancel(ids, error=REMOVED))

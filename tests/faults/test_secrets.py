@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.ingress import create_app
-from tests.support import CALLBACK_SECRET, ROOT, bridge_env, settings_from, wait_until
+from tests.support import CALLBACK_SECRET, ROOT, bridge_env, redis_dump, settings_from, wait_until
 from tests.support.forward_proxy import ForwardProxy
 from tests.system.test_ingress import InProcess
 
@@ -71,23 +71,6 @@ def sentry_stub():
     stub = SentryStub()
     yield stub
     stub.close()
-
-
-def redis_dump(client, prefix: str) -> str:
-    """Every value under ``prefix``, as text."""
-    parts = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        kind = client.type(key).decode()
-        value = {
-            "string": lambda k: client.get(k),
-            "hash": lambda k: client.hgetall(k),
-            "list": lambda k: client.lrange(k, 0, -1),
-            "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-            "set": lambda k: client.smembers(k),
-            "stream": lambda k: client.xrange(k),
-        }[kind](key)
-        parts.append(f"{key!r} {value!r}")
-    return "\n".join(parts)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from optimum_bridge.accounts.cipher import SecretsCipher
 from optimum_bridge.accounts.registry import AccountRegistry
 from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.keys import Keys
+from tests.support import redis_dump
 from tests.system.test_ingress import local_settings, problem_of, served_ingress  # noqa: F401  (the fixture)
 
 ADMIN = {"Authorization": "Bearer admin-key"}
@@ -194,23 +195,6 @@ def test_accounts_are_paged_by_name(make_http: Any) -> None:
     assert names == ["acme", *(f"c{i}" for i in range(7)), "default"]
 
 
-def redis_text(client: Any, prefix: str) -> str:
-    """Every key under ``prefix`` and its whole value, whatever its type (streams included)."""
-    parts = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        kind = client.type(key).decode()
-        value = {
-            "string": lambda k: client.get(k),
-            "hash": lambda k: client.hgetall(k),
-            "list": lambda k: client.lrange(k, 0, -1),
-            "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-            "set": lambda k: client.smembers(k),
-            "stream": lambda k: client.xrange(k),
-        }[kind](key)
-        parts.append(f"{key!r} {value!r}")
-    return "\n".join(parts)
-
-
 def test_secrets_are_never_in_redis_in_clear_and_rekey_keeps_them_readable(
     make_http: Any, redis_server: Any, prefix: str
 ) -> None:
@@ -218,7 +202,7 @@ def test_secrets_are_never_in_redis_in_clear_and_rekey_keeps_them_readable(
     assert http.post("/v1/accounts", json=new(), headers=ADMIN).status_code == 201
     assert http.patch("/v1/accounts/newco", json={"client_secret": ROTATED}, headers=ADMIN).status_code == 200
     client = redis_server.client()
-    dump = redis_text(client, prefix)
+    dump = redis_dump(client, prefix)
     assert "newco" in dump and SECRET not in dump and ROTATED not in dump
     newer = Fernet.generate_key().decode()
     keys = Keys(prefix)
@@ -233,7 +217,7 @@ def test_secrets_are_never_in_redis_in_clear_and_rekey_keeps_them_readable(
     assert account is not None and account.client_secret is not None
     assert account.client_secret.get_secret_value() == ROTATED
     assert "ROTATED" not in repr(account) and ROTATED not in repr(account) and ROTATED not in repr(settings)
-    assert ROTATED not in redis_text(client, prefix)
+    assert ROTATED not in redis_dump(client, prefix)
 
 
 def test_rekey_keeps_a_rotation_made_between_its_read_and_its_write(

@@ -106,3 +106,21 @@ def run(rt: Runtime, job_id: str) -> str:
 
 def calls_to(sb, path: str) -> int:
     return len([e for e in sb.stats()["log"] if e["path"] == path])
+
+
+def redis_dump(client: Any, prefix: str) -> str:
+    """Every key under ``prefix`` and its whole value, whatever its type (streams and scores included), as
+    text: what a search for a secret in Redis reads."""
+    parts = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        kind = client.type(key).decode()
+        value = {
+            "string": lambda k: client.get(k),
+            "hash": lambda k: client.hgetall(k),
+            "list": lambda k: client.lrange(k, 0, -1),
+            "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+            "set": lambda k: client.smembers(k),
+            "stream": lambda k: client.xrange(k),
+        }[kind](key)
+        parts.append(f"{key!r} {value!r}")
+    return "\n".join(parts)

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,25 +159,36 @@ def write_env(directory: Path) -> Path:
 def stack(podman: Podman, image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("stack")
     env_file = write_env(directory)
-    (directory / "override.yml").write_text(OVERRIDE)
-    project = f"obrstack{os.getpid()}"
-    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(directory / "override.yml")]
+    # The README's `docker compose up --scale worker=N`: the sandbox comes through the
+    # COMPOSE_PROFILES of the generated .env, as it does for an operator.
+    services = ("api", "worker", "redis", "flower", "sandbox")
+    with compose_stack(podman, env_file, f"obrstack{os.getpid()}", "--scale", "worker=2", logs=services) as running:
+        yield running
+
+
+@contextmanager
+def compose_stack(
+    podman: Podman, env_file: Path, project: str, *up: str, logs: tuple[str, ...], timeout: float = 120
+) -> Iterator[Stack]:
+    """``up -d`` of the compose file with the ``.env`` at ``env_file`` until the ingress answers; then the
+    last log lines of the ``logs`` services, ``down -v`` and whatever it left."""
+    override = env_file.with_name("override.yml")
+    override.write_text(OVERRIDE)
+    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(override)]
     compose = Podman(podman.env, [*podman.compose, *files, "--env-file", str(env_file), "-p", project])
     values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
     running = Stack(compose, project, values)
     started = time.monotonic()
     try:
-        # The README's `docker compose up --scale worker=N`: the sandbox comes through the
-        # COMPOSE_PROFILES of the generated .env, as it does for an operator.
-        compose.compose_run("up", "-d", "--no-build", "--scale", "worker=2")
-        wait_until(lambda: healthz(running), timeout=120, interval=0.25, what="the ingress's /healthz")
-        print(f"stack: up in {time.monotonic() - started:.0f}s")
+        compose.compose_run("up", "-d", "--no-build", *up)
+        wait_until(lambda: healthz(running), timeout=timeout, interval=0.25, what="the ingress's /healthz")
+        print(f"{project}: up in {time.monotonic() - started:.0f}s")
         yield running
     finally:
-        for service in ("api", "worker", "redis", "flower", "sandbox"):
+        for service in logs:
             for name in running.containers(service):
-                logs = podman.podman("logs", "--tail", "30", name, check=False)
-                print(f"--- {name}\n{logs.stdout}{logs.stderr}")
+                output = podman.podman("logs", "--tail", "30", name, check=False)
+                print(f"--- {name}\n{output.stdout}{output.stderr}")
         compose.compose_run("down", "-v", "-t", "20", "--remove-orphans", check=False)
         remove_leftovers(podman, project)
 

@@ -31,19 +31,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dotenv import dotenv_values
 from standardwebhooks.webhooks import Webhook
 
 from optimum_bridge.devstack.receiver import CallbackReceiver
-from tests.support import ROOT, wait_until
+from tests.support import wait_until
 from tests.system.test_stack import (
-    OVERRIDE,
     Podman,
     Stack,
-    healthz,
+    compose_stack,
     image,  # noqa: F401  # the module-scoped fixture: the project image, built once per machine
     podman,  # noqa: F401  # the module-scoped fixture
-    remove_leftovers,
     write_env,
 )
 
@@ -67,28 +64,11 @@ def with_ha(env_file: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ha_stack(podman: Podman, image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # noqa: F811
-    directory = tmp_path_factory.mktemp("stack-ha")
-    env_file = write_env(directory)
+    env_file = write_env(tmp_path_factory.mktemp("stack-ha"))
     with_ha(env_file)
-    (directory / "override.yml").write_text(OVERRIDE)
-    project = f"obrha{os.getpid()}"
-    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(directory / "override.yml")]
-    compose = Podman(podman.env, [*podman.compose, *files, "--env-file", str(env_file), "-p", project])
-    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    running = Stack(compose, project, values)
-    started = time.monotonic()
-    try:
-        compose.compose_run("up", "-d", "--no-build")
-        wait_until(lambda: healthz(running), timeout=180, interval=0.25, what="the ingress's /healthz")
-        print(f"stack-ha: up in {time.monotonic() - started:.0f}s")
+    services = ("api", "worker", "redis", "redis-replica", *SENTINELS)
+    with compose_stack(podman, env_file, f"obrha{os.getpid()}", logs=services, timeout=180) as running:
         yield running
-    finally:
-        for service in ("api", "worker", "redis", "redis-replica", *SENTINELS):
-            for name in running.containers(service):
-                logs = podman.podman("logs", "--tail", "30", name, check=False)
-                print(f"--- {name}\n{logs.stdout}{logs.stderr}")
-        compose.compose_run("down", "-v", "-t", "20", "--remove-orphans", check=False)
-        remove_leftovers(podman, project)
 
 
 def primary(stack: Stack) -> str:

@@ -14,7 +14,7 @@ import time
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from optimum_bridge import AsyncBridgeClient
+from optimum_bridge import AsyncBridgeClient, BridgeUnavailable
 from optimum_bridge.process import kombu as broker
 from optimum_bridge.process.redis import check_eviction_policy, redis_client
 from optimum_bridge.settings import Settings, load_settings
@@ -104,11 +104,23 @@ def test_the_asyncio_client_follows_a_failover_too(sentinel_group, sandbox):
     env = bridge_env(group.url, "as:", sandbox(quota=None), BRIDGE_REDIS_MIN_REPLICAS="1")
     operation = {"method": "GET", "path": "/Vehicles/AB-123-CD"}
 
+    async def acknowledged(client: AsyncBridgeClient, key: str) -> str:
+        """A producer's part (spec §16): until a replica has it, resubmit with the same idempotency key.
+        Right after a promotion the other replica may still be syncing with the new primary."""
+        until = time.monotonic() + 60
+        while True:
+            try:
+                return await client.submit({**operation, "idempotency_key": key})
+            except BridgeUnavailable:
+                if time.monotonic() > until:
+                    raise
+                await asyncio.sleep(0.2)  # the producer's backoff, not a wait for an event
+
     async def submit_across_a_failover() -> tuple[str, str]:
         async with AsyncBridgeClient(settings_from(env)) as client:
-            before = await client.submit(operation)
+            before = await acknowledged(client, "before")
             old = group.kill_primary()
-            after = await client.submit(operation)  # retried until the sentinels name the new primary
+            after = await acknowledged(client, "after")  # connections retried until the sentinels name the new one
             assert group.wait_promoted(old.port).port != old.port
             return before, after
 

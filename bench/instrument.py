@@ -77,7 +77,7 @@ def _wrap(rt: runtime.Runtime) -> None:
         rt.tokens.get = _timed(rt.tokens.get, "token_s", token=True)  # type: ignore[method-assign]
         rt.jobs.mark_sent = _timed(rt.jobs.mark_sent, "sent_s")  # type: ignore[method-assign]
         rt.api_http.request = _timed(rt.api_http.request, "api_s")  # type: ignore[method-assign]
-        rt.jobs.complete = _mark_after(rt.jobs.complete, "complete_end")  # type: ignore[method-assign]
+        rt.jobs.finish = _mark_after(rt.jobs.finish, "complete_end")  # type: ignore[method-assign]
         _wrapped.add(id(rt))
         del executor
 

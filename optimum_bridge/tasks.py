@@ -15,6 +15,7 @@ from celery.exceptions import Reject
 from optimum_bridge.callbacks.deliveries import batch_subject
 from optimum_bridge.callbacks.sender import unsigned_letter
 from optimum_bridge.errors import ConfigError
+from optimum_bridge.jobs.executor import ChainedJobError
 from optimum_bridge.keys import DEFAULT_ACCOUNT, DELIVER_BATCH_TASK, DELIVER_TASK, EXECUTE_TASK, JobField
 from optimum_bridge.process import runtime
 from optimum_bridge.schemas import ErrorInfo
@@ -32,19 +33,23 @@ def execute(job_id: str, dispatch: int = 0, account: str = DEFAULT_ACCOUNT) -> s
     except redis.RedisError as exc:
         log.warning("job %s: Redis unavailable (%s: %s); message put back", job_id, type(exc).__name__, exc)
         raise Reject(str(type(exc).__name__), requeue=True) from None
+    except ChainedJobError as exc:  # a job the thread took after this one
+        log.exception("job %s: unexpected error", exc.job_id)
+        _fail_visibly(rt, exc.job_id, exc.__cause__ or exc)
+        raise
     except Exception as exc:
         log.exception("job %s: unexpected error", job_id)
         _fail_visibly(rt, job_id, exc)
         raise
 
 
-def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: Exception) -> None:
+def _fail_visibly(rt: runtime.Runtime, job_id: str, exc: BaseException) -> None:
     """Finish the job as ``internal_error`` (with its callback) rather than leave it running."""
     error = ErrorInfo(kind="internal_error", message=f"unexpected {type(exc).__name__} in the bridge")
     try:
         operation = rt.jobs.operation(job_id)
         batch = rt.jobs.field(job_id, JobField.batch)
-        rt.jobs.complete(
+        rt.jobs.finish(
             job_id,
             "",
             succeeded=False,

@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from optimum_bridge.config.checks import require_schedules, require_secrets_key, require_simulator
 from optimum_bridge.errors import ConfigError
@@ -88,6 +88,12 @@ def create_app(settings: Settings) -> Celery:
     app.steps["consumer"].add(record_unacked_step())
     app.steps["consumer"].add(watch_consumer_step())
     return app
+
+
+@signals.worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    """A warm shutdown waits for the tasks under way: their threads stop taking further jobs."""
+    runtime.current().draining.set()
 
 
 def _settings() -> Settings:

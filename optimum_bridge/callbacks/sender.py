@@ -153,8 +153,12 @@ class CallbackSender:
             return self._attempt(subject, owner, 1, fields, first=True)
         except Exception:
             log.exception("%s: first callback delivery failed; left to the delivery path", _name(subject))
-            self._deliveries.settle(subject, owner, "queue", next_attempt=1)
-            return "queued"
+            return self.hand_over(subject)
+
+    def hand_over(self, subject: str) -> str:
+        """A held callback goes to the delivery path at once (its queue: attempt 1, full timeout)."""
+        self._deliveries.settle(subject, "", "queue", next_attempt=1)
+        return "queued"
 
     def _attempt(self, subject: str, owner: str, attempt: int, fields: dict[str, str], *, first: bool = False) -> str:
         url, body = self.event(subject, fields)

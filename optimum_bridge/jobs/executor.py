@@ -11,27 +11,39 @@ over injected stores, so it is tested without Celery.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+import redis
+
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
 from optimum_bridge.jobs.leases import LeaseKeeper
 from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
-from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.jobs.store import Claim, JobStore, TakeNext
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 from optimum_bridge.upstream.client import Attempt, OptimumClient
 from optimum_bridge.upstream.tokens import Token
 
 log = logging.getLogger(__name__)
 
+
 UNKNOWN_OUTCOME = (
     "a previous attempt may have reached the API and the operation is not idempotent "
     "(no idempotency_key): not sent again"
 )
+
+
+class ChainedJobError(Exception):
+    """A job this thread took after its first failed unexpectedly (the Celery task knows only the first)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id}: unexpected error")
+        self.job_id = job_id
 
 
 class FirstDelivery(Protocol):
@@ -82,7 +94,12 @@ class Executor:
         *,
         callbacks: FirstDelivery | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        chain_s: float = 0.0,
+        draining: threading.Event | None = None,
     ) -> None:
+        self._chain_s = chain_s
+        self._draining = draining or threading.Event()
+        self._local = threading.local()  # per thread: the chain's deadline, the job taken next
         self._callbacks = callbacks
         self._jobs = jobs
         self._apis = apis
@@ -91,7 +108,12 @@ class Executor:
         self._clock = clock
 
     def run(self, job_id: str, dispatch: int, account: str = "default") -> str:
-        """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests)."""
+        """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests).
+
+        With chaining on (``chain_s``), a thread whose job finished takes the next job whose slot is
+        free now in the same step (``JobStore.finish(..., take=...)``), and runs it, and so on for
+        at most ``chain_s``: no message, no claim, no wake-up between two calls. A job that fails
+        unexpectedly there raises ``ChainedJobError`` naming it."""
         owner = uuid.uuid4().hex
         api = self._apis.get(account)
         if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
@@ -104,26 +126,65 @@ class Executor:
         if claim.outcome in ("missing", "final", "stale", "late", "leased"):
             log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
             return claim.outcome
+        self._local.deadline = self._clock.monotonic() + self._chain_s
+        self._local.taken = None
+        outcome = self._execute(self._run_of(job_id, owner, account, dispatch, claim), claim, token)
+        self._chain()
+        return outcome
+
+    @staticmethod
+    def _run_of(job_id: str, owner: str, account: str, dispatch: int, claim: Claim) -> Run:
         if claim.operation is None or claim.submitted_at is None:
             raise RuntimeError(f"job {job_id}: claim returned no operation")
-        run = Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id, dispatch)
+        return Run(job_id, owner, claim.operation, claim.submitted_at, account, claim.batch_id, dispatch)
+
+    def _execute(self, run: Run, claim: Claim, token: Token | None) -> str:
+        """The claimed job's attempt, under its lease."""
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
-        with self._leases.hold(self._jobs.lease_key(job_id), owner):
+        with self._leases.hold(self._jobs.lease_key(run.job_id), run.owner):
             return self._attempt(run, claim.attempts, sent=claim.sent, token=token)
+
+    def _chain(self) -> None:
+        """Run the jobs this thread took as it finished the one before (see ``run``)."""
+        while (taken := self._local.taken) is not None:
+            self._local.taken = None
+            run = self._run_of(taken.job_id, taken.owner, taken.account, taken.dispatch, taken.claim)
+            api = self._apis.get(run.account)
+            if api is None:  # not on this worker (yet): back in its lane
+                log.error("job %s: account %r is not configured on this worker; put back", run.job_id, run.account)
+                status: Literal["queued", "retrying"] = "retrying" if taken.claim.attempts else "queued"
+                self._jobs.reschedule(run.job_id, run.owner, account=run.account, delay_s=0.0, status=status)
+                return
+            try:
+                self._execute(run, taken.claim, api.cached_token())
+            except redis.RedisError:
+                raise  # its lease runs out and recovery puts the job back in its lane
+            except Exception as exc:
+                raise ChainedJobError(run.job_id) from exc
+
+    def _take_next(self, run: Run) -> TakeNext | None:
+        """What ``finish`` takes next for this thread: None when chaining is off, over or draining."""
+        deadline = getattr(self._local, "deadline", 0.0)
+        if self._chain_s <= 0 or self._draining.is_set() or self._clock.monotonic() >= deadline:
+            return None
+        api = self._apis.get(run.account)
+        held = api is not None and api.cached_token() is not None
+        return TakeNext(uuid.uuid4().hex, self._leases.ttl_ms, run.account if held else "")
 
     def _attempt(self, run: Run, attempts: int, *, sent: int | None = None, token: Token | None = None) -> str:
         """The call; ``sent``: the claim already counted it as sent (attempt number; 0: no room now)."""
         api = self._apis[run.account]
         attempt = attempts  # the attempts made before this one, until this one is recorded as sent
         try:
-            if sent is None or token is None:
+            if sent is None:
                 token = api.token()
                 attempt = self._mark_sent(run)  # recorded before the request leaves: never re-sent blindly
             elif sent == 0:
                 raise Deferred(0.0)  # the window has no room now: nothing sent, the slot given back
             else:
-                attempt = sent
+                attempt = sent  # counted as sent by the claim (or the take) that had the token in hand
+                token = token or api.token()
             result = api.send(run.operation, token)
         except Deferred as exc:
             status: Literal["queued", "retrying"] = "retrying" if attempt else "queued"
@@ -215,7 +276,9 @@ class Executor:
             batch_id=run.batch_id,
             hold_ms=hold_ms,
             counts=counts,
+            take=self._take_next(run),
         )
+        self._local.taken = done.taken
         outcome = "succeeded" if error is None else "failed"
         log.info("job %s: %s%s", run.job_id, outcome, "" if done.finished else " (already finished elsewhere)")
         if done.held:

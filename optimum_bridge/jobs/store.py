@@ -8,7 +8,7 @@ steps, and those of the other reads and controls a producer makes, are
 the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
 takes it for one worker, refusing stale messages (a dispatch that is not the
 job's current one), finished jobs (a redelivery never runs one again) and a
-slot that went by. ``complete`` moves a job to its final state once -- and
+slot that went by. ``finish`` moves a job to its final state once -- and
 queues its callback, and its batch's when it is the batch's last job, in the
 same step -- and ``reschedule`` parks it until its retry is due.
 """
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: A "call sent" record that did not reach its replicas: the call waits this long, back in its lane.
 NOT_REPLICATED_DELAY_S = 1.0
+#: Most due accounts a finishing thread looks at for a slot free now (the earliest due first).
+TAKE_ACCOUNTS = 10
 
 ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
 
@@ -50,6 +52,8 @@ class Completion:
     finished: bool
     held: bool = False
     fields: dict[str, str] | None = None
+    #: The job the thread took next (``finish(..., take=...)``), None when none.
+    taken: Taken | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,27 @@ class Claim:
     #: With ``claim(..., send=True)``: the attempt number when counted as sent by the claim, 0 when
     #: the window has no room now (nothing may leave); None when left to ``mark_sent``.
     sent: int | None = None
+
+
+@dataclass(frozen=True)
+class TakeNext:
+    """``finish``'s ask: the calling thread takes the next job whose slot is free now, leased to
+    ``owner``; counted as sent when it is ``token_account``'s (the caller holds its token; '': none)."""
+
+    owner: str
+    lease_ms: int
+    token_account: str = ""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job ``take_next`` took for the calling thread: as a ``Claim`` of dispatch ``dispatch`` by ``owner``."""
+
+    job_id: str
+    dispatch: int
+    account: str
+    owner: str
+    claim: Claim
 
 
 class JobStore:
@@ -212,23 +237,6 @@ class JobStore:
             raise Deferred(0.0)
         return attempts
 
-    def complete(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        succeeded: bool,
-        response: ApiResponse | None,
-        error: ErrorInfo | None,
-        callback: bool,
-        batch_id: str | None = None,
-    ) -> bool:
-        """Finish the job (once) and queue its callback (and its batch's); False if already finished."""
-        outcome = self.finish(
-            job_id, owner, succeeded=succeeded, response=response, error=error, callback=callback, batch_id=batch_id
-        )
-        return outcome.finished
-
     def finish(
         self,
         job_id: str,
@@ -241,10 +249,14 @@ class JobStore:
         batch_id: str | None = None,
         hold_ms: int | None = None,
         counts: tuple[str, ...] = (),
+        take: TakeNext | None = None,
     ) -> Completion:
-        """``complete``; with ``hold_ms``, the job's callback is not queued but held for the caller, who
+        """Finish the job (once) and queue its callback (and its batch's) in the same step; with
+        ``hold_ms``, the job's callback is not queued but held for the caller, who
         makes its first delivery within that time (``Completion.fields``: what to send). ``counts``:
-        the metrics of the call that decided it (``Metrics.call_counts``), added in the same step."""
+        the metrics of the call that decided it (``Metrics.call_counts``), added in the same step.
+        ``take``: the calling thread, free again, takes the next job whose slot is free now, in the
+        same step (``Completion.taken``; see ``lua/_serve.lua``'s ``take_next``)."""
         message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
@@ -256,6 +268,9 @@ class JobStore:
             self._keys.running,
             self._keys.ready,
             self._keys.wake,
+            self._keys.quotas,
+            self._keys.dispatched,
+            self._keys.capacity,
         ]
         args: list[str | int] = [
             owner,
@@ -273,18 +288,52 @@ class JobStore:
             self._keys.followers_prefix,
             *self._followers_template(),
             hold_ms if hold_ms is not None and callback else "",
+            *self._take_args(take),
             *counts,
         ]
         try:
             reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
         except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
             log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
-            return Completion(True, held=hold_ms is not None and callback)
-        if len(reply) > 1:
-            raw = reply[1]
-            fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
-            return Completion(True, held=True, fields=fields)
-        return Completion(int(reply[0]) == 1)
+            taken = self._taken(exc.reply[2], take) if exc.reply else None
+            return Completion(True, held=hold_ms is not None and callback, taken=taken)
+        outcome, raw, taken_raw = reply
+        fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)} if raw else None
+        return Completion(int(outcome) == 1, held=fields is not None, fields=fields, taken=self._taken(taken_raw, take))
+
+    def _take_args(self, take: TakeNext | None) -> list[str | int]:
+        """``complete.lua``'s ARGV 17 to 25: what the thread takes next, if anything."""
+        if take is None:
+            return ["", 0, "", "", "", "", "", "", 0]
+        sent_at = self._clock.now().isoformat() if take.token_account and self._replicas.required == 0 else ""
+        return [
+            take.owner,
+            take.lease_ms,
+            sent_at,
+            take.token_account,
+            self._keys.lane_prefix,
+            self._keys.delayed(""),
+            self._keys.limiter_prefix,
+            self._keys.lease_prefix,
+            TAKE_ACCOUNTS,
+        ]
+
+    def _taken(self, raw: list[bytes], take: TakeNext | None) -> Taken | None:
+        """The job ``complete.lua`` took for the calling thread, as a claim of it (None: none)."""
+        if not raw or take is None:
+            return None
+        job_id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent = raw
+        batch_key = text(batch)
+        claim = Claim(
+            "ok",
+            inflight=inflight == b"1",
+            attempts=int(attempts),
+            operation=Operation.model_validate_json(op),
+            submitted_at=datetime.fromisoformat(text(submitted_at)),
+            batch_id=self._keys.batch_id(batch_key) if batch_key else None,
+            sent=int(sent) if int(sent) >= 0 else None,
+        )
+        return Taken(text(job_id), int(dispatch), text(account), take.owner, claim)
 
     def _followers_template(self) -> tuple[str, str]:
         """The callback message template for the jobs that joined a call (Celery is imported here only)."""

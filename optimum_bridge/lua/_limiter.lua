@@ -59,8 +59,9 @@ end
 
 -- When the next slot may start (ms, Redis clock), given the log, the pause, the pacer and what was
 -- learned; returns that moment, the limit and interval in force, and the pacer's TAT (for `take`).
+-- The log is trimmed to the window only when it may be full: under the limit with its old starts
+-- counted, it is under it without them (readers count a window with ZCOUNT, or trim first).
 local function next_slot(log, pause_key, tat_key, learned, now, limit, window, interval, tau)
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
   local f = learned_fields(learned)
   limit, interval, tau = effective(f, now, limit, window, interval, tau)
   local at = now
@@ -69,6 +70,10 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
   local tat = tonumber(redis.call('GET', tat_key) or '0')
   if tat - tau > at then at = tat - tau end
   local n = redis.call('ZCARD', log)
+  if n >= limit then
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+    n = redis.call('ZCARD', log)
+  end
   if n >= limit then
     local nth = redis.call('ZRANGE', log, n - limit, n - limit, 'WITHSCORES')
     local wall = tonumber(nth[2]) + window

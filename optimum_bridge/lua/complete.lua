@@ -1,92 +1,116 @@
--- uses: message
+-- uses: limiter, message, serve
 -- Finish a job once, queue its callback in the same step (so there is never a second one), and
 -- when it is the last of its batch, finish the batch and queue the batch's callback, once.
 -- A read that led a shared call (spec 13) gives its answer to every job that joined it, each
 -- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
 -- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
--- Its worker thread is free again: a dispatcher waiting for one is woken.
+-- Its worker thread is free again: a dispatcher waiting for one is woken (unless kept: ARGV 17).
 -- With a hold (ARGV 16), the job's own callback is not queued: its first delivery is made by the
 -- worker that finished the job, right after this script; the callbacks watch waits that much longer
 -- before it queues the callback again (the worker died before settling it). Nothing else delivers
 -- it meanwhile, so no delivery lease is needed.
+-- With a new owner (ARGV 17), the worker thread, free again, takes the next job whose slot is free
+-- now in the same step (take_next, in _serve.lua: no message, no claim, no wake-up); else a
+-- dispatcher waiting for a thread is woken. Either way the job's lease and `running` entry go,
+-- also when the job was already final or gone.
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
---       8 wake.
+--       8 wake, 9 quotas, 10 dispatched, 11 capacity.
 -- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
 --       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback),
---       17... the call's metrics (add_counts), added whatever the job's state.
--- Returns {1} when finished now ({1, HGETALL of the job} when its callback is this caller's to
--- deliver), {0} when it already was, {-1} when the job is gone.
--- Every field it needs is read in one HMGET, and written in one HSET.
-add_counts(17)
-local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
-local status, batch, read, started = f[1], f[2], f[3], f[4]
-if not status then return {-1} end
-if is_final(status) then return {0} end
-if batch then  -- set_status, with the fields read above
-  redis.call('HINCRBY', batch, 'n:' .. status, -1)
-  redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
+--       17 the new owner ('' to take nothing), 18 its lease ms, 19 sent at (ISO; '' to leave the
+--       sent record to mark_sent.lua), 20 the account it applies to (whose token the worker
+--       holds), 21 lane prefix, 22 delayed key prefix, 23 limiter key prefix, 24 lease key prefix,
+--       25 most due accounts to try, 26... the call's metrics (add_counts), added whatever the
+--       job's state.
+-- Returns {1 when finished now (0 when it already was, -1 when the job is gone), the job's HGETALL
+-- when its callback is this caller's to deliver (else {}), the job taken next (take_next; {})}.
+-- Every field of the job it needs is read in one HMGET, and written in one HSET.
+add_counts(26)
+local now = now_ms()
+
+-- Finish the job; returns 1, 0 (already final) or -1 (gone), and whether its callback is held.
+local function finish()
+  local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
+  local status, batch, read, started = f[1], f[2], f[3], f[4]
+  if not status then return -1, false end
+  if is_final(status) then return 0, false end
+  if batch then  -- set_status, with the fields read above
+    redis.call('HINCRBY', batch, 'n:' .. status, -1)
+    redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
+  end
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
+               FIELD.finished_at, ARGV[5], FIELD.inflight, '0', FIELD.cb, 'pending')
+  else
+    redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
+               FIELD.finished_at, ARGV[5], FIELD.inflight, '0')
+  end
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+  redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
+  local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
+  if deliver then
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
+  elseif ARGV[7] ~= '' then
+    redis.call('LPUSH', KEYS[3], ARGV[7])
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
+  end
+  if read then
+    if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
+    if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
+      redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', math.min(tonumber(ARGV[6]), 86400))
+    else  -- a newer identical read failed: the older answer is no longer one to hand out
+      redis.call('DEL', read .. ':fresh')
+    end
+  end
+  -- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
+  local followers = ARGV[13] .. ARGV[9]
+  local members = read and redis.call('SMEMBERS', followers) or {}
+  for _, fid in ipairs(members) do
+    local fkey = ARGV[12] .. fid
+    local g = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
+    if g[1] and not is_final(g[1]) and g[2] == ARGV[9] then
+      set_status(fkey, ARGV[2])
+      redis.call('HSET', fkey, FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
+                 FIELD.inflight, '0')
+      if started then redis.call('HSET', fkey, FIELD.started_at, started) end
+      redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
+      redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
+      if has_callback(g[3]) then
+        redis.call('HSET', fkey, FIELD.cb, 'pending')
+        redis.call('LPUSH', KEYS[3], callback_message(ARGV[14], ARGV[15], fid, 1))
+        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), fid)
+      end
+      finish_batch_if_done(g[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
+    end
+  end
+  if #members > 0 then redis.call('DEL', followers) end
+  if batch and ARGV[10] ~= '' then
+    local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
+    if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then
+      -- The batch finished with this job: queue its callback now (the watch would, a little later).
+      redis.call('LPUSH', KEYS[3], ARGV[10])
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
+    end
+  end
+  return 1, deliver
 end
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
-             FIELD.finished_at, ARGV[5], FIELD.inflight, '0', FIELD.cb, 'pending')
-else
-  redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
-             FIELD.finished_at, ARGV[5], FIELD.inflight, '0')
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+
+local outcome, deliver = finish()
 release_if_owner(KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[9])
-redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
-local now = now_ms()
-wake_if_due(KEYS[7], KEYS[8], now)
-local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
-if deliver then
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
-elseif ARGV[7] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[7])
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
+local taken = {}
+if ARGV[17] ~= '' then
+  local S = {
+    now = now, job_prefix = ARGV[12], lane_prefix = ARGV[21], delayed_prefix = ARGV[22],
+    limiter_prefix = ARGV[23], ready = KEYS[7], wake = KEYS[8], quotas = KEYS[9], dispatched = KEYS[10],
+    running = KEYS[6], capacity = KEYS[11], most = 1, lease_prefix = ARGV[24], owner = ARGV[17],
+    lease_ms = tonumber(ARGV[18]),
+  }
+  taken = take_next(S, ARGV[20], ARGV[19], tonumber(ARGV[25]))
+else
+  wake_if_due(KEYS[7], KEYS[8], now)
 end
-if read then
-  if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
-  if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
-    redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', math.min(tonumber(ARGV[6]), 86400))
-  else  -- a newer identical read failed: the older answer is no longer one to hand out
-    redis.call('DEL', read .. ':fresh')
-  end
-end
--- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
-local followers = ARGV[13] .. ARGV[9]
-local members = read and redis.call('SMEMBERS', followers) or {}
-local followers_seen = #members > 0
-for _, fid in ipairs(members) do
-  local fkey = ARGV[12] .. fid
-  local f = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
-  if f[1] and not is_final(f[1]) and f[2] == ARGV[9] then
-    set_status(fkey, ARGV[2])
-    redis.call('HSET', fkey, FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
-               FIELD.inflight, '0')
-    if started then redis.call('HSET', fkey, FIELD.started_at, started) end
-    redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
-    redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
-    if has_callback(f[3]) then
-      redis.call('HSET', fkey, FIELD.cb, 'pending')
-      redis.call('LPUSH', KEYS[3], callback_message(ARGV[14], ARGV[15], fid, 1))
-      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), fid)
-    end
-    finish_batch_if_done(f[4], ARGV[5], tonumber(ARGV[6]), KEYS[5])
-  end
-end
-if read and followers_seen then redis.call('DEL', followers) end
-if batch and ARGV[10] ~= '' then
-  local finished = finish_batch_if_done(batch, ARGV[5], tonumber(ARGV[6]), KEYS[5])
-  if finished == 1 and redis.call('HEXISTS', batch, 'callback') == 1 then
-    -- The batch finished with this job: queue its callback now (the watch would, a little later).
-    redis.call('LPUSH', KEYS[3], ARGV[10])
-    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
-  end
-end
-if deliver then return {1, redis.call('HGETALL', KEYS[1])} end
-return {1}
+return {outcome, deliver and redis.call('HGETALL', KEYS[1]) or {}, taken}

@@ -27,13 +27,15 @@ WAIT_TIMEOUT_MS = 1000
 class NotReplicated(BridgeUnavailable):
     """A write reached fewer replicas than required within ``WAIT_TIMEOUT_MS`` (it may still be on the primary)."""
 
-    def __init__(self, acknowledged: int, required: int) -> None:
+    def __init__(self, acknowledged: int, required: int, reply: Any = None) -> None:
         super().__init__(
             f"Redis: the write reached {acknowledged} of {required} required replica(s) in "
             f"{WAIT_TIMEOUT_MS} ms (BRIDGE_REDIS_MIN_REPLICAS); retry with the same idempotency key"
         )
         self.acknowledged = acknowledged
         self.required = required
+        #: The script's reply on the primary (it ran there: only its replication is in doubt).
+        self.reply = reply
 
 
 class NotOwned(BridgeUnavailable):
@@ -91,7 +93,7 @@ class Replicas:
             if held is None or held.decode() != guard[1]:
                 raise NotOwned(guard[0])
         if self.required and int(replies[1]) < self.required:
-            raise NotReplicated(int(replies[1]), self.required)
+            raise NotReplicated(int(replies[1]), self.required, replies[0])
         return replies[0]
 
     async def run_async(
@@ -104,7 +106,7 @@ class Replicas:
             await client.script_load(script.script)
             reply, acknowledged = await self._pipelined_async(client, script, keys, args)
         if int(acknowledged) < self.required:
-            raise NotReplicated(int(acknowledged), self.required)
+            raise NotReplicated(int(acknowledged), self.required, reply)
         return reply
 
     async def _pipelined_async(

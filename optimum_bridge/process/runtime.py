@@ -19,6 +19,7 @@ from optimum_bridge.accounts.cipher import SecretsCipher
 from optimum_bridge.accounts.registry import AccountRegistry
 from optimum_bridge.accounts.removal import Removal
 from optimum_bridge.accounts.store import AccountStore
+from optimum_bridge.callbacks.background import BackgroundDelivery
 from optimum_bridge.callbacks.deliveries import DeliveryStore
 from optimum_bridge.callbacks.sender import DEFAULT_SCHEDULE, CallbackSender
 from optimum_bridge.config.accounts import Account
@@ -45,6 +46,10 @@ from optimum_bridge.upstream.identity import IdentityClient
 from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
 
 T = TypeVar("T")
+
+#: Threads of a process making first callback deliveries, and how many may wait for them.
+FIRST_DELIVERY_THREADS = 4
+FIRST_DELIVERY_BACKLOG = 64
 
 
 class lazy(Generic[T]):  # a decorator, named like the one it replaces
@@ -88,6 +93,8 @@ class Runtime:
     pid: int = field(default_factory=os.getpid)
     #: Guards the lazy parts of this runtime and of its accounts (one lock: no ordering between two).
     build_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    #: Set when the worker begins a warm shutdown: threads stop taking jobs after their own.
+    draining: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @lazy
     def redis(self) -> redis.Redis:
@@ -209,9 +216,19 @@ class Runtime:
             budget_s=self.settings.max_retry_duration_s,
             backoff=Backoff(base_s=self.settings.retry_base_s, cap_s=self.settings.retry_cap_s),
         )
-        # Callbacks are first delivered by the worker that finished the job (none without a secret: queued).
-        callbacks = self.callbacks if self.settings.callback_secret is not None else None
-        return Executor(self.jobs, apis, policy, self.leases, callbacks=callbacks)
+        # Callbacks are first delivered by the worker that finished the job, off its thread (none
+        # without a secret: queued).
+        callbacks = None
+        if self.settings.callback_secret is not None:
+            callbacks = BackgroundDelivery(
+                self.callbacks, threads=FIRST_DELIVERY_THREADS, backlog=FIRST_DELIVERY_BACKLOG
+            )
+        # A thread goes on to the next job whose slot is free now, for a while (a task's message is
+        # redelivered to no effect past the visibility timeout, so well within it).
+        chain_s = min(30.0, self.settings.redelivery_timeout_s / 4)
+        return Executor(
+            self.jobs, apis, policy, self.leases, callbacks=callbacks, chain_s=chain_s, draining=self.draining
+        )
 
     @lazy
     def leases(self) -> LeaseKeeper:

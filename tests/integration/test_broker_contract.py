@@ -189,7 +189,7 @@ def test_the_callback_messages_built_in_lua_are_what_kombu_writes(redis_server, 
     try:
         leader, follower = BridgeClient(settings, client=rt.redis).submit_many([read, read])
         answer = ApiResponse(status_code=200, body=[])
-        assert rt.jobs.complete(leader, "w", succeeded=True, response=answer, error=None, callback=True)
+        assert rt.jobs.finish(leader, "w", succeeded=True, response=answer, error=None, callback=True).finished
         ours = json.loads(rt.redis.lpop(Keys(prefix).queue(CALLBACKS_QUEUE)))  # the last queued: the follower's
     finally:
         rt.close()

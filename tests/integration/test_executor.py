@@ -123,7 +123,7 @@ def store_sequence(store: Any, new: Any, slot: Any, crashed_mid_call: Any, lease
     claim = store.claim(job, given, "w3", **take)
     seen += [claim.outcome, claim.attempts, claim.inflight, store.mark_sent(job, given, quota=QUOTA, account="default")]
     done = {"succeeded": True, "response": ApiResponse(status_code=200, body=[]), "error": None, "callback": False}
-    seen += [store.complete(job, "w3", **done), store.complete(job, "w3", **done)]  # finished once only
+    seen += [store.finish(job, "w3", **done).finished, store.finish(job, "w3", **done).finished]  # finished once only
     seen.append(store.claim(job, given, "w4", **take).outcome)
     crashed = new()
     crashed_mid_call(crashed)

@@ -130,7 +130,14 @@ class FakeJobs:
         return True
 
     def finish(
-        self, job_id: str, owner: str, *, hold_ms: int | None = None, counts: tuple[str, ...] = (), **kwargs: Any
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        hold_ms: int | None = None,
+        counts: tuple[str, ...] = (),
+        take: object = None,
+        **kwargs: Any,
     ) -> Completion:
         """``complete``; with ``hold_ms``, the callback is held for the caller (``callback_queued`` stays False)."""
         finished = self.complete(job_id, owner, **kwargs)

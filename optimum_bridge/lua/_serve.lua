@@ -1,0 +1,159 @@
+-- Serving an account: its free quota slots go to its best waiting jobs, now (needs limiter and
+-- message). Shared by dispatch.lua (a dispatcher hands each job to a worker as a Celery message)
+-- and complete.lua (a worker thread whose job just finished takes the next one itself: take_next;
+-- no message, no claim, no wake-up; issue 17).
+-- S, the context: now; job_prefix, lane_prefix, delayed_prefix, limiter_prefix; the keys ready,
+-- wake, quotas (hash: account -> 'limit window interval burst', ms), dispatched (zset: job id ->
+-- hand-off deadline), running, capacity (string: free threads of live workers); most (slots per
+-- account and call); free (nil until read: threads free for new hand-offs, -1 when unknown).
+-- To hand off: queue, handoff (ms), template, embed. To take (S.owner set): lease_prefix, owner,
+-- lease_ms, sent_at ('' to leave the sent record to mark_sent.lua), and S.taken is set to what
+-- was taken: {job id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent}.
+
+-- Threads free for new hand-offs; read once, when first needed (-1: no limit known).
+local function free_threads(S)
+  if S.free == nil then
+    local capacity = tonumber(redis.call('GET', S.capacity) or '-1')
+    if capacity < 0 then
+      S.free = -1
+    else
+      S.free = math.max(0, capacity - redis.call('ZCARD', S.dispatched) - redis.call('ZCARD', S.running))
+    end
+  end
+  return S.free
+end
+
+-- Job `jid` (waiting: `f` is its HMGET of status, dispatch, inflight, attempts, op, submitted_at,
+-- batch) runs now in the calling thread: its lease, the running state, the start counted already
+-- (`take` in serve), and the attempt counted as sent when S.sent_at says the call leaves right
+-- after (claim.lua's rules: not when an earlier attempt may be in flight). False when another
+-- holder's lease is still on it (the job goes back to its lane's head).
+local function take_job(S, account, key, jid, dispatch, f)
+  if not redis.call('SET', S.lease_prefix .. jid, S.owner, 'NX', 'PX', S.lease_ms) then return false end
+  redis.call('ZADD', S.running, S.now, jid)
+  local fields = {FIELD.status, 'running', FIELD.dispatch, dispatch, FIELD.dispatched_at, S.now}
+  if f[7] then
+    redis.call('HINCRBY', f[7], 'n:' .. f[1], -1)
+    redis.call('HINCRBY', f[7], 'n:running', 1)
+  end
+  local attempts = tonumber(f[4] or '0')
+  local sent = -1
+  if S.sent_at ~= '' and f[3] ~= '1' then
+    sent = attempts + 1
+    for _, v in ipairs({FIELD.attempts, sent, FIELD.inflight, '1', FIELD.started_at, S.sent_at}) do
+      table.insert(fields, v)
+    end
+  end
+  redis.call('HSET', key, unpack(fields))
+  S.taken = {jid, dispatch, account, f[3] or '0', attempts, f[5], f[6], f[7] or '', sent}
+  return true
+end
+
+-- Serve one account: returns its outcome and how many slots it gave. Each account served gets its
+-- exact next time in the ready set (its next slot, or its first delayed job), or leaves it when
+-- nothing of it waits. The best job is the oldest (lowest sequence) of the highest lane present.
+-- A job is given a slot only when a call may start now, and only while the workers have a free
+-- thread for it (a taking thread is one: its first job needs no other).
+local function serve(account, S)
+  local quota = redis.call('HGET', S.quotas, account)
+  if not quota then return 'unknown', 0 end
+  local l, w, i, b = string.match(quota, '^(%d+) (%d+) (%d+) (%d+)$')
+  local limit, window, interval, tau = tonumber(l), tonumber(w), tonumber(i), tonumber(b)
+  local now = S.now
+  local base = S.lane_prefix .. account .. ':'
+  local lanes = {base .. 'urgent', base .. 'normal', base .. 'bulk'}
+  local delayed = S.delayed_prefix .. account
+  local lim = S.limiter_prefix .. account
+  local log, pause, tat, learned = lim .. ':log', lim .. ':pause', lim .. ':tat', lim .. ':learned'
+
+  -- Retries and deferrals that are due go back to their lane, keeping their age.
+  for _, jid in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 200)) do
+    redis.call('ZREM', delayed, jid)
+    local key = S.job_prefix .. jid
+    local status = redis.call('HGET', key, FIELD.status)
+    if status == 'queued' or status == 'retrying' then
+      local lane, seq = lane_of(S.lane_prefix, key)
+      redis.call('ZADD', lane, seq, jid)
+    end
+  end
+
+  local given, from = 0, 1  -- lanes above the one a job was taken from stay empty within this call
+  while true do
+    if given > 0 and S.free == 0 then  -- no thread for another: stays due, a finished job wakes a dispatcher
+      redis.call('ZADD', S.ready, 'LT', now, account)
+      return 'busy', given
+    end
+    local lane, best = nil, nil
+    for n = from, 3 do
+      local head = redis.call('ZRANGE', lanes[n], 0, 0)
+      if head[1] then lane, best, from = lanes[n], head[1], n; break end
+    end
+    if not best then
+      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+      if first[1] then
+        redis.call('ZADD', S.ready, first[2], account)
+      else
+        redis.call('ZREM', S.ready, account)
+      end
+      return 'idle', given
+    end
+    if (given > 0 or not S.owner) and free_threads(S) == 0 then  -- stays due: a finished job wakes a dispatcher
+      redis.call('ZADD', S.ready, 'LT', now, account)
+      return 'busy', given
+    end
+    local at, _, spacing, tat_ms = next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
+    if at > now then
+      redis.call('ZADD', S.ready, at, account)
+      return 'wait', given
+    end
+    if given >= S.most then
+      redis.call('ZADD', S.ready, now, account)
+      return 'more', given
+    end
+    local key = S.job_prefix .. best
+    redis.call('ZREM', lane, best)
+    local f = redis.call('HMGET', key, FIELD.status, FIELD.dispatch, FIELD.inflight, FIELD.attempts, FIELD.op,
+                         FIELD.submitted_at, FIELD.batch)
+    if f[1] == 'queued' or f[1] == 'retrying' then
+      local dispatch = tonumber(f[2] or '0') + 1
+      if S.owner then
+        if not take_job(S, account, key, best, dispatch, f) then
+          redis.call('ZADD', lane, tonumber(redis.call('HGET', key, FIELD.seq)), best)
+          redis.call('ZADD', S.ready, 'LT', now, account)
+          return 'leased', given
+        end
+      else
+        redis.call('HSET', key, FIELD.dispatch, dispatch, FIELD.dispatched_at, now)
+        redis.call('ZADD', S.dispatched, now + S.handoff, best)
+        redis.call('LPUSH', S.queue, job_message(S.template, S.embed, best, dispatch, account))
+      end
+      take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
+      given = given + 1
+      if not S.owner and S.free > 0 then S.free = S.free - 1 end
+    end
+  end
+end
+
+-- A worker thread is free: it takes the next job itself when one of the first `most_accounts` due
+-- accounts has a slot free now (the earliest due first), counted as sent when that account is
+-- `token_account` (sent_at: '' to leave it to mark_sent.lua). A dispatcher is woken when the
+-- free slot after it is a dispatcher's to hand off, when an account is due and nothing was taken,
+-- or when an account served here is now the earliest in the ready set (it waits for an earlier
+-- time). Returns S.taken, or {} when nothing was taken.
+local function take_next(S, token_account, sent_at, most_accounts)
+  local moved = {}  -- accounts this call gave a later time
+  for _, account in ipairs(redis.call('ZRANGEBYSCORE', S.ready, '-inf', S.now, 'LIMIT', 0, most_accounts)) do
+    S.sent_at = account == token_account and sent_at or ''
+    local outcome = serve(account, S)
+    if outcome == 'wait' then moved[account] = true end
+    if S.taken then
+      if outcome == 'more' or (outcome == 'wait' and redis.call('ZRANGE', S.ready, 0, 0)[1] == account) then
+        redis.call('LPUSH', S.wake, '1')
+      end
+      return S.taken
+    end
+  end
+  local first = redis.call('ZRANGE', S.ready, 0, 0, 'WITHSCORES')
+  if first[1] and (tonumber(first[2]) <= S.now or moved[first[1]]) then redis.call('LPUSH', S.wake, '1') end
+  return {}
+end

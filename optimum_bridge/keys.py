@@ -22,6 +22,8 @@ PRIORITIES: tuple[str, ...] = ("urgent", "normal", "bulk")
 DEFAULT_ACCOUNT = "default"
 #: How many of an account's latest jobs and batches its indexes keep (``/ui`` reads them, never every job).
 RECENT_JOBS = 200
+#: submit.lua trims an account's recent jobs when a seq is a multiple of this, not at every job.
+RECENT_JOBS_TRIM_PERIOD = 50
 RECENT_BATCHES = 50
 #: How long a per-minute call count is kept (``/ui`` charts the last hour).
 CALLS_PER_MINUTE_TTL_S = 2 * 3600
@@ -227,7 +229,8 @@ class Keys:
         return f"{self.prefix}recent:"
 
     def recent_jobs(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Sorted set: an account's latest ``RECENT_JOBS`` job ids, scored by ``seq`` (written by submit.lua)."""
+        """Sorted set: an account's latest ``RECENT_JOBS`` job ids at least (``RECENT_JOBS_TRIM_PERIOD`` - 1 more
+        at most), scored by ``seq`` (written by submit.lua)."""
         return f"{self.recent_prefix}{account}:jobs"
 
     def recent_batches(self, account: str = DEFAULT_ACCOUNT) -> str:

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
-from optimum_bridge.process.metrics import LATENCY_BUCKETS
+from optimum_bridge.process.metrics import LATENCY_BUCKETS, with_totals
 from optimum_bridge.quota.limiter import LimiterState
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
@@ -38,7 +38,7 @@ class Snapshot:
     queues: dict[str, int]
     retries_scheduled: int
     dead_letters: int
-    counters: dict[str, float]
+    counters: dict[str, float]  # with the totals the write path leaves to readers (``with_totals``)
     waiting: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, priority) -> jobs waiting
 
     def counter(self, name: str) -> float:
@@ -67,7 +67,7 @@ def read_snapshot(client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("d
         queues={name: int(length) for name, length in zip(QUEUES, lengths, strict=True)},
         retries_scheduled=int(due) + sum(int(n) for n in delayed),
         dead_letters=int(dead),
-        counters={text(k): float(v) for k, v in stats.items()},
+        counters=with_totals({text(k): float(v) for k, v in stats.items()}),
         waiting={lane: int(size) for lane, size in zip(lanes, waiting, strict=True)},
     )
 

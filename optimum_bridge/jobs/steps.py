@@ -15,7 +15,7 @@ from optimum_bridge.clock import SYSTEM_CLOCK, Clock, epoch_ms_ceil
 from optimum_bridge.errors import JobNotFound
 from optimum_bridge.jobs.coalesce import read_digest
 from optimum_bridge.jobs.status import shown_status, to_status
-from optimum_bridge.keys import RECENT_JOBS, JobField, Keys, text
+from optimum_bridge.keys import RECENT_JOBS, RECENT_JOBS_TRIM_PERIOD, JobField, Keys, text
 from optimum_bridge.schemas import WAITING_STATES, ErrorInfo, JobStatus, Operation
 from optimum_bridge.steps import Command, Script, Steps
 
@@ -60,6 +60,7 @@ class JobSteps:
             keys.stats,
             keys.ready,
             keys.wake,
+            RECENT_JOBS_TRIM_PERIOD,
         ]
         for operation in operations:
             idem = keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""

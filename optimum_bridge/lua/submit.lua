@@ -2,11 +2,13 @@
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
 --       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
 --       10 followers key prefix, 11 callbacks watch, 12 result ttl (s), 13 stats, 14 ready, 15 wake,
---       then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
+--       16 recent-jobs trim period, then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
 --       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
 --       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
 -- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
--- scored by seq), trimmed to the cap, so /ui lists recent jobs without scanning every one.
+-- scored by seq), so /ui lists recent jobs without scanning every one: trimmed to the cap when a
+-- seq of the call is a multiple of the trim period (one trim per period, not per job), so it holds
+-- the latest cap jobs at least and cap + period - 1 at most (only this script increments a seq).
 -- A job with a not-before time still to come waits in its account's delayed set instead, and
 -- goes to its lane (with its place) when that time comes. Either way its account is in the ready
 -- set by then (at once for a lane, if its lanes were empty: else it is there already; at the
@@ -25,10 +27,17 @@ local job_prefix, lane_prefix, seq_prefix = ARGV[1], ARGV[2], ARGV[3]
 local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
 local followers_prefix, watch, result_ttl, stats = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[13]
-local ready, wake = ARGV[14], ARGV[15]
+local ready, wake, trim_period = ARGV[14], ARGV[15], tonumber(ARGV[16])
 local now = now_ms()
 local out = {}
-local touched = {}
+local to_trim = {}
+local busy = {}  -- accounts whose lanes are known not to be empty (nothing in this call empties one)
+local batch_counts, batch_last = {}, {}
+
+local function add(fields, field, value)
+  local n = #fields
+  fields[n + 1], fields[n + 2] = field, value
+end
 
 -- The last identical read that succeeded at most `max_age` ms ago: its id and answer, or nil.
 local function fresh_answer(read, max_age)
@@ -54,7 +63,7 @@ local function leader_of(read)
   return leader
 end
 
-for i = 16, #ARGV, 11 do
+for i = 17, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
@@ -70,29 +79,32 @@ for i = 16, #ARGV, 11 do
     if idem ~= '' then redis.call('SET', idem, jid, 'EX', idem_ttl) end
     local key = job_prefix .. jid
     local seq = redis.call('INCR', seq_prefix .. account)
-    redis.call('HSET', key, FIELD.op, op, FIELD.attempts, 0, FIELD.submitted_at, submitted,
-               FIELD.priority, priority, FIELD.account, account, FIELD.seq, seq)
-    if batch ~= '' then
-      redis.call('HSET', key, FIELD.batch, batch)
-      redis.call('HSET', batch, 'last:' .. priority, seq)
-    end
-    if read ~= '' then redis.call('HSET', key, FIELD.read, read) end
     local source, answer = fresh_answer(read, max_age)
     local leader = (not source) and may_join and read ~= '' and leader_of(read)
+    -- The whole new hash in one HSET (its status included: a new job has none to move from).
+    local status = source and 'succeeded' or 'queued'
+    local fields = {FIELD.op, op, FIELD.attempts, 0, FIELD.submitted_at, submitted, FIELD.priority, priority,
+                    FIELD.account, account, FIELD.seq, seq, FIELD.status, status}
+    if batch ~= '' then
+      add(fields, FIELD.batch, batch)
+      batch_counts[status] = (batch_counts[status] or 0) + 1
+      batch_last[priority] = seq
+    end
+    if read ~= '' then add(fields, FIELD.read, read) end
     if source then
-      set_status(key, 'succeeded')
-      redis.call('HSET', key, FIELD.response, answer, FIELD.coalesced_with, source, FIELD.finished_at, submitted,
-                 FIELD.inflight, '0')
+      add(fields, FIELD.response, answer); add(fields, FIELD.coalesced_with, source); add(fields, FIELD.finished_at, submitted)
+      add(fields, FIELD.inflight, '0')
+      if has_callback then add(fields, FIELD.cb, 'pending') end
+    elseif leader then
+      add(fields, FIELD.coalesced_with, leader)
+    end
+    redis.call('HSET', key, unpack(fields))
+    if source then
       redis.call('EXPIRE', key, result_ttl)
       redis.call('HINCRBY', stats, 'jobs:succeeded', 1)
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_cached', 1)
-      if has_callback then
-        redis.call('HSET', key, FIELD.cb, 'pending')
-        redis.call('ZADD', watch, now, jid)
-      end
+      if has_callback then redis.call('ZADD', watch, now, jid) end
     elseif leader then
-      set_status(key, 'queued')
-      redis.call('HSET', key, FIELD.coalesced_with, leader)
       redis.call('EXPIRE', key, ttl)
       redis.call('SADD', followers_prefix .. leader, jid)
       redis.call('EXPIRE', followers_prefix .. leader, ttl)
@@ -102,25 +114,31 @@ for i = 16, #ARGV, 11 do
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_shared', 1)
       relane(lane_prefix, job_prefix, followers_prefix, leader)
     else
-      set_status(key, 'queued')
       redis.call('EXPIRE', key, ttl)
       if may_join and read ~= '' then redis.call('SET', read, jid, 'EX', ttl) end
       if not_before and not_before > now then
         redis.call('ZADD', delayed_prefix .. account, not_before, jid)
         make_ready(ready, wake, account, not_before)
       else
-        if not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now) end
+        if not busy[account] and not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now) end
         redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+        busy[account] = true
       end
     end
     local recent = recent_prefix .. account .. ':jobs'
     redis.call('ZADD', recent, seq, jid)
-    touched[recent] = true
+    if seq % trim_period == 0 then to_trim[recent] = true end
     table.insert(out, jid)
     table.insert(out, 1)
   end
 end
-for recent in pairs(touched) do
+for recent in pairs(to_trim) do
   redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_cap + 1))
+end
+if batch ~= '' then
+  for status, n in pairs(batch_counts) do redis.call('HINCRBY', batch, 'n:' .. status, n) end
+  local last = {}
+  for priority, seq in pairs(batch_last) do add(last, 'last:' .. priority, seq) end
+  if #last > 0 then redis.call('HSET', batch, unpack(last)) end
 end
 return out

@@ -6,20 +6,56 @@ one hash per hour, kept two hours) for the chart of ``/ui``. The counts of an
 API call that got an answer (``call_counts``) are written by the script that
 finishes or parks its job (``add_counts`` in ``lua/_prelude.lua``), in the
 same round trip (issue 17).
+
+Fields an API call writes (issue 17: as few as can be): the account's
+``acct:<account>:calls:<status>`` (``calls:<status>`` instead for a call
+without an account), one ``latency_bucket:<bound>`` and ``latency_sum``.
+The totals ``/metrics`` shows are derived by every reader through
+``with_totals``: ``calls:<status>`` is the stored field plus every account's,
+``latency_count`` the sum of the buckets.
+
+Data of the version that wrote the totals (every account's call counted in
+``calls:<status>`` too) is upgraded once, by ``Metrics.upgrade`` (``lua/
+counts_upgrade.lua``) which every worker runs before it counts a call: it
+takes the accounts' counts out of ``calls:<status>`` and sets
+``counts_version``. Readers add the accounts' counts only when that field is
+there, so data not yet upgraded reads as before and none is counted twice.
+Not covered: a worker of the old version still running after the upgrade
+counts its calls twice (in the total and the account's) until it stops;
+upgrade by stopping the old workers first. ``latency_count`` needs no
+upgrade: the old version kept it equal to the sum of the buckets.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.keys import CALLS_PER_MINUTE_TTL_S, Keys, text
+from optimum_bridge.lua import scripts
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Set (to 2) in the stats hash once ``calls:<status>`` no longer includes the accounts' calls.
+COUNTS_VERSION = "counts_version"
+
+
+def with_totals(counters: Mapping[str, float]) -> dict[str, float]:
+    """``counters`` (the stats hash) with the totals the write path leaves to readers: ``calls:<status>``
+    (with every account's, once the hash is upgraded) and ``latency_count`` (the buckets' sum)."""
+    totals = dict(counters)
+    if COUNTS_VERSION in counters:
+        for name, value in counters.items():
+            account, _, counter = name.removeprefix("acct:").partition(":")
+            if name.startswith("acct:") and account and counter.startswith("calls:"):
+                totals[counter] = totals.get(counter, 0.0) + value
+    buckets = sum(value for name, value in counters.items() if name.startswith("latency_bucket:"))
+    totals["latency_count"] = max(buckets, counters.get("latency_count", 0.0))  # the old version stored it
+    return totals
 
 
 class Metrics:
@@ -38,6 +74,15 @@ class Metrics:
         """The same counters, also counted under ``acct:<account>:`` (the metrics' account label)."""
         return Metrics(self._redis, self._keys, account=account, clock=self._clock)
 
+    def upgrade(self) -> bool:
+        """Upgrade the stats hash to the counts this version writes, once (see the module's docstring);
+        True when this call did it. Run before counting a call: a ``redis.RedisError`` is raised, since
+        calls counted before the upgrade would be taken out of the totals."""
+        done = scripts.register(self._redis, "counts_upgrade")(keys=[self._key], args=[COUNTS_VERSION])
+        if done:
+            log.info("metrics: the stats hash is upgraded (accounts' calls no longer in calls:<status>)")
+        return bool(done)
+
     def _names(self, name: str) -> list[str]:
         return [name] if self.account is None else [name, f"acct:{self.account}:{name}"]
 
@@ -55,9 +100,10 @@ class Metrics:
         """What one API call adds: (key, field, amount, ttl) quadruples, flat, as ``add_counts`` in
         ``lua/_prelude.lua`` takes them (a float amount has a decimal point; ttl '' for none)."""
         bucket = next((str(bound) for bound in LATENCY_BUCKETS if seconds <= bound), "inf")
-        counts = [(self._key, name, "1", "") for name in self._names(f"calls:{status}")]
+        # The totals (calls:<status> with an account, latency_count) are left to readers: with_totals.
+        calls = f"calls:{status}" if self.account is None else f"acct:{self.account}:calls:{status}"
+        counts = [(self._key, calls, "1", "")]
         counts.append((self._key, f"latency_bucket:{bucket}", "1", ""))  # one bucket; /metrics accumulates
-        counts.append((self._key, "latency_count", "1", ""))
         counts.append((self._key, "latency_sum", f"{seconds:.6f}", ""))
         if self.account is not None:
             minute = int(self._clock.now().timestamp()) // 60
@@ -86,6 +132,6 @@ class Metrics:
             log.warning("could not record call metrics", exc_info=True)
 
     def snapshot(self) -> dict[str, float]:
-        """Every counter, by name."""
+        """Every counter, by name, with the totals (``with_totals``)."""
         raw = self._redis.hgetall(self._key)
-        return {text(k): float(v) for k, v in raw.items()}
+        return with_totals({text(k): float(v) for k, v in raw.items()})

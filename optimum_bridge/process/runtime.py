@@ -106,7 +106,9 @@ class Runtime:
 
     @lazy
     def metrics(self) -> Metrics:
-        return Metrics(self.redis, self.keys)
+        metrics = Metrics(self.redis, self.keys)
+        metrics.upgrade()  # before this process counts a call (process.metrics says why)
+        return metrics
 
     @lazy
     def jobs(self) -> JobStore:

@@ -23,7 +23,7 @@ from optimum_bridge.ingress.app import create_app
 from optimum_bridge.ingress.ui.chart import layout
 from optimum_bridge.ingress.ui.data import recent_jobs
 from optimum_bridge.ingress.ui.security import csrf_token
-from optimum_bridge.keys import RECENT_BATCHES, RECENT_JOBS, Keys
+from optimum_bridge.keys import RECENT_BATCHES, RECENT_JOBS, RECENT_JOBS_TRIM_PERIOD, Keys
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.quota.forecast import Backlog
 from optimum_bridge.quota.headers import Statement
@@ -206,6 +206,19 @@ def test_the_indexes_of_recent_jobs_and_batches_are_bounded(redis_server, prefix
     batches = [client.submit_batch([vehicle(i, "default")]).id for i in range(RECENT_BATCHES + 5)]
     indexed = {member.decode() for member in client.redis.zrange(Keys(prefix).recent_batches(), 0, -1)}
     assert indexed == set(batches[-RECENT_BATCHES:])
+
+
+def test_the_index_of_recent_jobs_is_trimmed_once_a_period_and_never_loses_the_latest(redis_server, prefix):
+    """submit.lua trims when a seq is a multiple of the period (issue 17), not at every job: in between
+    the index may hold up to period - 1 more, never fewer than the latest ``RECENT_JOBS``."""
+    client = BridgeClient(ui_settings(redis_server.url, prefix))
+    ids: list[str] = []
+    for round_ in range((RECENT_JOBS + 2 * RECENT_JOBS_TRIM_PERIOD) // 7):  # 7: multiples land inside a call
+        ids += client.submit_many([vehicle(7 * round_ + i, "default") for i in range(7)])
+        recent = [member.decode() for member in client.redis.zrevrange(Keys(prefix).recent_jobs(), 0, -1)]
+        assert len(recent) <= RECENT_JOBS + RECENT_JOBS_TRIM_PERIOD - 1
+        assert recent[:RECENT_JOBS] == ids[::-1][:RECENT_JOBS]
+    assert len(recent) > RECENT_JOBS  # not trimmed at every call
 
 
 def test_a_job_waiting_on_a_shared_call_is_listed_running_while_the_call_runs(redis_server, prefix):

@@ -10,6 +10,9 @@
 -- lease_ms, sent_at ('' to leave the sent record to mark_sent.lua), and S.taken is set to what
 -- was taken: {job id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent}.
 
+-- How near a slot must be to be left to the next thread that finishes (take_next), not a dispatcher.
+local SOON_MS = 10
+
 -- Threads free for new hand-offs; read once, when first needed (-1: no limit known).
 local function free_threads(S)
   if S.free == nil then
@@ -53,7 +56,7 @@ end
 -- exact next time in the ready set (its next slot, or its first delayed job), or leaves it when
 -- nothing of it waits. The best job is the oldest (lowest sequence) of the highest lane present.
 -- A job is given a slot only when a call may start now, and only while the workers have a free
--- thread for it (a taking thread is one: its first job needs no other).
+-- thread for it (a taking thread is one).
 local function serve(account, S)
   local quota = redis.call('HGET', S.quotas, account)
   if not quota then return 'unknown', 0 end
@@ -97,13 +100,19 @@ local function serve(account, S)
       end
       return 'idle', given
     end
-    if (given > 0 or not S.owner) and free_threads(S) == 0 then  -- stays due: a finished job wakes a dispatcher
+    -- Stays due when no thread is free: a finished job wakes a dispatcher. A taking thread does not
+    -- look (its own job needs no other thread; for the next, a dispatcher has served every free
+    -- thread already, since whatever frees one without taking a job wakes a dispatcher).
+    if not S.owner and free_threads(S) == 0 then
       redis.call('ZADD', S.ready, 'LT', now, account)
       return 'busy', given
     end
     local at, _, spacing, tat_ms = next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
     if at > now then
       redis.call('ZADD', S.ready, at, account)
+      -- After a take, a slot coming SOON_MS from now is left to the next thread that finishes (it
+      -- wakes a dispatcher if that is too early: take_next) unless a thread is free for it now.
+      if S.owner and given > 0 and at <= now + SOON_MS and free_threads(S) == 0 then return 'soon', given end
       return 'wait', given
     end
     if given >= S.most then
@@ -136,10 +145,10 @@ end
 
 -- A worker thread is free: it takes the next job itself when one of the first `most_accounts` due
 -- accounts has a slot free now (the earliest due first), counted as sent when that account is
--- `token_account` (sent_at: '' to leave it to mark_sent.lua). A dispatcher is woken when the
--- free slot after it is a dispatcher's to hand off, when an account is due and nothing was taken,
--- or when an account served here is now the earliest in the ready set (it waits for an earlier
--- time). Returns S.taken, or {} when nothing was taken.
+-- `token_account` (sent_at: '' to leave it to mark_sent.lua). A dispatcher is woken when nothing
+-- was taken and an account is due within SOON_MS (this thread is free for it), and when an
+-- account served here is now the earliest in the ready set (it may wait for a time earlier than
+-- the dispatcher's). Returns S.taken, or {} when nothing was taken.
 local function take_next(S, token_account, sent_at, most_accounts)
   local moved = {}  -- accounts this call gave a later time
   for _, account in ipairs(redis.call('ZRANGEBYSCORE', S.ready, '-inf', S.now, 'LIMIT', 0, most_accounts)) do
@@ -147,13 +156,13 @@ local function take_next(S, token_account, sent_at, most_accounts)
     local outcome = serve(account, S)
     if outcome == 'wait' then moved[account] = true end
     if S.taken then
-      if outcome == 'more' or (outcome == 'wait' and redis.call('ZRANGE', S.ready, 0, 0)[1] == account) then
+      if outcome == 'wait' and redis.call('ZRANGE', S.ready, 0, 0)[1] == account then
         redis.call('LPUSH', S.wake, '1')
       end
       return S.taken
     end
   end
   local first = redis.call('ZRANGE', S.ready, 0, 0, 'WITHSCORES')
-  if first[1] and (tonumber(first[2]) <= S.now or moved[first[1]]) then redis.call('LPUSH', S.wake, '1') end
+  if first[1] and (tonumber(first[2]) <= S.now + SOON_MS or moved[first[1]]) then redis.call('LPUSH', S.wake, '1') end
   return {}
 end

@@ -16,7 +16,7 @@
 -- also when the job was already final or gone.
 -- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
 --       8 wake, 9 quotas, 10 dispatched, 11 capacity.
--- ARGV: 1 owner, 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
+-- ARGV: 1 owner (not read: see the lease below), 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
 --       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback),
@@ -99,7 +99,9 @@ local function finish()
 end
 
 local outcome, deliver = finish()
-release_if_owner(KEYS[2], ARGV[1])
+-- The job is final (now or before): no one takes a lease on it any more, so its lease goes without
+-- an owner check (one who took it over after ours ran out has nothing left to do with it either).
+redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[6], ARGV[9])
 local taken = {}
 if ARGV[17] ~= '' then

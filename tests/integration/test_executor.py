@@ -195,6 +195,8 @@ def test_a_claim_with_the_token_in_hand_counts_the_call_unless_the_window_is_ful
     seconds, micros = rt.redis.time()
     now_ms = seconds * 1000 + micros // 1000
     rt.redis.zadd(keys.limiter_log(), {f"other{i}": now_ms for i in range(QUOTA.limit)})  # no room left
+    # Its slot was given a moment before (in the same millisecond, the start stands as counted then).
+    rt.redis.zadd(keys.limiter_log(), {f"{second}.{given}": now_ms - 1})
     claim = rt.jobs.claim(second, given, "w2", quota=QUOTA, account="default", lease_ms=5000, send=True)
     assert (claim.outcome, claim.sent) == ("ok", 0)  # nothing may leave now: the worker gives the slot back
     assert rt.redis.hget(keys.job(second), "attempts") in (None, b"0")

@@ -284,7 +284,7 @@ class UpkeepStep(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships
 
     It starts after the pool, so a prefork pool's first children are forked
     before the upkeep thread exists, and prepares in this (the main) thread what
-    the loop would otherwise build first (see ``process.runtime.lazy`` and
+    the loop would otherwise build first (see ``process.lazy.lazy`` and
     ``process.kombu.prepare``), so a child forked later finds no lock held.
     """
 

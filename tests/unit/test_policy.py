@@ -192,7 +192,7 @@ def test_public_addresses_and_allow_private():
 def test_signature_verifies_with_the_standard_webhooks_library():
     from pydantic import SecretStr
 
-    from optimum_bridge.settings import callback_key
+    from optimum_bridge.config.values import callback_key
 
     body = b'{"type":"operation.succeeded"}'
     timestamp = int(__import__("time").time())

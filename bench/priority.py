@@ -34,152 +34,42 @@ Chart: calls against time, urgent submissions and calls marked, old vs new.
 
 from __future__ import annotations
 
-import bisect
-import json
 import math
 import random
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from optimum_bridge import BridgeClient
-from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
-from optimum_bridge.devstack.processes import stop_process
+from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.rate import RateLimit
-from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
 
-from .common import SandboxProc, bridge_settings, env_with_path, ready_info, start_redis, start_sandbox, start_workers
-from .report import ROOT, chart_path, percentile, print_table, utc_stamp, workspace, write_result
-
-OLD_COMMIT = "8dbc670"
-PLATES = generate_fleet(42, 60).plates()
-PROCS, THREADS = 2, 4
-MARGIN_S = {"s": "0.15", "m": "0.25"}  # per window unit: as bench.quota (the default at minutes)
-SEED = 20261202
-
-
-@dataclass(frozen=True)
-class Design:
-    """One side of the comparison: which ``optimum_bridge`` runs, and whether it knows priorities."""
-
-    name: str
-    pythonpath: str | None  # None: this tree
-    priorities: bool
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One quota's scenario."""
-
-    quota: str
-    bulk: int
-    urgent: int
-    gap_s: float
-
-
-FULL = [Plan("60/m", 150, 10, 7.0), Plan("30/m", 150, 10, 7.0)]
-QUICK = [Plan("10/s", 40, 6, 0.5)]
-FORECAST_FULL = ("60/m", 60, 20)  # quota, single jobs, batch size
-FORECAST_QUICK = ("10/s", 30, 10)
-
-
-def margin(quota: str) -> str:
-    return MARGIN_S["s" if quota.endswith("/s") else "m"]
-
-
-def interval_s(quota: str) -> float:
-    """The scheduler's slot interval at this quota: (window + margin) / limit, rounded up to the ms."""
-    rate = RateLimit.parse(quota)
-    window_ms = round((rate.window_s + float(margin(quota))) * 1000)
-    return -(-window_ms // rate.limit) / 1000
-
-
-def trips(index: int, priority: str | None) -> dict[str, Any]:
-    op: dict[str, Any] = {  # each makes its own call (coalesce: False): the benchmark counts calls
-        "method": "GET",
-        "coalesce": False,
-        "path": "/Geolocation/Trips",
-        "query": {
-            "registrationNumber": PLATES[index % len(PLATES)],
-            "startDate": "2026-11-26T00:00:00",
-            "endDate": "2026-11-27T00:00:00",
-        },
-    }
-    return op | ({"priority": priority} if priority else {})
-
-
-def vehicle(index: int, priority: str | None) -> dict[str, Any]:
-    """An urgent job: its path names it in the sandbox's call log."""
-    op: dict[str, Any] = {"method": "GET", "path": f"/Vehicles/{PLATES[index % len(PLATES)]}"}
-    return op | ({"priority": priority} if priority else {})
-
-
-def extract_old(workdir: Path) -> Path:
-    """``git archive <OLD_COMMIT> optimum_bridge | tar -x -C <dir>``; the directory to put on ``PYTHONPATH``."""
-    target = workdir / f"old-{OLD_COMMIT}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", OLD_COMMIT, "optimum_bridge"], check=True, capture_output=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
-
-
-class Driver:
-    """``bench.submitter`` in a subprocess: a producer for the design on its path."""
-
-    def __init__(self, values: dict[str, str], design: Design, workdir: Path) -> None:
-        env = env_with_path(values, design.pythonpath)
-        self._stderr = (workdir / "submitter.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.submitter"],
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
-
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.process.stdin is None or self.process.stdout is None:
-            raise RuntimeError("the submitter has no pipes")
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the submitter exited (code {self.process.poll()}); see submitter.log")
-        reply = dict(json.loads(line))
-        if "error" in reply:
-            raise RuntimeError(f"submitter: {reply['error']}")
-        return reply
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        stop_process(self.process, grace_s=5)  # type: ignore[arg-type]
-        self._stderr.close()
-
-
-@dataclass
-class Stack:
-    redis: RedisServer
-    sandbox: SandboxProc
-    workdir: Path
-    old: Path
-
-
-def _check_package(design: Design, where: str, what: str) -> None:
-    """Fail loudly unless ``where`` (a module path) is the tree ``design`` says."""
-    expected = design.pythonpath or str(ROOT)
-    if not where.startswith(expected):
-        raise RuntimeError(f"{what} of design {design.name!r} imported {where}, expected under {expected}")
+from .common import bridge_settings, ready_info, start_redis, start_sandbox, start_workers
+from .priority_report import chart, show, show_forecast
+from .priority_setup import (
+    FORECAST_FULL,
+    FORECAST_QUICK,
+    FULL,
+    OLD_COMMIT,
+    PROCS,
+    QUICK,
+    SEED,
+    THREADS,
+    Design,
+    Driver,
+    Plan,
+    Stack,
+    check_package,
+    extract_old,
+    interval_s,
+    margin,
+    trips,
+    vehicle,
+)
+from .report import chart_path, percentile, utc_stamp, workspace, write_result
 
 
 def scenario(stack: Stack, design: Design, plan: Plan) -> dict[str, Any]:
@@ -200,8 +90,8 @@ def scenario(stack: Stack, design: Design, plan: Plan) -> dict[str, Any]:
     driver = Driver(values, design, stack.workdir)
     try:
         for worker in workers:
-            _check_package(design, ready_info(stack.workdir, worker).split(" ", 1)[1], f"worker {worker.name}")
-        _check_package(design, driver.ask({"where": True})["package"], "the submitter")
+            check_package(design, ready_info(stack.workdir, worker).split(" ", 1)[1], f"worker {worker.name}")
+        check_package(design, driver.ask({"where": True})["package"], "the submitter")
         lane = "bulk" if design.priorities else None
         backlog = driver.ask({"submit": [trips(i, lane) for i in range(plan.bulk)]})
         urgent = _arrivals(driver, design, plan, backlog["mono"])
@@ -347,99 +237,6 @@ def forecast(stack: Stack, quota: str, singles: int, batch_size: int) -> dict[st
             "error_s": batch_forecast.timestamp() - last if batch_forecast else math.nan,
         },
     }
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-def show(results: list[dict[str, Any]]) -> str:
-    headers = ["quota", "design", "urgent", "API p50 s", "API p95 s", "API max s"]
-    headers += ["started_at p50 s", "p95 s", "max s", "goal p95 <= s", "goal", "429", "max ok/win"]
-    rows = []
-    for r in results:
-        goal = r["interval_s"] + 0.1
-        new = r["design"].startswith("new")
-        met = ("met" if r["start"]["p95"] <= goal else "MISSED") if new else "-"
-        api, start = r["api"], r["start"]
-        row = [r["quota"], r["design"], r["urgent"], api["p50"], api["p95"], api["max"]]
-        row += [start["p50"], start["p95"], start["max"], round(goal, 3), met]
-        rows.append([*row, r["rate_limited"], r["max_accepted_in_window"]])
-    title = (
-        f"Urgent start latency, {PROCS} procs x {THREADS} threads, deep bulk backlog "
-        "(API = submit -> arrival at the API; started_at: the old design records none)"
-    )
-    text = print_table(title, headers, rows)
-    for quota in dict.fromkeys(r["quota"] for r in results):
-        pair = {r["design"].split()[0]: r["api"] for r in results if r["quota"] == quota}
-        if "old" in pair and "new" in pair:
-            line = (
-                f"{quota}: old / new (submit -> API arrival), p50 {pair['old']['p50'] / pair['new']['p50']:.0f}x, "
-                f"p95 {pair['old']['p95'] / pair['new']['p95']:.0f}x"
-            )
-            print(line)
-            text += "\n" + line
-    return text
-
-
-def show_forecast(fc: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    headers = ["quota", "jobs", "|error| p50 s", "p95 s", "max s", "mean error s", "bound +- s", "within bound"]
-    err = fc["abs_error"]
-    row = [fc["quota"], fc["jobs"], err["p50"], err["p95"], err["max"], fc["mean_error_s"], fc["bound_s"]]
-    row.append(f"{fc['within_bound']}/{fc['jobs'] - fc['without_forecast']}")
-    text = print_table("Forecast error (estimated_start_at read right after submit - started_at)", headers, [row])
-    b = fc["batch"]
-    line = f"batch of {b['size']} behind them: estimated_done_at - last job's started_at = {b['error_s']:+.2f} s"
-    if fc["without_forecast"]:
-        line += f"\n{fc['without_forecast']} job(s) had started before their forecast was read (no forecast)"
-    for r in results:
-        err = r["forecast_abs_error"]
-        if r["design"].startswith("new") and not math.isnan(err["max"]):
-            line += (
-                f"\nurgent jobs into the {r['quota']} backlog: |estimated_start_at - started_at| "
-                f"p50 {err['p50']:.2f} s, p95 {err['p95']:.2f} s, max {err['max']:.2f} s "
-                f"(bound +- {r['interval_s'] + 1:.2f} s)"
-            )
-    print(line)
-    return text + "\n" + line
-
-
-def chart(results: list[dict[str, Any]], path: Path) -> None:
-    """Per quota (rows) and design (columns): calls so far against time, urgent jobs marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    quotas = list(dict.fromkeys(r["quota"] for r in results))
-    designs = list(dict.fromkeys(r["design"] for r in results))
-    fig, axes = plt.subplots(len(quotas), len(designs), figsize=(7 * len(designs), 3.6 * len(quotas)), squeeze=False)
-    for row, quota in enumerate(quotas):
-        for col, design in enumerate(designs):
-            ax = axes[row][col]
-            r = next(x for x in results if x["quota"] == quota and x["design"] == design)
-            calls = sorted(r["arrivals"])
-            times = [c[0] for c in calls]
-            ax.step(times, range(1, len(times) + 1), where="post", color="0.5", lw=1, label="calls (all)")
-            for job in r["urgent_jobs"]:
-                at = job["submit_s"] + job["api_s"]
-                count = bisect.bisect_right(times, at)
-                ax.hlines(count, job["submit_s"], at, color="tab:red", lw=1, alpha=0.6)
-                ax.plot([at], [count], "o", color="tab:red", ms=4)
-                ax.plot([job["submit_s"]], [count], "v", color="tab:orange", ms=5)
-            ax.plot([], [], "v", color="tab:orange", label="urgent submitted")
-            ax.plot([], [], "o", color="tab:red", label="its call reaches the API")
-            refused = [c[0] for c in calls if not c[2]]
-            if refused:
-                ax.plot(refused, [0] * len(refused), "rx", label="429")
-            ax.set_title(f"{design}, {quota}: urgent submit -> API p95 {r['api']['p95']:.2f} s", fontsize=9)
-            ax.set_xlabel("seconds since the backlog was submitted")
-            ax.set_ylabel("calls so far")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("Calls against time (sandbox call log): urgent jobs into a deep bulk backlog", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def run(*, quick: bool) -> Path:

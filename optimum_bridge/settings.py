@@ -7,11 +7,8 @@ Secrets are ``SecretStr`` so no ``repr``, log line or error message shows them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +24,16 @@ from optimum_bridge.config.environments import (
     Environment,
     plain_http_refused,
     sandbox_endpoints,
+)
+from optimum_bridge.config.values import (
+    callback_key,
+    check_ca_bundle,
+    check_fernet_key,
+    check_fernet_keys,
+    check_proxy,
+    check_url,
+    split_keys,
+    split_seconds,
 )
 from optimum_bridge.errors import ConfigError, field_problems, one_line
 from optimum_bridge.process.redis import check_redis_url
@@ -109,19 +116,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(SecretStr(part.strip()) for part in value.split(",") if part.strip())
-        return value
+        return split_keys(value)
 
     @field_validator("callback_schedule", mode="before")
     @classmethod
     def _split_schedule(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return tuple(float(part) for part in value.split(",") if part.strip())
-            except ValueError:
-                raise ValueError("expected comma-separated seconds, e.g. 5,300,1800") from None
-        return value
+        return split_seconds(value)
 
     @field_validator("callback_secret")
     @classmethod
@@ -133,21 +133,15 @@ class Settings(BaseSettings):
     @field_validator("token_encryption_key")
     @classmethod
     def _check_fernet(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _is_fernet_key(value.get_secret_value()):
-            raise ValueError("expected a Fernet key (32 url-safe base64-encoded bytes)")
+        if value is not None:
+            check_fernet_key(value.get_secret_value())
         return value
 
     @field_validator("secrets_key")
     @classmethod
     def _check_secrets_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parts = [part.strip() for part in value.get_secret_value().split(",")]
-            for index, part in enumerate(parts):
-                if not _is_fernet_key(part):
-                    raise ValueError(
-                        f"key {index + 1} of {len(parts)} is not a Fernet key (32 url-safe base64-encoded bytes); "
-                        "keys are separated by commas"
-                    )
+            check_fernet_keys(value.get_secret_value())
         return value
 
     @field_validator("redis_url")
@@ -165,25 +159,22 @@ class Settings(BaseSettings):
     @field_validator("api_url_override", "token_url_override", "openapi_url", "sandbox_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("expected an http:// or https:// URL")
+        if value is not None:
+            check_url(value)
         return value
 
     @field_validator("proxy_url", "callback_proxy_url")
     @classmethod
     def _check_proxy(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value.get_secret_value()):
-            raise ValueError("expected an http:// or https:// proxy URL (scheme, optional user:password@, host, port)")
+        if value is not None:
+            check_proxy(value.get_secret_value())
         return value
 
     @field_validator("ca_bundle")
     @classmethod
     def _check_ca_bundle(cls, value: Path | None) -> Path | None:
         if value is not None:
-            try:
-                ssl.create_default_context().load_verify_locations(cafile=value)
-            except (OSError, ssl.SSLError):
-                raise ValueError(f"cannot read PEM certificates from {str(value)!r}") from None
+            check_ca_bundle(value)
         return value
 
     @model_validator(mode="after")
@@ -267,28 +258,6 @@ class Settings(BaseSettings):
         if self.callback_secret is None:
             raise ConfigError("BRIDGE_CALLBACK_SECRET: required to sign callbacks")
         return callback_key(self.callback_secret)
-
-
-def _is_fernet_key(text: str) -> bool:
-    """What ``cryptography.Fernet`` accepts, checked without importing it (a producer never needs it)."""
-    try:
-        return len(base64.urlsafe_b64decode(text.encode())) == 32
-    except (binascii.Error, ValueError):
-        return False
-
-
-def callback_key(secret: SecretStr) -> bytes:
-    """Decode a Standard Webhooks secret (``whsec_`` + base64) into its key."""
-    text = secret.get_secret_value()
-    if not text.startswith("whsec_"):
-        raise ValueError("expected whsec_ followed by base64")
-    try:
-        key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("expected whsec_ followed by valid base64") from None
-    if len(key) < 16:
-        raise ValueError("the key must be at least 16 bytes (24 base64 characters)")
-    return key
 
 
 def _environment(settings: Settings) -> dict[str, str]:

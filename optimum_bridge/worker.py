@@ -19,7 +19,7 @@ from optimum_bridge.config.checks import require_schedules, require_secrets_key,
 from optimum_bridge.errors import ConfigError
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE
 from optimum_bridge.process import runtime
-from optimum_bridge.process.kombu import (
+from optimum_bridge.process.kombu_worker import (
     broker_url,
     consumer_class,
     record_unacked_step,
@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_enable_remote_control=True,
         worker_send_task_events=False,
-        # How long a popped message waits in memory for Redis to come back (broker.record_unacked_step).
+        # How long a popped message waits in memory for Redis to come back (kombu_worker.record_unacked_step).
         bridge_unacked_record_budget_s=settings.redelivery_timeout_s,
     )
     app.steps["worker"].add(WorkerStart)

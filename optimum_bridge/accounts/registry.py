@@ -25,7 +25,8 @@ from typing import cast
 import redis
 
 from optimum_bridge.accounts.cipher import SecretsKeyError
-from optimum_bridge.accounts.store import AccountStore, Stored, members
+from optimum_bridge.accounts.record import Stored, members
+from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.config.accounts import DEFAULT, Account, Accounts
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Where a callback is signed: Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``).
 
 The key is ``BRIDGE_CALLBACK_SECRET`` (``whsec_`` + base64, decoded by
-``settings.callback_key``). The signature is recomputed at every delivery
+``config.values.callback_key``). The signature is recomputed at every delivery
 attempt with a fresh timestamp; the id stays the same, so receivers can
 de-duplicate. Any Standard Webhooks library verifies it (the tests use one).
 """

@@ -13,7 +13,7 @@ import sys
 from celery import Celery
 
 from optimum_bridge.errors import ConfigError
-from optimum_bridge.process.kombu import broker_url, task_queues, transport_options
+from optimum_bridge.process.kombu_worker import broker_url, task_queues, transport_options
 from optimum_bridge.settings import Settings, load_settings
 
 

@@ -1,7 +1,7 @@
 """The worker's parts of each account, following the accounts created at runtime (spec §12a).
 
 ``LiveAccounts`` maps an account's name to its token, quota and API client
-(``process.runtime.AccountRuntime``), built when first needed and built again
+(``AccountRuntime``), built when first needed and built again
 when the registry (``accounts.registry``) sees its record change;
 ``LiveApis`` is the executor's view of it; ``CurrentIdentity`` fetches a
 runtime account's tokens with the credentials stored at that moment.
@@ -9,18 +9,70 @@ runtime account's tokens with the credentials stored at that moment.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from optimum_bridge.accounts.cipher import fingerprint
 from optimum_bridge.errors import TokenError
+from optimum_bridge.process.lazy import lazy
 from optimum_bridge.schemas import TokenResponse
 from optimum_bridge.upstream.client import OptimumClient
 from optimum_bridge.upstream.identity import IdentityClient
+from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
 
 if TYPE_CHECKING:
     from optimum_bridge.config.accounts import Account
-    from optimum_bridge.process.runtime import AccountRuntime, Runtime
+    from optimum_bridge.process.runtime import Runtime
+    from optimum_bridge.quota.limiter import RateLimiter
+
+
+@dataclass
+class AccountRuntime:
+    """One account's parts: its token, quota and API client (built lazily)."""
+
+    runtime: Runtime
+    account: Account
+    limiter: RateLimiter
+
+    @property
+    def build_lock(self) -> threading.RLock:
+        return self.runtime.build_lock
+
+    def identity(self, account: Account) -> IdentityClient:
+        """Where ``account``'s tokens come from, with its credentials."""
+        rt = self.runtime
+        client_id, secret = account.require_credentials()
+        return IdentityClient(
+            rt.api_http,
+            token_url=account.token_url,
+            client_id=client_id,
+            client_secret=secret,
+            metrics=rt.metrics.for_account(account.name),
+        )
+
+    @lazy
+    def tokens(self) -> TokenStore:
+        rt = self.runtime
+        identity: IdentityClient | CurrentIdentity = self.identity(self.account)
+        if self.account.name not in rt.settings.accounts:  # created at runtime: its secret may rotate
+            identity = CurrentIdentity(self, self.identity(self.account))
+        cipher = TokenCipher(rt.settings.token_encryption_key)
+        return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
+
+    @lazy
+    def api(self) -> OptimumClient:
+        rt = self.runtime
+        return OptimumClient(
+            rt.api_http,
+            api_url=self.account.api_url,
+            tokens=self.tokens,
+            limiter=self.limiter,
+            metrics=rt.metrics.for_account(self.account.name),
+            max_wait_s=rt.max_wait_s,
+            max_response_bytes=rt.settings.max_response_bytes,
+        )
 
 
 class CurrentIdentity:

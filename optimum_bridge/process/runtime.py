@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
 
 import httpx
 import redis
@@ -32,7 +30,8 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
-from optimum_bridge.process.live_accounts import CurrentIdentity, LiveAccounts, LiveApis
+from optimum_bridge.process.lazy import lazy
+from optimum_bridge.process.live_accounts import AccountRuntime, LiveAccounts, LiveApis
 from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.process.redis import redis_client
 from optimum_bridge.process.replicas import Replicas
@@ -41,48 +40,11 @@ from optimum_bridge.quota.forecast import Forecaster
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.quota.rate import Quota
 from optimum_bridge.settings import Settings
-from optimum_bridge.upstream.client import OptimumClient
-from optimum_bridge.upstream.identity import IdentityClient
-from optimum_bridge.upstream.tokens import TokenCipher, TokenStore
-
-T = TypeVar("T")
+from optimum_bridge.upstream.tokens import TokenStore
 
 #: Threads of a process making first callback deliveries, and how many may wait for them.
 FIRST_DELIVERY_THREADS = 4
 FIRST_DELIVERY_BACKLOG = 64
-
-
-class lazy(Generic[T]):  # a decorator, named like the one it replaces
-    """``functools.cached_property`` without its class-wide lock, which is not fork-safe.
-
-    On Python 3.11 that lock is one per property *for every instance*: held by
-    the upkeep thread as the prefork pool forks, it stays locked in the child,
-    whose first task then hangs. Here a value is built under its owner's
-    ``build_lock``, one per ``Runtime``: a forked child builds a new one.
-    """
-
-    def __init__(self, build: Callable[[Any], T]) -> None:
-        self.build = build
-        self.name = build.__name__
-        self.__doc__ = build.__doc__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, instance: None, owner: type | None = None) -> lazy[T]: ...
-    @overload
-    def __get__(self, instance: object, owner: type | None = None) -> T: ...
-    def __get__(self, instance: object | None, owner: type | None = None) -> lazy[T] | T:
-        if instance is None:
-            return self
-        cache = instance.__dict__
-        if self.name not in cache:
-            with instance.build_lock:  # type: ignore[attr-defined]
-                if self.name not in cache:
-                    cache[self.name] = self.build(instance)
-        value: T = cache[self.name]
-        return value
 
 
 @dataclass
@@ -269,53 +231,6 @@ class Runtime:
         for name in ("api_http", "callback_http", "redis"):
             if name in self.__dict__:
                 self.__dict__[name].close()
-
-
-@dataclass
-class AccountRuntime:
-    """One account's parts: its token, quota and API client (built lazily)."""
-
-    runtime: Runtime
-    account: Account
-    limiter: RateLimiter
-
-    @property
-    def build_lock(self) -> threading.RLock:
-        return self.runtime.build_lock
-
-    def identity(self, account: Account) -> IdentityClient:
-        """Where ``account``'s tokens come from, with its credentials."""
-        rt = self.runtime
-        client_id, secret = account.require_credentials()
-        return IdentityClient(
-            rt.api_http,
-            token_url=account.token_url,
-            client_id=client_id,
-            client_secret=secret,
-            metrics=rt.metrics.for_account(account.name),
-        )
-
-    @lazy
-    def tokens(self) -> TokenStore:
-        rt = self.runtime
-        identity: IdentityClient | CurrentIdentity = self.identity(self.account)
-        if self.account.name not in rt.settings.accounts:  # created at runtime: its secret may rotate
-            identity = CurrentIdentity(self, self.identity(self.account))
-        cipher = TokenCipher(rt.settings.token_encryption_key)
-        return TokenStore(rt.redis, rt.keys, identity, cipher=cipher, account=self.account.name)
-
-    @lazy
-    def api(self) -> OptimumClient:
-        rt = self.runtime
-        return OptimumClient(
-            rt.api_http,
-            api_url=self.account.api_url,
-            tokens=self.tokens,
-            limiter=self.limiter,
-            metrics=rt.metrics.for_account(self.account.name),
-            max_wait_s=rt.max_wait_s,
-            max_response_bytes=rt.settings.max_response_bytes,
-        )
 
 
 _lock = threading.Lock()

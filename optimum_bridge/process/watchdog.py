@@ -9,7 +9,7 @@ The evidence is the consumer's own heartbeat. A consumer that may take a
 message keeps a ``BRPOP`` with a one-second server-side timeout open, so the
 broker answers it at least once a second, message or not -- an idle worker
 beats as steadily as a busy one. ``beat`` is called on each answer (the hook
-is in ``broker.watch_consumer_step``). No answer for ``limit_s`` while the
+is in ``kombu_worker.watch_consumer_step``). No answer for ``limit_s`` while the
 consumer is connected (between its step's ``start`` and ``stop``, which
 Celery calls around each reconnect) and while it has room for a message
 (``can_consume``: with every slot busy it rightly asks for none) means it is

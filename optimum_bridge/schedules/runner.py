@@ -9,11 +9,11 @@ the latest. A paused schedule's ticks pass without a batch. Making the batch
 (rendering, writing thousands of jobs) runs in a small thread pool, so the
 upkeep loop's other timers never wait on it.
 
-A tick makes one §11 batch whose metadata carries ``schedule`` and ``tick``.
-With ``overlap = skip``, a tick whose previous run still runs makes none.
-With ``source``, the tick first submits the source operation as a job; a
-later turn, in whichever worker, sees it final and submits one operation per
-``for_each`` item.
+A tick makes one §11 batch whose metadata carries ``schedule`` and ``tick``
+(``schedules.maker``). With ``overlap = skip``, a tick whose previous run
+still runs makes none. With ``source``, the tick first submits the source
+operation as a job; a later turn, in whichever worker, sees it final and
+submits one operation per ``for_each`` item.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from typing import Any
 
 import redis
 
-from optimum_bridge.clock import isoformat
-from optimum_bridge.errors import BridgeError, JobNotFound
+from optimum_bridge.errors import JobNotFound
 from optimum_bridge.keys import Keys
 from optimum_bridge.producer import BridgeClient
+from optimum_bridge.schedules.maker import TickMaker, tick_ttl_s
 from optimum_bridge.schedules.model import Schedule, file_schedules
 from optimum_bridge.schedules.store import MANUAL, Due, ScheduleStore, from_ms, to_ms
-from optimum_bridge.schemas import Operation
 from optimum_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,6 @@ LOOK_EVERY_S = 2.0
 SOURCE_EVERY_MS = 500
 #: A tick claimed this long ago without its batch recorded: is the worker that claimed it still alive?
 STALE_MS = 2000
-
-
-def tick_ttl_s(tick: datetime, next_tick: datetime) -> int:
-    """How long a tick's claim is kept: long past any worker that could still read the tick as due."""
-    return max(3600, int((next_tick - tick).total_seconds()) * 3)
 
 
 class ScheduleRunner:
@@ -69,6 +63,7 @@ class ScheduleRunner:
     ) -> None:
         self.store = store
         self._bridge = bridge
+        self.maker = TickMaker(store, bridge)
         self._file = file_schedules
         self._outage_ms = int(outage_s * 1000)
         self._pool = pool
@@ -133,7 +128,7 @@ class ScheduleRunner:
             name, expected_ms=expected_ms, tick_ms=run_ms, next_ms=next_ms, ttl_s=ttl_s, owner=self._owner
         )
         if claimed and run is not None:
-            self._later(self.make, name, schedule, run, ttl_s)
+            self._later(self.maker.make, name, schedule, run, ttl_s)
 
     def _recover(self, member: str, now_ms: int) -> None:
         """A tick claimed a while ago without its batch: if the worker that claimed it died, make it here."""
@@ -150,7 +145,9 @@ class ScheduleRunner:
         if self.store.take_over(member, dead=owner, owner=self._owner):
             tick = from_ms(int(tick_text))
             log.warning("schedule %s: worker %s died before making tick %s's batch; making it here", name, owner, tick)
-            self._later(self.make, name, defined.schedule, tick, tick_ttl_s(tick, defined.schedule.ticks.after(tick)))
+            self._later(
+                self.maker.make, name, defined.schedule, tick, tick_ttl_s(tick, defined.schedule.ticks.after(tick))
+            )
 
     def _later(self, work: Callable[..., None], *args: Any) -> None:
         """Run ``work`` in the pool (the upkeep timer) or now (a manual run)."""
@@ -166,7 +163,7 @@ class ScheduleRunner:
         except Exception:  # a thread of the pool: log it, the next tick goes on
             log.exception("schedule %s: tick %s failed", args[0], args[2] if len(args) > 2 else "?")
 
-    # -- a tick -------------------------------------------------------------------------------
+    # -- a tick now ----------------------------------------------------------------------------
 
     def run_now(self, name: str) -> str:
         """One tick now, out of the schedule's own (``POST /v1/schedules/{name}:run``): what it made."""
@@ -177,74 +174,8 @@ class ScheduleRunner:
         ttl_s = tick_ttl_s(tick, defined.schedule.ticks.after(tick))
         if not self.store.claim_now(name, to_ms(tick), ttl_s=ttl_s):
             return "skipped: a run of this second exists"
-        self.make(name, defined.schedule, tick, ttl_s)
+        self.maker.make(name, defined.schedule, tick, ttl_s)
         return self.store.outcome(name, to_ms(tick)) or ""
-
-    def make(self, name: str, schedule: Schedule, tick: datetime, ttl_s: int) -> None:
-        """The claimed tick's batch (or, with ``source``, its source job); what happened is recorded."""
-        tick_ms = to_ms(tick)
-        if schedule.overlap == "skip" and self._still_running(name):
-            log.info("schedule %s: tick %s skipped, the previous run still runs", name, tick)
-            self.store.record(name, tick_ms, "skipped: the previous run still runs", ttl_s=ttl_s)
-            return
-        previous = schedule.ticks.before(tick)
-        try:
-            if schedule.fans_out:
-                operation = self._tagged(schedule.render_source(tick, previous), name, tick)
-                job_id = self._bridge.submit(operation)
-                self.store.wait_source(name, tick_ms, job_id, ttl_s=ttl_s)
-                return
-            operations = schedule.render_operations(tick, previous)
-        except BridgeError as exc:
-            self._failed(name, tick_ms, str(exc), ttl_s)
-            return
-        self._submit(name, schedule, tick, operations, ttl_s)
-
-    def _submit(self, name: str, schedule: Schedule, tick: datetime, operations: list[Operation], ttl_s: int) -> None:
-        tick_ms = to_ms(tick)
-        size = len(operations) + (1 if schedule.fans_out else 0)
-        if not operations:
-            self.store.record(name, tick_ms, "done: no item", ttl_s=ttl_s, last_batch="", last_size=size, last_error="")
-            return
-        metadata = {**schedule.metadata, "schedule": name, "tick": isoformat(tick)}
-        try:
-            batch = self._bridge.submit_batch(operations, callback=schedule.callback, metadata=metadata)
-        except BridgeError as exc:
-            self._failed(name, tick_ms, str(exc), ttl_s)
-            return
-        log.info("schedule %s: tick %s made batch %s (%d operations)", name, tick, batch.id, len(operations))
-        self.store.record(name, tick_ms, batch.id, ttl_s=ttl_s, last_batch=batch.id, last_size=size, last_error="")
-
-    def _failed(self, name: str, tick_ms: int, message: str, ttl_s: int) -> None:
-        log.warning("schedule %s: tick %s made no batch: %s", name, from_ms(tick_ms), message)
-        self.store.record(name, tick_ms, f"failed: {message}", ttl_s=ttl_s, last_batch="", last_error=message)
-        self.store.clear(name, "source_job")
-
-    @staticmethod
-    def _tagged(operation: Operation, name: str, tick: datetime) -> Operation:
-        metadata = {**operation.metadata, "schedule": name, "tick": isoformat(tick), "source": True}
-        return operation.model_copy(update={"metadata": metadata})
-
-    def _still_running(self, name: str) -> bool:
-        """Whether the schedule's last run (its source job, or its batch) is not finished."""
-        state = self.store.state(name)
-        try:
-            if state.get("source_job") and self._source_running(name, state):
-                return True
-            if state.get("last_batch"):
-                return not self._bridge.get_batch(state["last_batch"]).finished
-        except JobNotFound:  # expired: long finished
-            return False
-        return False
-
-    def _source_running(self, name: str, state: dict[str, str]) -> bool:
-        """Whether a tick's source job, or the wait for it, is under way (a fan-out whose worker died is not)."""
-        try:
-            if not self._bridge.get(state["source_job"]).finished:
-                return True
-        except JobNotFound:
-            return False
-        return self.store.source_waiting(name, int(state.get("last_tick") or 0))
 
     # -- sources ------------------------------------------------------------------------------
 
@@ -267,33 +198,7 @@ class ScheduleRunner:
         tick = from_ms(int(tick_text))
         ttl_s = tick_ttl_s(tick, defined.schedule.ticks.after(tick))
         if self.store.take_source(member, owner=self._owner, ttl_s=ttl_s):
-            self._later(self.fan_out, name, job_id, tick)
-
-    def fan_out(self, name: str, job_id: str, tick: datetime) -> None:
-        """The source job is final: one operation per ``for_each`` item, as the tick's batch."""
-        defined = self.store.get(name)
-        if defined is None:  # removed meanwhile
-            return
-        schedule = defined.schedule
-        tick_ms = to_ms(tick)
-        ttl_s = tick_ttl_s(tick, schedule.ticks.after(tick))
-        try:
-            status = self._bridge.get(job_id)
-        except JobNotFound:
-            self._failed(name, tick_ms, f"source: job {job_id} expired", ttl_s)
-            return
-        if status.status != "succeeded" or status.response is None:
-            kind = status.error.kind if status.error is not None else status.status
-            self._failed(name, tick_ms, f"source: {kind}", ttl_s)
-            return
-        try:
-            items = schedule.items(status.response.body)
-            operations = schedule.render_items(tick, schedule.ticks.before(tick), items)
-        except (BridgeError, ValueError) as exc:
-            self._failed(name, tick_ms, f"for_each: {exc}", ttl_s)
-            return
-        self._submit(name, schedule, tick, operations, ttl_s)
-        self.store.clear(name, "source_job")
+            self._later(self.maker.fan_out, name, job_id, tick)
 
 
 def worker_runner(settings: Settings, client: redis.Redis, keys: Keys, *, owner: str, alive_s: float) -> ScheduleRunner:

@@ -19,7 +19,7 @@ from celery import Celery
 from kombu import Connection, Consumer, Exchange, Queue
 
 from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_TASK, EXECUTE_TASK, OPERATIONS_QUEUE, Keys
-from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import kombu_worker as broker
 from optimum_bridge.process.kombu import build_message, job_id_of, message_args, unacked_message
 from optimum_bridge.settings import Settings
 

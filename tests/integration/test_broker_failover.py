@@ -19,7 +19,7 @@ from typing import Any
 from kombu import Connection, Consumer, Exchange, Queue
 
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
-from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import kombu_worker as broker
 from optimum_bridge.process.kombu import build_message, job_id_of, unacked_message
 from optimum_bridge.process.redis import redis_client
 from optimum_bridge.settings import Settings, load_settings

@@ -15,7 +15,7 @@ import time
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from optimum_bridge import AsyncBridgeClient, BridgeUnavailable
-from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import kombu_worker as broker
 from optimum_bridge.process.redis import check_eviction_policy, redis_client
 from optimum_bridge.settings import Settings, load_settings
 from tests.support import bridge_env, settings_from

@@ -19,12 +19,12 @@ from pydantic import SecretStr
 from optimum_bridge import BridgeClient, producer_steps
 from optimum_bridge.keys import Keys
 from optimum_bridge.process.runtime import Runtime
-from optimum_bridge.process.upkeep import DocumentFetcher
 from optimum_bridge.producer import InvalidOperation
 from optimum_bridge.sandbox.document import DOCUMENT_PATH, build_document
 from optimum_bridge.sandbox.endpoints import ROUTE_DOCS, ROUTES
 from optimum_bridge.schemas import Operation
 from optimum_bridge.upstream.documents import DocumentStore
+from optimum_bridge.upstream.fetchers import DocumentFetcher
 from optimum_bridge.upstream.openapi import OperationChecker, fetch_document
 from optimum_bridge.upstream.tokens import Token
 from tests.support import bridge_env, run_cli, settings_from, wait_until

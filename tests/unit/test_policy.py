@@ -12,7 +12,7 @@ from optimum_bridge.callbacks.signing import message_id, sign
 from optimum_bridge.callbacks.ssrf import check_callback_url, is_forbidden, literal_address
 from optimum_bridge.errors import CallbackURLRefused, ConfigError
 from optimum_bridge.jobs.retry import Backoff, classify_status, retry_after, should_retry
-from optimum_bridge.process.kombu import retried_errors, retrying_append
+from optimum_bridge.process.kombu_worker import retried_errors, retrying_append
 from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.schemas import Operation, first_error
 from optimum_bridge.settings import load_settings
@@ -192,7 +192,7 @@ def test_public_addresses_and_allow_private():
 def test_signature_verifies_with_the_standard_webhooks_library():
     from pydantic import SecretStr
 
-    from optimum_bridge.settings import callback_key
+    from optimum_bridge.config.values import callback_key
 
     body = b'{"type":"operation.succeeded"}'
     timestamp = int(__import__("time").time())

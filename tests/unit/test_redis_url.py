@@ -11,7 +11,7 @@ from kombu import Connection
 from kombu.transport.redis import SentinelChannel
 
 from optimum_bridge.errors import ConfigError
-from optimum_bridge.process import kombu as broker
+from optimum_bridge.process import kombu_worker as broker
 from optimum_bridge.process.redis import broker_connection, parse_sentinel_url
 from optimum_bridge.settings import Settings, load_settings
 

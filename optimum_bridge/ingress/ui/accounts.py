@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
-from optimum_bridge.accounts.store import members
+from optimum_bridge.accounts.record import members
 from optimum_bridge.ingress.ui.security import Viewer
 from optimum_bridge.keys import PRIORITIES, Keys, text
 

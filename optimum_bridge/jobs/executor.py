@@ -23,8 +23,9 @@ import redis
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
 from optimum_bridge.errors import AttemptError, Deferred, FinalError, NetworkError, RetryableError
 from optimum_bridge.jobs.leases import LeaseKeeper
+from optimum_bridge.jobs.outcomes import Claim, TakeNext
 from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
-from optimum_bridge.jobs.store import Claim, JobStore, TakeNext
+from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 from optimum_bridge.upstream.client import Attempt, OptimumClient
 from optimum_bridge.upstream.tokens import Token

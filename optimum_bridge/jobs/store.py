@@ -5,95 +5,26 @@ attempts, the last answer and error. ``submit_many`` creates jobs in their
 priority lanes in one Lua call per batch, honouring idempotency keys (its
 steps, and those of the other reads and controls a producer makes, are
 ``jobs.steps``, shared with the asyncio client). Then
-the scheduler gives a job a slot and its message (``quota.dispatcher``); ``claim``
-takes it for one worker, refusing stale messages (a dispatch that is not the
-job's current one), finished jobs (a redelivery never runs one again) and a
-slot that went by. ``finish`` moves a job to its final state once -- and
-queues its callback, and its batch's when it is the batch's last job, in the
-same step -- and ``reschedule`` parks it until its retry is due.
+the scheduler gives a job a slot and its message (``quota.dispatcher``), and a
+worker runs it: the steps of a run (claim, mark sent, finish, reschedule) are
+``jobs.running.JobRuns``, which ``JobStore`` has too.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
-
 import redis
 
 from optimum_bridge.clock import SYSTEM_CLOCK, Clock
-from optimum_bridge.errors import Deferred, JobNotFound
+from optimum_bridge.errors import JobNotFound
+from optimum_bridge.jobs.running import JobRuns
 from optimum_bridge.jobs.steps import ControlOutcome, JobSteps
-from optimum_bridge.keys import CALLBACKS_QUEUE, DELIVER_BATCH_TASK, DELIVER_TASK, JobField, Keys, text
-from optimum_bridge.lua import scripts
-from optimum_bridge.process.kombu import build_message, message_template
-from optimum_bridge.process.replicas import UNREPLICATED, NotOwned, NotReplicated, Replicas
-from optimum_bridge.quota.rate import Quota
-from optimum_bridge.schemas import ApiResponse, ErrorInfo, JobStatus, Operation
+from optimum_bridge.keys import JobField, Keys, text
+from optimum_bridge.process.replicas import UNREPLICATED, Replicas
+from optimum_bridge.schemas import JobStatus, Operation
 from optimum_bridge.steps import SyncDriver
 
-log = logging.getLogger(__name__)
 
-#: A "call sent" record that did not reach its replicas: the call waits this long, back in its lane.
-NOT_REPLICATED_DELAY_S = 1.0
-#: Most due accounts a finishing thread looks at for a slot free now (the earliest due first).
-TAKE_ACCOUNTS = 10
-
-ClaimOutcome = Literal["ok", "missing", "final", "stale", "late", "leased"]
-
-
-@dataclass(frozen=True)
-class Completion:
-    """The result of ``finish``: whether the job finished now, and whether its callback is held for
-    the caller to deliver (``fields``: the finished job, to build it from; None when the finished
-    state has not reached the replicas yet: the delivery path makes it once it has)."""
-
-    finished: bool
-    held: bool = False
-    fields: dict[str, str] | None = None
-    #: The job the thread took next (``finish(..., take=...)``), None when none.
-    taken: Taken | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The result of ``claim``: go ahead (``ok``), or why not."""
-
-    outcome: ClaimOutcome
-    lease_ms: int = 0
-    inflight: bool = False
-    attempts: int = 0
-    operation: Operation | None = None
-    submitted_at: datetime | None = None
-    batch_id: str | None = None
-    #: With ``claim(..., send=True)``: the attempt number when counted as sent by the claim, 0 when
-    #: the window has no room now (nothing may leave); None when left to ``mark_sent``.
-    sent: int | None = None
-
-
-@dataclass(frozen=True)
-class TakeNext:
-    """``finish``'s ask: the calling thread takes the next job whose slot is free now, leased to
-    ``owner``; counted as sent when it is ``token_account``'s (the caller holds its token; '': none)."""
-
-    owner: str
-    lease_ms: int
-    token_account: str = ""
-
-
-@dataclass(frozen=True)
-class Taken:
-    """A job ``take_next`` took for the calling thread: as a ``Claim`` of dispatch ``dispatch`` by ``owner``."""
-
-    job_id: str
-    dispatch: int
-    account: str
-    owner: str
-    claim: Claim
-
-
-class JobStore:
+class JobStore(JobRuns):
     """Creates, reads and moves jobs; every transition is one atomic Redis call."""
 
     def __init__(
@@ -107,20 +38,12 @@ class JobStore:
         clock: Clock = SYSTEM_CLOCK,
         replicas: Replicas = UNREPLICATED,
     ) -> None:
-        self._replicas = replicas
-        self._callback_watch_ms = int(callback_watch_s * 1000)
-        self._redis = client
-        self._keys = keys
-        self._result_ttl_s = result_ttl_s
+        super().__init__(
+            client, keys, result_ttl_s=result_ttl_s, callback_watch_s=callback_watch_s, clock=clock, replicas=replicas
+        )
         self._pending_ttl_s = pending_ttl_s
-        self._clock = clock
         self.steps = JobSteps(keys, result_ttl_s, pending_ttl_s, clock)
         self._run = SyncDriver(client, replicas)
-        self._claim = scripts.register(client, "claim")
-        self._complete = scripts.register(client, "complete")
-        self._reschedule = scripts.register(client, "reschedule")
-        self._mark_sent = scripts.register(client, "mark_sent")
-        self._callback_template: tuple[str, str] | None = None  # built by the first complete: a worker's
 
     def submit_many(self, operations: list[Operation], *, batch_key: str = "") -> list[tuple[str, bool]]:
         """Put every operation in its lane in one round trip: ``(job id, created)`` each."""
@@ -149,231 +72,6 @@ class JobStore:
         """One raw field of the job record."""
         value = self._redis.hget(self._keys.job(job_id), name)
         return text(value) if value is not None else None
-
-    def claim(
-        self, job_id: str, dispatch: int, owner: str, *, quota: Quota, account: str, lease_ms: int, send: bool = False
-    ) -> Claim:
-        """Take the job for this worker, if ``dispatch`` is its current one and its slot still holds.
-
-        ``send``: the caller has its token and calls right after, so the claim also does what
-        ``mark_sent`` does (one step instead of two), unless an earlier attempt may be in flight or
-        the record must reach replicas first (``BRIDGE_REDIS_MIN_REPLICAS``: ``mark_sent`` waits).
-        """
-        sent_at = self._clock.now().isoformat() if send and self._replicas.required == 0 else ""
-        keys = [
-            self._keys.job(job_id),
-            self._keys.lease(job_id),
-            self._keys.dispatched,
-            self._keys.running,
-            self._keys.limiter_log(account),
-            self._keys.limiter_learned(account),
-            self._keys.ready,
-            self._keys.wake,
-        ]
-        args: list[str | int] = [
-            owner,
-            lease_ms,
-            dispatch,
-            quota.window_ms,
-            quota.limit,
-            self._keys.lane_prefix,
-            job_id,
-            account,
-            sent_at,
-        ]
-        reply = self._claim(keys=keys, args=args)
-        kind = text(reply[0])
-        if kind == "leased":
-            return Claim("leased", lease_ms=max(0, int(reply[1])))
-        if kind != "ok":
-            return Claim(kind)  # type: ignore[arg-type]  # one of the script's documented outcomes
-        batch = text(reply[5])
-        return Claim(
-            "ok",
-            inflight=reply[1] == b"1",
-            attempts=int(reply[2] or 0),
-            operation=Operation.model_validate_json(reply[3]),
-            submitted_at=datetime.fromisoformat(text(reply[4])),
-            batch_id=self._keys.batch_id(batch) if batch else None,
-            sent=int(reply[6]) if int(reply[6]) >= 0 else None,
-        )
-
-    def lease_key(self, job_id: str) -> str:
-        """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
-        return self._keys.lease(job_id)
-
-    def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str, owner: str | None = None) -> int:
-        """Count an attempt whose request is about to leave; returns the attempt number.
-
-        Raises ``Deferred`` (nothing sent, the slot given back) if starting now would break the
-        account's window: a worker slowed down since its claim must not bunch calls at the API.
-        With ``owner``, also when the job's lease is not ``owner``'s on the Redis that recorded
-        it: redis-py retries a write on the primary a failover promoted, which may not have the
-        claim (the job would run again elsewhere). With ``BRIDGE_REDIS_MIN_REPLICAS``, also when
-        the record did not reach the replicas: a failover would forget the call was sent.
-        """
-        keys = [
-            self._keys.job(job_id),
-            self._keys.limiter_log(account),
-            self._keys.limiter_learned(account),
-            self._keys.lease(job_id),
-        ]
-        args: list[str | int] = [
-            f"{job_id}.{dispatch}",
-            quota.window_ms,
-            quota.limit,
-            self._clock.now().isoformat(),
-            owner or "",
-        ]
-        try:
-            attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
-        except NotReplicated as exc:
-            log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
-            raise Deferred(NOT_REPLICATED_DELAY_S) from exc
-        if attempts < 0:  # the claim is not on this Redis: the job is another worker's to run
-            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, NotOwned(self._keys.lease(job_id)))
-            raise Deferred(0.0)
-        if attempts == 0:
-            raise Deferred(0.0)
-        return attempts
-
-    def finish(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        succeeded: bool,
-        response: ApiResponse | None,
-        error: ErrorInfo | None,
-        callback: bool,
-        batch_id: str | None = None,
-        hold_ms: int | None = None,
-        counts: tuple[str, ...] = (),
-        take: TakeNext | None = None,
-    ) -> Completion:
-        """Finish the job (once) and queue its callback (and its batch's) in the same step; with
-        ``hold_ms``, the job's callback is not queued but held for the caller, who
-        makes its first delivery within that time (``Completion.fields``: what to send). ``counts``:
-        the metrics of the call that decided it (``Metrics.call_counts``), added in the same step.
-        ``take``: the calling thread, free again, takes the next job whose slot is free now, in the
-        same step (``Completion.taken``; see ``lua/_serve.lua``'s ``take_next``)."""
-        message = build_message(DELIVER_TASK, [job_id, 1], queue=CALLBACKS_QUEUE) if callback else ""
-        batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
-        keys = [
-            self._keys.job(job_id),
-            self._keys.lease(job_id),
-            self._keys.queue(CALLBACKS_QUEUE),
-            self._keys.stats,
-            self._keys.callbacks_watch,
-            self._keys.running,
-            self._keys.ready,
-            self._keys.wake,
-            self._keys.quotas,
-            self._keys.dispatched,
-            self._keys.capacity,
-        ]
-        args: list[str | int] = [
-            owner,
-            "succeeded" if succeeded else "failed",
-            response.model_dump_json() if response else "",
-            error.model_dump_json() if error else "",
-            self._clock.now().isoformat(),
-            self._result_ttl_s,
-            message,
-            self._callback_watch_ms,
-            job_id,
-            batch_message,
-            batch_id or "",
-            self._keys.job_prefix,
-            self._keys.followers_prefix,
-            *self._followers_template(),
-            hold_ms if hold_ms is not None and callback else "",
-            *self._take_args(take),
-            *counts,
-        ]
-        try:
-            reply = self._replicas.run(self._redis, self._complete, keys=keys, args=args)
-        except NotReplicated as exc:  # finished on the primary; its callback waits for the replicas
-            log.warning("job %s: finished, not yet on its replicas: %s", job_id, exc)
-            taken = self._taken(exc.reply[2], take) if exc.reply else None
-            return Completion(True, held=hold_ms is not None and callback, taken=taken)
-        outcome, raw, taken_raw = reply
-        fields = {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)} if raw else None
-        return Completion(int(outcome) == 1, held=fields is not None, fields=fields, taken=self._taken(taken_raw, take))
-
-    def _take_args(self, take: TakeNext | None) -> list[str | int]:
-        """``complete.lua``'s ARGV 17 to 25: what the thread takes next, if anything."""
-        if take is None:
-            return ["", 0, "", "", "", "", "", "", 0]
-        sent_at = self._clock.now().isoformat() if take.token_account and self._replicas.required == 0 else ""
-        return [
-            take.owner,
-            take.lease_ms,
-            sent_at,
-            take.token_account,
-            self._keys.lane_prefix,
-            self._keys.delayed(""),
-            self._keys.limiter_prefix,
-            self._keys.lease_prefix,
-            TAKE_ACCOUNTS,
-        ]
-
-    def _taken(self, raw: list[bytes], take: TakeNext | None) -> Taken | None:
-        """The job ``complete.lua`` took for the calling thread, as a claim of it (None: none)."""
-        if not raw or take is None:
-            return None
-        job_id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent = raw
-        batch_key = text(batch)
-        claim = Claim(
-            "ok",
-            inflight=inflight == b"1",
-            attempts=int(attempts),
-            operation=Operation.model_validate_json(op),
-            submitted_at=datetime.fromisoformat(text(submitted_at)),
-            batch_id=self._keys.batch_id(batch_key) if batch_key else None,
-            sent=int(sent) if int(sent) >= 0 else None,
-        )
-        return Taken(text(job_id), int(dispatch), text(account), take.owner, claim)
-
-    def _followers_template(self) -> tuple[str, str]:
-        """The callback message template for the jobs that joined a call (Celery is imported here only)."""
-        if self._callback_template is None:
-            self._callback_template = message_template(DELIVER_TASK, queue=CALLBACKS_QUEUE)
-        return self._callback_template
-
-    def reschedule(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        account: str,
-        delay_s: float,
-        status: Literal["queued", "retrying"],
-        error: ErrorInfo | None = None,
-        response: ApiResponse | None = None,
-        counts: tuple[str, ...] = (),
-    ) -> bool:
-        """Park the job for ``delay_s``, then back in its lane; releases its lease (``counts``: the
-        metrics of the call that failed, added in the same step)."""
-        keys = [
-            self._keys.job(job_id),
-            self._keys.lease(job_id),
-            self._keys.delayed(account),
-            self._keys.running,
-            self._keys.ready,
-            self._keys.wake,
-        ]
-        args: list[str | int] = [
-            owner,
-            status,
-            error.model_dump_json() if error else "",
-            int(delay_s * 1000),
-            job_id,
-            response.model_dump_json() if response else "",
-            account,
-            *counts,
-        ]
-        return int(self._reschedule(keys=keys, args=args)) == 1
 
     def cancel(self, job_ids: list[str]) -> list[ControlOutcome]:
         """Cancel the jobs that have not started their call: ``cancelled``, ``running``, ``final`` or ``missing``."""

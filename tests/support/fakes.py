@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from optimum_bridge.jobs.store import Claim, Completion
+from optimum_bridge.jobs.outcomes import Claim, Completion
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

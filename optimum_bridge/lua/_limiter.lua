@@ -58,7 +58,9 @@ local function stated_wall(log, f, now)
 end
 
 -- When the next slot may start (ms, Redis clock), given the log, the pause, the pacer and what was
--- learned; returns that moment, the limit and interval in force, and the pacer's TAT (for `take`).
+-- learned; returns that moment, the limit and interval in force, and the pacer's TAT (for `take`),
+-- then what the moment after one more start is computed from (next_after_take): the burst credit in
+-- force, the pause, the starts in the log and the learned fields.
 -- The log is trimmed to the window only when it may be full: under the limit with its old starts
 -- counted, it is under it without them (readers count a window with ZCOUNT, or trim first).
 local function next_slot(log, pause_key, tat_key, learned, now, limit, window, interval, tau)
@@ -81,7 +83,15 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
   end
   local stated = stated_wall(log, f, now)
   if stated > at then at = stated end
-  return at, limit, interval, tat
+  return at, limit, interval, tat, tau, pause, n, f
+end
+
+-- When the next slot may start after one more start at `now` (take), from what next_slot returned
+-- before it, without reading anything again; nil when the window is about to be full or the API
+-- stated its remaining calls (then only next_slot knows).
+local function next_after_take(now, limit, interval, tat, tau, pause, n, f)
+  if n + 1 >= limit or f[6] then return nil end
+  return math.max(now, pause, math.max(tat, now) + interval - tau)
 end
 
 -- Record a start at `now` under `member`, and move the pacer on by the `interval` in force
@@ -91,7 +101,8 @@ local function take(log, tat_key, now, member, window, interval, tat)
   redis.call('PEXPIRE', log, window + 1000)
   tat = tat or tonumber(redis.call('GET', tat_key) or '0')
   if tat < now then tat = now end
-  redis.call('SET', tat_key, tat + interval, 'PX', window + interval + 1000)
+  -- Formatted: Lua would write a number with 14 digits, losing the sub-millisecond part of a fast pacer.
+  redis.call('SET', tat_key, string.format('%.3f', tat + interval), 'PX', math.ceil(window + interval) + 1000)
 end
 
 -- When the learned hash has nothing left to say (every statement expired, the learned limit grown

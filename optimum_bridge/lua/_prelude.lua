@@ -134,10 +134,16 @@ local function make_ready(ready, wake, account, at)
   if not first[1] or tonumber(first[2]) > at then redis.call('LPUSH', wake, '1') end
 end
 
+-- How near an account's next slot must be for a thread that takes its job (lua/_serve.lua) to
+-- leave it to the next thread that finishes, and for a freed thread to wake a dispatcher for it.
+local SOON_MS = 10
+
 -- A worker thread is free again (a job finished, was parked or put back): wake a dispatcher if an
--- account is due, since it may be waiting for a thread.
+-- account is due (within SOON_MS), since it may be waiting for a thread.
 local function wake_if_due(ready, wake, now)
-  if redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, 1)[1] then redis.call('LPUSH', wake, '1') end
+  if redis.call('ZRANGEBYSCORE', ready, '-inf', now + SOON_MS, 'LIMIT', 0, 1)[1] then
+    redis.call('LPUSH', wake, '1')
+  end
 end
 
 -- Whether any of the account's lanes holds a job (then it is in the ready set already).

@@ -10,9 +10,6 @@
 -- lease_ms, sent_at ('' to leave the sent record to mark_sent.lua), and S.taken is set to what
 -- was taken: {job id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent}.
 
--- How near a slot must be to be left to the next thread that finishes (take_next), not a dispatcher.
-local SOON_MS = 10
-
 -- Threads free for new hand-offs; read once, when first needed (-1: no limit known).
 local function free_threads(S)
   if S.free == nil then
@@ -60,7 +57,7 @@ end
 local function serve(account, S)
   local quota = redis.call('HGET', S.quotas, account)
   if not quota then return 'unknown', 0 end
-  local l, w, i, b = string.match(quota, '^(%d+) (%d+) (%d+) (%d+)$')
+  local l, w, i, b = string.match(quota, '^(%S+) (%S+) (%S+) (%S+)$')
   local limit, window, interval, tau = tonumber(l), tonumber(w), tonumber(i), tonumber(b)
   local now = S.now
   local base = S.lane_prefix .. account .. ':'
@@ -101,18 +98,16 @@ local function serve(account, S)
       return 'idle', given
     end
     -- Stays due when no thread is free: a finished job wakes a dispatcher. A taking thread does not
-    -- look (its own job needs no other thread; for the next, a dispatcher has served every free
-    -- thread already, since whatever frees one without taking a job wakes a dispatcher).
+    -- look (its own job needs no other thread; the next is left as take_next says).
     if not S.owner and free_threads(S) == 0 then
       redis.call('ZADD', S.ready, 'LT', now, account)
       return 'busy', given
     end
-    local at, _, spacing, tat_ms = next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
+    local at, lim, spacing, tat_ms, burst, paused, n, f_learned =
+      next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
     if at > now then
       redis.call('ZADD', S.ready, at, account)
-      -- After a take, a slot coming SOON_MS from now is left to the next thread that finishes (it
-      -- wakes a dispatcher if that is too early: take_next) unless a thread is free for it now.
-      if S.owner and given > 0 and at <= now + SOON_MS and free_threads(S) == 0 then return 'soon', given end
+      if S.owner and given > 0 and at <= now + SOON_MS then return 'soon', given end
       return 'wait', given
     end
     if given >= S.most then
@@ -139,6 +134,13 @@ local function serve(account, S)
       take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
       given = given + 1
       if not S.owner and S.free > 0 then S.free = S.free - 1 end
+      -- A taking thread sets its account's next time from what it read (its lanes may be empty
+      -- now: whoever looks at that time drops it), not by another look, when that is enough.
+      local after = S.owner and next_after_take(now, lim, spacing, tat_ms, burst, paused, n, f_learned)
+      if after then
+        redis.call('ZADD', S.ready, after, account)
+        return after <= now + SOON_MS and 'soon' or 'wait', given
+      end
     end
   end
 end
@@ -156,6 +158,10 @@ local function take_next(S, token_account, sent_at, most_accounts)
     local outcome = serve(account, S)
     if outcome == 'wait' then moved[account] = true end
     if S.taken then
+      -- The account's next slot, if later than SOON_MS, is a dispatcher's to hand off: it may wait
+      -- for a later time. One sooner (or now) is left to the next thread that finishes, or to a
+      -- dispatcher if a thread is free: whatever frees one without taking a job wakes one
+      -- (wake_if_due looks SOON_MS ahead), and a dispatcher serves every free thread.
       if outcome == 'wait' and redis.call('ZRANGE', S.ready, 0, 0)[1] == account then
         redis.call('LPUSH', S.wake, '1')
       end

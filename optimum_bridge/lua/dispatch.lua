@@ -35,7 +35,7 @@ end
 
 local function due_in(score)
   if not score then return -1 end
-  return math.max(0, tonumber(score) - now)
+  return math.max(0, math.ceil(tonumber(score) - now))
 end
 
 if named ~= '' then

@@ -9,7 +9,7 @@ local now = now_ms()
 local at, _, interval = next_slot(KEYS[4], KEYS[5], KEYS[6], KEYS[7], now, tonumber(ARGV[1]),
                                   tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 local sizes = {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}
-local out = {now, at, interval, sizes[1], sizes[2], sizes[3]}
+local out = {now, math.ceil(at), math.ceil(interval), sizes[1], sizes[2], sizes[3]}
 for i = 5, #ARGV, 2 do
   local lane, seq = tonumber(ARGV[i]), ARGV[i + 1]
   local ahead = redis.call('ZCOUNT', KEYS[lane], '-inf', '(' .. seq)

@@ -9,6 +9,6 @@ local at, limit, interval = next_slot(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, t
                                       tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 if pause <= now then pause = 0 end
-local out = {now, limit, interval, redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf'), pause, at}
+local out = {now, limit, math.ceil(interval), redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[2])), '+inf'), pause, math.ceil(at)}
 for _, v in ipairs(redis.call('HGETALL', KEYS[4])) do table.insert(out, v) end
 return out

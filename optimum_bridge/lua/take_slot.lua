@@ -6,6 +6,6 @@ local now = now_ms()
 local window = tonumber(ARGV[2])
 local at, _, interval = next_slot(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, tonumber(ARGV[1]), window,
                                   tonumber(ARGV[3]), tonumber(ARGV[4]))
-if at > now then return at - now end
+if at > now then return math.ceil(at - now) end
 take(KEYS[1], KEYS[3], now, ARGV[5], window, interval)
 return 0

@@ -40,7 +40,7 @@ class Backlog:
 
     now_ms: int
     next_slot_ms: int
-    interval_ms: int
+    interval_ms: float
     waiting: dict[str, int]
 
     def last_start(self, priority: str) -> datetime | None:
@@ -87,7 +87,7 @@ class ForecastSteps:
             self.keys.limiter_tat(account),
             self.keys.limiter_learned(account),
         ]
-        args: list[str | int] = [*quota.args()]
+        args: list[str | int | float] = [*quota.args()]
         for priority, seq in positions:
             args += [PRIORITIES.index(priority) + 1, seq]
         return [int(value) for value in (yield Script("forecast", keys, args))]

@@ -195,7 +195,7 @@ class RateLimiter:
             remaining = min(statement.remaining, self.rate.limit)
         valid_ms = round(STATEMENT_WINDOWS * max(self.rate.window_s, self._window_of(statement)) * 1000)
         raw = -1 if statement.limit is None else statement.limit
-        args: list[str | int] = [*self.quota.args()[:2], stated, valid_ms, reason, remaining, reset_ms, raw]
+        args: list[str | int | float] = [*self.quota.args()[:2], stated, valid_ms, reason, remaining, reset_ms, raw]
         return int(self._stated(keys=[self.learned_key, self.log_key], args=args))
 
     def _window_of(self, statement: Statement) -> float:
@@ -216,7 +216,7 @@ class RateLimiter:
 
     def learn_from_429(self, detail: str) -> int:
         """Lower the learned limit after a 429 no header explains (AIMD); the limit in force (0: none learned)."""
-        args: list[str | int] = [*self.quota.args()[:2], HOLD_WINDOWS, MAX_HOLD_WINDOWS, detail]
+        args: list[str | int | float] = [*self.quota.args()[:2], HOLD_WINDOWS, MAX_HOLD_WINDOWS, detail]
         limit, starts, hold = (int(v) for v in self._learn_429(keys=[self.log_key, self.learned_key], args=args))
         if limit:
             log.warning(

@@ -6,6 +6,7 @@ and this module reads none of them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated
@@ -55,24 +56,26 @@ class Quota:
 
     limit: int
     window_ms: int  # the quota's window plus the safety margin
-    interval_ms: int  # the pacer: one slot every window / limit
-    burst_ms: int  # the pacer's burst credit: (burst - 1) intervals
+    interval_ms: float  # the pacer: one slot every window / limit (under 1 ms above 1,000 a second)
+    burst_ms: float  # the pacer's burst credit: (burst - 1) intervals
 
     @classmethod
     def of(cls, rate: RateLimit, *, margin_s: float | None = None, burst: int = 1) -> Quota:
         """The quota for ``rate`` with ``margin_s`` (None: ``default_margin_s``) added to its window
-        and ``burst`` calls at once."""
+        and ``burst`` calls at once (at least as many as one millisecond's share of the quota: the
+        scripts' clock counts whole milliseconds, so a quota over 1,000 a second starts several in one)."""
         margin = default_margin_s(rate.window_s) if margin_s is None else margin_s
         window_ms = round((rate.window_s + margin) * 1000)
-        interval_ms = max(1, -(-window_ms // rate.limit))  # rounded up: never faster than the quota
-        return cls(rate.limit, window_ms, interval_ms, (max(1, min(burst, rate.limit)) - 1) * interval_ms)
+        interval_ms = window_ms / rate.limit
+        burst = max(burst, math.ceil(rate.limit / window_ms))
+        return cls(rate.limit, window_ms, interval_ms, (min(burst, rate.limit) - 1) * interval_ms)
 
     @property
     def interval_s(self) -> float:
         """Seconds between two slots under a backlog."""
         return self.interval_ms / 1000
 
-    def args(self) -> list[int]:
+    def args(self) -> list[int | float]:
         """The quota as the scripts take it: limit, window, interval, burst credit."""
         return [self.limit, self.window_ms, self.interval_ms, self.burst_ms]
 

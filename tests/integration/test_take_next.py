@@ -1,0 +1,211 @@
+"""Finishing a job takes the next one for the same thread (issue 17): ``complete.lua``'s ``take_next``.
+
+No worker process: jobs are claimed and finished through the runtime's ``JobStore`` against
+the test's Redis, as ``test_executor.py`` does, and the state ``take_next`` leaves is read
+back key by key (lease, ``running``, lanes, limiter log, ready set, wake-up list). The last
+tests run the executor itself: it chains to the next job only while chaining is on and the
+worker is not draining.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optimum_bridge import BridgeClient
+from optimum_bridge.jobs.executor import Executor, Policy
+from optimum_bridge.jobs.outcomes import Completion, TakeNext
+from optimum_bridge.jobs.retry import Backoff
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.live_accounts import LiveApis
+from optimum_bridge.process.runtime import Runtime
+from optimum_bridge.quota.rate import Quota, RateLimit
+from optimum_bridge.schemas import ApiResponse
+from tests.support import calls_to, give_slot
+
+QUOTA = Quota.of(RateLimit(100, 1.0), margin_s=0.0)
+LEASE_MS = 5000
+#: The fixture's 100/s with a burst as large as the window: the pacer never holds back a start made
+#: right after another (without one, a job taken within 10 ms of the one before would have to wait).
+ENV = {"BRIDGE_RATE_BURST": "100"}
+
+
+def read(n: int, **extra: Any) -> dict[str, Any]:
+    """A distinct GET each (identical reads would share one call)."""
+    return {"method": "GET", "path": "/Vehicles", "query": {"page": n}, **extra}
+
+
+def redis_now_ms(rt: Runtime) -> int:
+    seconds, micros = rt.redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def claimed(rt: Runtime, client: BridgeClient, operation: dict[str, Any], owner: str = "w1") -> str:
+    """A job given its slot and claimed by ``owner``, as a worker's message would have it."""
+    job_id = client.submit(operation)
+    claim = rt.jobs.claim(job_id, give_slot(rt, job_id), owner, quota=QUOTA, account="default", lease_ms=LEASE_MS)
+    assert claim.outcome == "ok"
+    return job_id
+
+
+def finish(rt: Runtime, job_id: str, owner: str = "w1", take: TakeNext | None = None) -> Completion:
+    ok = ApiResponse(status_code=200, body=[])
+    return rt.jobs.finish(job_id, owner, succeeded=True, response=ok, error=None, callback=False, take=take)
+
+
+def in_a_lane(rt: Runtime, keys: Keys, job_id: str) -> bool:
+    return any(rt.redis.zscore(lane, job_id) is not None for lane in keys.lanes())
+
+
+def released(rt: Runtime, keys: Keys, job_id: str) -> bool:
+    """The finished job holds nothing any more: no lease, no ``running`` entry."""
+    return not rt.redis.exists(keys.lease(job_id)) and rt.redis.zscore(keys.running, job_id) is None
+
+
+def test_finishing_takes_the_oldest_job_of_the_highest_lane_for_the_new_owner(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    normal = client.submit(read(1))
+    urgent = client.submit(read(2, priority="urgent"))  # submitted after, but in a higher lane
+    assert rt.redis.zscore(keys.running, first) is not None and rt.redis.exists(keys.lease(first))
+
+    done = finish(rt, first, take=TakeNext("w2", LEASE_MS))
+
+    assert done.finished and client.get(first).status == "succeeded"
+    taken = done.taken
+    assert taken is not None
+    assert (taken.job_id, taken.account, taken.owner, taken.dispatch) == (urgent, "default", "w2", 1)
+    assert taken.claim.outcome == "ok" and taken.claim.operation is not None
+    assert taken.claim.operation.query == {"page": 2}
+    assert rt.redis.hget(keys.job(urgent), "status") == b"running"
+    assert rt.redis.hget(keys.job(urgent), "dispatch") == b"1"
+    assert rt.redis.get(keys.lease(urgent)) == b"w2"
+    assert 0 < rt.redis.pttl(keys.lease(urgent)) <= LEASE_MS
+    assert rt.redis.zscore(keys.running, urgent) is not None
+    assert not in_a_lane(rt, keys, urgent)
+    assert rt.redis.zscore(keys.limiter_log(), f"{urgent}.{taken.dispatch}") is not None  # its start counted
+    assert rt.redis.zscore(keys.dispatched, urgent) is None  # no message: nothing waits for a hand-off
+    assert released(rt, keys, first)
+    # The one it did not take waits where it was, untouched.
+    assert rt.redis.zscore(keys.lane("normal"), normal) is not None
+    assert rt.redis.hget(keys.job(normal), "status") == b"queued"
+
+
+def test_a_take_with_the_accounts_token_in_hand_counts_the_call_as_sent(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    following = client.submit(read(1))
+
+    taken = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account="default")).taken
+
+    assert taken is not None and taken.job_id == following
+    assert taken.claim.sent == 1 and taken.claim.attempts == 0  # mark_sent's step, done by the take
+    attempts, inflight, started = rt.redis.hmget(keys.job(following), "attempts", "inflight", "started_at")
+    assert (attempts, inflight) == (b"1", b"1") and started
+
+
+def test_a_take_without_the_token_leaves_the_sent_record_to_mark_sent(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    following = client.submit(read(1))
+
+    taken = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account="")).taken
+
+    assert taken is not None and taken.job_id == following
+    assert taken.claim.sent is None and taken.claim.attempts == 0
+    attempts, inflight, started = rt.redis.hmget(keys.job(following), "attempts", "inflight", "started_at")
+    assert attempts in (None, b"0") and inflight in (None, b"0") and started is None
+    assert rt.redis.hget(keys.job(following), "status") == b"running"  # taken all the same
+
+
+def test_a_full_window_takes_nothing_and_gives_the_account_its_next_slot_time(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    waiting = client.submit(read(1))
+    limit, window = (int(v) for v in rt.redis.hget(keys.quotas, "default").split()[:2])
+    now_ms = redis_now_ms(rt)
+    rt.redis.zadd(keys.limiter_log(), {f"other{i}": now_ms for i in range(limit)})  # no room left
+    rt.redis.delete(keys.wake)
+
+    done = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account="default"))
+
+    assert done.finished and done.taken is None
+    assert released(rt, keys, first)
+    assert rt.redis.zscore(keys.lane("normal"), waiting) is not None
+    assert rt.redis.hget(keys.job(waiting), "status") == b"queued"
+    due = rt.redis.zscore(keys.ready, "default")
+    assert due is not None and now_ms + window - 50 <= due <= now_ms + window + 1000  # its next slot, not now
+    assert due > redis_now_ms(rt)
+    # The only account in the ready set, so the earliest: a dispatcher is woken to wait for it.
+    assert rt.redis.llen(keys.wake) >= 1
+
+
+def test_finishing_without_a_take_frees_the_thread_and_wakes_a_dispatcher_when_work_is_due(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    waiting = client.submit(read(1))
+    rt.redis.delete(keys.wake)
+
+    done = finish(rt, first, take=None)
+
+    assert done.finished and done.taken is None
+    assert released(rt, keys, first)
+    assert rt.redis.zscore(keys.lane("normal"), waiting) is not None
+    assert rt.redis.hget(keys.job(waiting), "status") == b"queued"
+    assert rt.redis.llen(keys.wake) == 1
+
+
+def test_finishing_without_a_take_and_nothing_due_wakes_no_one(bridge):
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    assert rt.redis.zcard(keys.ready) == 0
+    rt.redis.delete(keys.wake)
+
+    assert finish(rt, first, take=None).taken is None
+    assert released(rt, keys, first)
+    assert rt.redis.llen(keys.wake) == 0
+
+
+# -- the executor: it asks for a take only while chaining is on and the worker is not draining ----
+
+
+def first_then_second(rt: Runtime, client: BridgeClient) -> tuple[str, int, str]:
+    """A job given its slot (its message would carry the dispatch), and one submitted after it, waiting."""
+    first = client.submit(read(0))
+    dispatch = give_slot(rt, first)
+    return first, dispatch, client.submit(read(1))
+
+
+def test_the_executor_runs_the_job_it_took_on_the_same_call(bridge):
+    rt, client, sb = bridge(**ENV)
+    first, dispatch, second = first_then_second(rt, client)
+    assert rt.executor.run(first, dispatch) == "succeeded"
+    # No message and no dispatcher ran for the second: the first one's thread took and ran it.
+    assert [client.get(i).status for i in (first, second)] == ["succeeded", "succeeded"]
+    assert calls_to(sb, "/Vehicles") == 2
+
+
+def test_an_executor_without_chaining_leaves_the_next_job_queued(bridge):
+    rt, client, sb = bridge(**ENV)
+    policy = Policy(max_attempts=3, budget_s=60.0, backoff=Backoff(base_s=0.2, cap_s=1.0))
+    executor = Executor(rt.jobs, LiveApis(rt.accounts), policy, rt.leases, chain_s=0.0)
+    first, dispatch, second = first_then_second(rt, client)
+    assert executor.run(first, dispatch) == "succeeded"
+    assert client.get(second).status == "queued"
+    assert rt.redis.zscore(Keys(client.settings.key_prefix).lane("normal"), second) is not None
+    assert calls_to(sb, "/Vehicles") == 1
+
+
+def test_a_draining_worker_takes_no_next_job(bridge):
+    rt, client, sb = bridge(**ENV)
+    first, dispatch, second = first_then_second(rt, client)
+    rt.draining.set()  # what worker_shutting_down does
+    assert rt.executor.run(first, dispatch) == "succeeded"
+    assert client.get(second).status == "queued"
+    assert rt.redis.zscore(Keys(client.settings.key_prefix).lane("normal"), second) is not None
+    assert calls_to(sb, "/Vehicles") == 1

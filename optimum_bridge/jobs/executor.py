@@ -108,13 +108,13 @@ class Executor:
         self._leases = leases
         self._clock = clock
 
-    def run(self, job_id: str, dispatch: int, account: str = "default") -> str:
+    def run(self, job_id: str, dispatch: int, account: str = "default", *, chain: bool = True) -> str:
         """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests).
 
         With chaining on (``chain_s``), a thread whose job finished takes the next job whose slot is
         free now in the same step (``JobStore.finish(..., take=...)``), and runs it, and so on for
-        at most ``chain_s``: no message, no claim, no wake-up between two calls. A job that fails
-        unexpectedly there raises ``ChainedJobError`` naming it."""
+        at most ``chain_s``: no message, no claim, no wake-up between two calls (``chain=False``:
+        this job only). A job that fails unexpectedly there raises ``ChainedJobError`` naming it."""
         owner = uuid.uuid4().hex
         api = self._apis.get(account)
         if api is None:  # this worker's accounts file lacks it: leave the job to one that has it
@@ -127,7 +127,7 @@ class Executor:
         if claim.outcome in ("missing", "final", "stale", "late", "leased"):
             log.info("job %s dispatch %d: %s, nothing to do", job_id, dispatch, claim.outcome)
             return claim.outcome
-        self._local.deadline = self._clock.monotonic() + self._chain_s
+        self._local.deadline = self._clock.monotonic() + (self._chain_s if chain else 0.0)
         self._local.taken = None
         outcome = self._execute(self._run_of(job_id, owner, account, dispatch, claim), claim, token)
         self._chain()

@@ -94,7 +94,7 @@ def test_a_lost_callback_message_is_queued_again(redis_server, prefix, sandbox, 
     client = BridgeClient(settings, client=rt.redis)
     job_id = client.submit({"method": "GET", "path": "/Vehicles", "callback": {"url": receiver.url}})
     rt.dispatcher.run("default")  # in-process: the job is given a slot, then run
-    assert rt.executor.run(job_id, 1) == "succeeded"  # ... and its callback message is now queued
+    assert rt.executor.run(job_id, 1, chain=False) == "succeeded"  # ... and its callback message is now queued
     keys = Keys(prefix)
     assert rt.redis.delete(keys.queue(CALLBACKS_QUEUE)) == 1  # ... and lost
     worker = workers(env, concurrency=2)
@@ -121,16 +121,17 @@ def test_the_first_delivery_is_made_by_the_worker_that_finished_the_job(
     op = {"method": "GET", "path": "/Vehicles", "coalesce": False, "callback": {"url": receiver.url}}
     first, second = client.submit(op), client.submit(op)
     rt.dispatcher.run("default")  # in-process: given a slot, then run here
-    assert rt.executor.run(first, 1) == "succeeded"
-    assert len(receiver.received) == 1  # delivered before the task returned ...
+    assert rt.executor.run(first, 1, chain=False) == "succeeded"
+    # Delivered by the worker process that finished the job (one of its delivery threads) ...
+    wait_until(lambda: rt.redis.hget(keys.job(first), "cb") == b"delivered", what="the first delivery")
+    assert len(receiver.received) == 1 and rt.redis.zcard(keys.callbacks_watch) == 0
     assert rt.redis.llen(keys.queue(CALLBACKS_QUEUE)) == 0  # ... with no callback message queued
-    assert rt.redis.hget(keys.job(first), "cb") == b"delivered" and rt.redis.zcard(keys.callbacks_watch) == 0
 
     receiver.statuses = [500]  # the second one's first delivery fails: its retry is the delivery path's
     wait_until(lambda: rt.dispatcher.run("default").given == 1, what="the second job's slot")
-    assert rt.executor.run(second, 1) == "succeeded"
+    assert rt.executor.run(second, 1, chain=False) == "succeeded"
+    wait_until(lambda: rt.redis.zcard(keys.due) == 1, what="attempt 2, scheduled")
     assert receiver.attempts == 2 and len(receiver.received) == 1
-    assert rt.redis.zcard(keys.due) == 1  # attempt 2, scheduled
     workers(env, concurrency=2)
     wait_until(lambda: len(receiver.received) == 2, timeout=20, what="the retried callback")
     for got, job_id in zip(receiver.received, (first, second), strict=True):

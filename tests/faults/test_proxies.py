@@ -88,13 +88,14 @@ def test_a_callback_through_the_proxy_is_still_refused_when_its_name_resolves_in
         public, private = (
             client.submit({"method": "GET", "path": path, "callback": hook}) for path in ("/Vehicles", "/Persons")
         )
-        # The worker that runs a job delivers its callback at once (issue 17), checking the URL first.
+        # The worker process that runs a job delivers its callback at once (issue 17), checking the URL first.
         assert run(rt, public) == "succeeded"
-        assert proxy.log == [f"POST http://hooks.example.com:{port}/hook HTTP/1.1"]  # by name, checked first
         wait_until(lambda: len(receiver.received) == 1, what="the callback through the proxy")
+        assert proxy.log == [f"POST http://hooks.example.com:{port}/hook HTTP/1.1"]  # by name, checked first
 
         answers["hooks.example.com"] = "10.0.0.7"  # the name now points inside the network
         assert run(rt, private) == "succeeded"
+        wait_until(lambda: len(rt.deliveries.dead_letters()) == 1, what="the refused callback's dead letter")
     assert len(proxy.log) == 1  # the proxy was never asked
     [letter] = rt.deliveries.dead_letters()
     assert letter["job_id"] == private and "internal address" in str(letter["reason"])

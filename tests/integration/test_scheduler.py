@@ -109,7 +109,7 @@ def test_a_lost_hand_off_and_a_dead_worker_send_the_job_back_to_its_lane(sched):
     assert sorted(rt.recovery.run()) == sorted([(lost, "handoff"), (dead, "lease")])
     assert rt.redis.zrange(keys.lane("normal"), 0, -1) == [lost.encode(), dead.encode()]  # their age kept
     assert client.get(dead).status == "retrying" and client.get(lost).status == "queued"
-    assert rt.executor.run(lost, 1) == "stale"  # the late message of the lost hand-off does nothing
+    assert rt.executor.run(lost, 1, chain=False) == "stale"  # the late message of the lost hand-off does nothing
 
 
 def test_a_late_start_that_would_break_the_window_goes_back_to_its_lane(sched):
@@ -119,7 +119,7 @@ def test_a_late_start_that_would_break_the_window_goes_back_to_its_lane(sched):
     rt.dispatcher.run("default")
     rt.redis.hset(keys.job(job_id), "dispatched_at", 1)  # its slot went by long ago...
     rt.redis.zadd(keys.limiter_log(), {"a": time.time() * 1000 - 1000, "b": time.time() * 1000 - 500})
-    assert rt.executor.run(job_id, 1) == "late"  # ... and two calls started since: it may not start now
+    assert rt.executor.run(job_id, 1, chain=False) == "late"  # ... and two calls started since: it may not start now
     assert rt.redis.zrange(keys.lane("normal"), 0, -1) == [job_id.encode()]
 
 
@@ -152,7 +152,7 @@ def test_a_batch_counts_its_jobs_and_forecasts_its_end(sched):
     assert status.estimated_done_at is not None
     assert client.batch_jobs(batch.id) == batch.job_ids
     rt.dispatcher.run("default")
-    assert [rt.executor.run(job_id, 1) for job_id in batch.job_ids] == ["succeeded", "succeeded", "failed"]
+    assert [rt.executor.run(job_id, 1, chain=False) for job_id in batch.job_ids] == ["succeeded", "succeeded", "failed"]
     done = client.get_batch(batch.id)
     assert (done.status, done.counts.succeeded, done.counts.failed, done.counts.queued) == ("done", 2, 1, 0)
     callbacks = rt.redis.lrange(Keys(rt.settings.key_prefix).queue("bridge.callbacks"), 0, -1)
@@ -175,7 +175,7 @@ def test_a_call_about_to_leave_later_than_its_slot_is_held_back_if_the_window_is
         return stall(*args, **kwargs)
 
     monkeypatch.setattr(rt.jobs, "mark_sent", stalled)
-    assert rt.executor.run(job_id, 1) == "deferred"
+    assert rt.executor.run(job_id, 1, chain=False) == "deferred"
     status = client.get(job_id)
     assert (status.status, status.attempts, status.started_at) == ("queued", 0, None)
     assert rt.redis.zscore(keys.delayed(), job_id) is not None  # back to its lane when due, age kept

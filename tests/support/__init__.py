@@ -100,8 +100,9 @@ def give_slot(rt: Runtime, job_id: str) -> int:
 
 
 def run(rt: Runtime, job_id: str) -> str:
-    """What a worker does for a job: the slot the scheduler gives, then the executor runs that dispatch."""
-    return rt.executor.run(job_id, give_slot(rt, job_id))
+    """What a worker does for a job: the slot the scheduler gives, then the executor runs that dispatch
+    (that job only: a worker's thread would go on to the next job whose slot is free, see test_chain)."""
+    return rt.executor.run(job_id, give_slot(rt, job_id), chain=False)
 
 
 def calls_to(sb, path: str) -> int:

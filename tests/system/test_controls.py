@@ -46,7 +46,7 @@ def test_a_job_handed_to_a_worker_but_not_started_is_cancelled_and_its_message_d
     job_id = client.submit(op("/Vehicles"))
     rt.dispatcher.run("default")
     assert client.cancel(job_id).status == "cancelled"
-    assert rt.executor.run(job_id, 1) == "final"
+    assert rt.executor.run(job_id, 1, chain=False) == "final"
 
 
 def race(rt, client: BridgeClient, job_id: str, *, head_start_s: float) -> bool:
@@ -57,7 +57,7 @@ def race(rt, client: BridgeClient, job_id: str, *, head_start_s: float) -> bool:
     def worker() -> None:
         start.wait()
         rt.dispatcher.run("default")
-        rt.executor.run(job_id, 1)
+        rt.executor.run(job_id, 1, chain=False)
 
     def canceller() -> None:
         start.wait()
@@ -108,7 +108,7 @@ def test_a_waiting_job_moves_to_another_lane_keeping_its_age(sched):  # noqa: F8
     assert moved.priority == "urgent" and moved.position == 0  # older than the urgent one: it goes first
     rt.dispatcher.run("default")
     assert dispatched_order(rt) == [second, urgent, first]
-    rt.executor.run(second, 1)
+    rt.executor.run(second, 1, chain=False)
     with pytest.raises(NotWaiting):
         client.reprioritize(second, "bulk")
 

@@ -72,7 +72,7 @@ class ForecastSteps:
         raw = yield Command("HGET", (self.keys.quotas, account))
         if raw is None:
             return None
-        return Quota(*(int(part) for part in text(raw).split()))
+        return Quota.of_args(text(raw))
 
     def _read(self, account: str, positions: list[tuple[str, str]]) -> Steps[list[int]]:
         """The script's answer: now, next slot, the interval in force (the learned limit applied), the three

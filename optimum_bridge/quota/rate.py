@@ -79,6 +79,12 @@ class Quota:
         """The quota as the scripts take it: limit, window, interval, burst credit."""
         return [self.limit, self.window_ms, self.interval_ms, self.burst_ms]
 
+    @classmethod
+    def of_args(cls, stored: str) -> Quota:
+        """A quota from ``args()`` joined by spaces (as the workers store it for the dispatch)."""
+        limit, window_ms, interval_ms, burst_ms = stored.split()
+        return cls(int(limit), int(window_ms), float(interval_ms), float(burst_ms))
+
 
 def _parse(value: object) -> object:
     """Text as a ``RateLimit``; anything else is left for pydantic to check."""

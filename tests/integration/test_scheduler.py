@@ -216,3 +216,12 @@ def test_an_account_whose_quota_redis_lost_is_served_once_stored_again(sched):
     assert rt.redis.hexists(keys.quotas, "default")
     rt.dispatcher.run()
     assert rt.redis.zscore(keys.dispatched, job_id) is not None
+
+
+def test_a_quota_over_1000_a_second_gives_several_slots_in_one_millisecond(sched):
+    """The pacer's interval is not rounded up to 1 ms: 5,000/s is not capped at 1,000 calls a second."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="5000/s")
+    client.submit_many([op(f"/Vehicles/{i}") for i in range(20)])
+    rt.redis.set(Keys(rt.settings.key_prefix).capacity, 100)  # threads for every one of them
+    given = rt.dispatcher.run("default").given
+    assert given >= 4, given  # one call of the script, one millisecond: 5 slots' share (was 1)

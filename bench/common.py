@@ -40,6 +40,9 @@ from optimum_bridge.devstack import (
 from optimum_bridge.devstack.env import BRIDGE_PREFIXES
 from optimum_bridge.devstack.processes import spawn as _spawn
 from optimum_bridge.devstack.processes import stop_process, tail
+from optimum_bridge.sandbox.fleet import generate_fleet
+
+from .report import ROOT
 
 CALLBACK_SECRET = harness.new_callback_secret(b"bench-callback-secret-0123456789")
 WorkerKind = Literal["bridge", "plain", "instrumented"]
@@ -216,3 +219,36 @@ def memory_mb(workers: Iterable[WorkerProcess]) -> dict[str, float]:
     """RSS and PSS of all the workers and their children, in MiB."""
     pairs = [_memory(worker) for worker in workers]
     return {"rss_mb": sum(p[0] for p in pairs) / 2**20, "pss_mb": sum(p[1] for p in pairs) / 2**20}
+
+
+# -- what the benchmarks submit, and the old designs they compare with --------------------------
+
+#: The plates of the sandbox's fleet the benchmarks read (the same seed everywhere).
+PLATES = generate_fleet(42, 60).plates()
+
+
+def trips(index: int, priority: str | None = None) -> dict[str, Any]:
+    """One day of trips of one vehicle (the demo's typical call); each makes its own call
+    (coalesce: False): the benchmarks count calls."""
+    op: dict[str, Any] = {
+        "method": "GET",
+        "coalesce": False,
+        "path": "/Geolocation/Trips",
+        "query": {
+            "registrationNumber": PLATES[index % len(PLATES)],
+            "startDate": "2026-11-26T00:00:00",
+            "endDate": "2026-11-27T00:00:00",
+        },
+    }
+    return op | ({"priority": priority} if priority else {})
+
+
+def extract_old(workdir: Path, commit: str) -> Path:
+    """``git archive <commit> optimum_bridge | tar -x`` into ``workdir``; the directory to put on ``PYTHONPATH``."""
+    target = workdir / f"old-{commit}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "optimum_bridge"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target

@@ -22,8 +22,7 @@ from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.sandbox.state import max_in_window
 
-from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
-from .quota import trips
+from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers, trips
 from .report import achieved_rate, percentile, print_table
 
 #: account name -> quota; the sandbox client of ``NAME`` is ``NAME-client``, its secret in ``NAME_SECRET``.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import subprocess
 import textwrap
 import time
 from contextlib import ExitStack
@@ -32,8 +31,8 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.config.environments import SANDBOX_CREDENTIALS
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 
-from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
-from .report import ROOT, percentile, print_table, utc_stamp, workspace, write_result
+from .common import SandboxProc, bridge_settings, extract_old, start_redis, start_sandbox, start_workers
+from .report import percentile, print_table, utc_stamp, workspace, write_result
 
 #: The polling design (main before issue 17): one dispatcher per account every 50 ms.
 OLD_COMMIT = "49d2b53"
@@ -70,17 +69,6 @@ def accounts_file(directory: Path, sandbox: SandboxProc, count: int) -> Path:
     client = SANDBOX_CREDENTIALS[0]  # the sandbox's own client: a probe's token is granted
     path.write_text("".join(block.format(i=i, url=sandbox.url, client=client) for i in range(count)))
     return path
-
-
-def extract_old(workdir: Path) -> Path:
-    """``git archive OLD_COMMIT optimum_bridge | tar -x``; the directory to put on ``PYTHONPATH``."""
-    target = workdir / f"old-{OLD_COMMIT}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", OLD_COMMIT, "optimum_bridge"], check=True, capture_output=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
 
 
 def cpu_s(pid: int) -> float:
@@ -182,7 +170,10 @@ def run(*, quick: bool) -> Path:
         stop.callback(redis_proc.stop)
         sandbox = start_sandbox(workdir)
         stop.callback(sandbox.stop)
-        designs = [Design("events (this tree)", None), Design(f"polling ({OLD_COMMIT})", str(extract_old(workdir)))]
+        designs = [
+            Design("events (this tree)", None),
+            Design(f"polling ({OLD_COMMIT})", str(extract_old(workdir, OLD_COMMIT))),
+        ]
         for count in counts:
             for design in designs:
                 if design.pythonpath is not None and count not in old_counts:

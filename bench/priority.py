@@ -47,7 +47,7 @@ from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.state import max_in_window
 
-from .common import bridge_settings, ready_info, start_redis, start_sandbox, start_workers
+from .common import bridge_settings, extract_old, ready_info, start_redis, start_sandbox, start_workers, trips
 from .priority_report import chart, show, show_forecast
 from .priority_setup import (
     FORECAST_FULL,
@@ -63,10 +63,8 @@ from .priority_setup import (
     Plan,
     Stack,
     check_package,
-    extract_old,
     interval_s,
     margin,
-    trips,
     vehicle,
 )
 from .report import chart_path, percentile, utc_stamp, workspace, write_result
@@ -246,7 +244,7 @@ def run(*, quick: bool) -> Path:
     stamp = utc_stamp()
     results = []
     with workspace("priority") as workdir, ExitStack() as stop:
-        old = extract_old(workdir)
+        old = extract_old(workdir, OLD_COMMIT)
         designs = [Design(f"old {OLD_COMMIT}", str(old), False), Design("new (scheduler)", None, True)]
         redis_proc = start_redis(workdir)
         stop.callback(redis_proc.stop)

@@ -16,14 +16,12 @@ from typing import Any
 
 from optimum_bridge.devstack import RedisServer
 from optimum_bridge.devstack.processes import stop_process
-from optimum_bridge.quota.rate import RateLimit
-from optimum_bridge.sandbox.fleet import generate_fleet
+from optimum_bridge.quota.rate import Quota, RateLimit
 
-from .common import SandboxProc, env_with_path
+from .common import PLATES, SandboxProc, env_with_path
 from .report import ROOT
 
 OLD_COMMIT = "8dbc670"
-PLATES = generate_fleet(42, 60).plates()
 PROCS, THREADS = 2, 4
 MARGIN_S = {"s": "0.15", "m": "0.25"}  # per window unit: as bench.quota (the default at minutes)
 SEED = 20261202
@@ -59,41 +57,14 @@ def margin(quota: str) -> str:
 
 
 def interval_s(quota: str) -> float:
-    """The scheduler's slot interval at this quota: (window + margin) / limit, rounded up to the ms."""
-    rate = RateLimit.parse(quota)
-    window_ms = round((rate.window_s + float(margin(quota))) * 1000)
-    return -(-window_ms // rate.limit) / 1000
-
-
-def trips(index: int, priority: str | None) -> dict[str, Any]:
-    op: dict[str, Any] = {  # each makes its own call (coalesce: False): the benchmark counts calls
-        "method": "GET",
-        "coalesce": False,
-        "path": "/Geolocation/Trips",
-        "query": {
-            "registrationNumber": PLATES[index % len(PLATES)],
-            "startDate": "2026-11-26T00:00:00",
-            "endDate": "2026-11-27T00:00:00",
-        },
-    }
-    return op | ({"priority": priority} if priority else {})
+    """The scheduler's slot interval at this quota: (window + margin) / limit."""
+    return Quota.of(RateLimit.parse(quota), margin_s=float(margin(quota))).interval_s
 
 
 def vehicle(index: int, priority: str | None) -> dict[str, Any]:
     """An urgent job: its path names it in the sandbox's call log."""
     op: dict[str, Any] = {"method": "GET", "path": f"/Vehicles/{PLATES[index % len(PLATES)]}"}
     return op | ({"priority": priority} if priority else {})
-
-
-def extract_old(workdir: Path) -> Path:
-    """``git archive <OLD_COMMIT> optimum_bridge | tar -x -C <dir>``; the directory to put on ``PYTHONPATH``."""
-    target = workdir / f"old-{OLD_COMMIT}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", OLD_COMMIT, "optimum_bridge"], check=True, capture_output=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
 
 
 class Driver:

@@ -31,10 +31,9 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.rate import RateLimit, default_margin_s
-from optimum_bridge.sandbox.fleet import generate_fleet
 from optimum_bridge.sandbox.state import max_in_window
 
-from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
+from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers, trips
 from .plain_celery import DONE_KEY, GET_TASK, make_app, plain_settings, send
 from .quota_report import chart, show
 from .report import (
@@ -45,22 +44,7 @@ from .report import (
     write_result,
 )
 
-PLATES = generate_fleet(42, 60).plates()
 THREADS = 4
-
-
-def trips(index: int) -> dict[str, Any]:
-    """One day of trips of one vehicle (the demo's typical call)."""
-    return {  # each makes its own call (coalesce: False): the benchmark counts calls
-        "method": "GET",
-        "coalesce": False,
-        "path": "/Geolocation/Trips",
-        "query": {
-            "registrationNumber": PLATES[index % len(PLATES)],
-            "startDate": "2026-11-26T00:00:00",
-            "endDate": "2026-11-27T00:00:00",
-        },
-    }
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,9 @@
 """Runs one attempt of a job and decides what comes next (spec §5).
 
-claim the dispatched job (lease; stale messages, finished jobs and slots that
-went by are refused) -> call the API at once (the slot was given by the
-scheduler) -> classify the answer -> complete the job and make its callback's
-first delivery (``FirstDelivery``; without one, the callback is queued) or
-park it for a retry with backoff. Everything is plain Python
-over injected stores, so it is tested without Celery.
+claim the dispatched job (lease; stale messages, finished jobs and slots that went by are
+refused) -> call the API at once -> classify the answer -> finish the job (taking the next one
+for this thread) and hand its callback's first delivery to ``FirstDelivery``, or park it for a
+retry with backoff. Plain Python over injected stores, so it is tested without Celery.
 """
 
 from __future__ import annotations
@@ -48,8 +46,7 @@ class ChainedJobError(Exception):
 
 
 class FirstDelivery(Protocol):
-    """Delivers a finished job's callback at once, in the worker that finished it
-    (``callbacks.sender.CallbackSender``)."""
+    """Delivers a finished job's callback at once, in its worker (``callbacks.background``)."""
 
     @property
     def hold_ms(self) -> int:
@@ -107,6 +104,11 @@ class Executor:
         self._policy = policy
         self._leases = leases
         self._clock = clock
+
+    @property
+    def chain_s(self) -> float:
+        """How long a thread goes on taking jobs after its first (0: it does not)."""
+        return self._chain_s
 
     def run(self, job_id: str, dispatch: int, account: str = "default", *, chain: bool = True) -> str:
         """Run the job's attempt for dispatch number ``dispatch``; returns what happened (for logs and tests).

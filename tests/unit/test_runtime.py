@@ -108,3 +108,14 @@ def test_a_runtime_builds_each_part_once_across_threads(installed):
     for thread in threads:
         thread.join(5)
     assert len(seen) == 8 and len({id(keys) for keys in seen}) == 1
+
+
+@pytest.mark.parametrize(("min_replicas", "taking"), [(0, True), (1, False)])
+def test_threads_take_their_next_job_unless_writes_wait_for_replicas(min_replicas, taking):
+    """With BRIDGE_REDIS_MIN_REPLICAS every job goes through the dispatcher and its claim (see runtime.py)."""
+    settings = Settings(_env_file=None, BRIDGE_REDIS_MIN_REPLICAS=min_replicas)  # type: ignore[call-arg]
+    rt = Runtime(settings)
+    try:
+        assert (rt.executor.chain_s > 0) is taking
+    finally:
+        rt.close()

@@ -67,9 +67,9 @@ local function next_slot(log, pause_key, tat_key, learned, now, limit, window, i
   local f = learned_fields(learned)
   limit, interval, tau = effective(f, now, limit, window, interval, tau)
   local at = now
-  local pause = tonumber(redis.call('GET', pause_key) or '0')
+  local pt = redis.call('MGET', pause_key, tat_key)  -- one read for both (issue 17)
+  local pause, tat = tonumber(pt[1] or '0'), tonumber(pt[2] or '0')
   if pause > at then at = pause end
-  local tat = tonumber(redis.call('GET', tat_key) or '0')
   if tat - tau > at then at = tat - tau end
   local n = redis.call('ZCARD', log)
   if n >= limit then
@@ -96,9 +96,11 @@ end
 
 -- Record a start at `now` under `member`, and move the pacer on by the `interval` in force
 -- (`tat`: the pacer's TAT as next_slot read it in the same script, else it is read here).
+-- The log has no TTL (issue 17: one command less per call): it holds at most `limit` starts plus
+-- those older than the window not yet trimmed (next_slot trims when it may be full), and goes
+-- with its account (accounts/store.py deletes an account's limiter keys).
 local function take(log, tat_key, now, member, window, interval, tat)
   redis.call('ZADD', log, now, member)
-  redis.call('PEXPIRE', log, window + 1000)
   tat = tat or tonumber(redis.call('GET', tat_key) or '0')
   if tat < now then tat = now end
   -- Formatted: Lua would write a number with 14 digits, losing the sub-millisecond part of a fast pacer.

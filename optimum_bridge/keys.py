@@ -105,7 +105,8 @@ class Keys:
         return f"{self.prefix}openapi:{account}:claim"
 
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Sorted set: start times (ms, Redis clock) of an account's recent calls."""
+        """Sorted set: start times (ms, Redis clock) of an account's recent calls (no TTL: at most its limit
+        plus starts older than the window not yet trimmed; deleted with the account)."""
         return f"{self.limiter_prefix}{account}:log"
 
     def limiter_pause(self, account: str = DEFAULT_ACCOUNT) -> str:

@@ -24,6 +24,7 @@ from optimum_bridge.jobs.leases import LeaseKeeper
 from optimum_bridge.jobs.outcomes import Claim, TakeNext
 from optimum_bridge.jobs.retry import Backoff, classify_status, should_retry
 from optimum_bridge.jobs.store import JobStore
+from optimum_bridge.process.flag import Flag
 from optimum_bridge.schemas import ApiResponse, ErrorInfo, Operation
 from optimum_bridge.upstream.client import Attempt, OptimumClient
 from optimum_bridge.upstream.tokens import Token
@@ -93,7 +94,7 @@ class Executor:
         callbacks: FirstDelivery | None = None,
         clock: Clock = SYSTEM_CLOCK,
         chain_s: float = 0.0,
-        draining: threading.Event | None = None,
+        draining: Flag | None = None,
     ) -> None:
         self._chain_s = chain_s
         self._draining = draining or threading.Event()

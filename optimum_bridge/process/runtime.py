@@ -30,6 +30,7 @@ from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.jobs.store import JobStore
 from optimum_bridge.keys import DEFAULT_ACCOUNT, Keys
 from optimum_bridge.process import egress
+from optimum_bridge.process.flag import SharedFlag
 from optimum_bridge.process.lazy import lazy
 from optimum_bridge.process.live_accounts import AccountRuntime, LiveAccounts, LiveApis
 from optimum_bridge.process.metrics import Metrics
@@ -55,8 +56,9 @@ class Runtime:
     pid: int = field(default_factory=os.getpid)
     #: Guards the lazy parts of this runtime and of its accounts (one lock: no ordering between two).
     build_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
-    #: Set when the worker begins a warm shutdown: threads stop taking jobs after their own.
-    draining: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: Set when the worker begins a warm shutdown: threads stop taking jobs after their own, also
+    #: those of a prefork pool's children (shared memory; kept by the runtime rebuilt after a fork).
+    draining: SharedFlag = field(default_factory=SharedFlag, repr=False, compare=False)
 
     @lazy
     def redis(self) -> redis.Redis:
@@ -264,5 +266,5 @@ def current() -> Runtime:
         if _current is None:
             raise RuntimeError("runtime not installed: call runtime.install(settings) first")
         if _current.pid != os.getpid():
-            _current = Runtime(_current.settings)
+            _current = Runtime(_current.settings, draining=_current.draining)
         return _current

@@ -10,6 +10,7 @@ change would have measured.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.devstack import WorkerProcess
 from optimum_bridge.keys import EXECUTE_TASK, Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
-from tests.support import CALLBACK_SECRET, bridge_env, settings_from, wait_finished, wait_until
+from tests.support import CALLBACK_SECRET, bridge_env, calls_to, settings_from, wait_finished, wait_until
 from tests.support.slow_receiver import SlowReceiver
 
 PLATES = generate_fleet(42, 60).plates()
@@ -134,3 +135,36 @@ def test_an_unexpected_error_in_a_chained_job_fails_that_job_not_the_first(redis
     assert execute_messages(worker) == 1  # the broken job ran on the first job's message: taken, not sent
     assert "ChainedJobError" in worker.log()
     assert redis_server.client().zcard(keys.running) == 0
+
+
+def test_a_warm_shutdown_stops_a_prefork_pool_from_taking_jobs(redis_server, prefix, sandbox, workers):
+    """SIGTERM to a worker with ``--pool prefork`` while 200 jobs wait: it exits after the jobs in hand.
+
+    The warm shutdown begins in the worker's main process, but a prefork pool runs the jobs in its
+    children, each with a runtime of its own. Before the draining flag was shared memory
+    (``process/flag.py``), the children never saw it: each went on taking jobs for ``chain_s``
+    (30 s by default) and the worker exited only then, with ~100 more jobs done. Nothing is lost
+    either way: the jobs left wait in their lanes, and a second worker runs each exactly once.
+    """
+    n, latency_ms = 200, 300
+    sb = sandbox(quota=None, latency_ms=latency_ms)
+    env = bridge_env(redis_server.url, prefix, sb, OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    client = BridgeClient(settings_from(env))
+    ids = client.submit_many([vehicle(i, coalesce=False) for i in range(n)])  # a call each
+    worker = workers(env, concurrency=2, pool="prefork")
+    wait_until(lambda: client.get(ids[3]).status == "succeeded", timeout=60, what="the pool running jobs")
+
+    asked = time.monotonic()
+    code = worker.stop(timeout=90)
+    took = time.monotonic() - asked
+    left = sum(client.get(i).status == "queued" for i in ids)
+    print(f"\nprefork -c 2, {latency_ms} ms calls: exited {took:.1f} s after SIGTERM, {left} of {n} jobs left queued")
+    assert code == 0, worker.tail(40)
+    assert took < 15, worker.tail(40)  # about 30 s when the children went on taking jobs
+    assert left >= n // 2
+
+    workers(env, concurrency=4)
+    wait_finished(client, ids, timeout=120, interval=0.2)
+    assert [client.get(i).status for i in ids] == ["succeeded"] * n
+    paths = [str(vehicle(i)["path"]) for i in range(n)]
+    assert sum(calls_to(sb, path) for path in set(paths)) == n  # none called twice, none lost

@@ -49,11 +49,39 @@ local function take_job(S, account, key, jid, dispatch, f)
   return true
 end
 
+-- Redis 7's ZMPOP pops the head of the first lane that is not empty, in one command (issue 17: it
+-- replaces a ZRANGE per lane looked at and a ZREM); Redis 6.2 has none, and gets those instead.
+local HAS_ZMPOP = (redis.REDIS_VERSION_NUM or 0) >= 0x070000
+
+-- Take the best waiting job out of `lanes` (from index `from` on): the oldest (lowest sequence) of
+-- the highest lane present. Returns its lane, id, sequence and lane index, or nil when all are empty.
+local function pop_best(lanes, from)
+  if HAS_ZMPOP then
+    local args = {'ZMPOP', 4 - from}
+    for n = from, 3 do table.insert(args, lanes[n]) end
+    table.insert(args, 'MIN')
+    local popped = redis.call(unpack(args))
+    if not popped then return nil end
+    local n = from
+    while lanes[n] ~= popped[1] do n = n + 1 end
+    return popped[1], popped[2][1][1], tonumber(popped[2][1][2]), n
+  end
+  for n = from, 3 do
+    local head = redis.call('ZRANGE', lanes[n], 0, 0, 'WITHSCORES')
+    if head[1] then
+      redis.call('ZREM', lanes[n], head[1])
+      return lanes[n], head[1], tonumber(head[2]), n
+    end
+  end
+  return nil
+end
+
 -- Serve one account: returns its outcome and how many slots it gave. Each account served gets its
 -- exact next time in the ready set (its next slot, or its first delayed job), or leaves it when
--- nothing of it waits. The best job is the oldest (lowest sequence) of the highest lane present.
--- A job is given a slot only when a call may start now, and only while the workers have a free
--- thread for it (a taking thread is one).
+-- nothing of it waits. A job is given a slot only when a call may start now, and only while the
+-- workers have a free thread for it (a taking thread is one). The slot is looked at before the
+-- lanes: a job is taken out of its lane only when it gets the slot, so an account whose lanes are
+-- empty may keep its time in the ready set until then (whoever looks at that time drops it).
 local function serve(account, S)
   local quota = redis.call('HGET', S.quotas, account)
   if not quota then return 'unknown', 0 end
@@ -77,35 +105,30 @@ local function serve(account, S)
     end
   end
 
+  -- Nothing waits in the lanes: the account is due again at its first delayed job, or leaves the set.
+  local function idle(given)
+    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    if first[1] then
+      redis.call('ZADD', S.ready, first[2], account)
+    else
+      redis.call('ZREM', S.ready, account)
+    end
+    return 'idle', given
+  end
+
   local given, from = 0, 1  -- lanes above the one a job was taken from stay empty within this call
   while true do
-    if given > 0 and S.free == 0 then  -- no thread for another: stays due, a finished job wakes a dispatcher
-      redis.call('ZADD', S.ready, 'LT', now, account)
-      return 'busy', given
-    end
-    local lane, best = nil, nil
-    for n = from, 3 do
-      local head = redis.call('ZRANGE', lanes[n], 0, 0)
-      if head[1] then lane, best, from = lanes[n], head[1], n; break end
-    end
-    if not best then
-      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-      if first[1] then
-        redis.call('ZADD', S.ready, first[2], account)
-      else
-        redis.call('ZREM', S.ready, account)
-      end
-      return 'idle', given
-    end
-    -- Stays due when no thread is free: a finished job wakes a dispatcher. A taking thread does not
-    -- look (its own job needs no other thread; the next is left as take_next says).
-    if not S.owner and free_threads(S) == 0 then
+    -- No thread for another (a taking thread is its own): stays due, a finished job wakes a dispatcher.
+    if not S.owner and (given > 0 and S.free == 0 or free_threads(S) == 0) then
       redis.call('ZADD', S.ready, 'LT', now, account)
       return 'busy', given
     end
     local at, lim, spacing, tat_ms, burst, paused, n, f_learned =
       next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
     if at > now then
+      -- A dispatcher keeps the ready set exact (one EXISTS, off the taking path): an account whose
+      -- lanes are empty leaves it now rather than at its next slot.
+      if not S.owner and not lanes_busy(S.lane_prefix, account) then return idle(given) end
       redis.call('ZADD', S.ready, at, account)
       if S.owner and given > 0 and at <= now + SOON_MS then return 'soon', given end
       return 'wait', given
@@ -114,15 +137,17 @@ local function serve(account, S)
       redis.call('ZADD', S.ready, now, account)
       return 'more', given
     end
+    local lane, best, seq, index = pop_best(lanes, from)
+    if not best then return idle(given) end
+    from = index
     local key = S.job_prefix .. best
-    redis.call('ZREM', lane, best)
     local f = redis.call('HMGET', key, FIELD.status, FIELD.dispatch, FIELD.inflight, FIELD.attempts, FIELD.op,
                          FIELD.submitted_at, FIELD.batch)
     if f[1] == 'queued' or f[1] == 'retrying' then
       local dispatch = tonumber(f[2] or '0') + 1
       if S.owner then
         if not take_job(S, account, key, best, dispatch, f) then
-          redis.call('ZADD', lane, tonumber(redis.call('HGET', key, FIELD.seq)), best)
+          redis.call('ZADD', lane, seq, best)
           redis.call('ZADD', S.ready, 'LT', now, account)
           return 'leased', given
         end

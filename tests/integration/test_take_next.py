@@ -9,13 +9,17 @@ worker is not draining.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from optimum_bridge import BridgeClient
 from optimum_bridge.jobs.executor import Executor, Policy
 from optimum_bridge.jobs.outcomes import Completion, TakeNext
 from optimum_bridge.jobs.retry import Backoff
 from optimum_bridge.keys import Keys
+from optimum_bridge.lua import scripts
 from optimum_bridge.process.live_accounts import LiveApis
 from optimum_bridge.process.runtime import Runtime
 from optimum_bridge.quota.rate import Quota, RateLimit
@@ -27,6 +31,28 @@ LEASE_MS = 5000
 #: The fixture's 100/s with a burst as large as the window: the pacer never holds back a start made
 #: right after another (without one, a job taken within 10 ms of the one before would have to wait).
 ENV = {"BRIDGE_RATE_BURST": "100"}
+
+
+ZMPOP_LINE = "local HAS_ZMPOP = (redis.REDIS_VERSION_NUM or 0) >= 0x070000"
+
+
+@pytest.fixture(autouse=True, params=["ZMPOP", "ZRANGE and ZREM"])
+def lanes_popped_with(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test twice: lanes popped with Redis 7's ZMPOP, and as on Redis 6.2 (a ZRANGE per lane, a ZREM)."""
+    if request.param != "ZMPOP":
+        read_file = scripts._read
+
+        def without_zmpop(name: str) -> str:
+            text = read_file(name)
+            if name == "_serve":
+                assert ZMPOP_LINE in text
+                text = text.replace(ZMPOP_LINE, "local HAS_ZMPOP = false")
+            return text
+
+        monkeypatch.setattr(scripts, "_read", without_zmpop)
+    scripts.source.cache_clear()
+    yield request.param
+    scripts.source.cache_clear()
 
 
 def read(n: int, **extra: Any) -> dict[str, Any]:

@@ -35,6 +35,42 @@ local function add_counts(first)
   end
 end
 
+-- Counts may wait in a pending list, an entry of (key, field, amount, ttl) quadruples each, their
+-- words joined by spaces (no key or field has one), ttl '-' for none (process.metrics).
+
+-- Fold the pending list into the hashes, atomically: its entries summed per (key, field), then one
+-- HINCRBY (HINCRBYFLOAT when an amount has a decimal point) per field, and a key with a ttl given it
+-- when the field is new. Returns how many entries were folded.
+local function fold_counts(pending)
+  local entries = redis.call('LRANGE', pending, 0, -1)
+  if #entries == 0 then return 0 end
+  redis.call('DEL', pending)
+  local sums, order = {}, {}
+  for _, entry in ipairs(entries) do
+    local w = {}
+    for word in string.gmatch(entry, '%S+') do w[#w + 1] = word end
+    for i = 1, #w - 3, 4 do
+      local id = w[i] .. ' ' .. w[i + 1]
+      local s = sums[id]
+      if not s then
+        s = {key = w[i], field = w[i + 1], n = 0, float = false, ttl = '-'}
+        sums[id], order[#order + 1] = s, s
+      end
+      s.n = s.n + tonumber(w[i + 2])
+      s.float = s.float or string.find(w[i + 2], '.', 1, true) ~= nil
+      if w[i + 3] ~= '-' then s.ttl = w[i + 3] end
+    end
+  end
+  for _, s in ipairs(order) do
+    if s.float then
+      redis.call('HINCRBYFLOAT', s.key, s.field, string.format('%.17g', s.n))
+    elseif redis.call('HINCRBY', s.key, s.field, string.format('%d', s.n)) == s.n and s.ttl ~= '-' then
+      redis.call('EXPIRE', s.key, tonumber(s.ttl))
+    end
+  end
+  return #entries
+end
+
 -- Make `key` live at least `ttl` more seconds (EXPIRE's GT option needs Redis 7; the demo may run 6.2).
 local function extend(key, ttl)
   local left = redis.call('TTL', key)

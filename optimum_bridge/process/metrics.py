@@ -29,7 +29,8 @@ upgrade: the old version kept it equal to the sum of the buckets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 
@@ -56,6 +57,18 @@ def with_totals(counters: Mapping[str, float]) -> dict[str, float]:
     buckets = sum(value for name, value in counters.items() if name.startswith("latency_bucket:"))
     totals["latency_count"] = max(buckets, counters.get("latency_count", 0.0))  # the old version stored it
     return totals
+
+
+def fold_then_read(pipe: redis.client.Pipeline, keys: Keys, hashes: Sequence[str]) -> None:
+    """Queue on ``pipe`` the fold of the pending counts and, after it in the same command, the read of
+    ``hashes`` (its reply: ``hashes_read``). By EVAL, with the script's text: a pipeline cannot load a
+    script the server lacks without one more round trip, and readers are few (a scrape, a page)."""
+    pipe.eval(scripts.source("counts_fold"), 1 + len(hashes), keys.stats_pending, *hashes)
+
+
+def hashes_read(reply: Sequence[Sequence[Any]]) -> list[dict[Any, Any]]:
+    """The hashes ``lua/counts_fold.lua`` returned (each a flat HGETALL), as dicts, in order."""
+    return [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in reply]
 
 
 class Metrics:
@@ -132,6 +145,7 @@ class Metrics:
             log.warning("could not record call metrics", exc_info=True)
 
     def snapshot(self) -> dict[str, float]:
-        """Every counter, by name, with the totals (``with_totals``)."""
-        raw = self._redis.hgetall(self._key)
+        """Every counter, by name, with the totals (``with_totals``): the pending counts folded first."""
+        reply = scripts.register(self._redis, "counts_fold")(keys=[self._keys.stats_pending, self._key])
+        (raw,) = hashes_read(reply)
         return with_totals({text(k): float(v) for k, v in raw.items()})

@@ -264,6 +264,11 @@ class Keys:
         return f"{self.prefix}stats"
 
     @property
+    def stats_pending(self) -> str:
+        """List: an API call's counts, one entry per script, until folded into their hashes (process.metrics)."""
+        return f"{self.prefix}stats:pending"
+
+    @property
     def workers(self) -> str:
         """Sorted set: worker name -> last heartbeat (epoch seconds)."""
         return f"{self.prefix}workers"

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from optimum_bridge.keys import CALLBACKS_QUEUE, OPERATIONS_QUEUE, PRIORITIES, Keys, text
-from optimum_bridge.process.metrics import LATENCY_BUCKETS, with_totals
+from optimum_bridge.process.metrics import LATENCY_BUCKETS, fold_then_read, hashes_read, with_totals
 from optimum_bridge.quota.limiter import LimiterState
 
 #: The exposition format ``generate_latest`` writes (classic text, understood by every Prometheus).
@@ -58,8 +58,9 @@ def read_snapshot(client: redis.Redis, keys: Keys, accounts: Sequence[str] = ("d
             pipe.zcard(keys.delayed(account))
         pipe.zcard(keys.due)
         pipe.hlen(keys.dead_letters)
-        pipe.hgetall(keys.stats)
-        *sizes, due, dead, stats = pipe.execute()
+        fold_then_read(pipe, keys, [keys.stats])  # the counts scripts left pending, in the hash first
+        *sizes, due, dead, folded = pipe.execute()
+    (stats,) = hashes_read(folded)
     lengths = sizes[: len(QUEUES)]
     waiting = sizes[len(QUEUES) : len(QUEUES) + len(lanes)]
     delayed = sizes[len(QUEUES) + len(lanes) :]

@@ -21,18 +21,73 @@ local function has_callback(op_json)
   return ok and type(op) == 'table' and type(op.callback) == 'table'
 end
 
--- Add the counters given from ARGV[first] on, as quadruples (key, field, amount, ttl): an amount
--- with a decimal point is a float; a ttl ('' for none) is set on the key when the field is new. The
--- metrics of an API call, written by the script that follows the call (process.metrics.Metrics).
-local function add_counts(first)
-  for i = first, #ARGV - 3, 4 do
-    local key, field, amount, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    if string.find(amount, '.', 1, true) then
-      redis.call('HINCRBYFLOAT', key, field, amount)
-    elseif redis.call('HINCRBY', key, field, amount) == tonumber(amount) and ttl ~= '' then
-      redis.call('EXPIRE', key, tonumber(ttl))
+-- The counts of API calls (issue 17) wait in a pending list, one entry per script call, and are
+-- folded into their hashes when the list reaches its bound, and by every reader just before it reads
+-- them (process.metrics): one RPUSH per script call instead of one command per counter. An entry is
+-- (key, field, amount, ttl) quadruples, their words joined by spaces (no key or field has one), ttl
+-- '-' for none. `counted` holds this script call's, until add_counts pushes them.
+local counted = {}
+
+-- Count `amount` (an integer) more on `field` of hash `key`, in this script call's entry (add_counts
+-- pushes it).
+local function count(key, field, amount)
+  counted[#counted + 1] = key .. ' ' .. field .. ' ' .. amount .. ' -'
+end
+
+-- Fold the pending list into the hashes, atomically: its entries summed per (key, field), then one
+-- HINCRBY (HINCRBYFLOAT when an amount has a decimal point) per field, and a key with a ttl given it
+-- when the field is new. Returns how many entries were folded.
+local function fold_counts(pending)
+  local entries = redis.call('LRANGE', pending, 0, -1)
+  if #entries == 0 then return 0 end
+  redis.call('DEL', pending)
+  local sums, order = {}, {}
+  for _, entry in ipairs(entries) do
+    local w = {}
+    for word in string.gmatch(entry, '%S+') do w[#w + 1] = word end
+    for i = 1, #w - 3, 4 do
+      local id = w[i] .. ' ' .. w[i + 1]
+      local s = sums[id]
+      if not s then
+        s = {key = w[i], field = w[i + 1], n = 0, float = false, ttl = '-'}
+        sums[id], order[#order + 1] = s, s
+      end
+      s.n = s.n + tonumber(w[i + 2])
+      s.float = s.float or string.find(w[i + 2], '.', 1, true) ~= nil
+      if w[i + 3] ~= '-' then s.ttl = w[i + 3] end
     end
   end
+  for _, s in ipairs(order) do
+    if s.float then
+      redis.call('HINCRBYFLOAT', s.key, s.field, string.format('%.17g', s.n))
+    elseif redis.call('HINCRBY', s.key, s.field, string.format('%d', s.n)) == s.n and s.ttl ~= '-' then
+      redis.call('EXPIRE', s.key, tonumber(s.ttl))
+    end
+  end
+  return #entries
+end
+
+-- Push this script call's counts as one entry: those of count(), and the metrics of an API call given
+-- from ARGV[first] on (process.metrics.Metrics.call_counts): the pending list, its bound, then
+-- (key, field, amount, ttl) quadruples (ttl '' for none). The list is folded when the push makes it
+-- that long, so it stays short without a timer. With no call's metrics (so no list named), what
+-- count() holds is added at once.
+local function add_counts(first)
+  local pending, bound = ARGV[first], tonumber(ARGV[first + 1])
+  for i = first + 2, #ARGV - 3, 4 do
+    local ttl = ARGV[i + 3] == '' and '-' or ARGV[i + 3]
+    counted[#counted + 1] = ARGV[i] .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ' ' .. ttl
+  end
+  if #counted == 0 then return end
+  if not pending then
+    for _, entry in ipairs(counted) do
+      local key, field, amount = string.match(entry, '^(%S+) (%S+) (%S+)')
+      redis.call('HINCRBY', key, field, amount)
+    end
+  elseif redis.call('RPUSH', pending, table.concat(counted, ' ')) >= bound then
+    fold_counts(pending)
+  end
+  counted = {}
 end
 
 -- Make `key` live at least `ttl` more seconds (EXPIRE's GT option needs Redis 7; the demo may run 6.2).

@@ -28,7 +28,6 @@
 -- Returns {1 when finished now (0 when it already was, -1 when the job is gone), the job's HGETALL
 -- when its callback is this caller's to deliver (else {}), the job taken next (take_next; {})}.
 -- Every field of the job it needs is read in one HMGET, and written in one HSET.
-add_counts(26)
 local now = now_ms()
 
 -- Finish the job; returns 1, 0 (already final) or -1 (gone), and whether its callback is held.
@@ -49,7 +48,7 @@ local function finish()
                FIELD.finished_at, ARGV[5], FIELD.inflight, '0')
   end
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-  redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
+  count(KEYS[4], 'jobs:' .. ARGV[2], 1)
   local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
   if deliver then
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
@@ -81,7 +80,7 @@ local function finish()
                  FIELD.inflight, '0')
       if started then redis.call('HSET', fkey, FIELD.started_at, started) end
       redis.call('EXPIRE', fkey, tonumber(ARGV[6]))
-      redis.call('HINCRBY', KEYS[4], 'jobs:' .. ARGV[2], 1)
+      count(KEYS[4], 'jobs:' .. ARGV[2], 1)
       if has_callback(g[3]) then
         redis.call('HSET', fkey, FIELD.cb, 'pending')
         redis.call('LPUSH', KEYS[3], callback_message(ARGV[14], ARGV[15], fid, 1))
@@ -103,6 +102,7 @@ local function finish()
 end
 
 local outcome, deliver = finish()
+add_counts(26)  -- the call's metrics and the jobs finished above, pushed as one entry
 -- The job is final (now or before): no one takes a lease on it any more, so its lease goes without
 -- an owner check (one who took it over after ours ran out has nothing left to do with it either).
 redis.call('DEL', KEYS[2])

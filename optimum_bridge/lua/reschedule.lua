@@ -6,7 +6,7 @@
 --       6 response JSON ('' to keep), 7 account, 8... the call's metrics (add_counts), added whatever
 --       the job's state.
 -- Returns 1 when parked, 0 when the job is already final, -1 when it is gone.
-add_counts(8)
+add_counts(8)  -- one entry on the pending list (folded when it reaches its bound)
 local status = redis.call('HGET', KEYS[1], FIELD.status)
 if not status then return -1 end
 if is_final(status) then return 0 end

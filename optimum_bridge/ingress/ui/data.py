@@ -22,6 +22,7 @@ from optimum_bridge.ingress.ui.security import Viewer
 from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.jobs.status import shown_status
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
+from optimum_bridge.process.metrics import fold_then_read, hashes_read
 from optimum_bridge.producer import BridgeClient
 from optimum_bridge.schedules.outlook import ScheduleView, show
 from optimum_bridge.schedules.runner import ScheduleRunner
@@ -139,9 +140,9 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
     now_s = backlog.now_ms // 1000
     with bridge.redis.pipeline(transaction=False) as pipe:
         pipe.zcard(keys.delayed(name))
-        for hour in (now_s // 3600 - 1, now_s // 3600):
-            pipe.hgetall(keys.calls_per_minute(name, hour))
-        delayed, *hours = pipe.execute()
+        hours = [keys.calls_per_minute(name, hour) for hour in (now_s // 3600 - 1, now_s // 3600)]
+        fold_then_read(pipe, keys, hours)  # the calls scripts left pending, counted first
+        delayed, folded = pipe.execute()
     lanes = [Lane(p, backlog.waiting[p], backlog.last_start(p)) for p in PRIORITIES]
     return AccountView(
         name=name,
@@ -153,7 +154,7 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
         learned=limiter.learned_text,
         lanes=lanes,
         delayed=int(delayed),
-        chart=layout(_minute_counts(hours, now_s), rate.limit * 60 / rate.window_s),
+        chart=layout(_minute_counts(hashes_read(folded), now_s), rate.limit * 60 / rate.window_s),
     )
 
 

@@ -40,6 +40,8 @@ from optimum_bridge.devstack import (
 from optimum_bridge.devstack.env import BRIDGE_PREFIXES
 from optimum_bridge.devstack.processes import spawn as _spawn
 from optimum_bridge.devstack.processes import stop_process, tail
+from optimum_bridge.keys import Keys
+from optimum_bridge.process.metrics import Metrics
 from optimum_bridge.sandbox.fleet import generate_fleet
 
 from .report import ROOT
@@ -47,6 +49,12 @@ from .report import ROOT
 CALLBACK_SECRET = harness.new_callback_secret(b"bench-callback-secret-0123456789")
 WorkerKind = Literal["bridge", "plain", "instrumented"]
 WORKER_STOP_GRACE_S = 20.0
+
+
+def finished_counts(client: Any, keys: Keys) -> list[float]:
+    """Jobs succeeded and failed so far, read through ``Metrics.snapshot`` (which folds the pending counts)."""
+    counters = Metrics(client, keys).snapshot()
+    return [counters.get("jobs:succeeded", 0.0), counters.get("jobs:failed", 0.0)]
 
 
 def spawn(args: Sequence[str], *, env: Mapping[str, str] | None, cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:

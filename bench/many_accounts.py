@@ -38,7 +38,7 @@ from optimum_bridge.devstack import settings_from, stop_workers
 from optimum_bridge.keys import Keys
 from optimum_bridge.quota.rate import Quota, RateLimit
 
-from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
+from .common import SandboxProc, bridge_settings, finished_counts, start_redis, start_sandbox, start_workers
 from .report import percentile, print_table
 
 QUOTA = "6/m"
@@ -102,7 +102,7 @@ def op(account: str, *, priority: str = "normal") -> dict[str, Any]:
 
 def finished(client: BridgeClient) -> int:
     """Jobs finished so far (the stats hash's counters, written by ``lua/complete.lua``)."""
-    raw = client.redis.hmget(Keys(PREFIX).stats, "jobs:succeeded", "jobs:failed")
+    raw = finished_counts(client.redis, Keys(PREFIX))
     return sum(int(v or 0) for v in raw)
 
 

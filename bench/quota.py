@@ -33,7 +33,16 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.quota.rate import RateLimit, default_margin_s
 from optimum_bridge.sandbox.state import max_in_window
 
-from .common import CALLBACK_SECRET, SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers, trips
+from .common import (
+    CALLBACK_SECRET,
+    SandboxProc,
+    bridge_settings,
+    finished_counts,
+    start_redis,
+    start_sandbox,
+    start_workers,
+    trips,
+)
 from .plain_celery import DONE_KEY, GET_TASK, make_app, plain_settings, send
 from .quota_report import chart, show
 from .report import (
@@ -105,12 +114,12 @@ def _run_bridge(stack: Stack, case: Case, quota: str, backlog: int, timeout: flo
     workers = start_workers(values, count=case.workers, concurrency=case.threads, workdir=stack.workdir)
     try:
         client = BridgeClient(settings_from(values))
-        stats_key = Keys(client.settings.key_prefix).stats
+        keys = Keys(client.settings.key_prefix)
         started = time.monotonic()
         client.submit_many([trips(i) for i in range(backlog)])
 
         def finished() -> bool:
-            counts = client.redis.hmget(stats_key, ["jobs:succeeded", "jobs:failed"])
+            counts = finished_counts(client.redis, keys)
             return sum(int(c or 0) for c in counts) >= backlog
 
         wait_until(finished, timeout=timeout, interval=0.1, what="the backlog")

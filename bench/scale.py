@@ -37,7 +37,7 @@ from optimum_bridge.quota.dispatcher import Dispatcher
 from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.quota.rate import RateLimit
 
-from .common import bridge_settings, memory_mb, start_workers
+from .common import bridge_settings, finished_counts, memory_mb, start_workers
 from .receiver import start_services
 from .report import (
     print_table,
@@ -49,7 +49,7 @@ from .scale_submit import Stack, operations, submit_http, submit_python, submit_
 
 
 def _finished(client: BridgeClient) -> int:
-    counts = client.redis.hmget(Keys(client.settings.key_prefix).stats, ["jobs:succeeded", "jobs:failed"])
+    counts = finished_counts(client.redis, Keys(client.settings.key_prefix))
     return sum(int(c or 0) for c in counts)
 
 

@@ -25,7 +25,7 @@ from optimum_bridge.devstack import RedisServer, settings_from, stop_workers, wa
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
+from .common import SandboxProc, bridge_settings, finished_counts, start_redis, start_sandbox, start_workers
 from .report import (
     median,
     print_table,
@@ -43,7 +43,7 @@ def _op(i: int) -> dict[str, Any]:
 
 
 def _finished(client: BridgeClient) -> int:
-    counts = client.redis.hmget(Keys(client.settings.key_prefix).stats, ["jobs:succeeded", "jobs:failed"])
+    counts = finished_counts(client.redis, Keys(client.settings.key_prefix))
     return sum(int(c or 0) for c in counts)
 
 

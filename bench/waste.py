@@ -38,7 +38,7 @@ from optimum_bridge.quota.limiter import RateLimiter
 from optimum_bridge.quota.rate import RateLimit
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import SandboxProc, bridge_settings, start_redis, start_sandbox, start_workers
+from .common import SandboxProc, bridge_settings, finished_counts, start_redis, start_sandbox, start_workers
 from .report import print_table, utc_stamp, workspace, write_result
 from .wasted_calls import wasted_calls
 
@@ -97,7 +97,7 @@ def _drain(stack: Stack, plan: Plan, *, style: str, learn: bool) -> tuple[dict[s
     workers = start_workers(values, count=1, concurrency=THREADS, workdir=stack.workdir)
     try:
         client = BridgeClient(settings_from(values))
-        stats_key = Keys(client.settings.key_prefix).stats
+        keys = Keys(client.settings.key_prefix)
         client.submit_many(
             [{"method": "GET", "path": f"/Vehicles/{PLATES[i % len(PLATES)]}"} for i in range(plan.backlog)]
         )
@@ -105,7 +105,7 @@ def _drain(stack: Stack, plan: Plan, *, style: str, learn: bool) -> tuple[dict[s
         timeout = plan.backlog / rate.limit * rate.window_s * 6 + 120
 
         def finished() -> bool:
-            counts = client.redis.hmget(stats_key, ["jobs:succeeded", "jobs:failed"])
+            counts = finished_counts(client.redis, keys)
             return sum(int(c or 0) for c in counts) >= plan.backlog
 
         wait_until(finished, timeout=timeout, interval=0.2, what="the backlog")

@@ -28,7 +28,7 @@ from optimum_bridge.devstack import settings_from, stop_workers, wait_until
 from optimum_bridge.keys import Keys
 from optimum_bridge.sandbox.fleet import generate_fleet
 
-from .common import bridge_settings, start_workers
+from .common import bridge_settings, finished_counts, start_workers
 from .report import print_table
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def batch(fleet_size: int) -> list[dict[str, Any]]:
 
 
 def _finished(client: BridgeClient, ids: list[str]) -> bool:
-    counts = client.redis.hmget(Keys(client.settings.key_prefix).stats, ["jobs:succeeded", "jobs:failed"])
+    counts = finished_counts(client.redis, Keys(client.settings.key_prefix))
     return sum(int(c or 0) for c in counts) >= len(ids)
 
 

@@ -59,6 +59,8 @@ class FailoverReport:
     not_final: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # acknowledged, then gone from Redis
     calls: Counter[str] = field(default_factory=Counter)  # sandbox arrivals by path
+    arrivals: dict[str, list[float]] = field(default_factory=dict)  # their times (time.monotonic), by path
+    attempts: dict[str, int] = field(default_factory=dict)  # job id -> attempts its final record counts
     callbacks: Counter[str] = field(default_factory=Counter)  # verified deliveries by job id
     with_callback: int = 0
     elapsed_s: float = 0.0
@@ -91,7 +93,24 @@ class FailoverReport:
                 for index, kill in enumerate(self.kills)
             ],
             "elapsed_s": round(self.elapsed_s, 1),
+            **({"twice": self.twice(paths)} if any(self.calls[path] > 1 for path in paths) else {}),
         }
+
+    def twice(self, paths: set[str]) -> list[dict[str, Any]]:
+        """Each operation called more than once: its job, the attempts its record counts, and when
+        each call arrived, in seconds after the first kill (the kills' own times beside them)."""
+        origin = self.kills[0].at if self.kills else 0.0
+        jobs = {f"/Vehicles/{key.removeprefix('op-')}": job for key, job in self.acknowledged.items()}
+        return [
+            {
+                "job": jobs[path],
+                "attempts": self.attempts.get(jobs[path]),
+                "calls_at_s": [round(t - origin, 3) for t in self.arrivals.get(path, [])],
+                "kills_at_s": [round(kill.at - origin, 3) for kill in self.kills],
+            }
+            for path in sorted(paths)
+            if self.calls[path] > 1
+        ]
 
 
 def run_failover(
@@ -132,7 +151,10 @@ def run_failover(
         producers.stopping.set()
         producers.join(timeout=40)  # a producer blocked in a Redis retry gives up within ~11 s
         stop_stack(stack)
-    report.calls = Counter(entry["path"] for entry in sandbox_stats()["log"])
+    entries = sandbox_stats()["log"]
+    report.calls = Counter(entry["path"] for entry in entries)
+    for entry in entries:
+        report.arrivals.setdefault(entry["path"], []).append(entry["t"])
     for kill in report.kills:
         arrivals = [e["t"] for e in sandbox_stats()["log"] if e["t"] > kill.at + down_after_s]
         kill.first_call_after_s = (min(arrivals) - kill.at) if arrivals else None
@@ -192,7 +214,9 @@ def _settle(report: FailoverReport, stack: Stack, timeout_s: float) -> None:
     def done() -> bool:
         for key, job in list(pending.items()):
             try:
-                if client.get(job).finished:
+                status = client.get(job)
+                if status.finished:
+                    report.attempts[job] = status.attempts
                     del pending[key]
             except JobNotFound:
                 lost.add(job)

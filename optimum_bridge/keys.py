@@ -51,7 +51,6 @@ class JobField(StrEnum):
     started_at = "started_at"  # when its last attempt's call was sent
     read = "read"  # a GET leading a shared call: the key naming it as the call identical GETs join
     coalesced_with = "coalesced_with"  # a GET served by another job's call (or cached answer): that job
-    followed = "followed"  # a read's: "0" at submission, "1" once a job joined its call (then it has followers)
     own_priority = "own_priority"  # a call lifted to its followers' priority: the one it was submitted with
 
 

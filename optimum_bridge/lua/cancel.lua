@@ -35,7 +35,6 @@ local function hand_on(jid, key)
   end
   local heir_key = ARGV[1] .. heir
   redis.call('HDEL', heir_key, FIELD.coalesced_with)
-  if #rest > 0 then redis.call('HSET', heir_key, FIELD.followed, '1') end
   local account = redis.call('HGET', heir_key, FIELD.account)
   redis.call('HINCRBY', ARGV[8], 'acct:' .. account .. ':reads_shared', -1)  -- it makes the call now
   local lane, seq = lane_of(ARGV[2], heir_key)

@@ -3,7 +3,7 @@
 -- when it is the last of its batch, finish the batch and queue the batch's callback, once.
 -- A read that led a shared call (spec 13) gives its answer to every job that joined it, each
 -- finished with its own callback (a follower's batch, when it finishes, is left to the watch),
--- stops being the call new identical reads join (it is final), and, when it succeeded, becomes the fresh
+-- stops being the call new identical reads join, and, when it succeeded, becomes the fresh
 -- answer later ones with a max age may take (when it failed, no earlier answer is fresh).
 -- Its worker thread is free again: a dispatcher waiting for one is woken (unless kept: ARGV 17).
 -- With a hold (ARGV 16), the job's own callback is not queued: its first delivery is made by the
@@ -32,8 +32,8 @@ local now = now_ms()
 
 -- Finish the job; returns 1, 0 (already final) or -1 (gone), and whether its callback is held.
 local function finish()
-  local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at, FIELD.followed)
-  local status, batch, read, started, followed = f[1], f[2], f[3], f[4], f[5]
+  local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
+  local status, batch, read, started = f[1], f[2], f[3], f[4]
   if not status then return -1, false end
   if is_final(status) then return 0, false end
   if batch then  -- set_status, with the fields read above
@@ -56,21 +56,17 @@ local function finish()
     redis.call('LPUSH', KEYS[3], ARGV[7])
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
   end
-  -- The read key naming this job as the call to join stays (issue 17: no GET to check it is still
-  -- this job's): a new identical read finds this job final and leads a call of its own (submit.lua's
-  -- leader_of), and the key expires with the pending TTL it was set with.
   if read then
+    if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
     if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
       redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', math.min(tonumber(ARGV[6]), 86400))
     else  -- a newer identical read failed: the older answer is no longer one to hand out
       redis.call('DEL', read .. ':fresh')
     end
   end
-  -- Only a read leads a call others joined, and only one whose FIELD.followed is not '0' (set to '1'
-  -- as the first joins; a read submitted before the field existed has none: looked up as before);
-  -- `started` is when its call was sent.
+  -- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
   local followers = ARGV[13] .. ARGV[9]
-  local members = (read and followed ~= '0') and redis.call('SMEMBERS', followers) or {}
+  local members = read and redis.call('SMEMBERS', followers) or {}
   for _, fid in ipairs(members) do
     local fkey = ARGV[12] .. fid
     local g = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)

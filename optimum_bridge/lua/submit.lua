@@ -90,7 +90,7 @@ for i = 17, #ARGV, 11 do
       batch_counts[status] = (batch_counts[status] or 0) + 1
       batch_last[priority] = seq
     end
-    if read ~= '' then add(fields, FIELD.read, read); add(fields, FIELD.followed, '0') end
+    if read ~= '' then add(fields, FIELD.read, read) end
     if source then
       add(fields, FIELD.response, answer); add(fields, FIELD.coalesced_with, source); add(fields, FIELD.finished_at, submitted)
       add(fields, FIELD.inflight, '0')
@@ -107,7 +107,6 @@ for i = 17, #ARGV, 11 do
     elseif leader then
       redis.call('EXPIRE', key, ttl)
       redis.call('SADD', followers_prefix .. leader, jid)
-      redis.call('HSET', job_prefix .. leader, FIELD.followed, '1')
       redis.call('EXPIRE', followers_prefix .. leader, ttl)
       -- The call outlives every job waiting on it.
       extend(job_prefix .. leader, ttl)

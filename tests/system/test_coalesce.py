@@ -233,35 +233,12 @@ def test_a_cancelled_leader_hands_its_call_to_the_oldest_follower(bridge):
 
 
 def test_followers_handed_to_an_heir_are_finished_with_its_call(bridge):
-    # The heir was a follower (its `followed` is "0"): the followers it inherits must mark it followed,
-    # or its finish would not look them up (issue 17: a read nobody joined does not).
     rt, client, sb = bridge()
-    keys = Keys(rt.settings.key_prefix)
     leader, heir, third = client.submit_many([VEHICLE] * 3)
     assert client.cancel(leader).status == "cancelled"
-    assert rt.redis.hget(keys.job(heir), "followed") == b"1"
     assert run(rt, heir) == "succeeded"
     assert client.get(third).status == "succeeded" and client.get(third).coalesced_with == heir
     assert calls_to(sb, VEHICLE["path"]) == 1
-
-
-def test_a_read_is_marked_followed_when_the_first_joins_and_only_then(bridge):
-    rt, client, _ = bridge()
-    keys = Keys(rt.settings.key_prefix)
-    alone = client.submit({**VEHICLE, "path": "/Vehicles"})
-    leader, _follower = client.submit_many([VEHICLE] * 2)
-    assert rt.redis.hget(keys.job(alone), "followed") == b"0"
-    assert rt.redis.hget(keys.job(leader), "followed") == b"1"
-
-
-def test_a_read_submitted_before_the_followed_mark_still_finishes_its_followers(bridge):
-    # A job the previous version submitted has no `followed` field: its finish looks its followers up.
-    rt, client, sb = bridge()
-    keys = Keys(rt.settings.key_prefix)
-    leader, follower = client.submit_many([VEHICLE] * 2)
-    rt.redis.hdel(keys.job(leader), "followed")
-    assert run(rt, leader) == "succeeded"
-    assert client.get(follower).status == "succeeded" and calls_to(sb, VEHICLE["path"]) == 1
 
 
 def test_a_cancelled_follower_leaves_the_call_to_the_others(bridge):

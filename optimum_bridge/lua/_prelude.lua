@@ -34,17 +34,31 @@ local function count(key, field, amount)
   counted[#counted + 1] = key .. ' ' .. field .. ' ' .. amount .. ' -'
 end
 
+-- Whether the words `w` of an entry are whole quadruples, each amount a number and each ttl '-' or one.
+local function counts_entry_ok(w)
+  if #w == 0 or #w % 4 ~= 0 then return false end
+  for i = 1, #w, 4 do
+    if not tonumber(w[i + 2]) or (w[i + 3] ~= '-' and not tonumber(w[i + 3])) then return false end
+  end
+  return true
+end
+
 -- Fold the pending list into the hashes, atomically: its entries summed per (key, field), then one
 -- HINCRBY (HINCRBYFLOAT when an amount has a decimal point) per field, and a key with a ttl given it
--- when the field is new. Returns how many entries were folded.
+-- when the field is new. Every entry is parsed and checked before anything is written, so an entry
+-- this version cannot read (another version's format) is skipped and logged, never aborts the
+-- script that folds, nor loses the others. Returns how many entries were folded.
 local function fold_counts(pending)
   local entries = redis.call('LRANGE', pending, 0, -1)
   if #entries == 0 then return 0 end
-  redis.call('DEL', pending)
   local sums, order = {}, {}
   for _, entry in ipairs(entries) do
     local w = {}
     for word in string.gmatch(entry, '%S+') do w[#w + 1] = word end
+    if not counts_entry_ok(w) then
+      redis.log(redis.LOG_WARNING, 'optimum-bridge: a pending count entry skipped: ' .. string.sub(entry, 1, 200))
+      w = {}
+    end
     for i = 1, #w - 3, 4 do
       local id = w[i] .. ' ' .. w[i + 1]
       local s = sums[id]
@@ -57,6 +71,7 @@ local function fold_counts(pending)
       if w[i + 3] ~= '-' then s.ttl = w[i + 3] end
     end
   end
+  redis.call('DEL', pending)
   for _, s in ipairs(order) do
     if s.float then
       redis.call('HINCRBYFLOAT', s.key, s.field, string.format('%.17g', s.n))

@@ -63,7 +63,10 @@ local function pop_best(lanes, from)
     local popped = redis.call(unpack(args))
     if not popped then return nil end
     local n = from
-    while lanes[n] ~= popped[1] do n = n + 1 end
+    while lanes[n] ~= popped[1] do
+      n = n + 1
+      if n > 3 then error('ZMPOP answered a key it was not given: ' .. tostring(popped[1])) end
+    end
     return popped[1], popped[2][1][1], tonumber(popped[2][1][2]), n
   end
   for n = from, 3 do

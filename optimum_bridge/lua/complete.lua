@@ -98,11 +98,11 @@ local function finish()
 end
 
 local outcome, deliver = finish()
-add_counts(26)  -- the call's metrics and the jobs finished above, pushed as one entry
 -- The job is final (now or before): no one takes a lease on it any more, so its lease goes without
 -- an owner check (one who took it over after ours ran out has nothing left to do with it either).
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[6], ARGV[9])
+add_counts(26)  -- the call's metrics and the jobs finished above, pushed as one entry
 local taken = {}
 if ARGV[17] ~= '' then
   local S = {

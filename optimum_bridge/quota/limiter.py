@@ -255,6 +255,9 @@ class RateLimiter:
         return int(self._paused_for(keys=[self.pause_key])) / 1000
 
     def starts(self) -> list[int]:
-        """Start times (ms, Redis clock) of the calls in the current window, oldest first."""
-        entries = self._redis.zrange(self.log_key, 0, -1, withscores=True)
+        """Start times (ms, Redis clock) of the calls in the current window, oldest first (the log may
+        hold older ones: it is trimmed only when full)."""
+        seconds, micros = self._redis.time()
+        since = int(seconds) * 1000 + int(micros) // 1000 - self.quota.window_ms
+        entries = self._redis.zrangebyscore(self.log_key, f"({since}", "+inf", withscores=True)
         return [int(entry[1]) for entry in entries]

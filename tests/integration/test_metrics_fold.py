@@ -16,8 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from optimum_bridge.clock import Clock
+from optimum_bridge.ingress.auth import Caller
 from optimum_bridge.ingress.health import render_metrics
-from optimum_bridge.ingress.ui.data import account_view
+from optimum_bridge.ingress.ui.data import account_view, gather
+from optimum_bridge.ingress.ui.security import Viewer
 from optimum_bridge.keys import CALLS_PER_MINUTE_TTL_S, Keys
 from optimum_bridge.process.metrics import FOLD_AT, Metrics
 from optimum_bridge.process.runtime import Runtime
@@ -154,6 +156,16 @@ def test_the_dashboard_chart_counts_calls_still_pending(bridge):
     assert pending(rt) == 0
 
 
+def test_the_whole_dashboard_folds_once_for_every_chart(bridge):
+    rt, client, _ = bridge()
+    metrics = Metrics(rt.redis, Keys(rt.settings.key_prefix)).for_account("default")
+    for _ in range(3):
+        push(rt, metrics.call_counts(200, 0.1))
+    viewer = Viewer(Caller(accounts=None), csrf="")
+    (shown,) = gather(client, Keys(rt.settings.key_prefix), viewer).accounts
+    assert shown.chart.total == 3 and pending(rt) == 0
+
+
 def test_counts_written_at_once_by_a_previous_worker_add_up_with_pushed_ones(bridge):
     """An upgrade under way: a worker of the previous version adds its call's counts to the hashes
     at once (as ``Metrics.add`` does), beside one that pushes them; a reader sees both, once each."""
@@ -167,3 +179,17 @@ def test_counts_written_at_once_by_a_previous_worker_add_up_with_pushed_ones(bri
     assert (counters["acct:default:calls:200"], counters["latency_count"]) == (6, 6)
     assert counters["latency_sum"] == pytest.approx(2.25)
     assert (counters["latency_bucket:0.5"], counters["latency_bucket:0.25"]) == (3, 3)
+
+
+def test_an_entry_the_fold_cannot_read_is_skipped_and_the_others_kept(bridge):
+    # E.g. pushed by a later version with another format: it must not abort the script that folds
+    # (complete.lua, after the job is final) nor lose the entries beside it.
+    rt, _, _ = bridge()
+    keys = Keys(rt.settings.key_prefix)
+    metrics = Metrics(rt.redis, keys).for_account("default")
+    push(rt, metrics.call_counts(200, 0.1))
+    rt.redis.rpush(keys.stats_pending, f"{keys.stats} calls:200 one -", f"{keys.stats} calls:200")
+    push(rt, metrics.call_counts(200, 0.2))
+    counters = metrics.snapshot()
+    assert counters["acct:default:calls:200"] == 2 and counters["latency_count"] == 2
+    assert pending(rt) == 0

@@ -225,3 +225,13 @@ def test_a_quota_over_1000_a_second_gives_several_slots_in_one_millisecond(sched
     rt.redis.set(Keys(rt.settings.key_prefix).capacity, 100)  # threads for every one of them
     given = rt.dispatcher.run("default").given
     assert given >= 4, given  # one call of the script, one millisecond: 5 slots' share (was 1)
+
+
+def test_the_limiters_starts_are_those_of_the_window_though_the_log_keeps_older_ones(sched):
+    # The log has no TTL and is trimmed only when full (issue 17): an old start may stay in it.
+    rt, _ = sched(OPTIMUM_RATE_LIMIT="2/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    seconds, micros = rt.redis.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    rt.redis.zadd(keys.limiter_log(), {"old": now - 5000, "recent": now - 100})
+    assert rt.limiter.starts() == [now - 100]

@@ -22,6 +22,7 @@ from optimum_bridge.ingress.ui.security import Viewer
 from optimum_bridge.jobs.batches import BatchNotFound
 from optimum_bridge.jobs.status import shown_status
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
+from optimum_bridge.lua import scripts
 from optimum_bridge.process.metrics import fold_then_read, hashes_read
 from optimum_bridge.producer import BridgeClient
 from optimum_bridge.schedules.outlook import ScheduleView, show
@@ -131,8 +132,9 @@ def _minute_counts(hours: list[dict[bytes, bytes]], now_s: int) -> list[int]:
     return [merged.get(minute, 0) for minute in range(current - MINUTES + 1, current + 1)]
 
 
-def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
-    """The account's quota, pause, lanes with their forecast, and its last hour of calls."""
+def account_view(bridge: BridgeClient, keys: Keys, name: str, *, fold: bool = True) -> AccountView:
+    """The account's quota, pause, lanes with their forecast, and its last hour of calls (``fold``: the
+    counts scripts left pending folded first, in the same step; else the caller folded them)."""
     settings = bridge.settings
     rate = settings.accounts[name].rate_limit
     backlog = bridge.backlog(name)
@@ -141,8 +143,13 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
     with bridge.redis.pipeline(transaction=False) as pipe:
         pipe.zcard(keys.delayed(name))
         hours = [keys.calls_per_minute(name, hour) for hour in (now_s // 3600 - 1, now_s // 3600)]
-        fold_then_read(pipe, keys, hours)  # the calls scripts left pending, counted first
-        delayed, folded = pipe.execute()
+        if fold:
+            fold_then_read(pipe, keys, hours)  # the calls scripts left pending, counted first
+        else:
+            for hour in hours:
+                pipe.hgetall(hour)
+        delayed, *read = pipe.execute()
+    folded = hashes_read(read[0]) if fold else read
     lanes = [Lane(p, backlog.waiting[p], backlog.last_start(p)) for p in PRIORITIES]
     return AccountView(
         name=name,
@@ -154,7 +161,7 @@ def account_view(bridge: BridgeClient, keys: Keys, name: str) -> AccountView:
         learned=limiter.learned_text,
         lanes=lanes,
         delayed=int(delayed),
-        chart=layout(_minute_counts(hashes_read(folded), now_s), rate.limit * 60 / rate.window_s),
+        chart=layout(_minute_counts(folded, now_s), rate.limit * 60 / rate.window_s),
     )
 
 
@@ -246,8 +253,9 @@ def gather(bridge: BridgeClient, keys: Keys, viewer: Viewer) -> Dashboard:
     """The whole dashboard for ``viewer``: only the accounts its key may use."""
     accounts = [name for name in bridge.settings.accounts.names if viewer.caller.may_use(name)]
     letters, total = dead_letters(bridge.redis, keys, viewer)
+    scripts.register(bridge.redis, "counts_fold")(keys=[keys.stats_pending])  # once for every chart below
     return Dashboard(
-        accounts=[account_view(bridge, keys, name) for name in accounts],
+        accounts=[account_view(bridge, keys, name, fold=False) for name in accounts],
         batches=recent_batches(bridge, keys, viewer, accounts),
         jobs=recent_jobs(bridge.redis, keys, accounts),
         letters=letters,

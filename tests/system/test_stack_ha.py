@@ -182,9 +182,11 @@ def test_the_bridge_goes_on_through_the_sentinels_when_its_primary_dies(ha_stack
     print(f"stack-ha: sentinels ready to fail over after {time.monotonic() - waited:.1f}s more")
     stack.podman.podman("kill", stack.one("redis"))
     killed = time.monotonic()
-    # 90 s: down-after-milliseconds (5 s), a TILT the kill may cause (30 s), a first attempt that
-    # fails and its retry 2 x failover-timeout later (20 s), with room to spare (docker-compose.yml).
-    wait_until(lambda: primary(stack) == "redis-replica", timeout=90, interval=0.5, what="the promotion")
+    # 120 s, measured on a loaded 2-core machine: the sentinels' lookups of the dead `redis` may stall
+    # them ~30 s (+sdown 31 s after the kill, not 5), then TILT (30 s), then a first attempt may fail
+    # (-failover-abort-no-good-slave: the replica stalled too) and be retried 2 x failover-timeout
+    # later (20 s, docker-compose.yml): ~85 s. With the former 60000 a failed attempt alone took 120 s.
+    wait_until(lambda: primary(stack) == "redis-replica", timeout=120, interval=0.5, what="the promotion")
     print(f"stack-ha: redis-replica promoted {time.monotonic() - killed:.1f}s after the kill")
 
     # `restart: unless-stopped` brings a killed container back under Docker; podman 4.3 without

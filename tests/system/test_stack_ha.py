@@ -90,6 +90,41 @@ def primary(stack: Stack) -> str:
     return ""
 
 
+def not_ready_to_fail_over(stack: Stack) -> list[str]:
+    """What an operator checks before trusting a failover, on every sentinel: ``SENTINEL CKQUORUM``
+    counting all three (each knows the two others, from their hello messages), ``SENTINEL REPLICAS``
+    listing ``redis-replica`` as a healthy replica (learned from the primary's INFO, every 10 s), and
+    no TILT (``INFO sentinel``; a sentinel in TILT does nothing for 30 s). What is missing, per sentinel."""
+    missing = []
+    for sentinel in SENTINELS:
+        asks = ("sentinel ckquorum bridge", "sentinel replicas bridge", "info sentinel")
+        script = "; echo --; ".join(f"redis-cli -p 26379 {ask}" for ask in asks)
+        out = stack.podman.podman("exec", stack.one(sentinel), "sh", "-c", script, check=False).stdout
+        quorum, replicas, info = [*out.split("\n--\n"), "", ""][:3]
+        if not quorum.startswith("OK 3 usable"):
+            missing.append(f"{sentinel}: {quorum.strip() or 'no answer'}")
+        entries = [
+            dict(zip(entry[::2], entry[1::2], strict=True)) for entry in _split_at(replicas.splitlines(), "name")
+        ]
+        healthy = [e for e in entries if e.get("ip") == "redis-replica" and e.get("flags") == "slave"]
+        if not healthy or healthy[0].get("master-link-status") != "ok":
+            missing.append(f"{sentinel}: no healthy redis-replica in {entries}")
+        if "sentinel_tilt:0" not in info:
+            missing.append(f"{sentinel}: in TILT or no INFO ({info.strip()[:200]})")
+    return missing
+
+
+def _split_at(fields: list[str], key: str) -> list[list[str]]:
+    """redis-cli's flat listing of several entries (``name x ip y ... name z ...``), one list per entry."""
+    entries: list[list[str]] = []
+    for index, value in enumerate(fields):
+        if value == key and index % 2 == 0:
+            entries.append([])
+        if entries:
+            entries[-1].append(value)
+    return [entry for entry in entries if len(entry) % 2 == 0]
+
+
 def replicas_of(stack: Stack, service: str) -> int:
     """How many replicas the Redis of ``service`` has online, past their first sync (``INFO replication``)."""
     info = stack.podman.podman("exec", stack.one(service), "sh", "-c", "redis-cli info replication", check=False).stdout
@@ -137,9 +172,21 @@ def test_the_bridge_goes_on_through_the_sentinels_when_its_primary_dies(ha_stack
 
     before = submit_and_receive(stack, "before the failover")
 
+    # Killed only once the sentinels could fail over: on a loaded machine they may not yet know one
+    # another or the replica, or be in TILT, a minute after `up` (stalled in name lookups).
+    waited = time.monotonic()
+    try:
+        wait_until(lambda: not not_ready_to_fail_over(stack), timeout=120, interval=1, what="the sentinels ready")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {not_ready_to_fail_over(stack)}") from None
+    print(f"stack-ha: sentinels ready to fail over after {time.monotonic() - waited:.1f}s more")
     stack.podman.podman("kill", stack.one("redis"))
     killed = time.monotonic()
-    wait_until(lambda: primary(stack) == "redis-replica", timeout=90, interval=0.5, what="the promotion")
+    # 120 s, measured on a loaded 2-core machine: the sentinels' lookups of the dead `redis` may stall
+    # them ~30 s (+sdown 31 s after the kill, not 5), then TILT (30 s), then a first attempt may fail
+    # (-failover-abort-no-good-slave: the replica stalled too) and be retried 2 x failover-timeout
+    # later (20 s, docker-compose.yml): ~85 s. With the former 60000 a failed attempt alone took 120 s.
+    wait_until(lambda: primary(stack) == "redis-replica", timeout=120, interval=0.5, what="the promotion")
     print(f"stack-ha: redis-replica promoted {time.monotonic() - killed:.1f}s after the kill")
 
     # `restart: unless-stopped` brings a killed container back under Docker; podman 4.3 without

@@ -117,33 +117,24 @@ def test_finishing_takes_the_oldest_job_of_the_highest_lane_for_the_new_owner(br
     assert rt.redis.hget(keys.job(normal), "status") == b"queued"
 
 
-def test_a_take_with_the_accounts_token_in_hand_counts_the_call_as_sent(bridge):
+@pytest.mark.parametrize("token_account", ["default", ""], ids=["token in hand", "no token"])
+def test_a_take_counts_the_call_as_sent_only_with_the_accounts_token_in_hand(bridge, token_account):
     rt, client, _ = bridge(**ENV)
     keys = Keys(client.settings.key_prefix)
     first = claimed(rt, client, read(0))
     following = client.submit(read(1))
 
-    taken = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account="default")).taken
+    taken = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account=token_account)).taken
 
-    assert taken is not None and taken.job_id == following
-    assert taken.claim.sent == 1 and taken.claim.attempts == 0  # mark_sent's step, done by the take
+    assert taken is not None and taken.job_id == following and taken.claim.attempts == 0
     attempts, inflight, started = rt.redis.hmget(keys.job(following), "attempts", "inflight", "started_at")
-    assert (attempts, inflight) == (b"1", b"1") and started
-
-
-def test_a_take_without_the_token_leaves_the_sent_record_to_mark_sent(bridge):
-    rt, client, _ = bridge(**ENV)
-    keys = Keys(client.settings.key_prefix)
-    first = claimed(rt, client, read(0))
-    following = client.submit(read(1))
-
-    taken = finish(rt, first, take=TakeNext("w2", LEASE_MS, token_account="")).taken
-
-    assert taken is not None and taken.job_id == following
-    assert taken.claim.sent is None and taken.claim.attempts == 0
-    attempts, inflight, started = rt.redis.hmget(keys.job(following), "attempts", "inflight", "started_at")
-    assert attempts in (None, b"0") and inflight in (None, b"0") and started is None
-    assert rt.redis.hget(keys.job(following), "status") == b"running"  # taken all the same
+    if token_account:  # mark_sent's step, done by the take
+        assert taken.claim.sent == 1
+        assert (attempts, inflight) == (b"1", b"1") and started
+    else:  # left to mark_sent.lua
+        assert taken.claim.sent is None
+        assert attempts in (None, b"0") and inflight in (None, b"0") and started is None
+    assert rt.redis.hget(keys.job(following), "status") == b"running"  # taken either way
 
 
 def test_a_full_window_takes_nothing_and_gives_the_account_its_next_slot_time(bridge):

@@ -50,6 +50,7 @@ class JobField(StrEnum):
     dispatched_at = "dispatched_at"  # when (ms, Redis clock) it was last given a slot
     started_at = "started_at"  # when its last attempt's call was sent
     read = "read"  # a GET leading a shared call: the key naming it as the call identical GETs join
+    alone = "alone"  # "1": a GET that shares no call (coalesce off), so it never has followers
     coalesced_with = "coalesced_with"  # a GET served by another job's call (or cached answer): that job
     own_priority = "own_priority"  # a call lifted to its followers' priority: the one it was submitted with
 

@@ -29,27 +29,60 @@
 -- when its callback is this caller's to deliver (else {}), the job taken next (take_next; {})}.
 -- Every field of the job it needs is read in one HMGET, and written in one HSET.
 local now = now_ms()
+local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
 
--- Finish the job; returns 1, 0 (already final) or -1 (gone), and whether its callback is held.
+-- The fields of the job read at the start, in one HMGET: those finish() needs, and when its callback
+-- is held for the caller, every field of the job (it returns the record as it stands once finished,
+-- with no HGETALL after the writes: issue 17).
+local NEEDED = {FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at, FIELD.alone}
+local names = NEEDED
+if deliver then
+  names = {}
+  for _, name in ipairs(NEEDED) do names[#names + 1] = name end
+  for _, name in pairs(FIELD) do
+    if name ~= FIELD.status and name ~= FIELD.batch and name ~= FIELD.read and name ~= FIELD.started_at
+       and name ~= FIELD.alone then
+      names[#names + 1] = name
+    end
+  end
+end
+
+-- The job's record once finished: the fields read, with those finish() wrote over them (`written`,
+-- a flat list of names and values), as HGETALL would give it.
+local function record(values, written)
+  local by_name = {}
+  for i, name in ipairs(names) do by_name[name] = values[i] end
+  for i = 1, #written, 2 do by_name[written[i]] = written[i + 1] end
+  local flat = {}
+  for name, value in pairs(by_name) do
+    if value then
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+  end
+  return flat
+end
+
+-- Finish the job; returns 1, 0 (already final) or -1 (gone), and its record when its callback is
+-- held for the caller (else nil).
 local function finish()
-  local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.batch, FIELD.read, FIELD.started_at)
-  local status, batch, read, started = f[1], f[2], f[3], f[4]
-  if not status then return -1, false end
-  if is_final(status) then return 0, false end
+  local f = redis.call('HMGET', KEYS[1], unpack(names))
+  local status, batch, read, started, alone = f[1], f[2], f[3], f[4], f[5] == '1'
+  if not status then return -1, nil end
+  if is_final(status) then return 0, nil end
   if batch then  -- set_status, with the fields read above
     redis.call('HINCRBY', batch, 'n:' .. status, -1)
     redis.call('HINCRBY', batch, 'n:' .. ARGV[2], 1)
   end
+  local written = {FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4], FIELD.finished_at, ARGV[5],
+                   FIELD.inflight, '0'}
   if ARGV[7] ~= '' then
-    redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
-               FIELD.finished_at, ARGV[5], FIELD.inflight, '0', FIELD.cb, 'pending')
-  else
-    redis.call('HSET', KEYS[1], FIELD.status, ARGV[2], FIELD.response, ARGV[3], FIELD.error, ARGV[4],
-               FIELD.finished_at, ARGV[5], FIELD.inflight, '0')
+    written[#written + 1] = FIELD.cb
+    written[#written + 1] = 'pending'
   end
+  redis.call('HSET', KEYS[1], unpack(written))
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   count(KEYS[4], 'jobs:' .. ARGV[2], 1)
-  local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''
   if deliver then
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[16]) + tonumber(ARGV[8]), ARGV[9])
   elseif ARGV[7] ~= '' then
@@ -57,16 +90,18 @@ local function finish()
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), ARGV[9])
   end
   if read then
-    if redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
+    -- A read marked alone was never the call identical reads join (submit.lua): nothing to undo.
+    if not alone and redis.call('GET', read) == ARGV[9] then redis.call('DEL', read) end
     if ARGV[2] == 'succeeded' then  -- fresh for max_age_s (at most a day), while its record lasts
       redis.call('SET', read .. ':fresh', ARGV[9] .. ':' .. now, 'EX', math.min(tonumber(ARGV[6]), 86400))
     else  -- a newer identical read failed: the older answer is no longer one to hand out
       redis.call('DEL', read .. ':fresh')
     end
   end
-  -- Only a read (it has a read key) leads a call others joined; `started` is when that call was sent.
+  -- Only a read (it has a read key) not marked alone leads a call others joined; `started` is when
+  -- that call was sent.
   local followers = ARGV[13] .. ARGV[9]
-  local members = read and redis.call('SMEMBERS', followers) or {}
+  local members = read and not alone and redis.call('SMEMBERS', followers) or {}
   for _, fid in ipairs(members) do
     local fkey = ARGV[12] .. fid
     local g = redis.call('HMGET', fkey, FIELD.status, FIELD.coalesced_with, FIELD.op, FIELD.batch)
@@ -94,10 +129,10 @@ local function finish()
       redis.call('ZADD', KEYS[5], now + tonumber(ARGV[8]), 'batch:' .. ARGV[11])
     end
   end
-  return 1, deliver
+  return 1, deliver and record(f, written) or nil
 end
 
-local outcome, deliver = finish()
+local outcome, held = finish()
 -- The job is final (now or before): no one takes a lease on it any more, so its lease goes without
 -- an owner check (one who took it over after ours ran out has nothing left to do with it either).
 redis.call('DEL', KEYS[2])
@@ -115,4 +150,4 @@ if ARGV[17] ~= '' then
 else
   wake_if_due(KEYS[7], KEYS[8], now)
 end
-return {outcome, deliver and redis.call('HGETALL', KEYS[1]) or {}, taken}
+return {outcome, held or {}, taken}

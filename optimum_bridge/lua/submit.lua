@@ -90,7 +90,13 @@ for i = 17, #ARGV, 11 do
       batch_counts[status] = (batch_counts[status] or 0) + 1
       batch_last[priority] = seq
     end
-    if read ~= '' then add(fields, FIELD.read, read) end
+    if read ~= '' then
+      add(fields, FIELD.read, read)
+      -- A read that may join no call is never named as one to join (below), so no follower ever
+      -- waits on it: its finish skips the followers and the read key (issue 17: two commands). Only
+      -- a writer of this version sets the mark, so a job without it takes the full finish.
+      if not may_join then add(fields, FIELD.alone, '1') end
+    end
     if source then
       add(fields, FIELD.response, answer); add(fields, FIELD.coalesced_with, source); add(fields, FIELD.finished_at, submitted)
       add(fields, FIELD.inflight, '0')

@@ -6,9 +6,9 @@
 --       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
 --       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
 -- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
--- scored by seq), so /ui lists recent jobs without scanning every one: trimmed to the cap when a
--- seq of the call is a multiple of the trim period (one trim per period, not per job), so it holds
--- the latest cap jobs at least and cap + period - 1 at most (only this script increments a seq).
+-- scored by seq), so /ui lists recent jobs without scanning every one: trimmed to the cap when the
+-- seqs a call reserved reach a multiple of the trim period (one trim per period, not per job), so it
+-- holds the latest cap jobs at least and cap + period - 1 at most (only this script takes a seq).
 -- A job with a not-before time still to come waits in its account's delayed set instead, and
 -- goes to its lane (with its place) when that time comes. Either way its account is in the ready
 -- set by then (at once for a lane, if its lanes were empty: else it is there already; at the
@@ -63,10 +63,59 @@ local function leader_of(read)
   return leader
 end
 
+-- Writes to the same sorted set are gathered and made as one ZADD per set (issue 17: a batch of N
+-- jobs of one account and lane costs one ZADD for its lane and one for its recent index, not N of
+-- each): `pending[key]` is a flat list of scores and members, in submission order.
+local pending, pending_order = {}, {}
+local function zadd_later(key, score, member)
+  local list = pending[key]
+  if not list then
+    list = {}
+    pending[key] = list
+    pending_order[#pending_order + 1] = key
+  end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+-- Make the gathered ZADDs (before anything reads a lane this call wrote: relane, and at the end).
+local function zadd_now()
+  for _, key in ipairs(pending_order) do
+    local list = pending[key]
+    for first = 1, #list, 1000 do  -- at most 500 pairs a command: Lua's unpack has a stack limit
+      redis.call('ZADD', key, unpack(list, first, math.min(first + 999, #list)))
+    end
+  end
+  pending, pending_order = {}, {}
+end
+
+-- Each account's sequence numbers for this call, reserved in one INCRBY with its first new job (as
+-- many as it has operations here; one an idempotency key finds existing is left unused, a gap that
+-- keeps the order). The recent index is trimmed when a reserved range reaches a multiple of the
+-- trim period, so its bound holds with gaps too.
+local remaining, next_seq, last_seq = {}, {}, {}
+for i = 17, #ARGV, 11 do
+  local account = ARGV[i + 5]
+  remaining[account] = (remaining[account] or 0) + 1
+end
+local function new_seq(account)
+  if not next_seq[account] or next_seq[account] > last_seq[account] then
+    local n = remaining[account] + 1  -- this job's, and those after it (already taken off below)
+    local last = redis.call('INCRBY', seq_prefix .. account, n)
+    next_seq[account], last_seq[account] = last - n + 1, last
+    if math.floor(last / trim_period) > math.floor((last - n) / trim_period) then
+      to_trim[recent_prefix .. account .. ':jobs'] = true
+    end
+  end
+  local seq = next_seq[account]
+  next_seq[account] = seq + 1
+  return seq
+end
+
 for i = 17, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
+  remaining[account] = remaining[account] - 1
   local existing = false
   if idem ~= '' then
     local prev = redis.call('GET', idem)
@@ -78,7 +127,7 @@ for i = 17, #ARGV, 11 do
   else
     if idem ~= '' then redis.call('SET', idem, jid, 'EX', idem_ttl) end
     local key = job_prefix .. jid
-    local seq = redis.call('INCR', seq_prefix .. account)
+    local seq = new_seq(account)
     local source, answer = fresh_answer(read, max_age)
     local leader = (not source) and may_join and read ~= '' and leader_of(read)
     -- The whole new hash in one HSET (its status included: a new job has none to move from).
@@ -118,6 +167,7 @@ for i = 17, #ARGV, 11 do
       extend(job_prefix .. leader, ttl)
       extend(read, ttl)
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_shared', 1)
+      zadd_now()  -- the leader may be a job of this call, waiting to enter its lane
       relane(lane_prefix, job_prefix, followers_prefix, leader)
     else
       redis.call('EXPIRE', key, ttl)
@@ -127,17 +177,16 @@ for i = 17, #ARGV, 11 do
         make_ready(ready, wake, account, not_before)
       else
         if not busy[account] and not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now) end
-        redis.call('ZADD', lane_prefix .. account .. ':' .. priority, seq, jid)
+        zadd_later(lane_prefix .. account .. ':' .. priority, seq, jid)
         busy[account] = true
       end
     end
-    local recent = recent_prefix .. account .. ':jobs'
-    redis.call('ZADD', recent, seq, jid)
-    if seq % trim_period == 0 then to_trim[recent] = true end
+    zadd_later(recent_prefix .. account .. ':jobs', seq, jid)
     table.insert(out, jid)
     table.insert(out, 1)
   end
 end
+zadd_now()
 for recent in pairs(to_trim) do
   redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_cap + 1))
 end

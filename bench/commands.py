@@ -3,12 +3,13 @@
 One bridge worker (``-c 4``, threads), the sandbox without quota or latency,
 the bench's receiver. After a warm-up, ``MONITOR`` records every command while
 ``count`` operations (GET + signed callback) are submitted with ``submit_many``
-and their callbacks verified. Each command is attributed to who sent it: a
-command run inside a script to that script (``MONITOR`` shows the ``EVALSHA``,
-then its commands, never interleaved), each script's ``EVALSHA`` to it too; a
-plain command to its name and the shape of its first key (ids replaced by
-``*``). The figures are commands per operation; the idle timers of the worker
-(heartbeat, recoveries) are in them, as they are in ``overhead``'s count.
+and their callbacks verified, then as many again submitted one at a time
+(``submit``). Each command is attributed to who sent it: a command run inside a
+script to that script (``MONITOR`` shows the ``EVALSHA``, then its commands,
+never interleaved), each script's ``EVALSHA`` to it too; a plain command to its
+name and the shape of its first key (ids replaced by ``*``). The figures are
+commands per operation; the idle timers of the worker (heartbeat, recoveries)
+are in them, as they are in ``overhead``'s count.
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ def run(*, quick: bool) -> Path:
         stop.callback(stop_workers, workers)
         client = BridgeClient(settings_from(values))
 
-        def submit(n: int) -> None:
+        def submit(n: int, *, one_by_one: bool = False) -> None:
             paths = [f"/Vehicles/{PLATES[i % len(PLATES)]}" for i in range(n)]
             ops = [{"method": "GET", "path": p, "coalesce": False, "callback": {"url": receiver.url}} for p in paths]
-            ids = client.submit_many(ops)
+            ids = [client.submit(op) for op in ops] if one_by_one else client.submit_many(ops)
             receiver.wait_for(ids, timeout=120.0)
 
         submit(20)  # warm-up: scripts loaded, token fetched, the OpenAPI document asked for
@@ -113,32 +114,50 @@ def run(*, quick: bool) -> Path:
         while not redis_proc.client().exists(version) and time.monotonic() < deadline:
             time.sleep(0.2)
         submit(20)
-        lines: list[dict[str, Any]] = []
-        done = threading.Event()
-        thread = threading.Thread(target=record, args=(redis_proc.url, done, lines), daemon=True)
-        thread.start()
-        time.sleep(0.5)
-        started = time.monotonic()
-        submit(count)
-        elapsed = time.monotonic() - started
-        done.set()
-        redis_proc.client().ping()  # one more command, so the monitor sees ``done``
-        thread.join(5.0)
+
+        def monitored(one_by_one: bool) -> tuple[list[dict[str, Any]], float]:
+            lines: list[dict[str, Any]] = []
+            done = threading.Event()
+            thread = threading.Thread(target=record, args=(redis_proc.url, done, lines), daemon=True)
+            thread.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            submit(count, one_by_one=one_by_one)
+            elapsed = time.monotonic() - started
+            done.set()
+            redis_proc.client().ping()  # one more command, so the monitor sees ``done``
+            thread.join(5.0)
+            return lines, elapsed
+
+        # As a producer with many operations sends them (``submit_many``: one script call per batch),
+        # then as one that sends each on its own (``submit``).
+        lines, elapsed = monitored(one_by_one=False)
+        single_lines, _ = monitored(one_by_one=True)
     counts, inner = attribute(lines, script_names())
+    single, _ = attribute(single_lines, script_names())
     total = sum(counts.values())
+    total_single = sum(single.values())
     rows = [[sender, n / count] for sender, n in counts.most_common()]
     inner_rows = [[what, n / count] for what, n in sorted(inner.items()) if n / count >= 0.05]
     inner_text = print_table("Inside the scripts, per operation", ["script and command", "per op"], inner_rows)
     text = print_table(
         f"Redis commands per operation by sender ({count} operations, 1 worker x 4)", ["who", "per op"], rows
     )
-    print(f"total: {total / count:.1f} commands per operation, over {elapsed:.1f} s")
-    text += f"\ntotal: {total / count:.1f} commands per operation"
+    print(f"total: {total / count:.1f} commands per operation, over {elapsed:.1f} s (submitted in one batch)")
+    print(
+        f"total: {total_single / count:.1f} commands per operation submitted one at a time "
+        f"(submit.lua: {single['submit.lua'] / count:.1f} per operation, against {counts['submit.lua'] / count:.1f})"
+    )
+    text += (
+        f"\ntotal: {total / count:.1f} commands per operation (one batch), {total_single / count:.1f} (one at a time)"
+    )
     result = {
         "count": count,
         "seconds": elapsed,
         "per_op": {s: n / count for s, n in counts.most_common()},
         "inside_scripts_per_op": {s: n / count for s, n in sorted(inner.items())},
+        "one_at_a_time_per_op": {s: n / count for s, n in single.most_common()},
+        "total_per_op_one_at_a_time": total_single / count,
     }
     path = write_result(
         "commands", {**result, "total_per_op": total / count, "tables": [inner_text, text]}, stamp=stamp

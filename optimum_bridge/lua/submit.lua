@@ -28,7 +28,13 @@ local ttl, idem_ttl, batch, delayed_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]
 local recent_prefix, recent_cap = ARGV[8], tonumber(ARGV[9])
 local followers_prefix, watch, result_ttl, stats = ARGV[10], ARGV[11], tonumber(ARGV[12]), ARGV[13]
 local ready, wake, trim_period = ARGV[14], ARGV[15], tonumber(ARGV[16])
-local now = now_ms()
+-- The Redis clock, read once and only when needed (issue 17: a job entering a lane that is not empty
+-- needs none).
+local clock = nil
+local function now()
+  clock = clock or now_ms()
+  return clock
+end
 local out = {}
 local to_trim = {}
 local busy = {}  -- accounts whose lanes are known not to be empty (nothing in this call empties one)
@@ -45,7 +51,7 @@ local function fresh_answer(read, max_age)
   local v = redis.call('GET', read .. ':fresh')
   if not v then return nil end
   local src, at = string.match(v, '^(%w+):(%d+)$')
-  if not src or now - tonumber(at) > max_age then return nil end
+  if not src or now() - tonumber(at) > max_age then return nil end
   local r = redis.call('HMGET', job_prefix .. src, FIELD.status, FIELD.response)
   if r[1] ~= 'succeeded' or not r[2] then return nil end
   return src, r[2]
@@ -78,7 +84,7 @@ local function zadd_later(key, score, member)
   list[#list + 1] = member
 end
 -- Make the gathered ZADDs (before anything reads a lane this call wrote: relane, and at the end).
-local function zadd_now()
+local function zadd_gathered()
   for _, key in ipairs(pending_order) do
     local list = pending[key]
     for first = 1, #list, 1000 do  -- at most 500 pairs a command: Lua's unpack has a stack limit
@@ -158,7 +164,7 @@ for i = 17, #ARGV, 11 do
       redis.call('EXPIRE', key, result_ttl)
       redis.call('HINCRBY', stats, 'jobs:succeeded', 1)
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_cached', 1)
-      if has_callback then redis.call('ZADD', watch, now, jid) end
+      if has_callback then redis.call('ZADD', watch, now(), jid) end
     elseif leader then
       redis.call('EXPIRE', key, ttl)
       redis.call('SADD', followers_prefix .. leader, jid)
@@ -167,16 +173,16 @@ for i = 17, #ARGV, 11 do
       extend(job_prefix .. leader, ttl)
       extend(read, ttl)
       redis.call('HINCRBY', stats, 'acct:' .. account .. ':reads_shared', 1)
-      zadd_now()  -- the leader may be a job of this call, waiting to enter its lane
+      zadd_gathered()  -- the leader may be a job of this call, waiting to enter its lane
       relane(lane_prefix, job_prefix, followers_prefix, leader)
     else
       redis.call('EXPIRE', key, ttl)
       if may_join and read ~= '' then redis.call('SET', read, jid, 'EX', ttl) end
-      if not_before and not_before > now then
+      if not_before and not_before > now() then
         redis.call('ZADD', delayed_prefix .. account, not_before, jid)
         make_ready(ready, wake, account, not_before)
       else
-        if not busy[account] and not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now) end
+        if not busy[account] and not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now()) end
         zadd_later(lane_prefix .. account .. ':' .. priority, seq, jid)
         busy[account] = true
       end
@@ -186,7 +192,7 @@ for i = 17, #ARGV, 11 do
     table.insert(out, 1)
   end
 end
-zadd_now()
+zadd_gathered()
 for recent in pairs(to_trim) do
   redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_cap + 1))
 end

@@ -14,6 +14,7 @@ from optimum_bridge import BridgeClient
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
 from optimum_bridge.process.kombu import message_args
 from optimum_bridge.process.runtime import Runtime
+from optimum_bridge.quota.rate import STATE_FIELD
 from tests.support import bridge_env, settings_from
 
 
@@ -210,10 +211,12 @@ def test_an_account_whose_quota_redis_lost_is_served_once_stored_again(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
     keys = Keys(rt.settings.key_prefix)
     rt.dispatcher.run()  # publishes the quotas
-    rt.redis.delete(keys.quotas)  # e.g. a Redis restored from a snapshot older than the workers' start
+    # e.g. a Redis restored from a snapshot older than the workers' start: neither copy of the quota
+    rt.redis.delete(keys.quotas)
+    rt.redis.hdel(keys.limiter_state(), STATE_FIELD)
     job_id = client.submit(op("/Vehicles"))
     assert rt.dispatcher.run().outcome == "more"  # stored again, and the account put back
-    assert rt.redis.hexists(keys.quotas, "default")
+    assert rt.redis.hexists(keys.quotas, "default") and rt.redis.hexists(keys.limiter_state(), STATE_FIELD)
     rt.dispatcher.run()
     assert rt.redis.zscore(keys.dispatched, job_id) is not None
 

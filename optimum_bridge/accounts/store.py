@@ -223,6 +223,7 @@ class AccountStore:
             k.openapi_due,
             k.token(name),
             k.limiter_log(name),
+            k.limiter_state(name),
             k.limiter_pause(name),
             k.limiter_learned(name),
             k.limiter_tat(name),

@@ -317,3 +317,21 @@ def test_with_headers_there_is_no_429_after_the_first_answers(redis_server, pref
     statuses = [e["status"] for e in log]
     print(f"\nsandbox 4/s stated in {style} headers, configured 10/s: statuses {statuses}")
     assert 429 not in statuses[4:], statuses  # the first answers teach the quota; nothing after is refused
+
+
+def test_the_learned_fields_live_in_the_state_without_a_ttl_and_a_new_lesson_drops_the_stale_ones(
+    limiter, redis_server
+):
+    """Issue 17: the state (read in one HMGET per slot) has no TTL; an expired statement is harmless until
+    the next lesson forgets it, as the previous version's hash forgot it by its TTL."""
+    lim, client = limiter(), redis_server.client()
+    take(lim, 5)
+    lim.observe(Statement("x", 8))
+    assert lim.learn_from_429("no rate-limit header") == 4
+    assert client.pttl(lim.state_key) == -1 and client.pttl(lim.learned_key) > 0
+    learned = lim.state().learned
+    assert {"h_limit", "a_limit"} <= set(learned) and not {"tat", "quota", "pause", "look_delayed"} & set(learned)
+    shift_back(client, lim, "h_until", 3 * W)  # the statement expired two windows ago: ignored already
+    assert lim.state().limit == 4 and lim.state().learned_from_429s
+    lim.learn_from_429("no rate-limit header")  # a new lesson: the expired statement goes
+    assert client.hget(lim.state_key, "h_limit") is None and client.hget(lim.state_key, "a_limit") is not None

@@ -296,6 +296,7 @@ def test_a_deferral_parked_by_a_previous_version_still_starts_on_time_on_an_idle
     hint = rt.redis.hget(state, "look_delayed")
     not_before = epoch_ms_ceil(datetime.now(UTC) + timedelta(milliseconds=300))
     late = client.submit({**op("/Vehicles/L"), "not_before": datetime.fromtimestamp(not_before / 1000, UTC)})
+    assert int(rt.redis.hget(state, "look_delayed")) == not_before  # this version's submit.lua lowers the hint
     rt.redis.hset(state, "look_delayed", hint)  # what the previous version's submit.lua leaves: the hint as it was
     assert int(hint) > not_before  # the hint hides it
     started = dispatched_at(rt, late, within_s=3)

@@ -3,7 +3,8 @@
 -- and complete.lua (a worker thread whose job just finished takes the next one itself: take_next;
 -- no message, no claim, no wake-up; issue 17).
 -- S, the context: now; job_prefix, lane_prefix, delayed_prefix, limiter_prefix; the keys ready,
--- wake, quotas (hash: account -> 'limit window interval burst', ms), dispatched (zset: job id ->
+-- wake, quotas (hash: account -> 'limit window interval burst', ms; read only for an account whose
+-- limiter state holds no copy: quota_of), dispatched (zset: job id ->
 -- hand-off deadline), running, capacity (string: free threads of live workers); most (slots per
 -- account and call); free (nil until read: threads free for new hand-offs, -1 when unknown).
 -- To hand off: queue, handoff (ms), template, embed. To take (S.owner set): lease_prefix, owner,

@@ -105,20 +105,23 @@ class Keys:
         return f"{self.prefix}openapi:{account}:claim"
 
     def limiter_log(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Sorted set: start times (ms, Redis clock) of an account's recent calls (no TTL: at most its limit
-        plus starts older than the window not yet trimmed; deleted with the account)."""
+        """Sorted set: start times (ms, Redis clock) of an account's recent calls (no TTL; see ``lua/_limiter.lua``)."""
         return f"{self.limiter_prefix}{account}:log"
 
+    def limiter_state(self, account: str = DEFAULT_ACCOUNT) -> str:
+        """Hash: quota, pause, pacer, learned limits, delayed hint: one ``HMGET`` per slot (``lua/_limiter.lua``)."""
+        return f"{self.limiter_prefix}{account}:state"
+
     def limiter_pause(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """String: Redis-clock ms until which no call of the account may start (after a 429)."""
+        """String: the pause (ms) as the previous version reads it (kept written: ``lua/limiter_pause.lua``)."""
         return f"{self.limiter_prefix}{account}:pause"
 
     def limiter_learned(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Hash: what an account's API taught of its quota (headers, unexplained 429s); see ``lua/_limiter.lua``."""
+        """Hash: the learned limits as the previous version reads them (kept written, with a TTL)."""
         return f"{self.limiter_prefix}{account}:learned"
 
     def limiter_tat(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """String: the pacer's theoretical time (ms) of the account's next slot."""
+        """String: the previous version's pacer TAT (no longer written; deleted with the account)."""
         return f"{self.limiter_prefix}{account}:tat"
 
     @property
@@ -160,12 +163,12 @@ class Keys:
 
     @property
     def quotas(self) -> str:
-        """Hash: account -> its quota as the dispatch script takes it (``limit window interval burst``)."""
+        """Hash: account -> its quota (``limit window interval burst``), copied to ``limiter_state``'s ``quota``."""
         return f"{self.prefix}quotas"
 
     @property
     def limiter_prefix(self) -> str:
-        """Prefix of the limiter keys: ``<limiter_prefix><account>:log`` (``:pause``, ``:tat``, ``:learned``)."""
+        """Prefix of the limiter keys: ``<limiter_prefix><account>:log`` (``:state``, and the previous version's)."""
         return f"{self.prefix}limiter:"
 
     @property
@@ -198,10 +201,7 @@ class Keys:
         return f"{self.prefix}read:{account}:{digest}"
 
     def fresh(self, account: str, digest: str) -> str:
-        """String: ``<job id>:<ms>``, the last such GET that succeeded, and when (``max_age_s``).
-
-        Always ``read(...) + ":fresh"``: the scripts derive it from the read key a job keeps.
-        """
+        """String: ``<job id>:<ms>``, the last such GET that succeeded (``max_age_s``); the scripts build it too."""
         return f"{self.read(account, digest)}:fresh"
 
     @property
@@ -231,8 +231,7 @@ class Keys:
         return f"{self.prefix}recent:"
 
     def recent_jobs(self, account: str = DEFAULT_ACCOUNT) -> str:
-        """Sorted set: an account's latest ``RECENT_JOBS`` job ids at least (``RECENT_JOBS_TRIM_PERIOD`` - 1 more
-        at most), scored by ``seq`` (written by submit.lua)."""
+        """Sorted set: an account's latest ``RECENT_JOBS`` job ids at least, by ``seq`` (trimmed by submit.lua)."""
         return f"{self.recent_prefix}{account}:jobs"
 
     def recent_batches(self, account: str = DEFAULT_ACCOUNT) -> str:

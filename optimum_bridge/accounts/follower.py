@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from optimum_bridge.quota.rate import STATE_FIELD
+
 if TYPE_CHECKING:
     from optimum_bridge.process.runtime import Runtime
 
@@ -48,7 +50,12 @@ class AccountsFollower:
             for name in gone:
                 forecasts.pop(name, None)
         if gone:  # a worker that had not yet seen the removal may have stored it again
-            self._rt.redis.hdel(self._rt.keys.quotas, *gone)
+            keys = self._rt.keys
+            with self._rt.redis.pipeline(transaction=False) as pipe:
+                pipe.hdel(keys.quotas, *gone)
+                for name in gone:
+                    pipe.hdel(keys.limiter_state(name), STATE_FIELD)
+                pipe.execute()
         if changed:
             dispatcher.publish(changed)
         log.info("accounts: %d new or changed, %d removed; quotas follow", len(changed), len(gone))

@@ -111,6 +111,7 @@ class Removal:
             SWEEP_FOR_S * 1000,
             self._quiet_ms,
             PER_STEP,
+            k.limiter_prefix,
         ]
         keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.running]
         return [text(raw) for raw in self._sweep(keys=keys, args=args)]

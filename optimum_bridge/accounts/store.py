@@ -10,7 +10,9 @@ listed beside them with ``"source": "file"`` and are never changed here.
 
 Per idle account Redis holds the hash (about ten short fields: the secret
 encrypted, its fingerprint, where it calls, its quota, two times) and one
-entry in each of two sorted sets; nothing else is created until it has work.
+entry in each of two sorted sets; the workers add its quota for the scripts
+(an entry of the quotas hash, and its limiter state hash with that one
+field); nothing else is created until it has work.
 """
 
 from __future__ import annotations
@@ -223,6 +225,7 @@ class AccountStore:
             k.openapi_due,
             k.token(name),
             k.limiter_log(name),
+            k.limiter_state(name),
             k.limiter_pause(name),
             k.limiter_learned(name),
             k.limiter_tat(name),

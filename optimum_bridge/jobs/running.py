@@ -78,7 +78,7 @@ class JobRuns:
             self._keys.dispatched,
             self._keys.running,
             self._keys.limiter_log(account),
-            self._keys.limiter_learned(account),
+            self._keys.limiter_state(account),
             self._keys.ready,
             self._keys.wake,
         ]
@@ -127,7 +127,7 @@ class JobRuns:
         keys = [
             self._keys.job(job_id),
             self._keys.limiter_log(account),
-            self._keys.limiter_learned(account),
+            self._keys.limiter_state(account),
             self._keys.lease(job_id),
         ]
         args: list[str | int] = [
@@ -274,6 +274,7 @@ class JobRuns:
             self._keys.running,
             self._keys.ready,
             self._keys.wake,
+            self._keys.limiter_state(account),  # last: reschedule.lua lowers its delayed hint
         ]
         args: list[str | int] = [
             owner,

@@ -61,6 +61,7 @@ class JobSteps:
             keys.ready,
             keys.wake,
             RECENT_JOBS_TRIM_PERIOD,
+            keys.limiter_prefix,
         ]
         for operation in operations:
             idem = keys.idempotency(operation.idempotency_key) if operation.idempotency_key else ""

@@ -7,16 +7,39 @@
 -- does not know, e.g. another user of the same client: otherwise the log's wall, to the ms, is the
 -- better answer than a reset stated in whole seconds).
 --
--- The limit in force is min(configured, learned): the learned hash (``keys.limiter_learned``)
--- holds what the API stated in its headers (h_limit until h_until, normalised to the configured
--- window; h_remaining calls after h_seen until h_reset) and what its unexplained 429s taught
--- (a_limit since a_since; after a_hold windows it grows by one per window back to the configured
--- limit: additive increase, computed here from the clock, so no process has to write it).
+-- The limit in force is min(configured, learned): the learned fields hold what the API stated in
+-- its headers (h_limit until h_until, normalised to the configured window; h_remaining calls after
+-- h_seen until h_reset) and what its unexplained 429s taught (a_limit since a_since; after a_hold
+-- windows it grows by one per window back to the configured limit: additive increase, computed
+-- here from the clock, so no process has to write it).
+--
+-- Everything but the log is in one hash per account, its limiter state (``keys.limiter_state``;
+-- issue 17: one HMGET per slot where there were four reads): the learned fields, `pause` (ms until
+-- which no call starts, after a 429), `tat` (the pacer's theoretical arrival time, ms), `quota`
+-- (the account's 'limit window interval burst', a copy of its entry in ``keys.quotas``) and
+-- `look_delayed` (ms before which no job of the account's delayed set is due: lua/_serve.lua).
+-- It has no TTL: it lives and dies with its account. Expired learned fields are harmless (every
+-- reader checks their times) and are dropped by the next lesson (`forget_stale`).
+-- Version safety: the learned fields and the pause are also written where the previous version
+-- reads them (the `:learned` hash, with its TTL, and the `:pause` key), since they are written
+-- only after a 429 or a rate-limit header. The pacer's TAT (written per slot) is not: a worker of
+-- the previous version paces on its own `:tat` key during a rolling upgrade, and the shared log,
+-- which both versions count, stays the exact guarantee of the quota.
 
--- The learned hash's fields the limiter reads, in one HMGET (`learned_fields`).
-local function learned_fields(learned)
-  return redis.call('HMGET', learned, 'h_limit', 'h_until', 'a_limit', 'a_since', 'a_hold',
-                    'h_remaining', 'h_seen', 'h_reset')
+-- The state's fields in the order the limiter reads them: the learned ones first (1-8, the `f`
+-- of limit_of and stated_wall), then pause (9), tat (10), quota (11) and look_delayed (12).
+local STATE_FIELDS = {'h_limit', 'h_until', 'a_limit', 'a_since', 'a_hold', 'h_remaining', 'h_seen', 'h_reset',
+                      'pause', 'tat', 'quota', 'look_delayed'}
+local LEARNED_N, S_PAUSE, S_TAT, S_QUOTA, S_LOOK = 8, 9, 10, 11, 12
+
+-- Everything the limiter reads of an account's state, in one HMGET.
+local function state_fields(state)
+  return redis.call('HMGET', state, unpack(STATE_FIELDS))
+end
+
+-- The learned fields alone (1-8), in one HMGET.
+local function learned_fields(state)
+  return redis.call('HMGET', state, unpack(STATE_FIELDS, 1, LEARNED_N))
 end
 
 -- The learned limit at `now` from the fields `f` (the configured `limit` when nothing is learned).
@@ -34,9 +57,10 @@ local function limit_of(f, now, limit, window)
   return best
 end
 
--- The learned limit of the account at `now` (the configured `limit` when nothing is learned).
-local function learned_limit(learned, now, limit, window)
-  return limit_of(learned_fields(learned), now, limit, window)
+-- The learned limit of the account at `now` (the configured `limit` when nothing is learned), from
+-- its limiter state (or any hash with the learned fields).
+local function learned_limit(state, now, limit, window)
+  return limit_of(learned_fields(state), now, limit, window)
 end
 
 -- The quota in force: limit, interval and burst credit, the learned limit (fields `f`) applied.
@@ -57,18 +81,17 @@ local function stated_wall(log, f, now)
   return 0
 end
 
--- When the next slot may start (ms, Redis clock), given the log, the pause, the pacer and what was
--- learned; returns that moment, the limit and interval in force, and the pacer's TAT (for `take`),
--- then what the moment after one more start is computed from (next_after_take): the burst credit in
--- force, the pause, the starts in the log and the learned fields.
+-- When the next slot may start (ms, Redis clock), given the log and the account's state `f` (its
+-- fields as state_fields read them: the pause, the pacer, what was learned); returns that moment,
+-- the limit and interval in force, and the pacer's TAT (for `take`), then what the moment after
+-- one more start is computed from (next_after_take): the burst credit in force, the pause, the
+-- starts in the log and the learned fields.
 -- The log is trimmed to the window only when it may be full: under the limit with its old starts
 -- counted, it is under it without them (readers count a window with ZCOUNT, or trim first).
-local function next_slot(log, pause_key, tat_key, learned, now, limit, window, interval, tau)
-  local f = learned_fields(learned)
+local function next_slot(log, f, now, limit, window, interval, tau)
   limit, interval, tau = effective(f, now, limit, window, interval, tau)
   local at = now
-  local pt = redis.call('MGET', pause_key, tat_key)  -- one read for both (issue 17)
-  local pause, tat = tonumber(pt[1] or '0'), tonumber(pt[2] or '0')
+  local pause, tat = tonumber(f[S_PAUSE] or '0'), tonumber(f[S_TAT] or '0')
   if pause > at then at = pause end
   if tat - tau > at then at = tat - tau end
   local n = redis.call('ZCARD', log)
@@ -95,31 +118,75 @@ local function next_after_take(now, limit, interval, tat, tau, pause, n, f)
 end
 
 -- Record a start at `now` under `member`, and move the pacer on by the `interval` in force
--- (`tat`: the pacer's TAT as next_slot read it in the same script, else it is read here).
+-- (`tat`: the pacer's TAT as next_slot read it in the same script), in one HSET of the account's
+-- `state` with the field, value pairs of `also` (what else the caller has to write there; may be
+-- nil). Returns the new TAT (as written), for a caller that gives another slot in the same step.
 -- The log has no TTL (issue 17: one command less per call): it holds at most `limit` starts plus
 -- those older than the window not yet trimmed (next_slot trims when it may be full), and goes
--- with its account (accounts/store.py deletes an account's limiter keys).
-local function take(log, tat_key, now, member, window, interval, tat)
+-- with its account (accounts/store.py deletes an account's limiter keys). Nor has the state.
+local function take(log, state, now, member, interval, tat, also)
   redis.call('ZADD', log, now, member)
-  tat = tat or tonumber(redis.call('GET', tat_key) or '0')
   if tat < now then tat = now end
   -- Formatted: Lua would write a number with 14 digits, losing the sub-millisecond part of a fast pacer.
-  redis.call('SET', tat_key, string.format('%.3f', tat + interval), 'PX', math.ceil(window + interval) + 1000)
+  local written = string.format('%.3f', tat + interval)
+  local fields = {'tat', written}
+  for _, v in ipairs(also or {}) do table.insert(fields, v) end
+  redis.call('HSET', state, unpack(fields))
+  return written
 end
 
--- When the learned hash has nothing left to say (every statement expired, the learned limit grown
--- back to the configured one): its TTL, so a forgotten lesson leaves no key behind.
-local function keep_learned(learned, now, limit, window)
-  local f = redis.call('HMGET', learned, 'h_until', 'h_reset', 'a_limit', 'a_since', 'a_hold')
-  local last = now
-  for i = 1, 2 do
-    local t = tonumber(f[i])
-    if t and t > last then last = t end
-  end
+-- The learned fields in groups, each with the field of its last relevant moment: what the headers
+-- stated (until h_until), the remaining calls they stated (until h_reset), what 429s taught (until
+-- the limit is back: computed in forget_stale and keep_learned).
+local STATED = {'h_limit', 'h_until', 'h_reason', 'h_since'}
+local REMAINING = {'h_remaining', 'h_seen', 'h_reset'}
+local TAUGHT = {'a_limit', 'a_since', 'a_hold', 'a_reason', 'a_at'}
+
+-- When each group stops mattering: the statement's end, the reset, the moment the limit taught by
+-- 429s is back at the configured one (nil: the group is absent).
+local function learned_ends(state, limit, window)
+  local f = redis.call('HMGET', state, 'h_until', 'h_reset', 'a_limit', 'a_since', 'a_hold')
+  local back = nil
   local a_limit, a_since, a_hold = tonumber(f[3]), tonumber(f[4]), tonumber(f[5] or '0')
-  if a_limit and a_since then
-    local back = a_since + (a_hold + math.max(0, limit - a_limit)) * window
-    if back > last then last = back end
+  if a_limit and a_since then back = a_since + (a_hold + math.max(0, limit - a_limit)) * window end
+  return tonumber(f[1]), tonumber(f[2]), back
+end
+
+-- Before a new lesson is written: drop from the state the groups that stopped mattering a window
+-- ago or more, as the TTL of the previous version's learned hash forgot them (a lesson reads the
+-- last one: a limit stated again starts a new `since`, a 429 long after the last episode starts a
+-- new one). In between, expired fields are harmless: every reader checks their times.
+local function forget_stale(state, now, limit, window)
+  local stated, reset, back = learned_ends(state, limit, window)
+  local gone = {}
+  for _, g in ipairs({{stated, STATED}, {reset, REMAINING}, {back, TAUGHT}}) do
+    if g[1] and g[1] + window <= now then
+      for _, name in ipairs(g[2]) do table.insert(gone, name) end
+    end
   end
-  redis.call('PEXPIRE', learned, last - now + window)
+  if #gone > 0 then redis.call('HDEL', state, unpack(gone)) end
+end
+
+-- Write learned fields (name, value pairs) to the account's state and to the previous version's
+-- learned hash (`legacy`), which its workers read during a rolling upgrade.
+local function learn(state, legacy, pairs_)
+  redis.call('HSET', state, unpack(pairs_))
+  redis.call('HSET', legacy, unpack(pairs_))
+end
+
+-- Drop learned fields from both.
+local function unlearn(state, legacy, names)
+  redis.call('HDEL', state, unpack(names))
+  redis.call('HDEL', legacy, unpack(names))
+end
+
+-- After a lesson: the previous version's learned hash keeps its TTL (a window past the last moment
+-- that matters), so a forgotten lesson leaves no key behind. The state needs none (forget_stale).
+local function keep_learned(state, legacy, now, limit, window)
+  local last = now
+  local stated, reset, back = learned_ends(state, limit, window)
+  for _, t in ipairs({stated or 0, reset or 0, back or 0}) do
+    if t > last then last = t end
+  end
+  redis.call('PEXPIRE', legacy, last - now + window)
 end

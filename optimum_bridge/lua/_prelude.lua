@@ -204,6 +204,14 @@ local function make_ready(ready, wake, account, at)
   if not first[1] or tonumber(first[2]) > at then redis.call('LPUSH', wake, '1') end
 end
 
+-- A job was parked in an account's delayed set until `due` (ms): the account's limiter state
+-- (keys.limiter_state) says when lua/_serve.lua must next look at that set (`look_delayed`);
+-- make it no later (absent: it looks at the next serve anyway). Run by every writer of a delayed set.
+local function lower_delayed_hint(state, due)
+  local hint = tonumber(redis.call('HGET', state, 'look_delayed') or '')
+  if hint and hint > due then redis.call('HSET', state, 'look_delayed', due) end
+end
+
 -- How near an account's next slot must be for a thread that takes its job (lua/_serve.lua) to
 -- leave it to the next thread that finishes, and for a freed thread to wake a dispatcher for it.
 local SOON_MS = 10

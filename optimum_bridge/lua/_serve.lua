@@ -3,7 +3,8 @@
 -- and complete.lua (a worker thread whose job just finished takes the next one itself: take_next;
 -- no message, no claim, no wake-up; issue 17).
 -- S, the context: now; job_prefix, lane_prefix, delayed_prefix, limiter_prefix; the keys ready,
--- wake, quotas (hash: account -> 'limit window interval burst', ms), dispatched (zset: job id ->
+-- wake, quotas (hash: account -> 'limit window interval burst', ms; read only for an account whose
+-- limiter state holds no copy: quota_of), dispatched (zset: job id ->
 -- hand-off deadline), running, capacity (string: free threads of live workers); most (slots per
 -- account and call); free (nil until read: threads free for new hand-offs, -1 when unknown).
 -- To hand off: queue, handoff (ms), template, embed. To take (S.owner set): lease_prefix, owner,
@@ -79,26 +80,38 @@ local function pop_best(lanes, from)
   return nil
 end
 
--- Serve one account: returns its outcome and how many slots it gave. Each account served gets its
--- exact next time in the ready set (its next slot, or its first delayed job), or leaves it when
--- nothing of it waits. A job is given a slot only when a call may start now, and only while the
--- workers have a free thread for it (a taking thread is one). The slot is looked at before the
--- lanes: a job is taken out of its lane only when it gets the slot, so an account whose lanes are
--- empty may keep its time in the ready set until then (whoever looks at that time drops it).
-local function serve(account, S)
-  local quota = redis.call('HGET', S.quotas, account)
-  if not quota then return 'unknown', 0 end
-  local l, w, i, b = string.match(quota, '^(%S+) (%S+) (%S+) (%S+)$')
-  local limit, window, interval, tau = tonumber(l), tonumber(w), tonumber(i), tonumber(b)
-  local now = S.now
-  local base = S.lane_prefix .. account .. ':'
-  local lanes = {base .. 'urgent', base .. 'normal', base .. 'bulk'}
-  local delayed = S.delayed_prefix .. account
-  local lim = S.limiter_prefix .. account
-  local log, pause, tat, learned = lim .. ':log', lim .. ':pause', lim .. ':tat', lim .. ':learned'
+-- How far ahead (ms) a look at an account's delayed set may tell that nothing of it is due
+-- (`look_delayed`, below). Every script of this version that parks a job there makes the hint no
+-- later than the job's time (lower_delayed_hint, in _prelude.lua); one of the previous version
+-- does not (a producer's submit.lua with a not_before, a worker's retry): its job goes to its lane
+-- at most this late when the account has other work waiting, and on time when it has none (idle()).
+local DELAYED_LOOK_MS = 1000
 
-  -- Retries and deferrals that are due go back to their lane, keeping their age.
-  for _, jid in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 200)) do
+-- The account's quota ('limit window interval burst') from its state `st` (one HMGET with the rest);
+-- an account published by a previous version has it only in the quotas hash: it is read there and
+-- copied into the state by the caller's next write (`writes`), once. Nil: no quota is stored.
+local function quota_of(S, account, st, writes)
+  local quota = st[S_QUOTA]
+  if not quota then
+    quota = redis.call('HGET', S.quotas, account)
+    if not quota then return nil end
+    st[S_QUOTA] = quota
+    table.insert(writes, 'quota')
+    table.insert(writes, quota)
+  end
+  local l, w, i, b = string.match(quota, '^(%S+) (%S+) (%S+) (%S+)$')
+  return tonumber(l), tonumber(w), tonumber(i), tonumber(b)
+end
+
+-- Retries and deferrals that are due go back to their lane, keeping their age (at most 200 per
+-- look). Returns when the next look is needed: the first job not yet due, if within
+-- DELAYED_LOOK_MS, else now + DELAYED_LOOK_MS (now when 200 were due: more may be).
+-- One command whether or not any is due (the jobs due soon come with their times).
+local function promote_due(S, delayed, now)
+  local found = redis.call('ZRANGEBYSCORE', delayed, '-inf', now + DELAYED_LOOK_MS, 'WITHSCORES', 'LIMIT', 0, 200)
+  for i = 1, #found, 2 do
+    local jid, at = found[i], tonumber(found[i + 1])
+    if at > now then return at end
     redis.call('ZREM', delayed, jid)
     local key = S.job_prefix .. jid
     local status = redis.call('HGET', key, FIELD.status)
@@ -107,16 +120,60 @@ local function serve(account, S)
       redis.call('ZADD', lane, seq, jid)
     end
   end
+  if #found >= 400 then return now end
+  return now + DELAYED_LOOK_MS
+end
+
+-- Serve one account: returns its outcome and how many slots it gave. Each account served gets its
+-- exact next time in the ready set (its next slot, or its first delayed job), or leaves it when
+-- nothing of it waits. A job is given a slot only when a call may start now, and only while the
+-- workers have a free thread for it (a taking thread is one). The slot is looked at before the
+-- lanes: a job is taken out of its lane only when it gets the slot, so an account whose lanes are
+-- empty may keep its time in the ready set until then (whoever looks at that time drops it).
+-- Its limiter state (quota, pause, pacer, learned limits, the delayed hint) is read in one HMGET
+-- (issue 17); what serving changes in it is written with the start (take), else in one HSET.
+local function serve_state(account, S, state, st, writes, looked)
+  local limit, window, interval, tau = quota_of(S, account, st, writes)
+  if not limit then return 'unknown', 0 end
+  local now = S.now
+  local base = S.lane_prefix .. account .. ':'
+  local lanes = {base .. 'urgent', base .. 'normal', base .. 'bulk'}
+  local delayed = S.delayed_prefix .. account
+  local log = S.limiter_prefix .. account .. ':log'
+
+  -- The delayed set is looked at only when something in it may be due (`look_delayed` absent or
+  -- passed); the next time to look is written with the state.
+  local function look()
+    looked = true
+    table.insert(writes, 'look_delayed')
+    table.insert(writes, promote_due(S, delayed, now))
+  end
+  local hint = tonumber(st[S_LOOK])
+  if not looked and (not hint or hint <= now) then look() end
 
   -- Nothing waits in the lanes: the account is due again at its first delayed job, or leaves the set.
+  -- A job due now that the hint hid (parked by a previous version, which does not lower it) goes to
+  -- its lane now, and the account is served again (once: it has been looked at).
   local function idle(given)
     local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    if first[1] and not looked and tonumber(first[2]) <= now then
+      look()
+      local outcome, more = serve_state(account, S, state, st, writes, true)
+      return outcome, given + more
+    end
     if first[1] then
       redis.call('ZADD', S.ready, first[2], account)
     else
       redis.call('ZREM', S.ready, account)
     end
     return 'idle', given
+  end
+
+  -- A start: recorded in the log, and the pacer moved on with whatever else the state is owed, in
+  -- one HSET (take); the TAT is kept for the next slot of this call.
+  local function started(member, spacing, tat_ms)
+    st[S_TAT] = take(log, state, now, member, spacing, tat_ms, writes)
+    for i = #writes, 1, -1 do writes[i] = nil end
   end
 
   local given, from = 0, 1  -- lanes above the one a job was taken from stay empty within this call
@@ -126,8 +183,7 @@ local function serve(account, S)
       redis.call('ZADD', S.ready, 'LT', now, account)
       return 'busy', given
     end
-    local at, lim, spacing, tat_ms, burst, paused, n, f_learned =
-      next_slot(log, pause, tat, learned, now, limit, window, interval, tau)
+    local at, lim, spacing, tat_ms, burst, paused, n, f_learned = next_slot(log, st, now, limit, window, interval, tau)
     if at > now then
       -- A dispatcher keeps the ready set exact (one EXISTS, off the taking path): an account whose
       -- lanes are empty leaves it now rather than at its next slot.
@@ -159,7 +215,7 @@ local function serve(account, S)
         redis.call('ZADD', S.dispatched, now + S.handoff, best)
         redis.call('LPUSH', S.queue, job_message(S.template, S.embed, best, dispatch, account))
       end
-      take(log, tat, now, best .. '.' .. dispatch, window, spacing, tat_ms)
+      started(best .. '.' .. dispatch, spacing, tat_ms)
       given = given + 1
       if not S.owner and S.free > 0 then S.free = S.free - 1 end
       -- A taking thread sets its account's next time from what it read (its lanes may be empty
@@ -171,6 +227,15 @@ local function serve(account, S)
       end
     end
   end
+end
+
+-- Serve one account (serve_state), its limiter state read once and what is owed to it written once.
+local function serve(account, S)
+  local state = S.limiter_prefix .. account .. ':state'
+  local writes = {}  -- field, value pairs of the state not yet written (none when a start was taken)
+  local outcome, given = serve_state(account, S, state, state_fields(state), writes)
+  if #writes > 0 then redis.call('HSET', state, unpack(writes)) end
+  return outcome, given
 end
 
 -- A worker thread is free: it takes the next job itself when one of the first `most_accounts` due

@@ -1,5 +1,5 @@
--- Milliseconds left in the pause (0 when none).  KEYS: pause.
-local pause = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- Milliseconds left in the pause (0 when none).  KEYS: the account's limiter state (field `pause`).
+local pause = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')
 local now = now_ms()
 if pause > now then return pause - now end
 return 0

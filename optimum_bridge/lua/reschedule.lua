@@ -19,6 +19,7 @@ redis.call('ZREM', KEYS[4], ARGV[5])
 local now = now_ms()
 local due = now + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[3], due, ARGV[5])
+lower_delayed_hint(KEYS[#KEYS], due)  -- the last key: the account's limiter state (its delayed hint)
 make_ready(KEYS[5], KEYS[6], ARGV[7], due)
 wake_if_due(KEYS[5], KEYS[6], now)
 return 1

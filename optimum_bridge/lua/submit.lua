@@ -2,7 +2,8 @@
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 seq key prefix, 4 pending ttl (s), 5 idempotency ttl (s),
 --       6 batch key ('' for none), 7 delayed key prefix, 8 recent-jobs key prefix, 9 recent-jobs cap,
 --       10 followers key prefix, 11 callbacks watch, 12 result ttl (s), 13 stats, 14 ready, 15 wake,
---       16 recent-jobs trim period, then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
+--       16 recent-jobs trim period, 17 limiter key prefix (a not_before lowers the account's
+--       delayed hint: lower_delayed_hint), then per operation: idempotency key ('' for none), job id, operation JSON, submitted at,
 --       priority, account, not before (ms, '' for none), read key ('' for none: not a shareable
 --       read), 1 if it may join another job's call, max age (ms, 0: no cached answer), has callback.
 -- Each new job also enters its account's index of recent jobs (<recent prefix><account>:jobs,
@@ -99,7 +100,7 @@ end
 -- keeps the order). The recent index is trimmed when a reserved range reaches a multiple of the
 -- trim period, so its bound holds with gaps too.
 local remaining, next_seq, last_seq = {}, {}, {}
-for i = 17, #ARGV, 11 do
+for i = 18, #ARGV, 11 do
   local account = ARGV[i + 5]
   remaining[account] = (remaining[account] or 0) + 1
 end
@@ -117,7 +118,7 @@ local function new_seq(account)
   return seq
 end
 
-for i = 17, #ARGV, 11 do
+for i = 18, #ARGV, 11 do
   local idem, jid, op, submitted = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, account, not_before = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local read, may_join, max_age, has_callback = ARGV[i + 7], ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), ARGV[i + 10] == '1'
@@ -180,6 +181,7 @@ for i = 17, #ARGV, 11 do
       if may_join and read ~= '' then redis.call('SET', read, jid, 'EX', ttl) end
       if not_before and not_before > now() then
         redis.call('ZADD', delayed_prefix .. account, not_before, jid)
+        lower_delayed_hint(ARGV[17] .. account .. ':state', not_before)
         make_ready(ready, wake, account, not_before)
       else
         if not busy[account] and not lanes_busy(lane_prefix, account) then make_ready(ready, wake, account, now()) end

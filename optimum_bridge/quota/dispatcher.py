@@ -40,7 +40,7 @@ import redis
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys, text
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.kombu import message_template
-from optimum_bridge.quota.rate import Quota
+from optimum_bridge.quota.rate import STATE_FIELD, Quota
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,20 @@ class Dispatcher:
         """Store these accounts' quotas for the script and put those with work in the ready set.
 
         Run at a worker's start (every account), and for accounts whose quota the script found
-        missing. Returns how many of them have work waiting.
+        missing or that changed. Each quota goes to the quotas hash (what the previous version reads)
+        and to the account's limiter state (read with the rest of it, one ``HMGET`` per slot), in one
+        round trip. Returns how many of them have work waiting.
         """
         names = [name for name in (self.quotas if accounts is None else accounts) if name in self.quotas]
         waiting = 0
         for start in range(0, len(names), SWEEP_CHUNK):
             chunk = names[start : start + SWEEP_CHUNK]
-            mapping = {name: " ".join(str(v) for v in self.quotas[name].args()) for name in chunk}
-            self._redis.hset(self._keys.quotas, mapping=mapping)  # type: ignore[arg-type]  # str values
+            mapping = {name: self.quotas[name].stored() for name in chunk}
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self._keys.quotas, mapping=mapping)  # type: ignore[arg-type]  # str values
+                for name, stored in mapping.items():
+                    pipe.hset(self._keys.limiter_state(name), STATE_FIELD, stored)
+                pipe.execute()
             args = [self._keys.lane_prefix, self._keys.delayed(""), *chunk]
             waiting += int(self._sweep(keys=[self._keys.ready, self._keys.wake], args=args))
         self._published = True

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import redis
 
 from optimum_bridge.keys import PRIORITIES, JobField, Keys, text
-from optimum_bridge.quota.rate import Quota
+from optimum_bridge.quota.rate import STATE_FIELD, Quota
 from optimum_bridge.schemas import WAITING_STATES
 from optimum_bridge.steps import Command, Pipeline, Script, Steps, SyncDriver
 
@@ -65,11 +65,14 @@ class ForecastSteps:
 
     def _quota(self, account: str) -> Steps[Quota | None]:
         """The account's quota: known to this process, or (an account created at runtime, spec §12a) as the
-        workers stored it for the dispatch (``keys.quotas``); None when neither knows it."""
+        workers stored it for the scripts (its limiter state; ``keys.quotas`` if a worker of the previous
+        version stored it); None when neither knows it."""
         known = self.quotas.get(account)
         if known is not None:
             return known
-        raw = yield Command("HGET", (self.keys.quotas, account))
+        raw = yield Command("HGET", (self.keys.limiter_state(account), STATE_FIELD))
+        if raw is None:
+            raw = yield Command("HGET", (self.keys.quotas, account))
         if raw is None:
             return None
         return Quota.of_args(text(raw))
@@ -83,9 +86,7 @@ class ForecastSteps:
         keys = [
             *self.keys.lanes(account),
             self.keys.limiter_log(account),
-            self.keys.limiter_pause(account),
-            self.keys.limiter_tat(account),
-            self.keys.limiter_learned(account),
+            self.keys.limiter_state(account),
         ]
         args: list[str | int | float] = [*quota.args()]
         for priority, seq in positions:

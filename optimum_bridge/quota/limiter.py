@@ -19,9 +19,15 @@ case where a running job needs a second slot (its call is re-sent after a
 401). A 429 calls ``pause``: no slot starts before ``Retry-After`` (or the
 window) has passed, in any process.
 
+Everything of an account's limiter but its log -- the pause, the pacer, the
+learned limits, its quota and when its delayed set is next due -- is one hash,
+its limiter state (``Keys.limiter_state``), which the scripts read in one
+``HMGET``. The pause and the learned limits are also written where the previous
+version reads them (``pause_key``, ``learned_key``), for a rolling upgrade.
+
 **The quota as the API states it** (spec §13). The limit in force is
-min(configured, learned), read inside the scripts from the account's learned
-hash, so every process and the dispatcher follow a lesson at once:
+min(configured, learned), read inside the scripts from the account's limiter
+state, so every process and the dispatcher follow a lesson at once:
 
 - ``observe`` records what an answer's rate-limit headers state
   (``quota.headers``): a limit, capped to [1, configured] and normalised to the
@@ -71,7 +77,7 @@ class LimiterState:
     in_window: int  # calls started in the current window
     paused_s: float  # seconds left in the pause after a 429 (0: none)
     held_s: float  # seconds until the next slot (pause, pacer, window or a used-up statement)
-    learned: dict[str, str] = field(default_factory=dict)  # the learned hash, decoded
+    learned: dict[str, str] = field(default_factory=dict)  # the learned fields of the state, decoded
     now_ms: int = 0  # the Redis clock when read
     log_window_ms: int = 0  # the window the limiter counts over (margin included)
 
@@ -137,9 +143,9 @@ class RateLimiter:
         self.account = account
         self.quota = Quota.of(rate, margin_s=margin_s, burst=burst)
         self.log_key = keys.limiter_log(account)
-        self.pause_key = keys.limiter_pause(account)
-        self.tat_key = keys.limiter_tat(account)
-        self.learned_key = keys.limiter_learned(account)
+        self.state_key = keys.limiter_state(account)
+        self.pause_key = keys.limiter_pause(account)  # the previous version's, kept written
+        self.learned_key = keys.limiter_learned(account)  # the previous version's, kept written
         self._margin_ms = self.quota.window_ms - round(rate.window_s * 1000)
         self._clock = clock
         self._take = scripts.register(client, "take_slot")
@@ -157,7 +163,7 @@ class RateLimiter:
     def take_slot(self) -> float:
         """Take a slot now if one is free; else the seconds until one may be (nothing taken)."""
         member = f"take.{uuid.uuid4().hex}"
-        keys = [self.log_key, self.pause_key, self.tat_key, self.learned_key]
+        keys = [self.log_key, self.state_key]
         return int(self._take(keys=keys, args=[*self.quota.args(), member])) / 1000
 
     def wait_for_slot(self, *, max_wait_s: float) -> bool:
@@ -174,7 +180,7 @@ class RateLimiter:
     def pause(self, seconds: float) -> float:
         """Stop every process from starting this account's calls for ``seconds`` (extends only)."""
         ms = max(1, int(seconds * 1000))
-        remaining = int(self._pause(keys=[self.pause_key], args=[ms]))
+        remaining = int(self._pause(keys=[self.state_key, self.pause_key], args=[ms]))
         log.warning("account %s: rate limiter paused for %.1fs after a 429", self.account, remaining / 1000)
         return remaining / 1000
 
@@ -196,7 +202,7 @@ class RateLimiter:
         valid_ms = round(STATEMENT_WINDOWS * max(self.rate.window_s, self._window_of(statement)) * 1000)
         raw = -1 if statement.limit is None else statement.limit
         args: list[str | int | float] = [*self.quota.args()[:2], stated, valid_ms, reason, remaining, reset_ms, raw]
-        return int(self._stated(keys=[self.learned_key, self.log_key], args=args))
+        return int(self._stated(keys=[self.state_key, self.log_key, self.learned_key], args=args))
 
     def _window_of(self, statement: Statement) -> float:
         window = statement.window_s if statement.window_s is not None else self.rate.window_s
@@ -217,7 +223,8 @@ class RateLimiter:
     def learn_from_429(self, detail: str) -> int:
         """Lower the learned limit after a 429 no header explains (AIMD); the limit in force (0: none learned)."""
         args: list[str | int | float] = [*self.quota.args()[:2], HOLD_WINDOWS, MAX_HOLD_WINDOWS, detail]
-        limit, starts, hold = (int(v) for v in self._learn_429(keys=[self.log_key, self.learned_key], args=args))
+        keys = [self.log_key, self.state_key, self.learned_key]
+        limit, starts, hold = (int(v) for v in self._learn_429(keys=keys, args=args))
         if limit:
             log.warning(
                 "account %s: a 429 at %d calls in the window (configured %d, %s): limit lowered to %d, "
@@ -233,8 +240,7 @@ class RateLimiter:
 
     def state(self) -> LimiterState:
         """What the limiter holds now (read in one step)."""
-        keys = [self.log_key, self.pause_key, self.tat_key, self.learned_key]
-        raw = self._state(keys=keys, args=self.quota.args())
+        raw = self._state(keys=[self.log_key, self.state_key], args=self.quota.args())
         now, limit, interval, in_window, pause, at = (int(v) for v in raw[:6])
         learned = {text(raw[i]): text(raw[i + 1]) for i in range(6, len(raw), 2)}
         return LimiterState(
@@ -252,7 +258,7 @@ class RateLimiter:
 
     def paused_for(self) -> float:
         """Seconds left in the current pause (0 when none)."""
-        return int(self._paused_for(keys=[self.pause_key])) / 1000
+        return int(self._paused_for(keys=[self.state_key])) / 1000
 
     def starts(self) -> list[int]:
         """Start times (ms, Redis clock) of the calls in the current window, oldest first (the log may

@@ -55,6 +55,10 @@ class RateLimit:
 #: credit, so the lateness is made up, not lost. The quota's log still holds every window to its limit.
 PACER_SLACK_MS = 10
 
+#: The field of an account's limiter state (``Keys.limiter_state``) that holds its quota as ``Quota.stored``:
+#: a copy of its entry in ``Keys.quotas``, read with the rest of the state in one ``HMGET`` (``lua/_serve.lua``).
+STATE_FIELD = "quota"
+
 
 @dataclass(frozen=True)
 class Quota:
@@ -85,6 +89,10 @@ class Quota:
     def args(self) -> list[int | float]:
         """The quota as the scripts take it: limit, window, interval, burst credit."""
         return [self.limit, self.window_ms, self.interval_ms, self.burst_ms]
+
+    def stored(self) -> str:
+        """``args()`` joined by spaces: the quota as the workers store it for the scripts."""
+        return " ".join(str(v) for v in self.args())
 
     @classmethod
     def of_args(cls, stored: str) -> Quota:

@@ -18,7 +18,7 @@ from optimum_bridge.accounts.registry import AccountRegistry
 from optimum_bridge.accounts.removal import Removal
 from optimum_bridge.accounts.store import AccountStore
 from optimum_bridge.keys import Keys
-from optimum_bridge.quota.rate import RateLimit
+from optimum_bridge.quota.rate import STATE_FIELD, RateLimit
 
 KEY = Fernet.generate_key().decode()
 
@@ -241,3 +241,28 @@ def test_a_removed_account_leaves_no_shared_read_or_answer_to_a_customer_created
     client.set(keys.fresh("acme", "d3"), "job:2")  # a call under way at the removal, finished since
     store.create(new("acme"))
     assert client.exists(keys.fresh("acme", "d3")) == 0
+
+
+def test_a_removed_account_leaves_no_limiter_state(rt: Any) -> None:
+    """The limiter state has no TTL (issue 17): it goes with its account, also when written after the removal."""
+    store, keys, redis = rt.account_store, rt.keys, rt.redis
+    follower = AccountsFollower(rt)
+    follower.run()
+    store.create(new("newco", "6/s"))
+    rt.registry.refresh(force=True)
+    follower.run()
+    state = keys.limiter_state("newco")
+    assert redis.hget(state, STATE_FIELD) == rt.dispatcher.quotas["newco"].stored().encode()  # published
+    rt.accounts["newco"].limiter.pause(5)
+    store.remove("newco")
+    assert not redis.exists(state)
+    redis.hset(state, STATE_FIELD, "6 1050 175.0 0.0")  # published again by a worker that had not seen the removal
+    rt.registry.refresh(force=True)
+    follower.run()
+    assert not redis.exists(state)
+    redis.hset(state, "h_limit", 3)  # a call under way at the removal finishes and says what its headers stated
+    redis.zadd(keys.limiter_log("newco"), {"x": 1})
+    time.sleep(0.002)
+    assert Removal(redis, keys, result_ttl_s=60, quiet_s=0, round_s=0.001).sweep() == 0
+    assert redis.zscore(keys.accounts_removed, "newco") is None  # the name let go, and its limiter with it
+    assert not redis.exists(state, keys.limiter_log("newco"))

@@ -7,13 +7,16 @@ import itertools
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from optimum_bridge import BridgeClient
+from optimum_bridge.clock import epoch_ms_ceil
 from optimum_bridge.keys import EXECUTE_TASK, OPERATIONS_QUEUE, Keys
 from optimum_bridge.process.kombu import message_args
 from optimum_bridge.process.runtime import Runtime
+from optimum_bridge.quota.rate import STATE_FIELD
 from tests.support import bridge_env, settings_from
 
 
@@ -210,10 +213,12 @@ def test_an_account_whose_quota_redis_lost_is_served_once_stored_again(sched):
     rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
     keys = Keys(rt.settings.key_prefix)
     rt.dispatcher.run()  # publishes the quotas
-    rt.redis.delete(keys.quotas)  # e.g. a Redis restored from a snapshot older than the workers' start
+    # e.g. a Redis restored from a snapshot older than the workers' start: neither copy of the quota
+    rt.redis.delete(keys.quotas)
+    rt.redis.hdel(keys.limiter_state(), STATE_FIELD)
     job_id = client.submit(op("/Vehicles"))
     assert rt.dispatcher.run().outcome == "more"  # stored again, and the account put back
-    assert rt.redis.hexists(keys.quotas, "default")
+    assert rt.redis.hexists(keys.quotas, "default") and rt.redis.hexists(keys.limiter_state(), STATE_FIELD)
     rt.dispatcher.run()
     assert rt.redis.zscore(keys.dispatched, job_id) is not None
 
@@ -235,3 +240,109 @@ def test_the_limiters_starts_are_those_of_the_window_though_the_log_keeps_older_
     now = int(seconds) * 1000 + int(micros) // 1000
     rt.redis.zadd(keys.limiter_log(), {"old": now - 5000, "recent": now - 100})
     assert rt.limiter.starts() == [now - 100]
+
+
+# -- the account's limiter state (issue 17): one HMGET per slot, the delayed set looked at when due ----
+
+
+def redis_ms(rt: Runtime) -> int:
+    seconds, micros = rt.redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def dispatched_at(rt: Runtime, job_id: str, *, within_s: float) -> int:
+    """Serve the due accounts, as a dispatch loop does, until ``job_id`` is given its slot: when (Redis ms)."""
+    keys = Keys(rt.settings.key_prefix)
+    deadline = time.monotonic() + within_s
+    while rt.redis.zscore(keys.dispatched, job_id) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} was not given a slot within {within_s} s")
+        rt.dispatcher.run()
+        time.sleep(0.005)
+    return int(rt.jobs.field(job_id, "dispatched_at") or 0)
+
+
+def test_a_retry_parked_just_after_a_look_at_the_delayed_set_goes_back_to_its_lane_at_its_time(sched):
+    """The delayed set is looked at only once the account's hint has passed (at most 1 s after the last
+    look); parking a retry lowers the hint, so the retry is back in its lane at its time, ahead of the
+    lower lanes."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    state = keys.limiter_state()
+    retried = client.submit(op("/Vehicles/R"))
+    before = redis_ms(rt)
+    rt.dispatcher.run("default")  # its slot; the delayed set looked at (empty): the next look 1 s on
+    assert int(rt.redis.hget(state, "look_delayed")) >= before + 1000
+    assert rt.jobs.claim(retried, 1, "w", quota=rt.limiter.quota, account="default", lease_ms=5000).outcome == "ok"
+    rt.jobs.reschedule(retried, "w", account="default", delay_s=0.1, status="retrying")
+    due = rt.redis.zscore(keys.delayed(), retried)
+    assert due is not None and int(rt.redis.hget(state, "look_delayed")) == due  # lowered to the retry's time
+    bulk = client.submit(op("/Vehicles/B", "bulk"))
+    rt.redis.delete(keys.queue(OPERATIONS_QUEUE))
+    while redis_ms(rt) < due:
+        time.sleep(0.01)
+    assert rt.dispatcher.run("default").given == 2
+    assert dispatched_order(rt) == [retried, bulk]  # strict priority: the retry was in its lane in time
+
+
+def test_a_deferral_parked_by_a_previous_version_still_starts_on_time_on_an_idle_account(sched):
+    """A producer of the previous version parks a not_before job without lowering the account's hint:
+    an account with nothing else waiting moves it to its lane when it is due all the same."""
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    state = keys.limiter_state()
+    client.submit(op("/Vehicles/A"))
+    rt.dispatcher.run("default")  # looked at the delayed set: the next look 1 s on
+    hint = rt.redis.hget(state, "look_delayed")
+    not_before = epoch_ms_ceil(datetime.now(UTC) + timedelta(milliseconds=300))
+    late = client.submit({**op("/Vehicles/L"), "not_before": datetime.fromtimestamp(not_before / 1000, UTC)})
+    assert int(rt.redis.hget(state, "look_delayed")) == not_before  # this version's submit.lua lowers the hint
+    rt.redis.hset(state, "look_delayed", hint)  # what the previous version's submit.lua leaves: the hint as it was
+    assert int(hint) > not_before  # the hint hides it
+    started = dispatched_at(rt, late, within_s=3)
+    assert not_before <= started <= not_before + 100  # on time, not at the next look
+
+
+def test_a_deferral_parked_by_a_previous_version_is_at_most_a_second_late_on_a_busy_account(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="10/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    state = keys.limiter_state()
+    client.submit_many([op(f"/Vehicles/B{i}", "bulk") for i in range(40)])  # 4 s of backlog
+    rt.dispatcher.run("default")  # looked at the delayed set: the next look 1 s on
+    hint = rt.redis.hget(state, "look_delayed")
+    not_before = epoch_ms_ceil(datetime.now(UTC) + timedelta(milliseconds=100))
+    late = client.submit({**op("/Vehicles/U", "urgent"), "not_before": datetime.fromtimestamp(not_before / 1000, UTC)})
+    rt.redis.hset(state, "look_delayed", hint)  # as the previous version's submit.lua leaves it
+    started = dispatched_at(rt, late, within_s=4)
+    assert not_before <= started <= int(hint) + 100 + 50  # by the next look (1 s at most) and its slot (100 ms)
+    assert started <= not_before + 1000 + 100 + 50
+
+
+def test_an_account_published_by_the_previous_version_is_served_and_its_quota_copied_once(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="1000/s", BRIDGE_RATE_BURST="1000")
+    keys = Keys(rt.settings.key_prefix)
+    rt.dispatcher.run()  # publishes the quotas: both copies
+    stored = rt.redis.hget(keys.quotas, "default")
+    assert stored is not None and rt.redis.hget(keys.limiter_state(), STATE_FIELD) == stored
+    rt.redis.delete(keys.limiter_state())  # a worker of the previous version wrote the quotas hash only
+    job_id = client.submit(op("/Vehicles"))
+    assert rt.dispatcher.run("default").given == 1
+    assert rt.redis.zscore(keys.dispatched, job_id) is not None
+    assert rt.redis.hget(keys.limiter_state(), STATE_FIELD) == stored  # copied, with the start's pacer
+    assert rt.redis.pttl(keys.limiter_state()) == -1  # it lives and dies with its account
+
+
+def test_the_pacer_and_the_pause_live_in_the_state_and_the_pause_where_the_previous_version_reads_it(sched):
+    rt, client = sched(OPTIMUM_RATE_LIMIT="5/s", BRIDGE_RATE_LIMIT_MARGIN_S="0")
+    keys = Keys(rt.settings.key_prefix)
+    client.submit_many([op("/Vehicles/A"), op("/Vehicles/B")])
+    first = rt.dispatcher.run("default")
+    assert first.given == 1 and first.next_in_s is not None and 0.15 < first.next_in_s <= 0.2  # paced
+    assert rt.redis.hget(keys.limiter_state(), "tat") is not None and not rt.redis.exists(keys.limiter_tat())
+    rt.limiter.pause(3)
+    pause = int(rt.redis.hget(keys.limiter_state(), "pause"))
+    assert int(rt.redis.get(keys.limiter_pause())) == pause  # a worker of the previous version stops too
+    time.sleep(first.next_in_s)
+    held = rt.dispatcher.run("default")
+    assert held.given == 0 and held.next_in_s is not None and 2.5 < held.next_in_s <= 3.0
+    assert rt.limiter.paused_for() > 2.5

@@ -22,6 +22,7 @@ from optimum_bridge.keys import Keys
 from optimum_bridge.lua import scripts
 from optimum_bridge.process.live_accounts import LiveApis
 from optimum_bridge.process.runtime import Runtime
+from optimum_bridge.quota.headers import Statement
 from optimum_bridge.quota.rate import Quota, RateLimit
 from optimum_bridge.schemas import ApiResponse
 from tests.support import calls_to, give_slot
@@ -226,3 +227,34 @@ def test_a_draining_worker_takes_no_next_job(bridge):
     assert client.get(second).status == "queued"
     assert rt.redis.zscore(Keys(client.settings.key_prefix).lane("normal"), second) is not None
     assert calls_to(sb, "/Vehicles") == 1
+
+
+# -- the account's limiter state (issue 17): what the rare paths write, the take reads -----------
+
+
+def test_a_take_honours_the_pause_and_the_learned_limit_the_limiter_writes(bridge):
+    """The pause after a 429 and the limit the API stated reach the take (one HMGET of the state), and
+    are also written where a worker of the previous version reads them during a rolling upgrade."""
+    rt, client, _ = bridge(**ENV)
+    keys = Keys(client.settings.key_prefix)
+    first = claimed(rt, client, read(0))
+    second = claimed(rt, client, read(1), owner="w2")
+    waiting = client.submit(read(2))
+    rt.limiter.pause(5)
+    assert rt.redis.get(keys.limiter_pause()) == rt.redis.hget(keys.limiter_state(), "pause")
+
+    paused = finish(rt, first, take=TakeNext("w3", LEASE_MS))
+
+    assert paused.taken is None and rt.redis.zscore(keys.lane("normal"), waiting) is not None
+    due = rt.redis.zscore(keys.ready, "default")
+    assert due is not None and due == int(rt.redis.hget(keys.limiter_state(), "pause"))  # due when the pause ends
+    rt.redis.hdel(keys.limiter_state(), "pause")
+    rt.redis.delete(keys.limiter_pause())
+    assert rt.limiter.observe(Statement("x", 2)) == 2  # two calls a window: both started already
+    assert rt.redis.hget(keys.limiter_learned(), "h_limit") == b"2"  # for the previous version's workers
+
+    held = finish(rt, second, take=TakeNext("w3", LEASE_MS))
+
+    assert held.taken is None and rt.redis.zscore(keys.lane("normal"), waiting) is not None
+    due = rt.redis.zscore(keys.ready, "default")
+    assert due is not None and due > redis_now_ms(rt) + QUOTA.window_ms / 2  # at the window's wall

@@ -42,7 +42,7 @@ W = 60_000  # the window of ``limiter()``, ms
 
 def shift_back(client: redis.Redis, limiter: RateLimiter, field: str, ms: int) -> None:
     """Move a learned moment ``ms`` into the past: time passing, without sleeping through windows."""
-    client.hincrby(limiter.learned_key, field, -ms)
+    client.hincrby(limiter.state_key, field, -ms)
 
 
 # -- headers ----------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_each_statement_replaces_the_last_and_none_outlives_its_validity(limiter
     shift_back(redis_server.client(), lim, "h_until", 121_000)  # two windows passed with no restatement
     assert lim.state().limit == 30
     pttl = redis_server.client().pttl(lim.learned_key)
-    assert 0 < pttl <= 2 * 60_000 + 60_000  # the hash goes away by itself
+    assert 0 < pttl <= 2 * 60_000 + 60_000  # the previous version's hash goes away by itself
 
 
 def test_nothing_remaining_holds_every_slot_until_the_reset(limiter, redis_server):
@@ -112,7 +112,8 @@ def test_retry_after_takes_precedence_over_a_stated_reset(limiter):
 
 def next_window(client: redis.Redis, lim: RateLimiter) -> None:
     """The calls of the past window (and the pacer's debt) are gone, as a window later."""
-    client.delete(lim.log_key, lim.tat_key)
+    client.delete(lim.log_key)
+    client.hdel(lim.state_key, "tat")
 
 
 def take(lim: RateLimiter, n: int) -> None:
@@ -146,13 +147,13 @@ def test_a_429_that_comes_back_before_the_limit_doubles_the_hold(limiter, redis_
     lim, client = limiter(), redis_server.client()
     take(lim, 5)
     lim.learn_from_429("no rate-limit header")
-    assert client.hget(lim.learned_key, "a_hold") == str(HOLD_WINDOWS).encode()
+    assert client.hget(lim.state_key, "a_hold") == str(HOLD_WINDOWS).encode()
     shift_back(client, lim, "a_since", (HOLD_WINDOWS + 1) * W)  # grown to 5: probing
     assert lim.state().limit == 5
     next_window(client, lim)
     take(lim, 5)
     assert lim.learn_from_429("no rate-limit header") == 4
-    assert client.hget(lim.learned_key, "a_hold") == str(2 * HOLD_WINDOWS).encode()
+    assert client.hget(lim.state_key, "a_hold") == str(2 * HOLD_WINDOWS).encode()
 
 
 def test_a_one_off_429_is_forgotten(limiter, redis_server):
@@ -166,7 +167,7 @@ def test_a_one_off_429_is_forgotten(limiter, redis_server):
     next_window(client, lim)
     take(lim, 9)
     lim.learn_from_429("no rate-limit header")
-    assert client.hget(lim.learned_key, "a_hold") == str(HOLD_WINDOWS).encode()  # a new episode, not a repeat
+    assert client.hget(lim.state_key, "a_hold") == str(HOLD_WINDOWS).encode()  # a new episode, not a repeat
 
 
 def test_headers_and_429s_combine_the_lower_wins(limiter):
@@ -316,3 +317,21 @@ def test_with_headers_there_is_no_429_after_the_first_answers(redis_server, pref
     statuses = [e["status"] for e in log]
     print(f"\nsandbox 4/s stated in {style} headers, configured 10/s: statuses {statuses}")
     assert 429 not in statuses[4:], statuses  # the first answers teach the quota; nothing after is refused
+
+
+def test_the_learned_fields_live_in_the_state_without_a_ttl_and_a_new_lesson_drops_the_stale_ones(
+    limiter, redis_server
+):
+    """Issue 17: the state (read in one HMGET per slot) has no TTL; an expired statement is harmless until
+    the next lesson forgets it, as the previous version's hash forgot it by its TTL."""
+    lim, client = limiter(), redis_server.client()
+    take(lim, 5)
+    lim.observe(Statement("x", 8))
+    assert lim.learn_from_429("no rate-limit header") == 4
+    assert client.pttl(lim.state_key) == -1 and client.pttl(lim.learned_key) > 0
+    learned = lim.state().learned
+    assert {"h_limit", "a_limit"} <= set(learned) and not {"tat", "quota", "pause", "look_delayed"} & set(learned)
+    shift_back(client, lim, "h_until", 3 * W)  # the statement expired two windows ago: ignored already
+    assert lim.state().limit == 4 and lim.state().learned_from_429s
+    lim.learn_from_429("no rate-limit header")  # a new lesson: the expired statement goes
+    assert client.hget(lim.state_key, "h_limit") is None and client.hget(lim.state_key, "a_limit") is not None

@@ -112,5 +112,5 @@ class Removal:
             self._quiet_ms,
             PER_STEP,
         ]
-        keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.running]
+        keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.leases, k.running]
         return [text(raw) for raw in self._sweep(keys=keys, args=args)]

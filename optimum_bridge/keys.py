@@ -53,6 +53,7 @@ class JobField(StrEnum):
     alone = "alone"  # "1": a GET that shares no call (coalesce off), so it never has followers
     coalesced_with = "coalesced_with"  # a GET served by another job's call (or cached answer): that job
     own_priority = "own_priority"  # a call lifted to its followers' priority: the one it was submitted with
+    owner = "owner"  # who holds its lease in ``Keys.leases`` (written as it starts running; cleared by recovery)
 
 
 class Keys:
@@ -70,9 +71,9 @@ class Keys:
         """Hash: the job record (operation, state, result)."""
         return f"{self.job_prefix}{job_id}"
 
-    def lease(self, job_id: str) -> str:
-        """String: which worker is executing the job right now."""
-        return f"{self.lease_prefix}{job_id}"
+    def lease(self, name: str) -> str:
+        """String: who holds lease ``name`` (a callback delivery's ``cb:<subject>``; the previous version's jobs')."""
+        return f"{self.lease_prefix}{name}"
 
     def idempotency(self, key: str) -> str:
         """String: job id for an idempotency key (hashed: keys are free text)."""
@@ -177,8 +178,13 @@ class Keys:
         return f"{self.prefix}dispatched"
 
     @property
+    def leases(self) -> str:
+        """Sorted set: the jobs workers run -> lease deadline (ms, Redis clock); the owner is the job's ``owner``."""
+        return f"{self.prefix}leases"
+
+    @property
     def running(self) -> str:
-        """Sorted set: jobs a worker is running (each holds a lease) -> since when (ms)."""
+        """Sorted set, the previous version's (read by recovery, never written): jobs run -> since when (ms)."""
         return f"{self.prefix}running"
 
     @property
@@ -193,7 +199,7 @@ class Keys:
 
     @property
     def lease_prefix(self) -> str:
-        """Prefix of the job leases (``lease``)."""
+        """Prefix of the lease strings (``lease``)."""
         return f"{self.prefix}lease:"
 
     def read(self, account: str, digest: str) -> str:

@@ -113,5 +113,5 @@ class Removal:
             PER_STEP,
             k.limiter_prefix,
         ]
-        keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.running]
+        keys = [k.accounts_removed, k.accounts_removed_claim, k.dispatched, k.leases, k.running]
         return [text(raw) for raw in self._sweep(keys=keys, args=args)]

@@ -146,7 +146,7 @@ class Executor:
         """The claimed job's attempt, under its lease."""
         if claim.inflight and not run.operation.idempotent:
             return self._finish(run, response=None, error=ErrorInfo(kind="unknown_outcome", message=UNKNOWN_OUTCOME))
-        with self._leases.hold(self._jobs.lease_key(run.job_id), run.owner):
+        with self._leases.hold(run.job_id, run.owner):
             return self._attempt(run, claim.attempts, sent=claim.sent, token=token)
 
     def _chain(self) -> None:

@@ -4,7 +4,8 @@ A dispatched job has a hand-off deadline: if no worker takes its message by
 then (the message was lost), ``lua/recover.lua`` puts it back in its lane with
 its age. A running job holds a short lease (``jobs.leases``), renewed while its
 attempt runs; if its worker dies (SIGKILL, OOM), the lease runs out and the job
-goes back to its lane, and its account is due at once in the ready set
+goes back to its lane (so do the jobs of a previous version's worker, whose
+leases were keys of their own: ``Keys.running``), and its account is due at once in the ready set
 (``quota.dispatcher``). Every worker's upkeep runs this; the script makes them
 safe together. Callbacks have their own recovery (``callbacks.deliveries``).
 """
@@ -31,9 +32,10 @@ class Recovery:
 
     def run(self) -> list[tuple[str, str]]:
         """Recover what is overdue; returns ``(job id, why)`` for each job put back."""
-        if not self._redis.exists(self._keys.dispatched, self._keys.running):  # idle: one command, no script
+        k = self._keys
+        if not self._redis.exists(k.dispatched, k.leases, k.running):  # idle: one command, no script
             return []
-        keys = [self._keys.dispatched, self._keys.running, self._keys.ready, self._keys.wake]
+        keys = [k.dispatched, k.leases, k.ready, k.wake, k.running]
         args: list[str | int] = [self._keys.job_prefix, self._keys.lease_prefix, self._keys.lane_prefix, 500]
         raw = self._recover(keys=keys, args=args)
         back = [(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]

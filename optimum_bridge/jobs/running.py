@@ -74,7 +74,7 @@ class JobRuns:
         sent_at = self._clock.now().isoformat() if send and self._replicas.required == 0 else ""
         keys = [
             self._keys.job(job_id),
-            self._keys.lease(job_id),
+            self._keys.leases,
             self._keys.dispatched,
             self._keys.running,
             self._keys.limiter_log(account),
@@ -110,10 +110,6 @@ class JobRuns:
             sent=int(reply[6]) if int(reply[6]) >= 0 else None,
         )
 
-    def lease_key(self, job_id: str) -> str:
-        """The Redis key of the job's lease (renewed by a ``LeaseKeeper``)."""
-        return self._keys.lease(job_id)
-
     def mark_sent(self, job_id: str, dispatch: int, *, quota: Quota, account: str, owner: str | None = None) -> int:
         """Count an attempt whose request is about to leave; returns the attempt number.
 
@@ -128,7 +124,7 @@ class JobRuns:
             self._keys.job(job_id),
             self._keys.limiter_log(account),
             self._keys.limiter_state(account),
-            self._keys.lease(job_id),
+            self._keys.leases,
         ]
         args: list[str | int] = [
             f"{job_id}.{dispatch}",
@@ -136,6 +132,7 @@ class JobRuns:
             quota.limit,
             self._clock.now().isoformat(),
             owner or "",
+            job_id,
         ]
         try:
             attempts = int(self._replicas.run(self._redis, self._mark_sent, keys=keys, args=args))
@@ -143,7 +140,7 @@ class JobRuns:
             log.warning("job %s dispatch %d: not sent, back in its lane: %s", job_id, dispatch, exc)
             raise Deferred(NOT_REPLICATED_DELAY_S) from exc
         if attempts < 0:  # the claim is not on this Redis: the job is another worker's to run
-            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, NotOwned(self._keys.lease(job_id)))
+            log.warning("job %s dispatch %d: not sent: %s", job_id, dispatch, NotOwned(f"{self._keys.leases} {job_id}"))
             raise Deferred(0.0)
         if attempts == 0:
             raise Deferred(0.0)
@@ -173,7 +170,7 @@ class JobRuns:
         batch_message = build_message(DELIVER_BATCH_TASK, [batch_id, 1], queue=CALLBACKS_QUEUE) if batch_id else ""
         keys = [
             self._keys.job(job_id),
-            self._keys.lease(job_id),
+            self._keys.leases,
             self._keys.queue(CALLBACKS_QUEUE),
             self._keys.stats,
             self._keys.callbacks_watch,
@@ -226,7 +223,7 @@ class JobRuns:
             self._keys.lane_prefix,
             self._keys.delayed(""),
             self._keys.limiter_prefix,
-            self._keys.lease_prefix,
+            "",  # not read (it was the lease key prefix)
             TAKE_ACCOUNTS,
         ]
 
@@ -269,7 +266,7 @@ class JobRuns:
         metrics of the call that failed, added in the same step)."""
         keys = [
             self._keys.job(job_id),
-            self._keys.lease(job_id),
+            self._keys.leases,
             self._keys.delayed(account),
             self._keys.running,
             self._keys.ready,

@@ -15,6 +15,24 @@ local function release_if_owner(key, owner)
   return 0
 end
 
+-- Job leases (keys.leases, a sorted set: job id -> deadline, ms, Redis clock; the holder is the job
+-- hash's FIELD.owner, written by the caller in the HSET that sets the job running). A lease is live
+-- while its deadline is after now; one that ran out is recovery's (recover.lua), or anyone's to take.
+-- Take job `jid`'s lease until now + ms: true, or false and the deadline of another's live lease.
+local function take_lease(leases, jid, now, ms)
+  if redis.call('ZADD', leases, 'NX', now + ms, jid) == 1 then return true end
+  local deadline = tonumber(redis.call('ZSCORE', leases, jid))
+  if deadline > now then return false, deadline end
+  redis.call('ZADD', leases, 'XX', now + ms, jid)
+  return true
+end
+
+-- Whether `owner` holds job `jid`'s (hash `key`) lease now: it is the owner, and the lease is live.
+local function lease_held(leases, key, jid, owner, now)
+  if redis.call('HGET', key, FIELD.owner) ~= owner then return false end
+  return tonumber(redis.call('ZSCORE', leases, jid) or '0') > now
+end
+
 -- Whether a job's operation (its JSON) has a callback (a key "callback" in its metadata is not one).
 local function has_callback(op_json)
   local ok, op = pcall(cjson.decode, op_json)

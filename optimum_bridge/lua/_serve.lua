@@ -4,12 +4,12 @@
 -- no message, no claim, no wake-up; issue 17).
 -- S, the context: now; job_prefix, lane_prefix, delayed_prefix, limiter_prefix; the keys ready,
 -- wake, quotas (hash: account -> 'limit window interval burst', ms; read only for an account whose
--- limiter state holds no copy: quota_of), dispatched (zset: job id ->
--- hand-off deadline), running, capacity (string: free threads of live workers); most (slots per
--- account and call); free (nil until read: threads free for new hand-offs, -1 when unknown).
--- To hand off: queue, handoff (ms), template, embed. To take (S.owner set): lease_prefix, owner,
--- lease_ms, sent_at ('' to leave the sent record to mark_sent.lua), and S.taken is set to what
--- was taken: {job id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent}.
+-- limiter state holds no copy: quota_of), dispatched (zset: job id -> hand-off deadline), leases
+-- (zset: job id -> lease deadline), capacity (string: free threads of live workers); most (slots
+-- per account and call); free (nil until read: threads free for new hand-offs, -1 when unknown).
+-- To hand off: queue, handoff (ms), template, embed. To take (S.owner set): owner, lease_ms,
+-- sent_at ('' to leave the sent record to mark_sent.lua), and S.taken is set to what was taken:
+-- {job id, dispatch, account, inflight, attempts, op, submitted_at, batch, sent}.
 
 -- Threads free for new hand-offs; read once, when first needed (-1: no limit known).
 local function free_threads(S)
@@ -18,7 +18,9 @@ local function free_threads(S)
     if capacity < 0 then
       S.free = -1
     else
-      S.free = math.max(0, capacity - redis.call('ZCARD', S.dispatched) - redis.call('ZCARD', S.running))
+      -- A previous version's worker (its jobs in keys.running) is not counted: during a rolling
+      -- upgrade, hand-offs may outpace its busy threads (their messages wait, or come back stale).
+      S.free = math.max(0, capacity - redis.call('ZCARD', S.dispatched) - redis.call('ZCARD', S.leases))
     end
   end
   return S.free
@@ -30,9 +32,9 @@ end
 -- after (claim.lua's rules: not when an earlier attempt may be in flight). False when another
 -- holder's lease is still on it (the job goes back to its lane's head).
 local function take_job(S, account, key, jid, dispatch, f)
-  if not redis.call('SET', S.lease_prefix .. jid, S.owner, 'NX', 'PX', S.lease_ms) then return false end
-  redis.call('ZADD', S.running, S.now, jid)
-  local fields = {FIELD.status, 'running', FIELD.dispatch, dispatch, FIELD.dispatched_at, S.now}
+  if not take_lease(S.leases, jid, S.now, S.lease_ms) then return false end
+  local fields = {FIELD.status, 'running', FIELD.dispatch, dispatch, FIELD.dispatched_at, S.now,
+                  FIELD.owner, S.owner}
   if f[7] then
     redis.call('HINCRBY', f[7], 'n:' .. f[1], -1)
     redis.call('HINCRBY', f[7], 'n:running', 1)

@@ -7,14 +7,16 @@
 -- With a sent-at time (ARGV 9: the worker has its token and calls right after), it also does what
 -- mark_sent.lua does, in the same step, unless an earlier attempt may be in flight (the worker
 -- decides about those): the start counted now if the window allows, the attempt counted.
--- KEYS: 1 job hash, 2 job lease, 3 dispatched, 4 running, 5 limiter log, 6 learned limits, 7 ready,
---       8 wake.
+-- KEYS: 1 job hash, 2 leases (zset: job id -> lease deadline; the owner goes in the job hash),
+--       3 dispatched, 4 running (the previous version's: not written, kept so that the keys after it
+--       keep their numbers), 5 limiter log, 6 learned limits, 7 ready, 8 wake.
 -- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id, 8 account,
 --       9 sent at (ISO; '' to leave it to mark_sent.lua).
 -- Returns {'ok', inflight, attempts, op, submitted_at, batch, sent} | {'missing'} | {'final'} |
 -- {'stale'} (not this job's current dispatch) | {'late'} (its slot went by: back in its lane) |
--- {'leased', pttl}; sent is the attempt number when counted as sent here, 0 when the window has no
--- room now (nothing sent: the worker gives the slot back), -1 when not asked or in flight.
+-- {'leased', ms left of another's lease}; sent is the attempt number when counted as sent here, 0
+-- when the window has no room now (nothing sent: the worker gives the slot back), -1 when not asked
+-- or in flight.
 local LATE_MS = 1000
 local f = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.dispatch, FIELD.dispatched_at, FIELD.batch,
                      FIELD.inflight, FIELD.attempts, FIELD.op, FIELD.submitted_at)
@@ -43,14 +45,13 @@ if now > tonumber(f[3]) + LATE_MS then
   end
   redis.call('ZADD', KEYS[5], now, member)
 end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
-  return {'leased', redis.call('PTTL', KEYS[2])}
-end
+local leased, deadline = take_lease(KEYS[2], jid, now, tonumber(ARGV[2]))
+if not leased then return {'leased', deadline - now} end
 redis.call('ZREM', KEYS[3], jid)
-redis.call('ZADD', KEYS[4], now, jid)
-local fields = {}  -- written in one HSET at the end
+local fields = {FIELD.owner, ARGV[1]}  -- written in one HSET at the end
 if status ~= 'running' then  -- set_status, with the fields read above
-  fields = {FIELD.status, 'running'}
+  table.insert(fields, FIELD.status)
+  table.insert(fields, 'running')
   if batch then
     redis.call('HINCRBY', batch, 'n:' .. status, -1)
     redis.call('HINCRBY', batch, 'n:running', 1)
@@ -79,5 +80,5 @@ if ARGV[9] ~= '' and f[5] ~= '1' then  -- mark_sent.lua's step: the call leaves 
     table.insert(fields, ARGV[9])
   end
 end
-if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+redis.call('HSET', KEYS[1], unpack(fields))
 return {'ok', f[5] or '0', tonumber(f[6]), f[7], f[8], batch or '', sent}

@@ -12,17 +12,19 @@
 -- it meanwhile, so no delivery lease is needed.
 -- With a new owner (ARGV 17), the worker thread, free again, takes the next job whose slot is free
 -- now in the same step (take_next, in _serve.lua: no message, no claim, no wake-up); else a
--- dispatcher waiting for a thread is woken. Either way the job's lease and `running` entry go,
--- also when the job was already final or gone.
--- KEYS: 1 job hash, 2 job lease, 3 callbacks queue, 4 stats, 5 callbacks watch, 6 running, 7 ready,
---       8 wake, 9 quotas, 10 dispatched, 11 capacity.
+-- dispatcher waiting for a thread is woken. Either way the job's lease goes, also when the job was
+-- already final or gone.
+-- KEYS: 1 job hash, 2 leases (zset: job id -> lease deadline), 3 callbacks queue, 4 stats,
+--       5 callbacks watch, 6 running (the previous version's: not written, kept so that the keys
+--       after it keep their numbers), 7 ready, 8 wake, 9 quotas, 10 dispatched, 11 capacity.
 -- ARGV: 1 owner (not read: see the lease below), 2 final status, 3 response JSON, 4 error JSON, 5 finished at, 6 result ttl (s),
 --       7 callback message ('' for none), 8 watch ms, 9 job id, 10 batch callback message
 --       ('' when the job is in no batch), 11 batch id, 12 job key prefix, 13 followers key prefix,
 --       14 callback message template, 15 its body embed, 16 hold ms ('' to queue the callback),
 --       17 the new owner ('' to take nothing), 18 its lease ms, 19 sent at (ISO; '' to leave the
 --       sent record to mark_sent.lua), 20 the account it applies to (whose token the worker
---       holds), 21 lane prefix, 22 delayed key prefix, 23 limiter key prefix, 24 lease key prefix,
+--       holds), 21 lane prefix, 22 delayed key prefix, 23 limiter key prefix, 24 not read (it was
+--       the lease key prefix),
 --       25 most due accounts to try, 26... the call's metrics (add_counts), added whatever the
 --       job's state.
 -- Returns {1 when finished now (0 when it already was, -1 when the job is gone), the job's HGETALL
@@ -135,15 +137,14 @@ end
 local outcome, held = finish()
 -- The job is final (now or before): no one takes a lease on it any more, so its lease goes without
 -- an owner check (one who took it over after ours ran out has nothing left to do with it either).
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[6], ARGV[9])
+redis.call('ZREM', KEYS[2], ARGV[9])
 add_counts(26)  -- the call's metrics and the jobs finished above, pushed as one entry
 local taken = {}
 if ARGV[17] ~= '' then
   local S = {
     now = now, job_prefix = ARGV[12], lane_prefix = ARGV[21], delayed_prefix = ARGV[22],
     limiter_prefix = ARGV[23], ready = KEYS[7], wake = KEYS[8], quotas = KEYS[9], dispatched = KEYS[10],
-    running = KEYS[6], capacity = KEYS[11], most = 1, lease_prefix = ARGV[24], owner = ARGV[17],
+    leases = KEYS[2], capacity = KEYS[11], most = 1, owner = ARGV[17],
     lease_ms = tonumber(ARGV[18]),
   }
   taken = take_next(S, ARGV[20], ARGV[19], tonumber(ARGV[25]))

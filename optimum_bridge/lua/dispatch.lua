@@ -5,8 +5,8 @@
 -- (ZRANGEBYSCORE: O(log A + due), never a scan of every account); or one account named in ARGV[10]
 -- (tests, tools).
 -- KEYS: 1 ready, 2 wake, 3 quotas (hash: account -> 'limit window interval burst', ms), 4 dispatched
---       (zset: job id -> hand-off deadline), 5 running, 6 capacity (string: free threads of live
---       workers), 7 operations queue.
+--       (zset: job id -> hand-off deadline), 5 leases (zset: job id -> lease deadline), 6 capacity
+--       (string: free threads of live workers), 7 operations queue.
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 limiter key prefix, 5 hand-off ms,
 --       6 message template, 7 body embed JSON, 8 most slots per account and call, 9 most accounts per
 --       call, 10 account ('' for the due ones).
@@ -22,7 +22,7 @@ local now = now_ms()
 redis.call('DEL', KEYS[2])  -- this call serves every wake-up pushed before it
 local S = {
   now = now, job_prefix = ARGV[1], lane_prefix = ARGV[2], delayed_prefix = ARGV[3], limiter_prefix = ARGV[4],
-  ready = KEYS[1], wake = KEYS[2], quotas = KEYS[3], dispatched = KEYS[4], running = KEYS[5], capacity = KEYS[6],
+  ready = KEYS[1], wake = KEYS[2], quotas = KEYS[3], dispatched = KEYS[4], leases = KEYS[5], capacity = KEYS[6],
   queue = KEYS[7], handoff = tonumber(ARGV[5]), template = ARGV[6], embed = ARGV[7], most = tonumber(ARGV[8]),
 }
 

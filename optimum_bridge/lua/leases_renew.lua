@@ -1,10 +1,12 @@
--- Extend every lease still held by its owner (a lease another worker took over is left alone).
--- KEYS: lease keys.  ARGV: ttl ms, then one owner per key.  Returns how many were renewed.
+-- Extend the lease of every job still held by its owner (one another worker took over, one
+-- recovery took back, and one released are left alone: the owner check, and ZADD XX).
+-- KEYS: 1 leases (zset: job id -> lease deadline), then the jobs' hashes.
+-- ARGV: 1 ttl ms, then for each job hash: the job's id and its owner.  Returns how many were renewed.
+local deadline = now_ms() + tonumber(ARGV[1])
 local renewed = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i + 1] then
-    redis.call('PEXPIRE', key, tonumber(ARGV[1]))
-    renewed = renewed + 1
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], FIELD.owner) == ARGV[2 * i - 1] then
+    renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[2 * i - 2])
   end
 end
 return renewed

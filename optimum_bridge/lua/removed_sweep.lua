@@ -5,7 +5,8 @@
 -- once past the longest a job of it may still come back (a call under way, its retry, a redelivery).
 -- Its limiter state and log go then too (a call that finished after the removal may have written
 -- them again, and neither has a TTL).
--- KEYS: 1 removed accounts, 2 the round's claim, 3 dispatched, 4 running.
+-- KEYS: 1 removed accounts, 2 the round's claim, 3 dispatched, 4 leases (the jobs running), 5 running
+--       (the previous version's: its workers' jobs, during a rolling upgrade).
 -- ARGV: 1 job key prefix, 2 lane prefix, 3 delayed key prefix, 4 '1' to claim the round (else: the
 --       claimed round goes on), 5 claim ms, 6 sweep-for ms, 7 quiet ms, 8 most ids, 9 limiter key prefix.
 -- Returns the ids of waiting jobs of removed accounts, at most ARGV[8].
@@ -44,9 +45,11 @@ for _, jid in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   local owner = redis.call('HGET', ARGV[1] .. jid, FIELD.account)
   if owner and since[owner] then found(owner, jid) end
 end
-for _, jid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do  -- a call under way: left to finish, watched
-  local owner = redis.call('HGET', ARGV[1] .. jid, FIELD.account)
-  if owner and since[owner] then busy[owner] = true end
+for _, running in ipairs({KEYS[4], KEYS[5]}) do  -- a call under way: left to finish, watched
+  for _, jid in ipairs(redis.call('ZRANGE', running, 0, -1)) do
+    local owner = redis.call('HGET', ARGV[1] .. jid, FIELD.account)
+    if owner and since[owner] then busy[owner] = true end
+  end
 end
 for _, name in ipairs(names) do
   if not busy[name] and since[name] <= now - tonumber(ARGV[7]) then forget(name) end

@@ -1,7 +1,9 @@
 -- Park a job for a retry: it waits in its account's delayed set, then goes back to its lane
 -- (dispatch.lua moves it when due: its account is in the ready set by then); the lease is
 -- released, and with it a worker thread, which a dispatcher waiting for one hears of.
--- KEYS: 1 job hash, 2 job lease, 3 delayed set, 4 running, 5 ready, 6 wake.
+-- KEYS: 1 job hash, 2 leases (zset: job id -> lease deadline), 3 delayed set, 4 running (the
+--       previous version's: not written, kept so that the keys after it keep their numbers),
+--       5 ready, 6 wake.
 -- ARGV: 1 owner, 2 new status, 3 error JSON ('' to keep), 4 delay ms, 5 job id,
 --       6 response JSON ('' to keep), 7 account, 8... the call's metrics (add_counts), added whatever
 --       the job's state.
@@ -14,8 +16,8 @@ set_status(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], FIELD.inflight, '0')
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], FIELD.error, ARGV[3]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], FIELD.response, ARGV[6]) end
-release_if_owner(KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[5])
+-- The lease goes only if it is ours (the job's owner): one taken over is left to its holder.
+if redis.call('HGET', KEYS[1], FIELD.owner) == ARGV[1] then redis.call('ZREM', KEYS[2], ARGV[5]) end
 local now = now_ms()
 local due = now + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[3], due, ARGV[5])

@@ -203,7 +203,7 @@ class Runtime:
     def leases(self) -> LeaseKeeper:
         # Short enough that a dead worker's job is free well within the redelivery timeout.
         ttl_s = min(30.0, max(2.0, self.settings.redelivery_timeout_s / 2))
-        return LeaseKeeper(self.redis, ttl_ms=int(ttl_s * 1000))
+        return LeaseKeeper(self.redis, self.keys, ttl_ms=int(ttl_s * 1000))
 
     @lazy
     def due(self) -> DueSet:

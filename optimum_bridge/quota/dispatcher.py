@@ -84,7 +84,7 @@ class Dispatcher:
             keys.wake,
             keys.quotas,
             keys.dispatched,
-            keys.running,
+            keys.leases,
             keys.capacity,
             keys.queue(OPERATIONS_QUEUE),
         ]

@@ -167,12 +167,12 @@ def test_a_retry_parked_after_the_removal_by_a_call_under_way_is_still_cancelled
     job = client.submit({"method": "GET", "path": "/Vehicles", "account": "newco"})
     lane = next(lane for lane in keys.lanes("newco") if redis.zscore(lane, job) is not None)
     redis.zrem(lane, job)  # its call is under way when the account is removed
-    redis.zadd(keys.running, {job: 1})
+    redis.zadd(keys.leases, {job: 1})
     rt.account_store.remove("newco")
     removal = Removal(redis, keys, result_ttl_s=60, quiet_s=0, round_s=0.001)
     assert removal.sweep() == 0
     assert redis.zscore(keys.accounts_removed, "newco") is not None  # a call under way: still watched
-    redis.zrem(keys.running, job)  # the call ends and parks a retry
+    redis.zrem(keys.leases, job)  # the call ends and parks a retry
     redis.zadd(keys.delayed("newco"), {job: 1})
     time.sleep(0.002)
     assert removal.sweep() == 1

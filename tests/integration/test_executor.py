@@ -17,6 +17,13 @@ from tests.support import bridge_env, calls_to, free_port, give_slot, run, setti
 from tests.support.fakes import FakeJobs
 
 
+def lease_elsewhere(rt: Runtime, keys: Keys, job_id: str) -> None:
+    """What another worker's live lease on the job is: its owner, and a deadline 5 s away (Redis clock)."""
+    seconds, micros = rt.redis.time()
+    rt.redis.zadd(keys.leases, {job_id: int(seconds) * 1000 + int(micros) // 1000 + 5000})
+    rt.redis.hset(keys.job(job_id), "owner", "someone-else")
+
+
 def expire_retry(rt: Runtime, job_id: str) -> None:
     """Make a parked retry due now (instead of waiting out its backoff)."""
     rt.redis.zadd(Keys(rt.settings.key_prefix).delayed(), {job_id: 0})
@@ -168,7 +175,7 @@ def test_the_fake_store_answers_as_the_lua_scripts_do(bridge):
         lambda: client.submit(next(reads)),
         lambda job_id: give_slot(rt, job_id),
         lambda job_id: rt.redis.hset(keys.job(job_id), "inflight", "1"),  # what a SIGKILL mid-call leaves
-        lambda job_id: rt.redis.set(keys.lease(job_id), "someone-else", px=5000),
+        lambda job_id: lease_elsewhere(rt, keys, job_id),
     )
     fake = FakeJobs()
     faked = store_sequence(

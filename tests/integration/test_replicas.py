@@ -172,10 +172,11 @@ def test_no_call_goes_out_when_the_claim_is_not_on_the_redis_that_records_the_ca
     quota = rt.accounts["default"].api.quota
     claim = rt.jobs.claim(job, dispatch, "w1", quota=quota, account="default", lease_ms=30_000)
     assert claim.outcome == "ok"
-    rt.redis.delete(rt.jobs.lease_key(job))  # what the promoted replica has: no lease
+    deadline = rt.redis.zscore(rt.keys.leases, job)
+    rt.redis.zrem(rt.keys.leases, job)  # what the promoted replica has: no lease
     with pytest.raises(Deferred):
         rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1")
-    rt.redis.set(rt.jobs.lease_key(job), "w1")
+    rt.redis.zadd(rt.keys.leases, {job: deadline or 0})
     assert rt.jobs.mark_sent(job, dispatch, quota=quota, account="default", owner="w1") >= 1
 
 

@@ -2,7 +2,7 @@
 
 No worker process: jobs are claimed and finished through the runtime's ``JobStore`` against
 the test's Redis, as ``test_executor.py`` does, and the state ``take_next`` leaves is read
-back key by key (lease, ``running``, lanes, limiter log, ready set, wake-up list). The last
+back key by key (the leases set and the job's owner, lanes, limiter log, ready set, wake-up list). The last
 tests run the executor itself: it chains to the next job only while chaining is on and the
 worker is not draining.
 """
@@ -84,8 +84,8 @@ def in_a_lane(rt: Runtime, keys: Keys, job_id: str) -> bool:
 
 
 def released(rt: Runtime, keys: Keys, job_id: str) -> bool:
-    """The finished job holds nothing any more: no lease, no ``running`` entry."""
-    return not rt.redis.exists(keys.lease(job_id)) and rt.redis.zscore(keys.running, job_id) is None
+    """The finished job holds nothing any more: no entry in the leases set."""
+    return rt.redis.zscore(keys.leases, job_id) is None
 
 
 def test_finishing_takes_the_oldest_job_of_the_highest_lane_for_the_new_owner(bridge):
@@ -94,7 +94,7 @@ def test_finishing_takes_the_oldest_job_of_the_highest_lane_for_the_new_owner(br
     first = claimed(rt, client, read(0))
     normal = client.submit(read(1))
     urgent = client.submit(read(2, priority="urgent"))  # submitted after, but in a higher lane
-    assert rt.redis.zscore(keys.running, first) is not None and rt.redis.exists(keys.lease(first))
+    assert rt.redis.zscore(keys.leases, first) is not None and rt.redis.hget(keys.job(first), "owner") == b"w1"
 
     done = finish(rt, first, take=TakeNext("w2", LEASE_MS))
 
@@ -106,9 +106,8 @@ def test_finishing_takes_the_oldest_job_of_the_highest_lane_for_the_new_owner(br
     assert taken.claim.operation.query == {"page": 2}
     assert rt.redis.hget(keys.job(urgent), "status") == b"running"
     assert rt.redis.hget(keys.job(urgent), "dispatch") == b"1"
-    assert rt.redis.get(keys.lease(urgent)) == b"w2"
-    assert 0 < rt.redis.pttl(keys.lease(urgent)) <= LEASE_MS
-    assert rt.redis.zscore(keys.running, urgent) is not None
+    assert rt.redis.hget(keys.job(urgent), "owner") == b"w2"
+    assert 0 < (rt.redis.zscore(keys.leases, urgent) or 0) - redis_now_ms(rt) <= LEASE_MS
     assert not in_a_lane(rt, keys, urgent)
     assert rt.redis.zscore(keys.limiter_log(), f"{urgent}.{taken.dispatch}") is not None  # its start counted
     assert rt.redis.zscore(keys.dispatched, urgent) is None  # no message: nothing waits for a hand-off

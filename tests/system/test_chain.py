@@ -134,7 +134,7 @@ def test_an_unexpected_error_in_a_chained_job_fails_that_job_not_the_first(redis
     assert failed.status == "failed" and failed.error is not None and failed.error.kind == "internal_error"
     assert execute_messages(worker) == 1  # the broken job ran on the first job's message: taken, not sent
     assert "ChainedJobError" in worker.log()
-    assert redis_server.client().zcard(keys.running) == 0
+    assert redis_server.client().zcard(keys.leases) == 0
 
 
 def test_a_warm_shutdown_stops_a_prefork_pool_from_taking_jobs(redis_server, prefix, sandbox, workers):

@@ -86,12 +86,12 @@ class FakeLeases:
     held: set[str] = field(default_factory=set)
 
     @contextmanager
-    def hold(self, key: str, owner: str) -> Iterator[None]:
-        self.held.add(key)
+    def hold(self, job_id: str, owner: str) -> Iterator[None]:
+        self.held.add(job_id)
         try:
             yield
         finally:
-            self.held.discard(key)
+            self.held.discard(job_id)
 
 
 @dataclass
@@ -145,7 +145,7 @@ def test_2xx_completes_the_job_succeeded_with_its_answer_and_callback(b: Bench) 
     record = b.jobs.records[job_id]
     assert (record.status, record.attempts, record.inflight, record.error) == ("succeeded", 1, False, None)
     assert record.response == answer(201) and record.callback_queued
-    assert b.api.leases_during_call == [{b.jobs.lease_key(job_id)}]  # the lease is renewed during the call
+    assert b.api.leases_during_call == [{job_id}]  # the lease is renewed during the call
     assert b.leases.held == set() and b.jobs.leases == {}  # and given back after it
     assert b.jobs.due == []
 

@@ -9,7 +9,8 @@
 -- decides about those): the start counted now if the window allows, the attempt counted.
 -- KEYS: 1 job hash, 2 leases (zset: job id -> lease deadline; the owner goes in the job hash),
 --       3 dispatched, 4 running (the previous version's: not written, kept so that the keys after it
---       keep their numbers), 5 limiter log, 6 learned limits, 7 ready, 8 wake.
+--       keep their numbers), 5 limiter log, 6 the account's limiter state (its learned limits), 7 ready,
+--       8 wake.
 -- ARGV: 1 owner, 2 lease ms, 3 dispatch id, 4 window ms, 5 limit, 6 lane prefix, 7 job id, 8 account,
 --       9 sent at (ISO; '' to leave it to mark_sent.lua).
 -- Returns {'ok', inflight, attempts, op, submitted_at, batch, sent} | {'missing'} | {'final'} |

@@ -6,7 +6,7 @@
 -- With an owner (ARGV 5), nothing is counted unless the job's lease is the owner's and live on this
 -- Redis: a write redis-py retried on a primary that a failover promoted, which never saw the claim,
 -- must not send the call (the job would run again elsewhere).
--- KEYS: 1 job hash, 2 the account's limiter log, 3 its learned limits, 4 leases (zset: job id ->
+-- KEYS: 1 job hash, 2 the account's limiter log, 3 its limiter state (learned limits), 4 leases (zset: job id ->
 --       lease deadline).
 -- ARGV: 1 log member (<job id>.<dispatch>), 2 window ms, 3 limit, 4 sent at (ISO), 5 owner ('' for none),
 --       6 job id.

@@ -164,6 +164,41 @@ def test_a_lease_taken_over_is_neither_renewed_nor_released_by_its_old_owner(bri
     assert deadline(rt, job) == taken_over and owner(rt, job) == b"w2"  # still w2's
 
 
+def test_a_worker_whose_lease_was_taken_back_does_not_park_the_new_holders_call(bridge):
+    """w1 stalls past its lease; recovery takes the job back and w2 sends its (not idempotent) call;
+    w1's late reschedule must leave the job to w2: were it parked with ``inflight`` cleared, a crash
+    of w2 would have the call sent again (the review's reproduction)."""
+    rt, client, _ = bridge(**ENV)
+    job = client.submit({"method": "POST", "path": "/Persons", "body": {"n": 1}})
+    assert claim(rt, job, give_slot(rt, job), "w1") == "ok"
+    expire(rt, job)
+    assert rt.recovery.run() == [(job, "lease")]
+    second = give_slot(rt, job)
+    assert claim(rt, job, second, "w2") == "ok"
+    assert rt.jobs.mark_sent(job, second, quota=QUOTA, account="default", owner="w2") == 1
+
+    assert not rt.jobs.reschedule(job, "w1", account="default", delay_s=0.0, status="queued")
+
+    status, inflight = rt.redis.hmget(rt.keys.job(job), "status", "inflight")
+    assert (status, inflight, owner(rt, job)) == (b"running", b"1", b"w2")
+    assert rt.redis.zscore(rt.keys.delayed("default"), job) is None and deadline(rt, job) is not None
+    expire(rt, job)  # w2 dies mid-call
+    rt.recovery.run()
+    third = rt.jobs.claim(job, give_slot(rt, job), "w3", quota=QUOTA, account="default", lease_ms=LEASE_MS)
+    assert third.outcome == "ok" and third.inflight  # the executor will not send it blindly again
+
+
+def test_a_lease_that_ran_out_is_not_renewed_even_before_recovery_comes(bridge):
+    rt, client, _ = bridge(**ENV)
+    job = client.submit(op(0))
+    assert claim(rt, job, give_slot(rt, job), "w1") == "ok"
+    expire(rt, job)
+    keeper = LeaseKeeper(rt.redis, rt.keys, ttl_ms=60_000)
+    with keeper.hold(job, "w1"):
+        assert keeper.renew_once() == 0
+    assert rt.recovery.run() == [(job, "lease")]
+
+
 @pytest.mark.parametrize("lost", ["another owner", "lease ran out", "no lease"])
 def test_no_call_is_recorded_as_sent_unless_the_lease_is_the_owners_and_live(bridge, lost):
     rt, client, _ = bridge(**ENV)

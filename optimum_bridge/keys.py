@@ -149,12 +149,7 @@ class Keys:
 
     @property
     def ready(self) -> str:
-        """Sorted set: the accounts with waiting work -> when (ms, Redis clock) their next slot may be given.
-
-        Every script that puts a job in a lane or a delayed set puts its account here; the dispatcher
-        takes the due ones (``ZRANGEBYSCORE``: O(log A)) and sets each account's next time, or drops it
-        when nothing of it waits.
-        """
+        """Sorted set: the accounts with waiting work -> when (ms, Redis clock) each is next due (``_prelude.lua``)."""
         return f"{self.prefix}ready"
 
     @property

@@ -27,8 +27,9 @@
 --       the lease key prefix),
 --       25 most due accounts to try, 26... the call's metrics (add_counts), added whatever the
 --       job's state.
--- Returns {1 when finished now (0 when it already was, -1 when the job is gone), the job's HGETALL
--- when its callback is this caller's to deliver (else {}), the job taken next (take_next; {})}.
+-- Returns {1 when finished now (0 when it already was, -1 when the job is gone), the job's record as
+-- HGETALL would give it when its callback is this caller's to deliver (else {}), the job taken next
+-- (take_next; {})}.
 -- Every field of the job it needs is read in one HMGET, and written in one HSET.
 local now = now_ms()
 local deliver = ARGV[7] ~= '' and ARGV[16] ~= ''

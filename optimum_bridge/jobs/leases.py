@@ -5,9 +5,9 @@ A lease says "this worker is executing the job right now": the job's entry in
 ``owner`` field. Taking one is a step of the scripts that start a job
 (``lua/claim.lua``, ``take_job`` in ``lua/_serve.lua``); finishing the job
 removes it, and so does parking it, by its owner only (a worker whose lease
-was taken back leaves the job to its new holder). It is short (a few seconds) so that after a crash the job
-is free again soon (``jobs.recovery`` takes back the jobs whose deadline is
-past), and renewed every third of its lifetime while the attempt runs --
+was taken back leaves the job to its new holder). It is short (a few
+seconds) so that after a crash the job is free again soon (``jobs.recovery``
+takes back the jobs whose deadline is past), and renewed every third of its lifetime while the attempt runs --
 however long the rate limiter or the API makes it wait. Renewal checks the
 owner and the deadline: a lease that another worker took over, that recovery
 took back, or that ran out, is never extended by the old owner.
